@@ -1,0 +1,37 @@
+"""The launch environment: settings that only work when set before the interpreter starts.
+
+``PYTHONHASHSEED`` is read once, when CPython starts: setting ``os.environ["PYTHONHASHSEED"]``
+inside a running interpreter (as many seed-everything recipes do) changes nothing for that
+interpreter's ``hash()`` of strings; only child processes see it. ``CUBLAS_WORKSPACE_CONFIG``
+is read when cuBLAS creates its handle, and the thread-count variables when the OpenMP/BLAS
+runtimes start. So these are set by whoever launches Python: ``envparity run``, the flake's
+shell, the devcontainer's ``containerEnv`` and Dockerfile ``ENV``, and the verify targets all
+use this one function.
+
+Stdlib only: it is imported inside bare target environments.
+"""
+
+from __future__ import annotations
+
+
+def launch_environment(
+    seed: int,
+    *,
+    deterministic_algorithms: bool = True,
+    tf32: bool = False,
+    threads: int | None = None,
+) -> dict[str, str]:
+    """The variables to set before starting Python, sorted by name."""
+    env = {"PYTHONHASHSEED": str(seed)}
+    if deterministic_algorithms:
+        # cuBLAS picks reduction strategies per stream unless its workspace is fixed; torch
+        # refuses deterministic mode on CUDA >= 10.2 without this (":16:8" also works, slower).
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    if not tf32:
+        # Ampere+ GPUs may run float32 matmuls/convolutions in TF32; this turns that off in
+        # cuBLAS and cuDNN for every library in the process, not only torch.
+        env["NVIDIA_TF32_OVERRIDE"] = "0"
+    if threads is not None:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(threads)
+    return dict(sorted(env.items()))

@@ -1,0 +1,642 @@
+"""Load ``environment.toml`` into a frozen ``Spec``.
+
+Loading never stops at the first problem: every problem is collected with its key path
+and reported together as one ``SpecError`` (exit 2). Values that later reach Nix, a
+Dockerfile, JSON or a shell line are validated here against a strict shape, so renderers
+only ever see values they can represent safely.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from orchestrator.errors import Problem, SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+SPEC_FILE = "environment.toml"
+
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
+
+# Shapes of values that reach generated files. Anything outside them is refused at load.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PYTHON_RE = re.compile(r"^3\.(\d{1,2})(\.\d{1,3})?$")
+_CUDA_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})$")
+_CUDNN_RE = re.compile(r"^\d{1,2}(\.\d{1,3}){0,3}$")
+_PKG_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_SYSPKG_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]{0,63}$")
+_NIX_ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_EXTENSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*$")
+_NIXPKGS_RE = re.compile(r"^github:NixOS/nixpkgs/[0-9a-f]{40}$")
+_NIXPKGS_ANY_RE = re.compile(r"^(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+$")
+# registry/path:tag@sha256:digest, Docker's reference grammar (lower-case path components).
+_IMAGE_RE = re.compile(
+    r"^(?P<name>(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
+_PROBE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# --------------------------------------------------------------------------- the data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    name: str
+    python: str
+    systems: tuple[str, ...] = ("x86_64-linux",)
+
+    @property
+    def python_minor(self) -> str:
+        """``"3.11"`` for both ``"3.11"`` and ``"3.11.9"``."""
+        return ".".join(self.python.split(".")[:2])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cuda:
+    version: str
+    cudnn: str | None = None
+
+    @property
+    def flavor(self) -> str:
+        """The lock flavor of this toolkit: ``"12.8"`` -> ``"cu128"``."""
+        return "cu" + self.version.replace(".", "")
+
+    @property
+    def nix_attr(self) -> str:
+        """The nixpkgs package set: ``"12.8"`` -> ``"cudaPackages_12_8"``."""
+        return "cudaPackages_" + self.version.replace(".", "_")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dependency:
+    name: str
+    specifier: str = ""
+    extras: tuple[str, ...] = ()
+    markers: str = ""
+
+    def requirement(self) -> str:
+        """The PEP 508 line handed to the resolver."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        markers = f" ; {self.markers}" if self.markers else ""
+        return f"{self.name}{extras}{self.specifier}{markers}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Index:
+    url: str
+    kind: str = "index"  # "index" (PEP 503 simple index) or "find-links" (flat folder/page)
+    flavors: tuple[str, ...] = ()  # empty: every flavor
+
+    def applies_to(self, flavor: str) -> bool:
+        return not self.flavors or flavor in self.flavors or (
+            flavor.startswith("cu") and "cuda" in self.flavors
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class System:
+    packages: tuple[str, ...] = ()
+    nix: Mapping[str, str] = field(default_factory=dict)  # package -> nixpkgs attribute
+    apt: Mapping[str, str] = field(default_factory=dict)  # package -> Debian/Ubuntu package
+
+
+@dataclass(frozen=True, kw_only=True)
+class Determinism:
+    seed: int = 0
+    deterministic_algorithms: bool = True
+    tf32: bool = False
+    cudnn_benchmark: bool = False
+    threads: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variable:
+    name: str
+    default: str | None = None
+    required: bool = False
+    secret: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """Settings every target shares."""
+
+    name: str
+    flavor: str | None = None  # which lock this target installs; None: the spec's default
+    required: bool = False  # a skip of a required target fails verify
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevcontainerTarget(Target):
+    image: str
+    extensions: tuple[str, ...] = ("ms-python.python",)
+    user: str = "dev"
+
+    @property
+    def pinned(self) -> bool:
+        return "@sha256:" in self.image
+
+
+@dataclass(frozen=True, kw_only=True)
+class NixTarget(Target):
+    nixpkgs: str
+
+    @property
+    def pinned(self) -> bool:
+        return bool(_NIXPKGS_RE.match(self.nixpkgs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verify:
+    steps: int = 30
+    runs: int = 2
+    probe: str | None = None  # "package.module:function"; None: the built-in probe
+    rtol: float = 0.0  # between runs on the same hardware and packages: bitwise by default
+    atol: float = 0.0
+    cross_device_rtol: float = 1e-4  # between different devices (CPU vs CUDA, GPU models)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    path: Path
+    environment: Environment
+    cuda: Cuda | None = None
+    dependencies: tuple[Dependency, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    system: System = field(default_factory=System)
+    determinism: Determinism = field(default_factory=Determinism)
+    variables: tuple[Variable, ...] = ()
+    targets: Mapping[str, Target] = field(default_factory=dict)
+    verify: Verify = field(default_factory=Verify)
+
+    @property
+    def root(self) -> Path:
+        """The folder the spec lives in; generated files are written relative to it."""
+        return self.path.parent
+
+    @property
+    def flavors(self) -> tuple[str, ...]:
+        """Lock flavors: always ``cpu``; plus ``cuXY`` when a CUDA toolkit is given."""
+        return ("cpu",) if self.cuda is None else (self.cuda.flavor, "cpu")
+
+    @property
+    def default_flavor(self) -> str:
+        return self.flavors[0]
+
+    def flavor_of(self, target: str) -> str:
+        t = self.targets.get(target)
+        return t.flavor if t is not None and t.flavor else self.default_flavor
+
+    def dependency(self, name: str) -> Dependency | None:
+        key = _canonical(name)
+        return next((d for d in self.dependencies if _canonical(d.name) == key), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-able dict of everything that determines the outputs."""
+        data = asdict(self)
+        data.pop("path")
+        return json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
+
+    def digest(self, *parts: str) -> str:
+        """sha256 of the named top-level parts (all when none are named), canonical JSON."""
+        data = self.to_dict()
+        chosen = {k: data[k] for k in parts} if parts else data
+        blob = json.dumps(chosen, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --------------------------------------------------------------------------- loading
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", float: "a number",
+               list: "an array", dict: "a table"}
+
+
+def _type_name(value: object) -> str:
+    for typ, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+                      (list, "array"), (dict, "table")):
+        if isinstance(value, typ):
+            return name
+    return type(value).__name__
+
+
+class _Reader:
+    """Typed getters over the parsed TOML that record problems instead of raising."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self.file, key, message))
+
+    def table(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False
+              ) -> dict[str, Any] | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.problem(_join(path, key), "missing (a table is required)")
+            return None
+        if not isinstance(value, dict):
+            self.problem(_join(path, key), f"expected a table, got {_type_name(value)} {value!r}")
+            return None
+        return value
+
+    def get(self, data: Mapping[str, Any], key: str, path: str, typ: type[T], default: T | None = None,
+            *, required: bool = False, check: Callable[[T], str | None] | None = None) -> T | None:
+        full = _join(path, key)
+        if key not in data:
+            if required:
+                self.problem(full, f"missing (expected {_TYPE_NAMES[typ]})")
+            return default
+        value = data[key]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.problem(full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {value!r}")
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(full, message)
+                return default
+        return value  # type: ignore[no-any-return]
+
+    def strings(self, data: Mapping[str, Any], key: str, path: str, default: tuple[str, ...] = (),
+                *, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+        full = _join(path, key)
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, list):
+            self.problem(full, f"expected an array of strings, got {_type_name(value)} {value!r}")
+            return default
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problem(f"{full}[{i}]", f"expected a string, got {_type_name(item)} {item!r}")
+                continue
+            message = check(item) if check else None
+            if message:
+                self.problem(f"{full}[{i}]", message)
+                continue
+            out.append(item)
+        return tuple(out)
+
+    def known_keys(self, data: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(allowed)})"
+                self.problem(_join(path, key), f"unknown key{hint}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if regex.match(value) else f"{value!r} is not {what}"
+    return check
+
+
+def load(path: str | Path = SPEC_FILE) -> Spec:
+    """Read and validate a spec file; raise ``SpecError`` listing every problem."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem(file, "", "no such file (create one with 'envparity init')")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(file, "", f"cannot read: {exc}")]) from None
+    return loads(text, path=p)
+
+
+def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
+    p = Path(path)
+    file = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([Problem(file, "", f"TOML syntax error: {exc}")]) from None
+    r = _Reader(file)
+    spec = _build(r, data, p.resolve() if p.is_absolute() or p.exists() else p)
+    if r.problems or spec is None:
+        raise SpecError(r.problems)
+    return spec
+
+
+_TOP = ("environment", "cuda", "dependencies", "index", "system", "determinism", "variables",
+        "targets", "verify")
+
+
+def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
+    r.known_keys(data, "", _TOP)
+    environment = _environment(r, data)
+    cuda = _cuda(r, data)
+    dependencies = _dependencies(r, data)
+    indexes = _indexes(r, data, cuda)
+    system = _system(r, data)
+    determinism = _determinism(r, data)
+    variables = _variables(r, data)
+    flavors = ("cpu",) if cuda is None else (cuda.flavor, "cpu")
+    targets = _targets(r, data, flavors)
+    verify = _verify(r, data)
+    if environment is None or r.problems:
+        return None
+    return Spec(path=path, environment=environment, cuda=cuda, dependencies=dependencies,
+                indexes=indexes, system=system, determinism=determinism, variables=variables,
+                targets=targets, verify=verify)
+
+
+def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
+    t = r.table(data, "environment", "", required=True)
+    if t is None:
+        return None
+    r.known_keys(t, "environment", ("name", "python", "systems"))
+    name = r.get(t, "name", "environment", str, required=True,
+                 check=_shape(_NAME_RE, "a name (letters, digits, '.', '_', '-'; at most 64)"))
+    python = r.get(t, "python", "environment", str, required=True,
+                   check=_shape(_PYTHON_RE, "a Python version such as \"3.11\" or \"3.11.9\""))
+    systems = r.strings(t, "systems", "environment", ("x86_64-linux",),
+                        check=lambda s: None if s in SYSTEMS else
+                        f"{s!r} is not a supported system (supported: {', '.join(SYSTEMS)})")
+    if "systems" in t and not systems and not r.problems:
+        r.problem("environment.systems", "must list at least one system")
+    if name is None or python is None:
+        return None
+    return Environment(name=name, python=python, systems=systems)
+
+
+def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
+    t = r.table(data, "cuda", "")
+    if t is None:
+        return None
+    r.known_keys(t, "cuda", ("version", "cudnn"))
+    version = r.get(t, "version", "cuda", str, required=True,
+                    check=_shape(_CUDA_RE, "a CUDA toolkit version major.minor such as \"12.8\""))
+    cudnn = r.get(t, "cudnn", "cuda", str,
+                  check=_shape(_CUDNN_RE, "a cuDNN version such as \"9\" or \"9.10\""))
+    return None if version is None else Cuda(version=version, cudnn=cudnn)
+
+
+def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
+    from packaging.markers import InvalidMarker, Marker
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    t = r.table(data, "dependencies", "")
+    if t is None:
+        return ()
+    out: list[Dependency] = []
+    seen: dict[str, str] = {}
+    for name, value in t.items():
+        key = f"dependencies.{name}"
+        if not _PKG_RE.match(name):
+            r.problem(key, f"{name!r} is not a valid package name")
+            continue
+        if _canonical(name) in seen:
+            r.problem(key, f"the same package as '{seen[_canonical(name)]}'")
+            continue
+        seen[_canonical(name)] = name
+        extras: tuple[str, ...] = ()
+        markers = ""
+        if isinstance(value, dict):
+            r.known_keys(value, key, ("version", "extras", "markers"))
+            version = r.get(value, "version", key, str, "") or ""
+            extras = r.strings(value, "extras", key, check=_shape(_PKG_RE, "a valid extra name"))
+            markers = r.get(value, "markers", key, str, "") or ""
+            spec_key = f"{key}.version"
+        elif isinstance(value, str):
+            version, spec_key = value, key
+        else:
+            r.problem(key, f"expected a version specifier string or a table, got {_type_name(value)} {value!r}")
+            continue
+        version = version.strip()
+        if version in ("", "*"):
+            version = ""
+        else:
+            try:
+                version = str(SpecifierSet(version))
+            except InvalidSpecifier as exc:
+                r.problem(spec_key, f"invalid specifier {version!r}: {exc}")
+                continue
+            if "\n" in version:  # pragma: no cover - SpecifierSet rejects these already
+                r.problem(spec_key, "must be one line")
+                continue
+        if markers:
+            try:
+                markers = str(Marker(markers))
+            except InvalidMarker as exc:
+                r.problem(f"{key}.markers", f"invalid marker {markers!r}: {exc}")
+                continue
+        out.append(Dependency(name=name, specifier=version, extras=extras, markers=markers))
+    return tuple(sorted(out, key=lambda d: _canonical(d.name)))
+
+
+def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index, ...]:
+    value = data.get("index")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        r.problem("index", "expected an array of tables ([[index]] entries)")
+        return ()
+    known_flavors = {"cpu", "cuda"} | ({cuda.flavor} if cuda else set())
+    out = []
+    for i, t in enumerate(value):
+        path = f"index[{i}]"
+        r.known_keys(t, path, ("url", "kind", "flavors"))
+        url = r.get(t, "url", path, str, required=True,
+                    check=_shape(_URL_RE, "an http(s):// or file:// URL or an absolute path "
+                                 "(no spaces, quotes, '$' or backticks)"))
+        kind = r.get(t, "kind", path, str, "index",
+                     check=lambda k: None if k in ("index", "find-links")
+                     else f"{k!r} is not 'index' or 'find-links'")
+        flavors = r.strings(t, "flavors", path,
+                            check=lambda f: None if f in known_flavors else
+                            f"{f!r} is not a flavor of this spec ({', '.join(sorted(known_flavors))})")
+        if url is not None and kind is not None:
+            out.append(Index(url=url, kind=kind, flavors=flavors))
+    return tuple(out)
+
+
+def _system(r: _Reader, data: dict[str, Any]) -> System:
+    t = r.table(data, "system", "")
+    if t is None:
+        return System()
+    r.known_keys(t, "system", ("packages", "nix", "apt"))
+    packages = r.strings(t, "packages", "system",
+                         check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"))
+    maps: dict[str, dict[str, str]] = {}
+    for key, regex, what in (("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
+                             ("apt", _SYSPKG_RE, "a Debian package name")):
+        m = r.table(t, key, "system") or {}
+        maps[key] = {}
+        for pkg, attr in m.items():
+            if pkg not in packages:
+                r.problem(f"system.{key}.{pkg}", f"'{pkg}' is not in system.packages")
+            elif not isinstance(attr, str) or not regex.match(attr):
+                r.problem(f"system.{key}.{pkg}", f"{attr!r} is not {what}")
+            else:
+                maps[key][pkg] = attr
+    return System(packages=packages, nix=maps["nix"], apt=maps["apt"])
+
+
+def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
+    t = r.table(data, "determinism", "")
+    if t is None:
+        return Determinism()
+    p = "determinism"
+    r.known_keys(t, p, ("seed", "deterministic_algorithms", "tf32", "cudnn_benchmark", "threads"))
+    d = Determinism()
+    seed = r.get(t, "seed", p, int, d.seed,
+                 check=lambda s: None if 0 <= s < 2**32 else f"{s} is outside 0..4294967295")
+    threads = r.get(t, "threads", p, int,
+                    check=lambda n: None if 1 <= n <= 1024 else f"{n} is not between 1 and 1024")
+    return Determinism(
+        seed=d.seed if seed is None else seed,
+        deterministic_algorithms=bool(r.get(t, "deterministic_algorithms", p, bool, True)),
+        tf32=bool(r.get(t, "tf32", p, bool, False)),
+        cudnn_benchmark=bool(r.get(t, "cudnn_benchmark", p, bool, False)),
+        threads=threads,
+    )
+
+
+def _one_line(what: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+        return None if bad is None else f"{what} must be one line of printable text (found {bad!r})"
+    return check
+
+
+def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
+    t = r.table(data, "variables", "")
+    if t is None:
+        return ()
+    out = []
+    for name, value in t.items():
+        path = f"variables.{name}"
+        if not _ENV_NAME_RE.match(name):
+            r.problem(path, f"{name!r} is not an environment variable name (letters, digits, '_')")
+            continue
+        if isinstance(value, str):
+            value = {"default": value}
+        if not isinstance(value, dict):
+            r.problem(path, f"expected a table or a default string, got {_type_name(value)} {value!r}")
+            continue
+        r.known_keys(value, path, ("default", "required", "secret", "description"))
+        default = r.get(value, "default", path, str, check=_one_line("a default"))
+        secret = bool(r.get(value, "secret", path, bool, False))
+        if secret and default is not None:
+            r.problem(f"{path}.default", "a secret has no default: secret values are never written")
+        out.append(Variable(
+            name=name, default=default, secret=secret,
+            required=bool(r.get(value, "required", path, bool, False)),
+            description=r.get(value, "description", path, str, "",
+                              check=_one_line("a description")) or "",
+        ))
+    return tuple(sorted(out, key=lambda v: v.name))
+
+
+def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict[str, Target]:
+    t = r.table(data, "targets", "")
+    if t is None:
+        return {}
+    r.known_keys(t, "targets", TARGET_NAMES)
+    out: dict[str, Target] = {}
+    check_flavor = (lambda f: None if f in flavors else
+                    f"{f!r} is not a flavor of this spec ({', '.join(flavors)})")
+    for name in TARGET_NAMES:
+        if name not in t:
+            continue
+        tt = r.table(t, name, "targets")
+        if tt is None:
+            continue
+        p = f"targets.{name}"
+        common = {"flavor": r.get(tt, "flavor", p, str, check=check_flavor),
+                  "required": bool(r.get(tt, "required", p, bool, False))}
+        if name == "devcontainer":
+            r.known_keys(tt, p, ("image", "extensions", "user", "flavor", "required"))
+            image = r.get(tt, "image", p, str, required=True, check=_image_problem)
+            extensions = r.strings(tt, "extensions", p, ("ms-python.python",),
+                                   check=_shape(_EXTENSION_RE, "a VS Code extension id (publisher.name)"))
+            user = r.get(tt, "user", p, str, "dev",
+                         check=_shape(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a Linux user name"))
+            if image is not None:
+                out[name] = DevcontainerTarget(name=name, image=image, extensions=extensions,
+                                               user=user or "dev", **common)
+        elif name == "nix":
+            r.known_keys(tt, p, ("nixpkgs", "flavor", "required"))
+            nixpkgs = r.get(tt, "nixpkgs", p, str, required=True,
+                            check=_shape(_NIXPKGS_ANY_RE, "a flake reference such as "
+                                         "\"github:NixOS/nixpkgs/<40-hex commit>\""))
+            if nixpkgs is not None:
+                out[name] = NixTarget(name=name, nixpkgs=nixpkgs, **common)
+        else:
+            r.known_keys(tt, p, ("flavor", "required"))
+            out[name] = Target(name=name, **common)
+    return out
+
+
+def _image_problem(image: str) -> str | None:
+    if not _IMAGE_RE.match(image):
+        return (f"{image!r} is not an image reference "
+                "(registry/name:tag, optionally @sha256:<64 hex digits>)")
+    return None
+
+
+def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
+    t = r.table(data, "verify", "")
+    if t is None:
+        return Verify()
+    p = "verify"
+    d = Verify()
+    r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
+    positive = (lambda n: None if 1 <= n <= 100_000 else f"{n} is not between 1 and 100000")
+    tol = (lambda x: None if 0.0 <= x < 1.0 else f"{x} is not a tolerance in [0, 1)")
+    return Verify(
+        steps=r.get(t, "steps", p, int, d.steps, check=positive) or d.steps,
+        runs=r.get(t, "runs", p, int, d.runs,
+                   check=lambda n: None if 2 <= n <= 100 else f"{n} is not between 2 and 100") or d.runs,
+        probe=r.get(t, "probe", p, str, check=_shape(_PROBE_RE, "a probe reference 'package.module:function'")),
+        rtol=_or(r.get(t, "rtol", p, float, check=tol), d.rtol),
+        atol=_or(r.get(t, "atol", p, float, check=tol), d.atol),
+        cross_device_rtol=_or(r.get(t, "cross_device_rtol", p, float, check=tol), d.cross_device_rtol),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
