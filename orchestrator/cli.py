@@ -77,9 +77,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    spec = _spec(args)
     from orchestrator import check
 
-    report = check.check(_spec(args))
+    report = check.check(spec)
     for line in report.lines:
         print(line)
     return report.exit_code

@@ -1,0 +1,89 @@
+"""Thin sessions over the library. The test environment is the repository's own lock:
+``locks/cpu.txt``, generated from ``environment.toml``, installed hash-checked by uv.
+
+    nox -s tests        the test suite (README's test command)
+    nox -s lint         ruff + mypy
+    nox -s lock|render|check|verify
+    nox -s bench        benchmarks; results go in docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import lock, spec  # noqa: E402
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests", "lint", "check"]
+nox.options.reuse_existing_virtualenvs = True
+
+SPEC = spec.load(ROOT / "environment.toml")
+PYTHON = SPEC.environment.python_minor
+
+# A machine whose pip reads a local wheel folder (PIP_FIND_LINKS) and cannot reach the PyTorch
+# CPU index uses that folder as its mirror: the lock's hashes decide what is accepted.
+if "ENVPARITY_MIRRORS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
+    os.environ["ENVPARITY_MIRRORS"] = "https://download.pytorch.org/whl/cpu=" + os.environ["PIP_FIND_LINKS"]
+
+
+def install(session: nox.Session) -> None:
+    """The repository's cpu lock, hash-checked, then envparity itself without dependencies."""
+    target = lock.LockTarget("cpu", "x86_64-linux")
+    session.run_install(
+        "uv", "pip", "sync", "--python", session.virtualenv.location, "--require-hashes",
+        "--compile-bytecode", *lock.source_args(SPEC, "cpu"), target.path,
+    )
+    session.run_install("uv", "pip", "install", "--python", session.virtualenv.location,
+                        "--no-deps", "-e", ".")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON, name="lock")
+def lock_(session: nox.Session) -> None:
+    install(session)
+    session.run("envparity", "lock", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def render(session: nox.Session) -> None:
+    install(session)
+    session.run("envparity", "render", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def check(session: nox.Session) -> None:
+    install(session)
+    session.run("envparity", "check")
+
+
+@nox.session(python=PYTHON)
+def verify(session: nox.Session) -> None:
+    install(session)
+    session.run("envparity", "verify", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    install(session)
+    for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator import cli, spec
+from orchestrator.errors import SpecError
+from tests.conftest import MINIMAL, REPO
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        spec.loads(text, path="environment.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    s = spec.loads(MINIMAL)
+    assert s.environment.name == "demo"
+    assert s.environment.systems == ("x86_64-linux",)
+    assert s.flavors == ("cpu",)
+    assert s.determinism == spec.Determinism(seed=0, deterministic_algorithms=True, tf32=False)
+    assert s.verify.steps == 30 and s.verify.runs == 2 and s.verify.rtol == 0.0
+    assert [d.requirement() for d in s.dependencies] == ["numpy>=2"]
+
+
+def test_the_repository_spec_loads() -> None:
+    s = spec.load(REPO / "environment.toml")
+    assert s.flavors == ("cu130", "cpu")
+    assert s.flavor_of("venv") == "cpu" and s.flavor_of("devcontainer") == "cu130"
+    assert s.dependency("torch") is not None and s.dependency("torch").specifier == "==2.13.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL.replace('numpy = ">=2"', 'torch = "==2.1.0."'),
+         "environment.toml: dependencies.torch: invalid specifier '==2.1.0.': Invalid specifier: '==2.1.0.'"),
+        (MINIMAL.replace("python", "pyton"),
+         "environment.toml: environment.pyton: unknown key; did you mean 'python'?"),
+        (MINIMAL + "\n[determinsm]\nseed = 1\n",
+         "environment.toml: determinsm: unknown key; did you mean 'determinism'?"),
+        (MINIMAL + "\n[determinism]\nseed = 'a'\n",
+         "environment.toml: determinism.seed: expected an integer, got string 'a'"),
+        (MINIMAL + "\n[determinism]\nseed = true\n",
+         "environment.toml: determinism.seed: expected an integer, got boolean True"),
+        (MINIMAL + "\n[determinism]\nseed = -1\n",
+         "environment.toml: determinism.seed: -1 is outside 0..4294967295"),
+        (MINIMAL.replace('"3.11"', '"3"'),
+         "environment.toml: environment.python: '3' is not a Python version such as \"3.11\" or \"3.11.9\""),
+        (MINIMAL + "\n[cuda]\nversion = 12.8\n",
+         "environment.toml: cuda.version: expected a string, got float 12.8"),
+        (MINIMAL + "\n[variables]\nTOKEN = { secret = true, default = 'x' }\n",
+         "environment.toml: variables.TOKEN.default: a secret has no default: secret values are never written"),
+        (MINIMAL + "\n[variables]\nTOKEN = { default = \"a\\nb\" }\n",
+         "environment.toml: variables.TOKEN.default: a default must be one line of printable text (found '\\n')"),
+        (MINIMAL + "\n[targets.devcontainer]\nimage = 'Ubuntu:latest'\n",
+         "environment.toml: targets.devcontainer.image: 'Ubuntu:latest' is not an image reference "
+         "(registry/name:tag, optionally @sha256:<64 hex digits>)"),
+        (MINIMAL + "\n[targets.venv]\nflavor = 'cu121'\n",
+         "environment.toml: targets.venv.flavor: 'cu121' is not a flavor of this spec (cpu)"),
+        (MINIMAL + "\n[targets.conda]\n",
+         "environment.toml: targets.conda: unknown key (known keys: host, venv, devcontainer, nix)"),
+        (MINIMAL + "\n[[index]]\nurl = 'https://x.org/$(id)'\n",
+         "environment.toml: index[0].url: 'https://x.org/$(id)' is not an http(s):// or file:// URL "
+         "or an absolute path (no spaces, quotes, '$' or backticks)"),
+        ("[environment]\nname = 'x'\npython = '3.11'\nsystems = ['x86_64-darwin']\n",
+         "environment.toml: environment.systems[0]: 'x86_64-darwin' is not a supported system "
+         "(supported: x86_64-linux, aarch64-linux)"),
+        ("[dependencies]\nnumpy = '>=2'\n", "environment.toml: environment: missing (a table is required)"),
+    ],
+)
+def test_bad_values_are_named_by_key_path(text: str, expected: str) -> None:
+    assert expected in problems(text)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems(
+        "[environment]\nname = 'a b'\npython = '2.7'\n[dependencies]\ntorch = '=>2'\n"
+        "[determinism]\nthreads = 0\n"
+    )
+    assert [p.split(": ")[1] for p in found] == [
+        "environment.name", "environment.python", "dependencies.torch", "determinism.threads",
+    ]
+
+
+def test_toml_syntax_error_names_line_and_column() -> None:
+    assert problems("[environment]\nname = 'x'\npython = \n") == [
+        "environment.toml: TOML syntax error: Invalid value (at line 3, column 10)"
+    ]
+
+
+def test_duplicate_package_spellings_are_one_package() -> None:
+    assert "environment.toml: dependencies.Torch: the same package as 'torch'" in problems(
+        MINIMAL + 'torch = ">=2"\nTorch = ">=2"\n'
+    )
+
+
+def test_cuda_spec_has_a_cuda_flavor_first() -> None:
+    s = spec.loads(MINIMAL + '\n[cuda]\nversion = "12.8"\ncudnn = "9"\n')
+    assert s.flavors == ("cu128", "cpu")
+    assert s.cuda is not None and s.cuda.nix_attr == "cudaPackages_12_8"
+
+
+def test_digest_changes_with_what_matters_only() -> None:
+    a = spec.loads(MINIMAL)
+    b = spec.loads("# a comment\n" + MINIMAL.replace('">=2"', '">= 2"'))
+    c = spec.loads(MINIMAL.replace('">=2"', '">=2.1"'))
+    assert a.digest() == b.digest() != c.digest()
+
+
+def test_cli_reports_bad_spec_with_exit_2_and_no_traceback(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_spec(MINIMAL.replace("python", "pyton"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main(["render"]) == 2
+    err = capsys.readouterr().err
+    assert "environment.toml: environment.pyton: unknown key; did you mean 'python'?" in err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_missing_spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check"]) == 2
+    assert capsys.readouterr().err == (
+        "envparity: environment.toml: no such file (create one with 'envparity init')\n"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_loader_never_crashes_on_arbitrary_text(text: str) -> None:
+    try:
+        spec.loads(text)
+    except SpecError as exc:
+        assert exc.problems
