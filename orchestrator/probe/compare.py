@@ -1,0 +1,347 @@
+"""The verdict over fingerprints: bitwise, within tolerance, or diverged (where, and why).
+
+Each fingerprint is compared with the first. Stages are checked in the order the run made
+them, so the first difference points at its cause:
+
+* ``initial_params``/``rng_initial``: seeding, RNG implementations (torch/NumPy versions),
+  CPU kernels used for sampling;
+* ``data_order``: the data pipeline: hash seed, worker seeding, the loader's generator;
+* ``losses`` step k, ``final_params``, ``metrics``: numerics: threads, BLAS/oneDNN, CPU
+  capability, device, versions, flags.
+
+Likely causes are the differences between the two environment captures, ranked by how well
+each explains a difference at that stage. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.errors import UsageError
+from orchestrator.probe.capture import Difference, diff
+from orchestrator.probe.fingerprint import Fingerprint
+
+KINDS = ("bitwise", "tolerance", "diverged")
+STAGES = (
+    "initial_params",
+    "rng_initial",
+    "data_order",
+    "losses",
+    "final_params",
+    "metrics",
+    "rng_final",
+)
+_PHASE = {
+    "initial_params": "init",
+    "rng_initial": "init",
+    "data_order": "data",
+    "losses": "numerics",
+    "final_params": "numerics",
+    "metrics": "numerics",
+    "rng_final": "data",
+}
+
+# How well a difference of each category explains a first difference in each phase (0-100).
+_WEIGHTS: dict[str, dict[str, int]] = {
+    "seed": {"init": 100, "data": 100, "numerics": 100},
+    "hash_seed": {"init": 5, "data": 95, "numerics": 20},
+    "torch": {"init": 90, "data": 80, "numerics": 80},
+    "numpy": {"init": 40, "data": 85, "numerics": 50},
+    "python": {"init": 30, "data": 70, "numerics": 30},
+    "threads": {"init": 10, "data": 10, "numerics": 90},
+    "cpu_kernels": {"init": 70, "data": 60, "numerics": 85},
+    "device": {"init": 50, "data": 10, "numerics": 95},
+    "flags": {"init": 10, "data": 10, "numerics": 75},
+    "packages": {"init": 20, "data": 30, "numerics": 40},
+    "platform": {"init": 15, "data": 15, "numerics": 30},
+    "probe_itself": {"init": 50, "data": 60, "numerics": 50},
+}
+
+# Capture keys -> category; the first matching prefix wins.
+_CATEGORIES = (
+    ("probe.seed", "seed"),
+    ("python.hash_seed", "hash_seed"),
+    ("launch.PYTHONHASHSEED", "hash_seed"),
+    ("packages.torch", "torch"),
+    ("torch.version", "torch"),
+    ("torch.git_version", "torch"),
+    ("collect_env.torch_version", "torch"),
+    ("torch.config", "torch"),
+    ("packages.numpy", "numpy"),
+    ("numpy.", "numpy"),
+    ("python.", "python"),
+    ("collect_env.python_version", "python"),
+    ("torch.num_threads", "threads"),
+    ("torch.num_interop_threads", "threads"),
+    ("launch.OMP_NUM_THREADS", "threads"),
+    ("launch.MKL_NUM_THREADS", "threads"),
+    ("launch.OPENBLAS_NUM_THREADS", "threads"),
+    ("torch.cpu_capability", "cpu_kernels"),
+    ("launch.ATEN_CPU_CAPABILITY", "cpu_kernels"),
+    ("launch.MKL_CBWR", "cpu_kernels"),
+    ("launch.ONEDNN_MAX_CPU_ISA", "cpu_kernels"),
+    ("platform.cpu_model", "cpu_kernels"),
+    ("collect_env.cpu_info", "cpu_kernels"),
+    ("torch.mkl", "cpu_kernels"),
+    ("probe.device", "device"),
+    ("gpus", "device"),
+    ("torch.cuda", "device"),
+    ("torch.cudnn", "device"),
+    ("torch.hip", "device"),
+    ("collect_env.nvidia", "device"),
+    ("collect_env.cuda", "device"),
+    ("collect_env.cudnn", "device"),
+    ("collect_env.is_cuda_available", "device"),
+    ("launch.CUDA_VISIBLE_DEVICES", "device"),
+    ("flags.", "flags"),
+    ("launch.CUBLAS_WORKSPACE_CONFIG", "flags"),
+    ("launch.NVIDIA_TF32_OVERRIDE", "flags"),
+    ("launch.CUDA_LAUNCH_BLOCKING", "flags"),
+    ("packages.", "packages"),
+)
+_MAX_CAUSES = 8
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """One fingerprint against the reference (the first)."""
+
+    reference: str
+    other: str
+    kind: str  # one of KINDS
+    stage: str | None = None  # the first stage that differs; None when bitwise
+    step: int | None = None  # the step (losses) or batch (data_order) index, 0-based
+    values: tuple[str, str] | None = None  # the reference's and the other's value there
+    tolerance: dict[str, float] = field(default_factory=dict)
+    reason: str = ""  # why this tolerance applies, or what the difference is
+    causes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "other": self.other,
+            "kind": self.kind,
+            "stage": self.stage,
+            "step": self.step,
+            "values": list(self.values) if self.values else None,
+            "tolerance": self.tolerance,
+            "reason": self.reason,
+            "causes": list(self.causes),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The worst pair decides ``kind``; stage/step/values/causes come from that pair."""
+
+    kind: str
+    pairs: tuple[PairVerdict, ...]
+
+    @property
+    def equivalent(self) -> bool:
+        return self.kind != "diverged"
+
+    @property
+    def worst(self) -> PairVerdict:
+        return max(self.pairs, key=lambda p: KINDS.index(p.kind))
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = self.worst
+        return {
+            "kind": self.kind,
+            "equivalent": self.equivalent,
+            "stage": worst.stage,
+            "step": worst.step,
+            "values": list(worst.values) if worst.values else None,
+            "causes": list(worst.causes),
+            "pairs": [p.to_dict() for p in self.pairs],
+        }
+
+
+def compare(
+    fingerprints: list[Fingerprint],
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    cross_device_rtol: float = 1e-4,
+) -> Verdict:
+    """Compare every fingerprint with the first.
+
+    ``rtol``/``atol`` apply between runs on the same device model (default: bitwise);
+    ``cross_device_rtol`` between different devices (CPU vs CUDA, different GPU models).
+    """
+    if len(fingerprints) < 2:
+        raise UsageError("compare needs at least two fingerprints")
+    ref = fingerprints[0]
+    for fp in fingerprints[1:]:
+        for what, a, b in (("probe", ref.probe, fp.probe), ("steps", ref.steps, fp.steps)):
+            if a != b:
+                raise UsageError(
+                    f"{ref.source} and {fp.source} are not comparable: "
+                    f"different {what} ({a} vs {b})"
+                )
+    pairs = tuple(_pair(ref, fp, rtol, atol, cross_device_rtol) for fp in fingerprints[1:])
+    return Verdict(kind=max((p.kind for p in pairs), key=KINDS.index), pairs=pairs)
+
+
+def _device_model(fp: Fingerprint) -> str:
+    if fp.device == "cuda":
+        names = sorted({g.get("name", "?") for g in fp.environment.get("gpus", [])})
+        return "cuda " + (", ".join(names) or "(unknown GPU)")
+    return "cpu"
+
+
+def _pair(
+    ref: Fingerprint, fp: Fingerprint, rtol: float, atol: float, cross_device_rtol: float
+) -> PairVerdict:
+    model_a, model_b = _device_model(ref), _device_model(fp)
+    if model_a != model_b:
+        tol = {"rtol": cross_device_rtol, "atol": atol}
+        reason = (
+            f"different devices ({model_a} vs {model_b}): kernels differ, so bitwise "
+            f"equality is not expected; losses compared with rtol={cross_device_rtol:g}"
+        )
+    else:
+        tol = {"rtol": rtol, "atol": atol}
+        reason = (
+            "same device model: bitwise equality expected"
+            if rtol == atol == 0.0
+            else f"same device model; tolerance rtol={rtol:g}, atol={atol:g} from the caller"
+        )
+    loose = tol["rtol"] > 0.0 or tol["atol"] > 0.0
+    first = _first_difference(ref, fp, loose, tol)
+    a, b = ref.source, fp.source
+    if first is None:
+        if _first_difference(ref, fp, False, {"rtol": 0.0, "atol": 0.0}) is None:
+            return PairVerdict(a, b, "bitwise", tolerance=tol, reason="every stage identical")
+        return PairVerdict(a, b, "tolerance", tolerance=tol, reason=reason)
+    stage, step, values, what = first
+    return PairVerdict(
+        a,
+        b,
+        "diverged",
+        stage=stage,
+        step=step,
+        values=values,
+        tolerance=tol,
+        reason=what,
+        causes=tuple(likely_causes(ref, fp, stage)),
+    )
+
+
+def _first_difference(
+    a: Fingerprint, b: Fingerprint, loose: bool, tol: dict[str, float]
+) -> tuple[str, int | None, tuple[str, str] | None, str] | None:
+    sa, sb = a.stages, b.stages
+    if sa["initial_params"] != sb["initial_params"]:
+        return (
+            "initial_params",
+            None,
+            (sa["initial_params"], sb["initial_params"]),
+            "initial parameters differ",
+        )
+    common = sorted(set(sa["rng_initial"]) & set(sb["rng_initial"]))
+    for key in common:
+        if sa["rng_initial"][key] != sb["rng_initial"][key]:
+            return (
+                "rng_initial",
+                None,
+                (sa["rng_initial"][key], sb["rng_initial"][key]),
+                f"{key} RNG state after initialisation differs",
+            )
+    for i, (x, y) in enumerate(zip(sa["data_order"], sb["data_order"], strict=False)):
+        if x != y:
+            return "data_order", i, (x, y), f"batch {i} differs (order, contents or labels)"
+    for i, (x, y) in enumerate(zip(sa["losses"], sb["losses"], strict=True)):
+        if not _close(x, y, tol):
+            fx, fy = float.fromhex(x), float.fromhex(y)
+            return (
+                "losses",
+                i,
+                (repr(fx), repr(fy)),
+                f"loss at step {i} differs: {fx!r} vs {fy!r} ({_rel(fx, fy)})",
+            )
+    if not loose and sa["final_params"] != sb["final_params"]:
+        return (
+            "final_params",
+            None,
+            (sa["final_params"], sb["final_params"]),
+            "final parameters differ (every loss identical)",
+        )
+    for key in sorted(set(sa["metrics"]) | set(sb["metrics"])):
+        x, y = sa["metrics"].get(key, "nan"), sb["metrics"].get(key, "nan")
+        if not _close(x, y, tol):
+            fx, fy = float.fromhex(x), float.fromhex(y)
+            return ("metrics", None, (repr(fx), repr(fy)), f"metric {key}: {fx!r} vs {fy!r}")
+    if not loose:
+        for key in sorted(set(sa["rng_final"]) & set(sb["rng_final"])):
+            if sa["rng_final"][key] != sb["rng_final"][key]:
+                return (
+                    "rng_final",
+                    None,
+                    (sa["rng_final"][key], sb["rng_final"][key]),
+                    f"{key} RNG state after training differs",
+                )
+    return None
+
+
+def _close(x: str, y: str, tol: dict[str, float]) -> bool:
+    if x == y:
+        return True
+    fx, fy = float.fromhex(x), float.fromhex(y)
+    if math.isnan(fx) or math.isnan(fy):
+        return False
+    return abs(fx - fy) <= tol["atol"] + tol["rtol"] * abs(fx)
+
+
+def _rel(x: float, y: float) -> str:
+    if x == 0.0 or not math.isfinite(x) or not math.isfinite(y):
+        return f"absolute difference {abs(x - y):.3g}"
+    return f"relative difference {abs(x - y) / abs(x):.3g}"
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def category(key: str) -> str:
+    """The cause category of a capture key (``"packages.numpy"`` -> ``"numpy"``)."""
+    return next((cat for prefix, cat in _CATEGORIES if key.startswith(prefix)), "platform")
+
+
+def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
+    """Environment differences ranked by how well they explain a first difference at ``stage``."""
+    phase = _PHASE[stage]
+    differences = diff(ref.environment, fp.environment)
+    for what in ("seed", "device"):
+        a, b = getattr(ref, what), getattr(fp, what)
+        if a != b:
+            differences.append(Difference(f"probe.{what}", a, b))
+    scored: list[tuple[int, str]] = [
+        (_WEIGHTS[category(d.key)][phase], f"{category(d.key)}: {d}") for d in differences
+    ]
+    hash_a = ref.environment.get("python", {}).get("hash_seed")
+    hash_b = fp.environment.get("python", {}).get("hash_seed")
+    if hash_a == hash_b == "random":
+        scored.append(
+            (
+                _WEIGHTS["hash_seed"][phase],
+                "hash_seed: PYTHONHASHSEED unset at start-up in both runs, so str hash "
+                "order (set iteration) differs per process",
+            )
+        )
+    shown = sorted(scored, key=lambda s: (-s[0], s[1]))
+    causes = [text for _, text in shown[:_MAX_CAUSES]]
+    if len(shown) > _MAX_CAUSES:
+        causes.append(
+            f"... {len(shown) - _MAX_CAUSES} more environment differences "
+            f"('envparity diff {ref.source} {fp.source}')"
+        )
+    if not differences:
+        causes.append(
+            "probe_itself: no environment difference: the probe is not repeatable "
+            "in one environment (an unseeded RNG, a DataLoader without a seeded "
+            "generator, a nondeterministic kernel)"
+        )
+    return causes
