@@ -1,0 +1,619 @@
+"""Check a spec against the torch x CUDA x cuDNN x Python table before anything is written.
+
+The facts live in ``orchestrator/data/compat.toml``, each with its source; this module only
+reads them (once, on first use) and answers questions. A combination the table proves does
+not exist is a ``Problem`` naming the alternatives and the nearest fix; anything the table
+cannot prove either way (releases outside it, facts marked unverified) is a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from orchestrator.errors import Problem
+from orchestrator.spec import Spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+TABLE_FILE = "compat.toml"
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build:
+    """One official CUDA build of a torch minor release (download.pytorch.org/whl/cuXY)."""
+
+    cuda: str
+    cudnn: str | None
+    source: str
+    unverified: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """One torch minor release; its patch releases share these facts."""
+
+    minor: str
+    versions: tuple[str, ...]
+    python: tuple[str, ...]
+    python_index_only: tuple[str, ...]
+    pypi_cuda: str
+    builds: Mapping[str, Build]
+    unverified: bool
+    note: str
+    python_source: str
+    pypi_source: str
+
+    def has_build(self, cuda: str) -> bool:
+        return cuda in self.builds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Toolkit:
+    """A CUDA toolkit: the Linux driver it needs and whether nixpkgs still has it."""
+
+    version: str
+    driver: str
+    driver_latest: str
+    latest_update: str
+    minor_compat: str
+    nixpkgs: str  # "present" or "removed"
+    source: str
+    unverified: bool = False
+
+    @property
+    def nix_attr(self) -> str:
+        return "cudaPackages_" + self.version.replace(".", "_")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table:
+    newest_on_pypi: str
+    checked: str
+    sources: Mapping[str, str]
+    releases: tuple[Release, ...]  # oldest first
+    toolkits: Mapping[str, Toolkit]
+
+    def release_of(self, version: str) -> Release | None:
+        return next((r for r in self.releases if version in r.versions), None)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every recorded torch release, oldest first."""
+        return tuple(v for r in self.releases for v in r.versions)
+
+
+@functools.cache
+def table() -> Table:
+    """The compatibility table, parsed on first use and kept for the process."""
+    data = tomllib.loads((files("orchestrator") / "data" / TABLE_FILE).read_text("utf-8"))
+    releases = [_parse_release(minor, entry) for minor, entry in data["torch"].items()]
+    releases.sort(key=lambda r: _key(r.minor))
+    toolkits = {v: _parse_toolkit(v, entry) for v, entry in data["cuda"].items()}
+    return Table(
+        newest_on_pypi=data["newest_on_pypi"],
+        checked=data["checked"],
+        sources=data["sources"],
+        releases=tuple(releases),
+        toolkits=toolkits,
+    )
+
+
+def _parse_release(minor: str, entry: dict[str, Any]) -> Release:
+    builds = {
+        cuda: Build(
+            cuda=cuda,
+            cudnn=b.get("cudnn"),
+            source=b["source"],
+            unverified=b.get("unverified", False),
+        )
+        for cuda, b in entry.get("cuda", {}).items()
+    }
+    return Release(
+        minor=minor,
+        versions=tuple(entry["versions"]),
+        python=tuple(entry["python"]),
+        python_index_only=tuple(entry.get("python_index_only", ())),
+        pypi_cuda=entry["pypi_cuda"],
+        builds=dict(sorted(builds.items(), key=lambda kv: _key(kv[0]))),
+        unverified=entry.get("unverified", False),
+        note=entry.get("note", ""),
+        python_source=entry["python_source"],
+        pypi_source=entry["pypi_source"],
+    )
+
+
+def _parse_toolkit(version: str, entry: dict[str, Any]) -> Toolkit:
+    return Toolkit(
+        version=version,
+        driver=entry["driver"],
+        driver_latest=entry["driver_latest"],
+        latest_update=entry["latest_update"],
+        minor_compat=entry["minor_compat"],
+        nixpkgs=entry["nixpkgs"],
+        source=entry["source"],
+        unverified=entry.get("unverified", False),
+    )
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def min_driver(cuda_version: str) -> str | None:
+    """The minimum Linux x86_64 driver of a CUDA toolkit's GA release (``"12.8"`` ->
+    ``"570.26"``); None for a toolkit not in the table. Under CUDA minor-version
+    compatibility an older driver of the same major family also runs it, with limits."""
+    toolkit = table().toolkits.get(cuda_version)
+    return None if toolkit is None else toolkit.driver
+
+
+def cudnn_for(cuda_version: str, torch_version: str | None = None) -> str | None:
+    """The cuDNN of torch's CUDA build: of ``torch_version`` when given, else of the newest
+    recorded torch release that has a build for ``cuda_version``. None when unknown."""
+    t = table()
+    if torch_version is not None:
+        release = t.release_of(_public(torch_version))
+        build = None if release is None else release.builds.get(cuda_version)
+        return None if build is None else build.cudnn
+    for release in reversed(t.releases):
+        build = release.builds.get(cuda_version)
+        if build is not None and build.cudnn is not None:
+            return build.cudnn
+    return None
+
+
+def pypi_default_cuda(torch_version: str) -> str | None:
+    """The CUDA of the default PyPI Linux x86_64 wheel of ``torch_version`` (``"2.13.0"`` ->
+    ``"13.0"``); None for a release not in the table."""
+    release = table().release_of(_public(torch_version))
+    return None if release is None else release.pypi_cuda
+
+
+def _public(version: str) -> str:
+    """``"2.1.0+cu121"`` -> ``"2.1.0"``."""
+    return version.split("+", 1)[0]
+
+
+# --------------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a spec asks of torch, resolved against the table."""
+
+    file: str
+    specifier: str
+    admitted: tuple[str, ...]  # recorded torch releases the specifier admits, oldest first
+    newer: bool  # the specifier also admits releases newer than the table's newest
+    python: str
+    cuda: str | None
+    cudnn: str | None
+
+
+def check(spec: Spec) -> list[Problem]:
+    """Every combination the spec asks for that the table proves does not exist."""
+    problems = _unknown_cuda(spec)
+    request = _request(spec)
+    if problems or request is None:
+        return problems
+    problems += _local_label(spec, request)
+    if not request.admitted:
+        return problems
+    with_cuda = request.admitted
+    if request.cuda is not None:
+        with_cuda = tuple(v for v in request.admitted if _release(v).has_build(request.cuda))
+        if not with_cuda and not _unverified_lacking(request, request.admitted):
+            problems.append(_no_cuda_build(request))
+    pool = with_cuda or request.admitted
+    with_python = tuple(v for v in pool if request.python in _release(v).python)
+    if not with_python and not _index_only_python(request, pool):
+        filtered = request.cuda is not None and pool != request.admitted
+        problems.append(_no_python(request, pool, cuda_filtered=filtered))
+    if request.cuda is not None and request.cudnn is not None and with_cuda:
+        problem = _cudnn_mismatch(request, with_python or with_cuda)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def warnings(spec: Spec) -> list[str]:
+    """Non-fatal notes: what the check could not prove either way."""
+    file = _display(spec.path)
+    out: list[Problem] = []
+    torch = spec.dependency("torch")
+    t = table()
+    if torch is None:
+        if spec.cuda is not None:
+            out.append(
+                Problem(
+                    file,
+                    "dependencies",
+                    "no torch dependency: only the CUDA "
+                    "toolkit version is checked against the compatibility table",
+                )
+            )
+        return [str(p) for p in out]
+    key = _torch_key(spec)
+    if not torch.specifier:
+        out.append(
+            Problem(
+                file,
+                key,
+                f"torch is unpinned: the lock takes the newest release "
+                f"its index offers; the check covers every release in the table "
+                f"({t.versions[0]} to {t.versions[-1]})",
+            )
+        )
+    request = _request(spec)
+    if request is None:
+        return [str(p) for p in out]
+    if not request.admitted:
+        out.append(
+            Problem(
+                file,
+                key,
+                f"{request.specifier!r} admits no torch release in the "
+                f"compatibility table ({t.versions[0]} to {t.versions[-1]}): "
+                "nothing was checked",
+            )
+        )
+        return [str(p) for p in out]
+    if request.newer and torch.specifier:
+        out.append(
+            Problem(
+                file,
+                key,
+                f"{request.specifier!r} also admits torch releases newer "
+                f"than {t.versions[-1]}, which the compatibility table does not cover",
+            )
+        )
+    if request.cuda is not None:
+        out += _cuda_warnings(spec, request)
+    out += _python_warnings(request)
+    return [str(p) for p in out]
+
+
+def _cuda_warnings(spec: Spec, request: _Request) -> list[Problem]:
+    assert request.cuda is not None
+    cuda = request.cuda
+    out: list[Problem] = []
+    with_cuda = [v for v in request.admitted if _release(v).has_build(cuda)]
+    lacking = [v for v in request.admitted if not _release(v).has_build(cuda)]
+    unverified_lacking = [v for v in lacking if _release(v).unverified]
+    if unverified_lacking:
+        out.append(
+            Problem(
+                request.file,
+                "cuda.version",
+                f"no CUDA {cuda} build of torch "
+                f"{_span(unverified_lacking)} is recorded, but the table's build list "
+                f"for it is unverified ({_release(unverified_lacking[0]).note})",
+            )
+        )
+    if with_cuda and lacking:
+        out.append(
+            Problem(
+                request.file,
+                _torch_key(spec),
+                f"{_what(request)} admits "
+                f"torch releases without a CUDA {cuda} build; only "
+                f"{_span(with_cuda)} {'has' if len(with_cuda) == 1 else 'have'} one",
+            )
+        )
+    unverified_builds = [v for v in with_cuda if _release(v).builds[cuda].unverified]
+    if unverified_builds:
+        out.append(
+            Problem(
+                request.file,
+                "cuda.version",
+                f"the CUDA {cuda} build of torch "
+                f"{_span(unverified_builds)} is unverified: "
+                f"{_release(unverified_builds[0]).builds[cuda].source}",
+            )
+        )
+    toolkit = table().toolkits.get(cuda)
+    if toolkit is not None and toolkit.nixpkgs == "removed":
+        out.append(
+            Problem(
+                request.file,
+                "cuda.version",
+                f"nixpkgs no longer has "
+                f"{toolkit.nix_attr} (removed 2025-08-08): the nix target needs a "
+                "nixpkgs commit from before then",
+            )
+        )
+    return out
+
+
+def _python_warnings(request: _Request) -> list[Problem]:
+    index_only = [
+        v
+        for v in request.admitted
+        if request.python not in _release(v).python
+        and request.python in _release(v).python_index_only
+    ]
+    if not index_only:
+        return []
+    return [
+        Problem(
+            request.file,
+            "environment.python",
+            f"torch {_span(index_only)} has no "
+            f"Python {request.python} wheels on PyPI; the release matrix lists them as "
+            "experimental on download.pytorch.org only (unverified here)",
+        )
+    ]
+
+
+def _request(spec: Spec) -> _Request | None:
+    torch = spec.dependency("torch")
+    if torch is None:
+        return None
+    try:
+        specifier = SpecifierSet(torch.specifier)
+    except InvalidSpecifier:  # the loader refuses these; a hand-built Spec may not
+        return None
+    versions = table().versions
+
+    # A "+cu121" label picks a build, not a release: admit releases by their public version
+    # (_local_label reports a label that contradicts [cuda]).
+    public = SpecifierSet(",".join(f"{c.operator}{_public(c.version)}" for c in specifier))
+
+    def admits(version: str) -> bool:
+        return public.contains(version, prereleases=True)
+
+    major, minor, patch = Version(versions[-1]).release[:3]
+    beyond = (f"{major}.{minor}.{patch + 1}", f"{major}.{minor + 1}.0", f"{major + 1}.0.0")
+    newer = any(admits(v) for v in beyond)
+    return _Request(
+        file=_display(spec.path),
+        specifier=torch.specifier,
+        admitted=tuple(v for v in versions if admits(v)),
+        newer=newer,
+        python=spec.environment.python_minor,
+        cuda=None if spec.cuda is None else spec.cuda.version,
+        cudnn=None if spec.cuda is None else spec.cuda.cudnn,
+    )
+
+
+def _release(version: str) -> Release:
+    release = table().release_of(version)
+    assert release is not None, version
+    return release
+
+
+def _unknown_cuda(spec: Spec) -> list[Problem]:
+    if spec.cuda is None:
+        return []
+    t = table()
+    cuda = spec.cuda.version
+    built = {c for r in t.releases for c in r.builds}
+    if cuda in t.toolkits or cuda in built:
+        return []
+    known = sorted(set(t.toolkits) | built, key=_key)
+    nearest = _nearest(cuda, known)
+    return [
+        Problem(
+            _display(spec.path),
+            "cuda.version",
+            f"CUDA {cuda} is not a toolkit release in the compatibility table; it knows "
+            f'{_and(known)} (nearest: cuda.version = "{nearest}")',
+        )
+    ]
+
+
+def _local_label(spec: Spec, request: _Request) -> list[Problem]:
+    """A ``+cuXY``/``+cpu`` pin in the specifier must match [cuda]."""
+    want = "cpu" if spec.cuda is None else spec.cuda.flavor
+    out = []
+    for clause in SpecifierSet(request.specifier):
+        if "+" not in clause.version:
+            continue
+        label = clause.version.split("+", 1)[1]
+        if (label.startswith("cu") or label == "cpu") and label != want:
+            what = "no [cuda] table" if spec.cuda is None else f"cuda.version {spec.cuda.version!r}"
+            out.append(
+                Problem(
+                    request.file,
+                    _torch_key(spec),
+                    f"{clause} asks for the '+{label}' build but the spec has {what} "
+                    f"(flavor '{want}'); drop the label or use '+{want}'",
+                )
+            )
+    return out
+
+
+def _unverified_lacking(request: _Request, versions: Iterable[str]) -> bool:
+    assert request.cuda is not None
+    return any(_release(v).unverified and not _release(v).has_build(request.cuda) for v in versions)
+
+
+def _no_cuda_build(request: _Request) -> Problem:
+    assert request.cuda is not None
+    cuda = request.cuda
+    admitted = request.admitted
+    have = sorted({c for v in admitted for c in _release(v).builds}, key=_key)
+    one = len(admitted) == 1
+    subject = (
+        f"torch {admitted[0]}"
+        if one
+        else (f"torch {_span(admitted)} (admitted by {request.specifier!r})")
+    )
+    fixes = [f'cuda.version = "{_nearest(cuda, have)}"']
+    other = _nearest_release(admitted, lambda r: r.has_build(cuda))
+    if other is not None:
+        fixes.append(f"torch {other}, the nearest release with a CUDA {cuda} build")
+    return Problem(
+        request.file,
+        "cuda.version",
+        f"{subject} {'has' if one else 'have'} no CUDA {cuda} build; "
+        f"{'it has' if one else 'they have'} {_and(have)} (use {' or '.join(fixes)})",
+    )
+
+
+def _no_python(request: _Request, pool: Sequence[str], *, cuda_filtered: bool) -> Problem:
+    python = request.python
+    have = sorted({p for v in pool for p in _release(v).python}, key=_key)
+    one = len(pool) == 1
+    if cuda_filtered:
+        subject = f"torch {_span(pool)}, the admitted releases with a CUDA {request.cuda} build,"
+    else:
+        subject = (
+            f"torch {pool[0]}"
+            if one
+            else f"torch {_span(pool)} (admitted by {request.specifier!r})"
+        )
+    fixes = [f'python = "{_nearest(python, have)}"']
+    other = _nearest_release(
+        pool, lambda r: python in r.python and (request.cuda is None or r.has_build(request.cuda))
+    )
+    if other is not None:
+        extra = f" and a CUDA {request.cuda} build" if request.cuda is not None else ""
+        fixes.append(f"torch {other}, the nearest release with Python {python} wheels{extra}")
+    return Problem(
+        request.file,
+        "environment.python",
+        f"{subject} {'has' if one else 'have'} no wheels for Python {python}; "
+        f"{'it has' if one else 'they have'} {_and(have)} (use {' or '.join(fixes)})",
+    )
+
+
+def _index_only_python(request: _Request, pool: Sequence[str]) -> bool:
+    return any(request.python in _release(v).python_index_only for v in pool)
+
+
+def _cudnn_mismatch(request: _Request, pool: Sequence[str]) -> Problem | None:
+    assert request.cuda is not None and request.cudnn is not None
+    cuda, want = request.cuda, request.cudnn
+    used = {v: _release(v).builds[cuda].cudnn for v in pool}
+    known = {v: c for v, c in used.items() if c is not None}
+    if not known or len(known) < len(used) or any(_prefix(want, c) for c in known.values()):
+        return None
+    cudnns = sorted(set(known.values()), key=_key)
+    one = len(pool) == 1
+    subject = (
+        f"torch {pool[0]}'s CUDA {cuda} build uses"
+        if one
+        else (f"the CUDA {cuda} builds of torch {_span(pool)} use")
+    )
+    majors = sorted({c.split(".")[0] for c in cudnns}, key=int)
+    fix = " or ".join(f'cudnn = "{m}"' for m in majors)
+    return Problem(
+        request.file,
+        "cuda.cudnn",
+        f"{subject} cuDNN {_and(cudnns)}, not {want} (use {fix}, or leave cudnn out "
+        "to take what torch pins)",
+    )
+
+
+def _prefix(want: str, have: str) -> bool:
+    """``"9"`` and ``"9.10"`` match ``"9.10.2.21"``; ``"9.1"`` does not."""
+    w, h = want.split("."), have.split(".")
+    return h[: len(w)] == w
+
+
+def _nearest(version: str, choices: Sequence[str]) -> str:
+    """The choice closest to ``version`` (same major first), the newer one on a tie."""
+    target = _key(version)
+
+    def distance(choice: str) -> tuple[int, int, tuple[int, ...]]:
+        k = _key(choice)
+        minor = abs(k[1] - target[1]) if len(k) > 1 and len(target) > 1 else 0
+        return (abs(k[0] - target[0]), minor, tuple(-p for p in k))
+
+    return min(choices, key=distance)
+
+
+def _nearest_release(admitted: Sequence[str], good: Callable[[Release], bool]) -> str | None:
+    """The recorded release nearest to the admitted ones that satisfies ``good``."""
+    versions = table().versions
+    lo, hi = versions.index(admitted[0]), versions.index(admitted[-1])
+    best: tuple[int, int, str] | None = None
+    for i, v in enumerate(versions):
+        if v in admitted or not good(_release(v)):
+            continue
+        distance = lo - i if i < lo else i - hi
+        candidate = (distance, -i, v)
+        if best is None or candidate < best:
+            best = candidate
+    return None if best is None else best[2]
+
+
+def _what(request: _Request) -> str:
+    return repr(request.specifier) if request.specifier else "an unpinned torch"
+
+
+def _display(path: Path) -> str:
+    """The spec's path as the user knows it: relative to the working directory when inside."""
+    try:
+        return str(path.relative_to(Path.cwd())) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _torch_key(spec: Spec) -> str:
+    torch = spec.dependency("torch")
+    return f"dependencies.{torch.name if torch is not None else 'torch'}"
+
+
+def _span(versions: Sequence[str]) -> str:
+    return versions[0] if len(versions) == 1 else f"{versions[0]} to {versions[-1]}"
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_matrix() -> str:
+    """The table as Markdown, for docs/compatibility.md (a test keeps the two in step)."""
+    t = table()
+    lines = [
+        "| torch | releases | Python (PyPI wheels) | PyPI default CUDA | CUDA builds (cuDNN) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in reversed(t.releases):
+        builds = ", ".join(
+            f"{b.cuda} ({b.cudnn or 'cuDNN unknown'}){' *unverified*' if b.unverified else ''}"
+            for b in r.builds.values()
+        )
+        python = _span(r.python) + (
+            f" (+{', '.join(r.python_index_only)} index only)" if r.python_index_only else ""
+        )
+        mark = " *unverified*" if r.unverified else ""
+        lines.append(
+            f"| {r.minor}{mark} | {', '.join(r.versions)} | {python} | {r.pypi_cuda} | {builds} |"
+        )
+    lines += [
+        "",
+        "| CUDA | min. Linux driver (GA) | newest update: its driver | minor-version compat."
+        " | nixpkgs |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for k in sorted(t.toolkits.values(), key=lambda k: _key(k.version), reverse=True):
+        mark = " *unverified*" if k.unverified else ""
+        lines.append(
+            f"| {k.version}{mark} | {k.driver} | {k.latest_update}: {k.driver_latest} | "
+            f">= {k.minor_compat} | `{k.nix_attr}` {k.nixpkgs} |"
+        )
+    return "\n".join(lines) + "\n"
