@@ -60,9 +60,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from orchestrator import files, render
+    from orchestrator import files, lock, render
 
     spec = _spec(args)
+    lock.refuse_incompatible(spec)
     rendered = render.render_all(spec)
     if args.check:
         drift = files.drift(spec.root, rendered)
@@ -99,27 +100,118 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    raise UsageError("probe: not implemented yet")
+    from orchestrator.probe import fingerprint, run
+
+    data = run.run_probe(
+        probe=args.probe,
+        seed=run.DEFAULT_SEED if args.seed is None else args.seed,
+        steps=run.DEFAULT_STEPS if args.steps is None else args.steps,
+        device=args.device,
+    )
+    out = Path(args.out)
+    fingerprint.write(out, data)
+    for finding in data["audit"]:
+        _err(finding)
+    probe, losses = data["probe"], data["stages"]["losses"]
+    print(
+        f"wrote {out}: {probe['name']} seed {probe['seed']}, {probe['steps']} steps on "
+        f"{probe['device']}, last loss {float.fromhex(losses[-1])!r}, {data['seconds']:.2f} s"
+    )
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    raise UsageError("compare: not implemented yet")
+    import json
+
+    from orchestrator.probe import compare, fingerprint
+
+    tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
+    if None in tolerances.values() and Path(args.spec).is_file():
+        verify = _spec(args).verify
+        defaults = {"rtol": verify.rtol, "atol": verify.atol,
+                    "cross_device_rtol": verify.cross_device_rtol}
+        tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
+    fps = [fingerprint.load(path) for path in args.fingerprints]
+    verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
+    if args.json:
+        print(json.dumps(verdict.to_dict(), indent=1))
+    else:
+        _print_lines(compare.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
+    return 0 if verdict.equivalent else 1
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    raise UsageError("capture: not implemented yet")
+    from orchestrator.probe import capture, fingerprint
+
+    out = Path(args.out)
+    fingerprint.write(out, capture.capture())
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    raise UsageError("diff: not implemented yet")
+    from orchestrator.probe import capture, compare, fingerprint
+
+    differences = capture.diff(fingerprint.load_capture(args.a), fingerprint.load_capture(args.b))
+    if not differences:
+        print(f"{args.a} and {args.b}: same environment")
+        return 0
+    lines = [f"{args.a} vs {args.b}: {len(differences)} difference(s)"]
+    lines += [f"  {compare.category(d.key):<12} {d}" for d in differences]
+    _print_lines(lines, style="yellow")
+    return 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    raise UsageError("run: not implemented yet")
+    from orchestrator.launch import launch_environment
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("run: no command given (usage: envparity run -- CMD [ARGS...])")
+    d = _spec(args).determinism
+    env = dict(os.environ)
+    env.update(launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
+                                  tf32=d.tf32, threads=d.threads))
+    sys.stdout.flush()
+    try:
+        os.execvpe(command[0], command, env)  # replaces this process: signals and tty pass
+    except OSError as exc:
+        raise UsageError(f"run: cannot run {command[0]}: {exc.strerror}") from None
+
+
+def _print_lines(lines: list[str], *, style: str) -> None:
+    """The first line styled (when rich and a terminal are there), the rest plain."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(lines[0], style=style, markup=False)
+    for line in lines[1:]:
+        console.print(line, markup=False)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    raise UsageError("verify: not implemented yet")
+    spec = _spec(args)
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from orchestrator import files, report, verify
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def step(message: str) -> None:
+            progress.update(task, description=message)
+            progress.console.log(message)
+
+        result = verify.verify(spec, names=args.targets, strict=args.strict, fresh=args.fresh,
+                               progress=step)
+    report.print_table(result, Console())
+    html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
+    files.atomic_write(html_path, report.render_html(result))
+    print(f"report: {html_path}")
+    return result.exit_code
 
 
 # --------------------------------------------------------------------------- parser
@@ -168,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("compare", cmd_compare, "verdict over fingerprints: 0 equivalent, 1 divergent")
     p.add_argument("fingerprints", nargs="+", metavar="FILE")
+    for flag, what in (("--rtol", "relative tolerance on the same device model"),
+                       ("--atol", "absolute tolerance"),
+                       ("--cross-device-rtol", "relative tolerance between device models")):
+        p.add_argument(flag, type=float, default=None,
+                       help=f"{what} (default: the spec's [verify], else bitwise / 1e-4)")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
@@ -183,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", nargs="+", metavar="TARGET")
     p.add_argument("--strict", action="store_true", help="a skipped target fails the run")
     p.add_argument("--fresh", action="store_true", help="rebuild environments, ignore cached fingerprints")
+    p.add_argument("--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)")
     return parser
 
 

@@ -1,0 +1,192 @@
+"""The verify report: a terminal table (rich) and a self-contained HTML page with the per-step
+loss curves of every run overlaid, the first divergent step marked, and the environment
+differences listed. The HTML has no scripts and no external assets: it opens anywhere."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING
+
+from orchestrator.probe.capture import diff
+from orchestrator.probe.compare import PairVerdict, Verdict
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestrator.verify import TargetResult, VerifyResult
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _torch(t: TargetResult) -> str:
+    if not t.runs:
+        return "-"
+    env = t.runs[0].fingerprint.environment
+    return str(env.get("packages", {}).get("torch", "?"))
+
+
+def _python(t: TargetResult) -> str:
+    if not t.runs:
+        return "-"
+    py = t.runs[0].fingerprint.environment.get("python", {})
+    return str(py.get("version", "?")).split()[0] if isinstance(py, dict) else "?"
+
+
+def _short(t: TargetResult) -> str:
+    if not t.runs:
+        return "-"
+    final = str(t.runs[0].fingerprint.stages.get("final_params", ""))
+    return final.removeprefix("sha256:")[:12]
+
+
+def _pair_text(p: PairVerdict) -> str:
+    if p.kind == "bitwise":
+        return "bitwise identical"
+    if p.kind == "tolerance":
+        return f"within tolerance ({p.reason})" if p.reason else "within tolerance"
+    where = f"{p.stage}" + (f" step {p.step}" if p.step is not None else "")
+    return f"diverged at {where}"
+
+
+def _verdict_text(t: TargetResult) -> str:
+    if t.status != "ok":
+        return f"{t.status}: {t.reason}"
+    assert t.verdict is not None
+    return "; ".join(sorted({_pair_text(p) for p in t.verdict.pairs}))
+
+
+def print_table(result: VerifyResult, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"envparity verify: {result.spec.environment.name}")
+    for col in ("target", "python", "torch", "device", "fingerprint", "runs", "verdict"):
+        table.add_column(col)
+    for t in result.targets:
+        device = t.runs[0].fingerprint.device if t.runs else "-"
+        runs = f"{len(t.runs)}" + (" (cached)" if t.runs and all(r.cached for r in t.runs) else "")
+        style = {"ok": "green" if t.verdict and t.verdict.equivalent else "red",
+                 "skipped": "yellow", "failed": "red"}[t.status]
+        table.add_row(t.name, _python(t), _torch(t), device, _short(t), runs, _verdict_text(t), style=style)
+    console.print(table)
+    if result.across is not None:
+        names = [t.name for t in result.targets if t.status == "ok"]
+        for name, p in zip(names[1:], result.across.pairs):
+            console.print(f"{names[0]} vs {name}: {_pair_text(p)}")
+            if p.kind == "diverged" and p.values:
+                console.print(f"  values: {p.values[0]} vs {p.values[1]}")
+            for cause in p.causes[:5]:
+                console.print(f"  likely cause: {cause}")
+    for problem in result.problems:
+        console.print(f"[red]FAIL[/red] {html.escape(problem, quote=False)}", markup=True)
+    if not result.problems:
+        console.print("[green]OK[/green]: every target that ran computes the same thing", markup=True)
+
+
+def _first_divergence(result: VerifyResult) -> tuple[int | None, str]:
+    verdicts: list[tuple[str, Verdict]] = [(t.name, t.verdict) for t in result.targets if t.verdict]
+    if result.across is not None:
+        verdicts.append(("across targets", result.across))
+    for name, v in verdicts:
+        for p in v.pairs:
+            if p.kind == "diverged" and p.stage == "losses" and p.step is not None:
+                return p.step, f"{name}: {p.reference} vs {p.other}"
+    return None, ""
+
+
+def _svg(result: VerifyResult) -> str:
+    series = [(f"{t.name} run {r.index}", r.fingerprint.losses) for t in result.targets for r in t.runs]
+    finite = [x for _, ys in series for x in ys if math.isfinite(x)]
+    if not finite:
+        return "<p>No losses to plot.</p>"
+    w, h, pad = 720, 320, 48
+    steps = max(len(ys) for _, ys in series)
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or 1.0
+
+    def xy(i: int, y: float) -> str:
+        x = pad + (w - 2 * pad) * (i / max(steps - 1, 1))
+        yy = h - pad - (h - 2 * pad) * ((y - lo) / span)
+        return f"{x:.1f},{yy:.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+             f'aria-label="per-step loss of every run">',
+             f'<rect x="0" y="0" width="{w}" height="{h}" fill="white"/>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>',
+             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle" font-size="12">step</text>',
+             f'<text x="{pad - 6}" y="{pad}" text-anchor="end" font-size="11">{hi:.4g}</text>',
+             f'<text x="{pad - 6}" y="{h - pad}" text-anchor="end" font-size="11">{lo:.4g}</text>']
+    step, _ = _first_divergence(result)
+    if step is not None:
+        x = xy(step, lo).split(",")[0]
+        parts.append(f'<line class="divergence" x1="{x}" y1="{pad}" x2="{x}" y2="{h - pad}" '
+                     f'stroke="#d62728" stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{x}" y="{pad - 8}" text-anchor="middle" font-size="11" '
+                     f'fill="#d62728">first divergence: step {step}</text>')
+    for n, (label, ys) in enumerate(series):
+        points = " ".join(xy(i, y) for i, y in enumerate(ys) if math.isfinite(y))
+        colour = _COLOURS[n % len(_COLOURS)]
+        dash = ' stroke-dasharray="6 3"' if n % 2 else ""
+        parts.append(f'<polyline class="run" fill="none" stroke="{colour}" stroke-width="1.5"{dash} '
+                     f'points="{points}"><title>{html.escape(label)}</title></polyline>')
+    parts.append("</svg>")
+    legend = "".join(
+        f'<li><span style="color:{_COLOURS[n % len(_COLOURS)]}">&#9632;</span> {html.escape(label)}</li>'
+        for n, (label, _) in enumerate(series)
+    )
+    return "\n".join(parts) + f'\n<ul class="legend">{legend}</ul>'
+
+
+def _differences(result: VerifyResult) -> str:
+    ok = [t for t in result.targets if t.runs]
+    if len(ok) < 2:
+        return "<p>Only one environment ran: nothing to compare across.</p>"
+    ref = ok[0].runs[0].fingerprint.environment
+    blocks = []
+    for t in ok[1:]:
+        found = diff(ref, t.runs[0].fingerprint.environment)
+        rows = "".join(
+            f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(str(d.a))}</td>"
+            f"<td>{html.escape(str(d.b))}</td></tr>" for d in found[:200]
+        ) or '<tr><td colspan="3">none</td></tr>'
+        blocks.append(f"<h3>{html.escape(ok[0].name)} vs {html.escape(t.name)} ({len(found)})</h3>"
+                      f"<table><tr><th>key</th><th>{html.escape(ok[0].name)}</th>"
+                      f"<th>{html.escape(t.name)}</th></tr>{rows}</table>")
+    return "\n".join(blocks)
+
+
+def render_html(result: VerifyResult) -> str:
+    rows = []
+    for t in result.targets:
+        rows.append(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+                t.name, _python(t), _torch(t), t.runs[0].fingerprint.device if t.runs else "-",
+                _short(t), _verdict_text(t))) + "</tr>")
+    step, where = _first_divergence(result)
+    status = "; ".join(result.problems) or "every target that ran computes the same thing"
+    divergence = (f"<p class='divergence'>First divergent step: <b>{step}</b> ({html.escape(where)})</p>"
+                  if step is not None else "")
+    causes = ""
+    if result.across is not None:
+        items = "".join(f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5])
+        causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
+    name = html.escape(result.spec.environment.name)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
+.status{{font-weight:bold}} .legend{{list-style:none;padding:0;display:flex;gap:1.5em;flex-wrap:wrap}}</style>
+</head><body>
+<h1>envparity verify: {name}</h1>
+<p class="status" id="status">{html.escape(status)}</p>
+<table id="targets"><tr><th>target</th><th>python</th><th>torch</th><th>device</th><th>fingerprint</th><th>verdict</th></tr>
+{"".join(rows)}</table>
+<h2>Loss per step, every run</h2>
+{divergence}
+{_svg(result)}
+{causes}
+<h2>Environment differences</h2>
+{_differences(result)}
+</body></html>
+"""

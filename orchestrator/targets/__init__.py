@@ -1,0 +1,12 @@
+"""Verify targets by name. Each implements ``orchestrator.targets.base.Target``."""
+
+from __future__ import annotations
+
+from orchestrator.targets.base import Target
+from orchestrator.targets.host import HostTarget
+from orchestrator.targets.venv import VenvTarget
+
+TARGETS: dict[str, type[Target]] = {
+    "host": HostTarget,
+    "venv": VenvTarget,
+}

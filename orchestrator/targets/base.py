@@ -1,0 +1,67 @@
+"""The interface every verify target implements, and the context they share.
+
+A target is asked three things: is it available here (and if not, why); provision it (build
+whatever it needs, reusing a finished build); and how to run a command inside it. The probe
+then runs through ``command()`` in a fresh process each time, with the launch environment.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from orchestrator.launch import launch_environment
+from orchestrator.spec import Spec
+
+RUNTIME_DIR = ".envparity"  # under the spec's folder; git-ignored; holds caches and runs
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every target needs from the verify run."""
+
+    spec: Spec
+    cache: Path  # <spec root>/.envparity: visible inside containers as part of the workspace
+    runtime: Path  # a copy of the orchestrator package to put on PYTHONPATH inside the target
+    fresh: bool = False  # rebuild, ignoring finished environments
+    progress: Callable[[str], None] = field(default=lambda message: None)
+
+    @property
+    def launch_env(self) -> dict[str, str]:
+        d = self.spec.determinism
+        return launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
+                                  tf32=d.tf32, threads=d.threads)
+
+
+class Target(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def unavailable(self) -> str | None:
+        """None when this target can run here; otherwise why not (e.g. "nix: not installed")."""
+
+    @abc.abstractmethod
+    def provision(self) -> None:
+        """Build the environment, or reuse a finished one (unless ctx.fresh). Idempotent.
+
+        An interrupted build must never be mistaken for a finished one later.
+        """
+
+    @abc.abstractmethod
+    def command(self, argv: list[str], *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The host command (and extra host environment) that runs ``argv`` inside the target
+        with ``env`` set inside it. ``argv[0]`` is "python" meaning the target's interpreter."""
+
+    def key(self) -> str:
+        """What determines this environment's contents (for caching fingerprints)."""
+        return ""
+
+    def inside(self, host_path: Path) -> str:
+        """``host_path`` (under the spec's folder) as the target sees it."""
+        return str(host_path)

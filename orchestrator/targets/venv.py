@@ -1,0 +1,87 @@
+"""``venv``: a uv virtual environment built from the lock, hash-checked.
+
+Cached under ``.envparity/venvs/<flavor>-<key>``, where the key covers the lock's content,
+the Python version and the package sources. It is built in a temporary folder beside that
+and renamed into place only when complete (``uv venv --relocatable`` keeps it working after
+the rename), so an interrupted build is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from orchestrator import files, lock, process
+from orchestrator.errors import ToolError
+from orchestrator.targets.base import Target
+
+DONE = ".envparity-complete"
+
+
+class VenvTarget(Target):
+    name = "venv"
+
+    @property
+    def flavor(self) -> str:
+        return self.ctx.spec.flavor_of("venv")
+
+    @property
+    def lock_file(self) -> Path:
+        spec = self.ctx.spec
+        return spec.root / lock.LockTarget(self.flavor, spec.environment.systems[0]).path
+
+    def key(self) -> str:
+        spec = self.ctx.spec
+        return files.inputs_hash({
+            "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
+            "python": spec.environment.python,
+            "sources": lock.install_args(spec, self.flavor),
+        })[:16]
+
+    @property
+    def location(self) -> Path:
+        return self.ctx.cache / "venvs" / f"{self.flavor}-{self.key()}"
+
+    @property
+    def python(self) -> Path:
+        return self.location / "bin" / "python"
+
+    def unavailable(self) -> str | None:
+        if shutil.which("uv") is None:
+            return "venv: uv is not installed"
+        if not self.lock_file.is_file():
+            return f"venv: {self.lock_file.relative_to(self.ctx.spec.root)} is missing (run 'envparity lock')"
+        return None
+
+    def provision(self) -> None:
+        done = self.location / DONE
+        if done.is_file() and not self.ctx.fresh:
+            self.ctx.progress(f"venv: reusing {self.location.name}")
+            return
+        spec = self.ctx.spec
+        parent = self.location.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".building-{self.location.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted build
+        tmp = parent / f".building-{self.location.name}-{os.getpid()}"
+        try:
+            self.ctx.progress(f"venv: creating Python {spec.environment.python} environment")
+            process.run(["uv", "venv", "--quiet", "--relocatable", "--python",
+                         spec.environment.python, str(tmp)])
+            self.ctx.progress(f"venv: installing {self.lock_file.name} (hash-checked)")
+            process.run(["uv", "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"),
+                         "--require-hashes", *lock.source_args(spec, self.flavor), str(self.lock_file)])
+            (tmp / DONE).write_text(self.key() + "\n", encoding="utf-8")
+            if self.location.exists():
+                shutil.rmtree(self.location)
+            os.replace(tmp, self.location)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not done.is_file():  # pragma: no cover - os.replace is atomic
+            raise ToolError(f"venv: {self.location} was not completed")
+
+    def command(self, argv: list[str], *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        exe = str(self.python) if argv[0] == "python" else argv[0]
+        return [exe, *argv[1:]], {**env, "VIRTUAL_ENV": str(self.location)}

@@ -1,0 +1,245 @@
+"""``envparity verify``: provision every target, probe each twice in fresh processes, compare.
+
+Within a target, runs must agree bitwise (or within the spec's ``rtol``/``atol``); across
+targets, the first run of each is compared with the cross-device tolerance where the devices
+differ. Fingerprints are cached under ``.envparity/fingerprints`` by everything that
+determines them; a file lock keeps two verify runs from writing the cache at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import files, lock, process
+from orchestrator.errors import CheckFailed, EnvparityError, UsageError
+from orchestrator.probe import fingerprint
+from orchestrator.probe.compare import Verdict, compare
+from orchestrator.spec import TARGET_NAMES, Spec
+from orchestrator.targets import TARGETS
+from orchestrator.targets.base import RUNTIME_DIR, Context, Target
+
+
+@dataclass
+class Run:
+    index: int
+    path: Path
+    fingerprint: fingerprint.Fingerprint
+    cached: bool
+
+
+@dataclass
+class TargetResult:
+    name: str
+    status: str  # "ok", "skipped", "failed"
+    reason: str = ""
+    required: bool = False
+    runs: list[Run] = field(default_factory=list)
+    verdict: Verdict | None = None  # runs of this target against each other
+
+    @property
+    def fingerprints(self) -> list[fingerprint.Fingerprint]:
+        return [r.fingerprint for r in self.runs]
+
+
+@dataclass
+class VerifyResult:
+    spec: Spec
+    targets: list[TargetResult]
+    across: Verdict | None  # the first run of each target against the first target's
+    strict: bool
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        for t in self.targets:
+            if t.status == "failed":
+                out.append(f"{t.name}: failed: {t.reason}")
+            elif t.status == "skipped" and (self.strict or t.required):
+                why = "required by the spec" if t.required else "--strict"
+                out.append(f"{t.name}: skipped ({t.reason}), but {why}")
+            elif t.verdict is not None and not t.verdict.equivalent:
+                out.append(f"{t.name}: runs in the same environment differ")
+        if self.across is not None and not self.across.equivalent:
+            out.append("targets compute different results")
+        if not any(t.status == "ok" for t in self.targets):
+            out.append("no target could run")
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+
+def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
+    if not names:
+        chosen = [n for n in TARGET_NAMES if n in spec.targets]
+        if not chosen:
+            raise UsageError(f"{spec.path.name}: no [targets.*] tables; add e.g. [targets.venv]")
+        return chosen
+    for n in names:
+        if n not in TARGET_NAMES:
+            raise UsageError(f"unknown target {n!r}; targets are {', '.join(TARGET_NAMES)}")
+        if n not in spec.targets:
+            raise UsageError(f"target {n!r} is not in {spec.path.name}; add [targets.{n}]")
+    return list(dict.fromkeys(names))
+
+
+@contextmanager
+def exclusive(cache: Path, progress: Callable[[str], None]) -> Iterator[None]:
+    """Hold the cache's lock: a second verify waits instead of writing the same files."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "verify.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for another envparity verify to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_runtime(cache: Path) -> Path:
+    """A copy of the orchestrator package inside the workspace, for PYTHONPATH in targets."""
+    source = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    sources = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for p in sources:
+        digest.update(str(p.relative_to(source)).encode() + b"\0" + p.read_bytes())
+    runtime = cache / "runtime" / digest.hexdigest()[:16]
+    if not (runtime / "orchestrator" / "__init__.py").is_file():
+        tmp = runtime.with_name(runtime.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp / "orchestrator", ignore=shutil.ignore_patterns("__pycache__"))
+        runtime.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+        os.replace(tmp, runtime)
+    return runtime
+
+
+def hardware() -> str:
+    """What the numbers depend on beyond software: CPU model and GPUs (when nvidia-smi exists)."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = ""
+    if shutil.which("nvidia-smi"):
+        try:
+            gpus = process.run(["nvidia-smi", "-L"], timeout=30).stdout.strip()
+        except EnvparityError:
+            gpus = "nvidia-smi failed"
+    return f"{cpu} {os.cpu_count()} cpus; {gpus}"
+
+
+def probe_source(spec: Spec) -> str:
+    """The user probe's module source (so editing it invalidates cached fingerprints)."""
+    ref = spec.verify.probe
+    if not ref:
+        return ""
+    module = ref.split(":")[0].replace(".", "/")
+    for candidate in (spec.root / f"{module}.py", spec.root / module / "__init__.py"):
+        if candidate.is_file():
+            return files.sha256(candidate.read_text(encoding="utf-8"))
+    return ref
+
+
+def run_key(target: Target, ctx: Context, hw: str) -> str:
+    v = ctx.spec.verify
+    return files.inputs_hash({
+        "target": target.name, "environment": target.key(), "runtime": ctx.runtime.name,
+        "probe": v.probe or "", "probe_source": probe_source(ctx.spec), "steps": v.steps,
+        "seed": ctx.spec.determinism.seed, "launch": ctx.launch_env, "hardware": hw,
+    })[:20]
+
+
+def probe_once(target: Target, ctx: Context, out: Path) -> None:
+    v = ctx.spec.verify
+    argv = ["python", "-m", "orchestrator", "probe", "--out", target.inside(out),
+            "--steps", str(v.steps), "--seed", str(ctx.spec.determinism.seed)]
+    if v.probe:
+        argv += ["--probe", v.probe]
+    env = {**ctx.launch_env, "PYTHONPATH": target.inside(ctx.runtime)
+           + (os.pathsep + target.inside(ctx.spec.root) if v.probe else "")}
+    command, host_env = target.command(argv, env=env)
+    base = {k: val for k, val in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    process.run(command, env={**base, **host_env}, cwd=ctx.spec.root)
+
+
+def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
+    spec = ctx.spec
+    result = TargetResult(target.name, "ok", required=spec.targets[target.name].required)
+    reason = target.unavailable()
+    if reason:
+        result.status, result.reason = "skipped", reason
+        return result
+    try:
+        ctx.progress(f"{target.name}: provisioning")
+        target.provision()
+        key = run_key(target, ctx, hw)
+        runs_dir = ctx.cache / "fingerprints"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(1, spec.verify.runs + 1):
+            path = runs_dir / f"{target.name}-{key}-{i}.json"
+            cached = path.is_file() and not ctx.fresh
+            if not cached:
+                ctx.progress(f"{target.name}: probe run {i} of {spec.verify.runs}")
+                tmp = path.with_name(path.stem + ".partial.json")
+                tmp.unlink(missing_ok=True)
+                probe_once(target, ctx, tmp)
+                os.replace(tmp, path)
+            result.runs.append(Run(i, path, fingerprint.load(path), cached))
+    except EnvparityError as exc:
+        result.status, result.reason = "failed", str(exc)
+        return result
+    v = spec.verify
+    result.verdict = compare(result.fingerprints, rtol=v.rtol, atol=v.atol,
+                             cross_device_rtol=v.cross_device_rtol)
+    return result
+
+
+def preflight(spec: Spec) -> None:
+    """Refuse impossible specs; fail on stale locks or generated files (verify would test those)."""
+    from orchestrator import render
+
+    lock.refuse_incompatible(spec)
+    stale = lock.stale_locks(spec)
+    stale += [f"{d.path}: out of date" for d in files.drift(spec.root, render.render_all(spec))]
+    if stale:
+        raise CheckFailed("verify would test stale files; run 'envparity lock' and 'envparity render':\n  "
+                          + "\n  ".join(stale))
+
+
+def verify(spec: Spec, *, names: list[str] | None = None, strict: bool = False, fresh: bool = False,
+           progress: Callable[[str], None] = lambda message: None) -> VerifyResult:
+    chosen = choose_targets(spec, names)
+    preflight(spec)
+    cache = spec.root / RUNTIME_DIR
+    with exclusive(cache, progress):
+        ctx = Context(spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh,
+                      progress=progress)
+        hw = hardware()
+        results = [verify_target(TARGETS[name](ctx), ctx, hw) for name in chosen]
+    firsts = [t.runs[0].fingerprint for t in results if t.status == "ok" and t.runs]
+    v = spec.verify
+    across = (compare(firsts, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol)
+              if len(firsts) > 1 else None)
+    return VerifyResult(spec, results, across, strict)
+
+
+def python_of(fp: fingerprint.Fingerprint) -> str:
+    py = fp.environment.get("python", {})
+    return str(py.get("version", "?")) if isinstance(py, dict) else "?"
