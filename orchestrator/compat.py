@@ -531,13 +531,14 @@ def _prefix(want: str, have: str) -> bool:
 
 
 def _nearest(version: str, choices: Sequence[str]) -> str:
-    """The choice closest to ``version`` (same major first), the newer one on a tie."""
+    """The choice closest to ``version``: the same major first, then the fewest releases
+    away (11.8 among 12.6, 12.8: 12.6), the newer one on a tie."""
     target = _key(version)
 
     def distance(choice: str) -> tuple[int, int, tuple[int, ...]]:
         k = _key(choice)
-        minor = abs(k[1] - target[1]) if len(k) > 1 and len(target) > 1 else 0
-        return (abs(k[0] - target[0]), minor, tuple(-p for p in k))
+        between = sum(1 for c in choices if min(k, target) < _key(c) < max(k, target))
+        return (abs(k[0] - target[0]), between, tuple(-p for p in k))
 
     return min(choices, key=distance)
 
