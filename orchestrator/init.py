@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
@@ -50,105 +50,44 @@ _PYTHON_HINT_RE = re.compile(r"^#\s*python(?:[_ -]?version)?\s*[:=]\s*(\S+)\s*$"
 _PLATFORM_HINT_RE = re.compile(r"^#\s*platform\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
+# fmt: off
 # pip options read from requirements files, by every spelling, to one name.
 _PIP_OPTIONS = {
-    "-r": "requirement",
-    "--requirement": "requirement",
-    "-c": "constraint",
-    "--constraint": "constraint",
-    "-i": "index-url",
-    "--index-url": "index-url",
+    "-r": "requirement", "--requirement": "requirement",
+    "-c": "constraint", "--constraint": "constraint",
+    "-i": "index-url", "--index-url": "index-url",
     "--extra-index-url": "extra-index-url",
-    "-f": "find-links",
-    "--find-links": "find-links",
-    "-e": "editable",
-    "--editable": "editable",
+    "-f": "find-links", "--find-links": "find-links",
+    "-e": "editable", "--editable": "editable",
 }
-
 # conda names whose PyPI distribution is named differently.
 _CONDA_TO_PYPI = {
-    "pytorch": "torch",
-    "pytorch-gpu": "torch",
-    "pytorch-cpu": "torch",
-    "py-opencv": "opencv-python",
-    "opencv": "opencv-python",
-    "matplotlib-base": "matplotlib",
-    "tensorflow-gpu": "tensorflow",
-    "pytables": "tables",
-    "msgpack-python": "msgpack",
+    "pytorch": "torch", "pytorch-gpu": "torch", "pytorch-cpu": "torch",
+    "py-opencv": "opencv-python", "opencv": "opencv-python",
+    "matplotlib-base": "matplotlib", "tensorflow-gpu": "tensorflow",
+    "pytables": "tables", "msgpack-python": "msgpack",
 }
-# conda packages that say which CUDA toolkit (or cuDNN) the environment uses.
+# conda packages that say which CUDA toolkit the environment uses.
 _CONDA_CUDA = ("cudatoolkit", "pytorch-cuda", "cuda-version", "cuda-toolkit", "cuda")
 # conda packages with no PyPI counterpart: native libraries the PyPI wheels bundle themselves.
-_CONDA_ONLY = frozenset(
-    {
-        "_libgcc_mutex",
-        "_openmp_mutex",
-        "blas",
-        "ca-certificates",
-        "intel-openmp",
-        "ld_impl_linux-64",
-        "libblas",
-        "libcblas",
-        "libffi",
-        "libgcc-ng",
-        "liblapack",
-        "libstdcxx-ng",
-        "magma",
-        "mkl",
-        "nccl",
-        "ncurses",
-        "openssl",
-        "pytorch-mutex",
-        "readline",
-        "sqlite",
-        "tk",
-        "xz",
-        "zlib",
-    }
-)
+_CONDA_ONLY = frozenset({
+    "_libgcc_mutex", "_openmp_mutex", "blas", "ca-certificates", "intel-openmp",
+    "ld_impl_linux-64", "libblas", "libcblas", "libffi", "libgcc-ng", "liblapack",
+    "libstdcxx-ng", "magma", "mkl", "nccl", "ncurses", "openssl", "pip", "pytorch-mutex",
+    "readline", "sqlite", "tk", "xz", "zlib",
+})
 # conda packages that are command-line tools: they go to [system] packages.
-_CONDA_SYSTEM = frozenset(
-    {
-        "cmake",
-        "curl",
-        "ffmpeg",
-        "git",
-        "git-lfs",
-        "graphviz",
-        "make",
-        "unzip",
-        "wget",
-        "zip",
-    }
-)
-# [tool.poetry] keys that describe the package, not its environment: not converted, not noted.
-_POETRY_METADATA = frozenset(
-    {
-        "authors",
-        "build",
-        "classifiers",
-        "description",
-        "documentation",
-        "exclude",
-        "homepage",
-        "include",
-        "keywords",
-        "license",
-        "maintainers",
-        "name",
-        "package-mode",
-        "packages",
-        "plugins",
-        "readme",
-        "repository",
-        "requires-plugins",
-        "requires-poetry",
-        "scripts",
-        "urls",
-        "version",
-    }
-)
+_CONDA_SYSTEM = frozenset({
+    "cmake", "curl", "ffmpeg", "git", "git-lfs", "graphviz", "make", "unzip", "wget", "zip",
+})
+# [tool.poetry] keys that describe the package, not its environment: neither converted nor noted.
+_POETRY_METADATA = frozenset({
+    "authors", "build", "classifiers", "description", "documentation", "exclude", "homepage",
+    "include", "keywords", "license", "maintainers", "name", "package-mode", "packages",
+    "plugins", "readme", "repository", "requires-plugins", "requires-poetry", "scripts", "urls",
+    "version",
+})
+# fmt: on
 
 
 # --------------------------------------------------------------------------- the public API
@@ -589,7 +528,8 @@ class _RequirementsReader:
                 )
             else:
                 kind = "find-links" if name == "find-links" else "index"
-                self.draft.add_index(value, kind, f"--{name}", where)
+                origin = f"--{name}" + (", kept beside PyPI" if name == "index-url" else "")
+                self.draft.add_index(value, kind, origin, where)
 
     def _include(
         self, value: str, where: _Where, folder: Path, *, constraint: bool, stack: tuple[Path, ...]
@@ -674,7 +614,7 @@ def _from_conda(draft: _Draft, path: Path) -> None:
         elif key == "variables" and isinstance(value, dict):
             _conda_variables(draft, value, where)
         else:
-            draft.skip(where, f"{key}: {value!r}", "no spec equivalent")
+            draft.skip(where, repr(value), "no spec equivalent")
     reader.apply_constraints()
     if channels:
         draft.notes.append(
@@ -753,7 +693,7 @@ def _conda_package(draft: _Draft, item: str, where: _Where, channels: list[str])
                 item,
                 "[system] packages come from each target's package set; the version is not kept",
             )
-    elif name in _CONDA_ONLY or name == "pip":
+    elif name in _CONDA_ONLY:
         draft.skip(where, item, "a conda-only package; uv and the PyPI wheels provide this")
     else:
         draft.add(_Dep(name=_CONDA_TO_PYPI.get(name, name), specifier=specifier), where)
@@ -810,10 +750,11 @@ _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "<=", "<", "!=")
 
 def _ordered(specifiers: SpecifierSet) -> str:
     """A specifier set written in a stable, readable order: ``>=2.1.0,<3.0.0``."""
-    return ",".join(
-        str(s)
-        for s in sorted(specifiers, key=lambda s: (_OPERATOR_ORDER.index(s.operator), s.version))
-    )
+    return ",".join(str(s) for s in _sorted(specifiers))
+
+
+def _sorted(specifiers: SpecifierSet) -> list[Specifier]:
+    return sorted(specifiers, key=lambda s: (_OPERATOR_ORDER.index(s.operator), s.version))
 
 
 def _pinned_version(specifier: str) -> str | None:
@@ -834,17 +775,22 @@ def _conda_variables(draft: _Draft, values: Mapping[object, object], where: _Whe
 
 
 def _python_from(draft: _Draft, specifier: str, origin: str, where: _Where) -> None:
-    """One pinned version is kept as given; a range becomes its lowest allowed 3.x minor."""
+    """One pinned version is kept as given; a range becomes its lowest allowed 3.x minor.
+
+    ``specifier`` may hold alternatives joined by ``||`` (Poetry): the lowest of them counts.
+    """
     pinned = _pinned_version(specifier)
     if pinned is not None and specs._PYTHON_RE.match(pinned):
         draft.set_python(pinned, origin, where)
         return
-    allowed = SpecifierSet(specifier)
-    if not any(s.operator in (">", ">=", "==", "~=", "===") for s in allowed):
+    alternatives = [SpecifierSet(a) for a in specifier.split("||")]
+    lower = (">", ">=", "==", "~=", "===")
+    if not all(any(s.operator in lower for s in a) for a in alternatives):
         draft.skip(where, f"python {specifier}", "no lower bound to choose a version from")
         return
     for minor in range(100):
-        if any(allowed.contains(f"3.{minor}.{patch}") for patch in range(100)):
+        versions = [f"3.{minor}.{patch}" for patch in range(100)]
+        if any(a.contains(v) for a in alternatives for v in versions):
             draft.set_python(f"3.{minor}", f"the lowest minor of {origin}", where)
             return
     draft.problem(where, f"python {specifier!r} allows no Python 3 version")
@@ -1010,11 +956,11 @@ def _poetry_python(draft: _Draft, value: object, where: _Where) -> None:
         draft.problem(where, f"expected a version constraint string, got {value!r}")
         return
     try:
-        specifier = _poetry_constraint(value)
+        alternatives = [_poetry_constraint(a) for a in value.split("||")]
     except ValueError as exc:
         draft.problem(where, str(exc))
         return
-    _python_from(draft, specifier, f"python {value!r}", where)
+    _python_from(draft, "||".join(alternatives), f"python {value!r}", where)
 
 
 _POETRY_REFUSED = ("path", "git", "url", "file", "develop")
@@ -1037,9 +983,21 @@ def _poetry_dependency(draft: _Draft, name: str, value: object, where: _Where) -
         return None
     if isinstance(value, str):
         value = {"version": value}
-    if not isinstance(value, dict):
+    if isinstance(value, list):
         draft.skip(
-            where, f"{name} = {value!r}", "multiple-constraint dependencies have no spec equivalent"
+            where,
+            f"{name} = {value!r}",
+            "multiple-constraint dependencies have no spec equivalent; choose one",
+        )
+        return None
+    if not isinstance(value, dict):
+        draft.problem(where, f"expected a version string or a table, got {value!r}")
+        return None
+    if "||" in str(value.get("version", "")):
+        draft.skip(
+            where,
+            f"{name} {value['version']}",
+            "'||' (either constraint) has no PEP 440 equivalent; choose one",
         )
         return None
     if refused := [k for k in _POETRY_REFUSED if k in value]:
@@ -1077,13 +1035,17 @@ def _poetry_markers(value: Mapping[str, object]) -> str:
     if isinstance(value.get("markers"), str):
         parts.append(str(value["markers"]))
     if isinstance(value.get("python"), str):
-        parts.extend(
-            f'python_full_version {s.operator} "{s.version}"'
-            for s in sorted(SpecifierSet(_poetry_constraint(str(value["python"]))), key=str)
-        )
+        alternatives = [
+            " and ".join(
+                f'python_full_version {s.operator} "{s.version}"'
+                for s in _sorted(SpecifierSet(_poetry_constraint(alternative)))
+            )
+            for alternative in str(value["python"]).split("||")
+        ]
+        parts.append(" or ".join(f"({a})" for a in alternatives if a))
     if isinstance(value.get("platform"), str):
         parts.append(f'sys_platform == "{value["platform"]}"')
-    joined = " and ".join(f"({p})" if " or " in p else p for p in parts)
+    joined = " and ".join(f"({p})" if " or " in p else p for p in parts if p)
     try:
         return str(Marker(joined)) if joined else ""
     except InvalidMarker as exc:
@@ -1144,22 +1106,18 @@ def _poetry_range(operator: str, version: str, text: str) -> list[str]:
 
 
 def _add_pytorch_indexes(draft: _Draft) -> None:
-    """With CUDA and torch, each flavor needs its torch build: PyPI's Linux torch is one CUDA
-    build, so the CUDA flavor gets the matching PyTorch index and the cpu flavor the CPU one."""
-    if draft.cuda is None or "torch" not in draft.deps:
+    """Give each flavor its torch build. PyPI's Linux torch is a CUDA build, so the cpu flavor
+    needs the PyTorch CPU index ('envparity lock' refuses a cpu lock holding CUDA packages),
+    and a CUDA flavor the index of its toolkit."""
+    if "torch" not in draft.deps:
         return
-    tag = "cu" + draft.cuda.replace(".", "")
-    wanted = (("cuda", f"{PYTORCH_INDEX}{tag}"), ("cpu", f"{PYTORCH_INDEX}cpu"))
+    wanted = [("cpu", f"{PYTORCH_INDEX}cpu")]
+    if draft.cuda is not None:
+        wanted.insert(0, ("cuda", f"{PYTORCH_INDEX}cu{draft.cuda.replace('.', '')}"))
     for flavor, url in wanted:
         if not any(flavor in i.flavors for i in draft.indexes):
-            draft.indexes.append(
-                _Index(
-                    url=url,
-                    kind="index",
-                    flavors=(flavor,),
-                    origin=f"torch builds for the {flavor} flavor (added)",
-                )
-            )
+            origin = f"the torch build for the {flavor} flavor (added by envparity init)"
+            draft.indexes.append(_Index(url=url, kind="index", flavors=(flavor,), origin=origin))
 
 
 # --------------------------------------------------------------------------- rendering
