@@ -242,15 +242,6 @@ def _first_difference(
             (sa["initial_params"], sb["initial_params"]),
             "initial parameters differ",
         )
-    common = sorted(set(sa["rng_initial"]) & set(sb["rng_initial"]))
-    for key in common:
-        if sa["rng_initial"][key] != sb["rng_initial"][key]:
-            return (
-                "rng_initial",
-                None,
-                (sa["rng_initial"][key], sb["rng_initial"][key]),
-                f"{key} RNG state after initialisation differs",
-            )
     for i, (x, y) in enumerate(zip(sa["data_order"], sb["data_order"], strict=False)):
         if x != y:
             return "data_order", i, (x, y), f"batch {i} differs (order, contents or labels)"
@@ -276,7 +267,14 @@ def _first_difference(
             fx, fy = float.fromhex(x), float.fromhex(y)
             return ("metrics", None, (repr(fx), repr(fy)), f"metric {key}: {fx!r} vs {fy!r}")
     if not loose:
-        for key in sorted(set(sa["rng_final"]) & set(sb["rng_final"])):
+        for key in _rng_differences(sa["rng_initial"], sb["rng_initial"]):
+            return (
+                "rng_initial",
+                None,
+                (sa["rng_initial"][key], sb["rng_initial"][key]),
+                f"{key} RNG state after initialisation differs (all results identical)",
+            )
+        for key in _rng_differences(sa["rng_final"], sb["rng_final"]):
             if sa["rng_final"][key] != sb["rng_final"][key]:
                 return (
                     "rng_final",
@@ -285,6 +283,10 @@ def _first_difference(
                     f"{key} RNG state after training differs",
                 )
     return None
+
+
+def _rng_differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return [key for key in sorted(set(a) & set(b)) if a[key] != b[key]]
 
 
 def _close(x: str, y: str, tol: dict[str, float]) -> bool:
@@ -331,6 +333,17 @@ def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
                 "order (set iteration) differs per process",
             )
         )
+    unseeded = _rng_differences(ref.stages["rng_initial"], fp.stages["rng_initial"])
+    if unseeded:
+        scored.append(
+            (
+                90,
+                f"unseeded_rng: the {'/'.join(unseeded)} RNG state already differed right "
+                "after initialisation: it was not seeded (or was seeded from something that "
+                "varies); without generator=, a DataLoader shuffles and seeds its workers "
+                "from torch's global RNG",
+            )
+        )
     shown = sorted(scored, key=lambda s: (-s[0], s[1]))
     causes = [text for _, text in shown[:_MAX_CAUSES]]
     if len(shown) > _MAX_CAUSES:
@@ -345,3 +358,31 @@ def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
             "generator, a nondeterministic kernel)"
         )
     return causes
+
+
+# --------------------------------------------------------------------------- report
+
+
+_HEADLINES = {
+    "bitwise": "bitwise identical",
+    "tolerance": "equivalent within tolerance",
+    "diverged": "DIVERGED",
+}
+
+
+def verdict_lines(verdict: Verdict) -> list[str]:
+    """The human verdict: a headline, then one block per compared pair."""
+    lines = [f"{_HEADLINES[verdict.kind]} ({len(verdict.pairs) + 1} fingerprints)"]
+    for pair in verdict.pairs:
+        lines.append(f"{pair.other} vs {pair.reference}: {_HEADLINES[pair.kind]}")
+        if pair.kind == "diverged":
+            where = pair.stage if pair.step is None else f"{pair.stage} (step {pair.step})"
+            lines.append(f"  first difference: {where}: {pair.reason}")
+            if pair.values:
+                lines.append(f"    {pair.reference}: {pair.values[0]}")
+                lines.append(f"    {pair.other}: {pair.values[1]}")
+            lines.append("  likely causes, most likely first:")
+            lines += [f"    {i}. {cause}" for i, cause in enumerate(pair.causes, 1)]
+        else:
+            lines.append(f"  {pair.reason}")
+    return lines
