@@ -1,0 +1,283 @@
+"""Generated files judged by the real tools: Nix (parse, and ``nix flake check`` against a stand-in
+nixpkgs), the official devcontainer.json schema and the devcontainer CLI, hadolint; golden
+files for the repository's own spec; deterministic output.
+
+Set ``ENVPARITY_UPDATE_GOLDEN=1`` to rewrite tests/golden/ from the current renderers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import real_tools
+
+from orchestrator import cli
+
+REPO = real_tools.REPO
+GOLDEN = Path(__file__).resolve().parent / "golden" / "dogfood"
+
+CPU_MINIMAL = """\
+[environment]
+name = "cpu-minimal"
+python = "3.12"
+
+[dependencies]
+numpy = ">=2"
+
+[targets.nix]
+nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+
+[targets.devcontainer]
+image = "python:3.12-slim-bookworm"
+"""
+
+CUDA_12_8 = """\
+[environment]
+name = "vision_train"
+python = "3.12"
+
+[cuda]
+version = "12.8"
+cudnn = "9"
+
+[dependencies]
+torch = "==2.10.0"
+numpy = { version = ">=2.2,<2.5", markers = "python_version >= '3.10'" }
+pillow = { version = ">=11", extras = ["avif"] }
+
+[[index]]
+url = "https://download.pytorch.org/whl/cu128"
+flavors = ["cu128"]
+
+[[index]]
+url = "https://download.pytorch.org/whl/cpu"
+flavors = ["cpu"]
+
+[[index]]
+url = "file:///srv/wheels"
+kind = "find-links"
+
+[system]
+packages = ["build-essential", "git", "libgl1", "ffmpeg", "openssh-client", "curl"]
+nix = { curl = "curl" }
+apt = { curl = "curl" }
+
+[determinism]
+seed = 1234
+threads = 4
+tf32 = false
+
+[variables]
+DATA_PATH = { default = "./data", required = true, description = "where the datasets live" }
+WANDB_API_KEY = { secret = true, description = "Weights & Biases key; never committed" }
+RUN_NAME = "baseline"
+
+[targets.venv]
+flavor = "cpu"
+
+[targets.devcontainer]
+image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+extensions = ["ms-python.python", "ms-toolsai.jupyter"]
+user = "researcher"
+
+[targets.nix]
+nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+"""
+
+MULTI_SYSTEM = """\
+[environment]
+name = "multi.arch"
+python = "3.13.1"
+systems = ["x86_64-linux", "aarch64-linux"]
+
+[dependencies]
+numpy = "==2.3.*"
+
+[system]
+packages = ["git", "jq"]
+
+[determinism]
+deterministic_algorithms = false
+tf32 = true
+
+[targets.nix]
+nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+
+[targets.devcontainer]
+image = "ghcr.io/example/base:2.1"
+extensions = []
+"""
+
+SPECS = {
+    "dogfood": (REPO / "environment.toml").read_text(encoding="utf-8"),
+    "cpu-minimal": CPU_MINIMAL,
+    "cuda-12.8": CUDA_12_8,
+    "multi-system": MULTI_SYSTEM,
+}
+
+
+def render_into(folder: Path, text: str) -> Path:
+    """Write the spec into ``folder`` (no locks: rendering never resolves) and render it
+    through the CLI; return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "environment.toml"
+    spec.write_text(text, encoding="utf-8")
+    assert cli.main(["--spec", str(spec), "render"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("rendered")
+    return {name: render_into(base / name, text) for name, text in SPECS.items()}
+
+
+def generated(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): p.read_text(encoding="utf-8")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "environment.toml"
+    }
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_spec_renders_all_four_files(rendered: dict[str, Path], name: str) -> None:
+    expected = {"flake.nix", ".devcontainer/devcontainer.json", ".devcontainer/Dockerfile"}
+    if name in ("dogfood", "cuda-12.8"):
+        expected.add(".env.example")
+    assert set(generated(rendered[name])) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPECS)
+def test_flake_parses_and_passes_flake_check_against_the_standin(
+    rendered: dict[str, Path], name: str
+) -> None:
+    real_tools.nix_parse(rendered[name] / "flake.nix")
+    real_tools.nix_flake_check(rendered[name])
+
+
+@pytest.mark.slow
+def test_multi_system_flake_has_a_dev_shell_for_each_system(rendered: dict[str, Path]) -> None:
+    shells = real_tools.nix_eval_json(
+        "builtins.mapAttrs (s: v: v.default.name) "
+        "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; }).devShells",
+        cwd=rendered["multi-system"],
+    )
+    assert shells == {"aarch64-linux": "multi.arch", "x86_64-linux": "multi.arch"}
+
+
+@pytest.mark.slow
+def test_cuda_flake_takes_toolkit_and_cudnn_from_the_matching_package_set(
+    rendered: dict[str, Path],
+) -> None:
+    shell = real_tools.nix_eval_json(
+        "map (p: p.name) ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
+        ".devShells.x86_64-linux.default.nativeBuildInputs",
+        cwd=rendered["cuda-12.8"],
+    )
+    assert shell == ["python312", "uv", "gcc", "git", "libGL", "ffmpeg", "openssh", "curl",
+                     "cudatoolkit-12_8", "cudnn-12_8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPECS)
+def test_devcontainer_json_is_valid_and_read_by_the_devcontainer_cli(
+    rendered: dict[str, Path], name: str
+) -> None:
+    data = real_tools.validate_devcontainer(rendered[name] / ".devcontainer" / "devcontainer.json")
+    read = real_tools.devcontainer_read_configuration(rendered[name])
+    for key in ("name", "build", "containerEnv", "remoteUser", "customizations"):
+        assert read[key] == data[key], key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPECS)
+def test_hadolint_passes_every_dockerfile(rendered: dict[str, Path], name: str) -> None:
+    real_tools.hadolint(rendered[name] / ".devcontainer" / "Dockerfile")
+
+
+def test_dockerfile_env_matches_devcontainer_container_env(rendered: dict[str, Path]) -> None:
+    folder = rendered["cuda-12.8"]
+    container_env = real_tools.load_json5(folder / ".devcontainer" / "devcontainer.json")["containerEnv"]
+    env = real_tools.dockerfile_pairs(folder / ".devcontainer" / "Dockerfile", "ENV", container_env)
+    assert container_env == {
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "MKL_NUM_THREADS": "4", "NVIDIA_TF32_OVERRIDE": "0",
+        "OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "4", "PYTHONHASHSEED": "1234",
+    }
+    assert env == container_env
+
+
+def test_dogfood_output_matches_golden_files(rendered: dict[str, Path]) -> None:
+    files = generated(rendered["dogfood"])
+    if os.environ.get("ENVPARITY_UPDATE_GOLDEN") == "1":
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for path, text in files.items():
+            (GOLDEN / path).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / path).write_text(text, encoding="utf-8")
+    golden = generated(GOLDEN) if GOLDEN.is_dir() else {}
+    assert set(files) == set(golden), "rerun with ENVPARITY_UPDATE_GOLDEN=1 to rewrite tests/golden/"
+    for path, text in files.items():
+        assert text == golden[path], f"{path} differs from tests/golden/dogfood/{path}"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_rendering_is_deterministic_across_processes(
+    rendered: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    # A second render in another interpreter, with another hash seed (set iteration order)
+    # and time zone: the same bytes, and no date in any file.
+    spec = tmp_path / "environment.toml"
+    spec.write_text(SPECS[name], encoding="utf-8")
+    real_tools.process.run(
+        [sys.executable, "-m", "orchestrator", "--spec", str(spec), "render"],
+        extra_env={"PYTHONHASHSEED": "12345", "TZ": "Pacific/Kiritimati"}, cwd=REPO,
+    )
+    assert generated(tmp_path) == generated(rendered[name])
+    today = datetime.date.today()
+    for text in generated(tmp_path).values():
+        assert today.isoformat() not in text and str(today.year) not in text
+
+
+def test_standin_knows_exactly_the_cuda_package_sets_and_pythons_of_the_compat_table() -> None:
+    table = tomllib.loads((REPO / "orchestrator" / "data" / "compat.toml").read_text(encoding="utf-8"))
+    standin = real_tools.nix_eval_json(
+        "let pkgs = import nixpkgs { system = \"x86_64-linux\"; }; names = builtins.attrNames pkgs; in {"
+        " cuda = builtins.filter (n: builtins.match \"cudaPackages_.*\" n != null"
+        " && (builtins.tryEval pkgs.${n}).success) names;"
+        " python = builtins.filter (n: builtins.match \"python3[0-9]+\" n != null) names; }",
+        cwd=REPO,
+    )
+    present = [v for v, c in table["cuda"].items() if c["nixpkgs"] == "present"]
+    assert sorted(standin["cuda"]) == sorted("cudaPackages_" + v.replace(".", "_") for v in present)
+    pythons = {p for t in table["torch"].values() for p in t["python"] + t.get("python_index_only", [])}
+    assert sorted(standin["python"]) == sorted("python" + p.replace(".", "") for p in pythons)
+
+
+BROKEN_FLAKES = {
+    "a misspelt package": ("pkgs.uv", "pkgs.uvv", "attribute 'uvv' missing"),
+    "a CUDA set nixpkgs removed": ("cudaPackages_12_8", "cudaPackages_12_4", "removed from Nixpkgs"),
+    "an unfree package outside CUDA": ('pkgs."git"', 'pkgs."unrar"', "has an unfree license"),
+    "an unknown nixpkgs config option": ("config.allowUnfreePredicate", "config.allowUnfreePredicat",
+                                         "allowUnfreePredicat unknown"),
+    "a misspelt lib function": ("makeLibraryPath", "makeLibPath", "attribute 'makeLibPath' missing"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", BROKEN_FLAKES)
+def test_flake_check_against_the_standin_fails_on(
+    rendered: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    old, new, message = BROKEN_FLAKES[case]
+    text = (rendered["cuda-12.8"] / "flake.nix").read_text(encoding="utf-8")
+    assert old in text
+    (tmp_path / "flake.nix").write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(AssertionError, match=message):
+        real_tools.nix_flake_check(tmp_path)
