@@ -12,7 +12,6 @@ import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ class Table:
 @functools.cache
 def table() -> Table:
     """The compatibility table, parsed on first use and kept for the process."""
-    data = tomllib.loads((files("orchestrator") / "data" / TABLE_FILE).read_text("utf-8"))
+    data = tomllib.loads((Path(__file__).parent / "data" / TABLE_FILE).read_text("utf-8"))
     releases = [_parse_release(minor, entry) for minor, entry in data["torch"].items()]
     releases.sort(key=lambda r: _key(r.minor))
     toolkits = {v: _parse_toolkit(v, entry) for v, entry in data["cuda"].items()}

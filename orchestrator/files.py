@@ -18,7 +18,6 @@ import difflib
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +160,8 @@ def write_all(root: Path, files: Iterable[Generated], *, force: bool = False) ->
 
 def atomic_write(target: Path, text: str) -> None:
     """Write ``text`` to ``target`` so that readers see the old file or the new one, never half."""
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import files, process
+from orchestrator import files
 from orchestrator.errors import SpecError, ToolError, UsageError
 from orchestrator.spec import Index, Spec
 
@@ -112,6 +111,10 @@ def install_args(spec: Spec, flavor: str) -> list[str]:
 
 def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bool) -> str:
     """Run ``uv pip compile`` for one flavor and system; return the lock body."""
+    import tempfile
+
+    from orchestrator import process  # subprocess and logging: only when resolving
+
     python = spec.environment.python
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
         req = Path(tmp, "requirements.in")

@@ -415,7 +415,6 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
 
 
 def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
-    from packaging.markers import InvalidMarker, Marker
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     t = r.table(data, "dependencies", "")
@@ -458,6 +457,8 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
                 r.problem(spec_key, "must be one line")
                 continue
         if markers:
+            from packaging.markers import InvalidMarker, Marker  # costly import: only when used
+
             try:
                 markers = str(Marker(markers))
             except InvalidMarker as exc:

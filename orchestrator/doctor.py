@@ -1,0 +1,193 @@
+"""``envparity doctor``: audit this machine and repository against the spec and the
+reproducibility checklist (pinned dependencies, fixed seeds, launch environment, pinned
+images, documented variables, matching driver). Exit 1 if anything fails; warnings do not."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import check, compat, files, lock, process, render
+from orchestrator.errors import EnvparityError
+from orchestrator.launch import launch_environment
+from orchestrator.spec import Spec
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    def ok(self, message: str) -> None:
+        self.lines.append(f"  ok    {message}")
+
+    def warn(self, message: str, fix: str = "") -> None:
+        self.lines.append(f"  warn  {message}" + (f"\n        -> {fix}" if fix else ""))
+
+    def fail(self, message: str, fix: str = "") -> None:
+        self.failures += 1
+        self.lines.append(f"  FAIL  {message}" + (f"\n        -> {fix}" if fix else ""))
+
+    def section(self, title: str) -> None:
+        self.lines.append(title)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def _generated(spec: Spec, r: Report) -> None:
+    r.section("Generated files")
+    for w in compat.warnings(spec):
+        r.warn(w)
+    for w in check.pinning_warnings(spec):
+        r.warn(w.removeprefix("warning: "))
+    stale = lock.stale_locks(spec)
+    for s in stale:
+        r.fail(s, "envparity lock")
+    drift = files.drift(spec.root, render.render_all(spec))
+    for d in drift:
+        r.fail(f"{d.path}: out of date or missing", "envparity render")
+    if not stale and not drift:
+        r.ok("locks and generated files match the spec")
+
+
+def _interpreter(spec: Spec, r: Report) -> None:
+    r.section("This interpreter")
+    running = platform.python_version()
+    want = spec.environment.python
+    if running == want or ".".join(running.split(".")[:2]) == want:
+        r.ok(f"Python {running} matches environment.python = {want!r}")
+    else:
+        r.fail(f"Python {running} does not match environment.python = {want!r}",
+               "use the nix shell, the devcontainer or the venv target")
+    target = lock.LockTarget(spec.flavor_of("host"), spec.environment.systems[0])
+    body = lock.read_lock_body(spec, target)
+    if body is None:
+        r.warn(f"{target.path} is missing: installed packages not checked", "envparity lock")
+        return
+    mismatched = []
+    for name, version in sorted(lock.pinned(body).items()):
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            mismatched.append(f"{name} is not installed (lock: {version})")
+            continue
+        if installed != version:
+            mismatched.append(f"{name} {installed} installed, lock pins {version}")
+    if mismatched:
+        r.warn(f"{len(mismatched)} package(s) differ from {target.path}: " + "; ".join(mismatched[:6])
+               + (" ..." if len(mismatched) > 6 else ""),
+               f"uv pip sync --require-hashes {target.path}, or verify with the venv target")
+    else:
+        r.ok(f"installed packages match {target.path}")
+
+
+def _launch(spec: Spec, r: Report) -> None:
+    r.section("Launch environment (must be set before Python starts)")
+    d = spec.determinism
+    want = launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
+                              tf32=d.tf32, threads=d.threads)
+    wrong = {k: v for k, v in want.items() if os.environ.get(k) != v}
+    if wrong:
+        r.warn("not set as the spec says: " + ", ".join(f"{k}={v}" for k, v in wrong.items()),
+               "run through 'envparity run -- CMD', 'nix develop' or the devcontainer")
+    else:
+        r.ok("every launch variable is set as the spec says")
+    if importlib.util.find_spec("torch") is None:
+        r.warn("torch is not importable here: the in-process determinism audit was skipped")
+        return
+    from orchestrator.determinism import audit
+
+    findings = audit()
+    for f in findings:
+        (r.fail if f.severity == "error" else r.warn)(f.message, f.fix)
+    if not findings:
+        r.ok("determinism audit of this process found nothing")
+
+
+def _variables(spec: Spec, r: Report) -> None:
+    if not spec.variables:
+        return
+    r.section("Variables")
+    dotenv = spec.root / ".env"
+    defined = set(os.environ)
+    if dotenv.is_file():
+        defined |= {line.split("=", 1)[0].strip() for line in dotenv.read_text().splitlines()
+                    if "=" in line and not line.lstrip().startswith("#")}
+    missing = [v.name for v in spec.variables if v.required and v.default is None and v.name not in defined]
+    for name in missing:
+        r.fail(f"required variable {name} is not set (environment or .env)", "copy .env.example to .env")
+    ignore = spec.root / ".gitignore"
+    if not (ignore.is_file() and any(line.strip() in (".env", "/.env") for line in ignore.read_text().splitlines())):
+        r.warn(".env is not in .gitignore: secrets could be committed", "add '.env' to .gitignore")
+    if not missing:
+        r.ok("required variables are set")
+
+
+def _gpu(spec: Spec, r: Report) -> None:
+    if spec.cuda is None:
+        return
+    r.section("GPU")
+    need = compat.min_driver(spec.cuda.version)
+    if shutil.which("nvidia-smi") is None:
+        r.warn(f"no nvidia-smi: the CUDA {spec.cuda.version} flavor cannot run here",
+               f"a driver >= {need} is needed" if need else "")
+        return
+    try:
+        out = process.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                          timeout=30).stdout
+    except EnvparityError as exc:
+        r.fail(f"nvidia-smi failed: {exc}")
+        return
+    for line in out.strip().splitlines():
+        name, _, driver = (part.strip() for part in line.partition(","))
+        if need and _version(driver) < _version(need):
+            r.fail(f"{name}: driver {driver} is older than CUDA {spec.cuda.version} needs ({need})",
+                   "update the NVIDIA driver")
+        else:
+            r.ok(f"{name}: driver {driver}" + (f" >= {need}" if need else ""))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _targets(spec: Spec, r: Report) -> None:
+    from orchestrator.targets import TARGETS
+    from orchestrator.targets.base import RUNTIME_DIR, Context
+
+    r.section("Targets")
+    ctx = Context(spec=spec, cache=spec.root / RUNTIME_DIR, runtime=spec.root / RUNTIME_DIR / "runtime")
+    for name in spec.targets:
+        cls = TARGETS.get(name)
+        reason = cls(ctx).unavailable() if cls else f"{name}: not supported by this envparity"
+        if reason:
+            (r.fail if spec.targets[name].required else r.warn)(reason)
+        else:
+            r.ok(f"{name}: available")
+
+
+def doctor(spec_path: Path) -> Report:
+    """Every check, in checklist order. A spec that does not load raises SpecError (exit 2)."""
+    from orchestrator import spec as spec_module
+
+    spec = spec_module.load(spec_path)
+    problems = compat.check(spec)
+    r = Report()
+    r.section(f"Spec {spec_path}")
+    for p in problems:
+        r.fail(str(p))
+    if not problems:
+        r.ok(f"{spec.environment.name}: Python {spec.environment.python}, "
+             + (f"CUDA {spec.cuda.version}" if spec.cuda else "CPU only")
+             + f", flavors {', '.join(spec.flavors)}")
+    for part in (_generated, _interpreter, _launch, _variables, _gpu, _targets):
+        part(spec, r)
+    r.lines.append(f"{r.failures} problem(s)" if r.failures else "no problems")
+    return r
