@@ -1042,7 +1042,12 @@ def _poetry_markers(value: Mapping[str, object]) -> str:
             )
             for alternative in str(value["python"]).split("||")
         ]
-        parts.append(" or ".join(f"({a})" for a in alternatives if a))
+        alternatives = [a for a in alternatives if a]
+        parts.append(
+            alternatives[0]
+            if len(alternatives) == 1
+            else " or ".join(f"({a})" for a in alternatives)
+        )
     if isinstance(value.get("platform"), str):
         parts.append(f'sys_platform == "{value["platform"]}"')
     joined = " and ".join(f"({p})" if " or " in p else p for p in parts if p)
@@ -1124,19 +1129,23 @@ def _add_pytorch_indexes(draft: _Draft) -> None:
 
 
 def _toml_string(value: str) -> str:
-    """``value`` as a TOML basic string; every control character is escaped.
+    """``value`` as a one-line TOML basic string.
 
-    Lone surrogates cannot be written in UTF-8 or TOML: they raise ``ValueError``.
+    Anything not printable (control characters, line and paragraph separators, bidirectional
+    overrides) is written as an escape, so the file shows exactly what it holds. Lone
+    surrogates cannot be written in UTF-8 or TOML: they raise ``ValueError``.
     """
     out = ['"']
     for ch in value:
         code = ord(ch)
         if ch in '"\\':
             out.append("\\" + ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(_SHORT_ESCAPES.get(ch, f"\\u{code:04X}"))
         elif 0xD800 <= code <= 0xDFFF:
             raise ValueError(f"{value!r} holds a lone surrogate, which TOML cannot represent")
+        elif ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif not ch.isprintable():
+            out.append(f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}")
         else:
             out.append(ch)
     out.append('"')
@@ -1147,11 +1156,9 @@ _SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r
 
 
 def _toml_comment(text: str) -> str:
-    """``text`` as one TOML comment line; control characters are shown as escapes."""
+    """``text`` as one TOML comment line; anything not printable is shown as an escape."""
     shown = "".join(
-        ch
-        if (ord(ch) >= 0x20 and ord(ch) != 0x7F and not 0xD800 <= ord(ch) <= 0xDFFF) or ch == "\t"
-        else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode()
         for ch in text
     )
     return f"# {shown}" if shown else "#"
