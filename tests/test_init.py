@@ -327,6 +327,12 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
             id="cuda-conflict",
         ),
         pytest.param(
+            {"requirements.txt": '--index-url "https://a.example\n'},
+            "requirements.txt: line 1: cannot parse '--index-url \"https://a.example': "
+            "No closing quotation",
+            id="unbalanced-quote",
+        ),
+        pytest.param(
             {"requirements.txt": "-e .\n-c nope.txt\n"},
             "requirements.txt: line 1: editable requirement '-e .' cannot be converted: the spec "
             "lists released packages; install the project itself in the target, or remove the "
@@ -337,6 +343,38 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
 )
 def test_bad_requirements_are_refused(files: dict[str, str], message: str) -> None:
     assert problems(files, "requirements.txt") == message
+
+
+@pytest.mark.parametrize(
+    ("files", "dependencies", "index_urls"),
+    [
+        pytest.param(
+            {"requirements.txt": "-rbase.txt\n", "base.txt": "six\n"},
+            {"six": "six"},
+            [],
+            id="attached-short-option",
+        ),
+        pytest.param(
+            {"requirements.txt": "-i https://a.example/simple -f file:///srv/wheels\nsix\n"},
+            {"six": "six"},
+            ["https://a.example/simple", "file:///srv/wheels"],
+            id="two-options-on-one-line",
+        ),
+        pytest.param(
+            {"requirements.txt": "six\nsix\n-r again.txt\n", "again.txt": "six\n"},
+            {"six": "six"},
+            [],
+            id="identical-entries-merge",
+        ),
+    ],
+)
+def test_requirements_option_forms(
+    files: dict[str, str], dependencies: dict[str, str], index_urls: list[str]
+) -> None:
+    text, s = convert(files, "requirements.txt")
+    assert deps(s) == dependencies
+    assert [i.url for i in s.indexes] == index_urls
+    assert not_converted(text) == []
 
 
 def test_an_invalid_requirement_names_its_line() -> None:
