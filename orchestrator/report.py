@@ -116,7 +116,9 @@ def _svg(result: VerifyResult) -> str:
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>',
              f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle" font-size="12">step</text>',
              f'<text x="{pad - 6}" y="{pad}" text-anchor="end" font-size="11">{hi:.4g}</text>',
-             f'<text x="{pad - 6}" y="{h - pad}" text-anchor="end" font-size="11">{lo:.4g}</text>']
+             f'<text x="{pad - 6}" y="{h - pad}" text-anchor="end" font-size="11">{lo:.4g}</text>',
+             f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">0</text>',
+             f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">{steps - 1}</text>']
     step, _ = _first_divergence(result)
     if step is not None:
         x = xy(step, lo).split(",")[0]
@@ -147,13 +149,17 @@ def _differences(result: VerifyResult) -> str:
     for t in ok[1:]:
         found = diff(ref, t.runs[0].fingerprint.environment)
         rows = "".join(
-            f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(str(d.a))}</td>"
-            f"<td>{html.escape(str(d.b))}</td></tr>" for d in found[:200]
+            f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(_cell(d.a))}</td>"
+            f"<td>{html.escape(_cell(d.b))}</td></tr>" for d in found[:200]
         ) or '<tr><td colspan="3">none</td></tr>'
         blocks.append(f"<h3>{html.escape(ok[0].name)} vs {html.escape(t.name)} ({len(found)})</h3>"
                       f"<table><tr><th>key</th><th>{html.escape(ok[0].name)}</th>"
                       f"<th>{html.escape(t.name)}</th></tr>{rows}</table>")
     return "\n".join(blocks)
+
+
+def _cell(value: object) -> str:
+    return "(absent)" if value is None else str(value)
 
 
 def render_html(result: VerifyResult) -> str:

@@ -1,0 +1,254 @@
+"""``envparity verify`` end to end over the host and venv targets, with the real uv and torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cli, verify
+from orchestrator.errors import UsageError
+from orchestrator.spec import load
+from tests.conftest import REPO
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+SPEC = f"""\
+[environment]
+name = "verify-demo"
+python = "3.11"
+
+[dependencies]
+torch = "==2.13.0"
+numpy = "==2.4.6"
+
+[[index]]
+url = "{CPU_INDEX}"
+flavors = ["cpu"]
+
+[targets.host]
+[targets.venv]
+
+[verify]
+steps = 4
+{{probe}}
+"""
+
+FLAKY = '''\
+import os
+
+import torch
+from torch import nn
+
+from orchestrator.determinism import seed_everything
+
+
+def train(rec):
+    # Seeded, except for one draw from the OS: every process trains differently from step 0.
+    seed_everything(rec.seed)
+    model = nn.Linear(4, 1)
+    rec.initial(model)
+    noise = int.from_bytes(os.urandom(2), "little") / 65536
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(rec.steps):
+        x = torch.ones(8, 4) * (step + 1)
+        loss = ((model(x) - noise) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+'''
+
+
+def mirror() -> str:
+    """Where this machine keeps the PyTorch CPU wheel (the tests cannot reach the index)."""
+    folder = os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    if not any(Path(folder).glob("torch-2.13.0+cpu-*.whl")):
+        pytest.fail(f"no torch-2.13.0+cpu wheel in {folder}: set ENVPARITY_TEST_WHEELS to a folder "
+                    "holding it (pip download torch==2.13.0 --index-url " + CPU_INDEX + ")")
+    return f"{CPU_INDEX}={folder}"
+
+
+def envparity(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_project(folder: Path, probe: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "environment.toml").write_text(SPEC.format(probe=probe))
+    for verb in ("lock", "render"):
+        done = envparity(folder, verb)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A locked CPU project verified once over host and venv (the cold run)."""
+    folder = make_project(tmp_path_factory.mktemp("verify") / "project")
+    first = envparity(folder, "verify")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (folder / "first-run.txt").write_text(first.stdout + first.stderr)
+    shutil.copy(folder / ".envparity/report.html", folder / "first-report.html")
+    return folder
+
+
+def fingerprints(project: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in (project / ".envparity/fingerprints").glob("*.json")}
+
+
+def test_cold_verify_provisions_probes_twice_each_and_reports(project: Path) -> None:
+    out = (project / "first-run.txt").read_text()
+    assert "venv: installing cpu.txt (hash-checked)" in out
+    for target in ("host", "venv"):
+        assert f"{target}: probe run 1 of 2" in out and f"{target}: probe run 2 of 2" in out
+        row = next(line for line in out.splitlines() if line.startswith(("│ " + target, "| " + target)))
+        assert "2.13.0+cpu" in row and "bitwise" in row
+    assert "host vs venv: bitwise identical" in out
+    assert len(fingerprints(project)) == 4
+    html = (project / "first-report.html").read_text()
+    assert html.count('class="run"') == 4 and "first divergence" not in html
+
+
+def test_second_verify_reuses_everything(project: Path) -> None:
+    before = fingerprints(project)
+    again = envparity(project, "verify")
+    assert again.returncode == 0, again.stderr
+    assert "probe run" not in again.stderr and "installing" not in again.stderr
+    assert "venv: reusing cpu-" in again.stderr
+    assert "2 (cached)" in again.stdout
+    assert fingerprints(project) == before
+
+
+def test_fresh_probes_again(project: Path) -> None:
+    before = fingerprints(project)
+    again = envparity(project, "verify", "--targets", "host", "--fresh")
+    assert again.returncode == 0, again.stderr
+    after = fingerprints(project)
+    changed = [name for name in before if after[name] != before[name]]
+    assert sorted(changed) == sorted(n for n in before if n.startswith("host-"))
+
+
+def test_a_nondeterministic_probe_is_caught_within_a_target(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "flaky", probe='probe = "flaky:train"')
+    (project / "flaky.py").write_text(FLAKY)
+    done = envparity(project, "verify", "--targets", "host")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL host: runs in the same environment differ" in done.stdout
+    assert "diverged at losses step 0" in done.stdout
+    html = (project / ".envparity/report.html").read_text()
+    assert "first divergence: step 0" in html and "First divergent step: <b>0</b>" in html
+
+
+def test_html_report_renders_in_headless_chromium(project: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    shot = tmp_path / "report.png"
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    page = (project / "first-report.html").as_uri()
+    dom = subprocess.run([*args, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr
+    assert dom.stdout.count("<polyline") == 4 and 'id="targets"' in dom.stdout
+    assert "every target that ran computes the same thing" in dom.stdout
+    subprocess.run([*args, f"--screenshot={shot}", "--window-size=900,900", page],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000  # a real picture, not a blank page
+
+
+def test_skipped_targets_are_reported_and_fail_only_when_strict_or_required(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.targets import TARGETS
+    from orchestrator.targets.venv import VenvTarget
+
+    class Missing(VenvTarget):
+        def unavailable(self) -> str | None:
+            return "venv: uv is not installed"
+
+    monkeypatch.setitem(TARGETS, "venv", Missing)
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
+    spec = load(project / "environment.toml")
+    result = verify.verify(spec)
+    assert [(t.name, t.status, t.reason) for t in result.targets] == [
+        ("host", "ok", ""), ("venv", "skipped", "venv: uv is not installed")]
+    assert result.exit_code == 0
+    strict = verify.verify(spec, strict=True)
+    assert strict.problems == ["venv: skipped (venv: uv is not installed), but --strict"]
+    required = (project / "environment.toml").read_text().replace("[targets.venv]", "[targets.venv]\nrequired = true")
+    other = project.parent / "required"
+    other.mkdir(exist_ok=True)
+    (other / "environment.toml").write_text(required)
+    shutil.copytree(project / "locks", other / "locks", dirs_exist_ok=True)
+    assert cli.main(["--spec", str(other / "environment.toml"), "render"]) == 0
+    assert verify.verify(load(other / "environment.toml")).problems == [
+        "venv: skipped (venv: uv is not installed), but required by the spec"]
+
+
+def test_unknown_and_absent_targets_are_usage_errors(project: Path) -> None:
+    spec = load(project / "environment.toml")
+    with pytest.raises(UsageError, match="unknown target 'docker'; targets are host, venv, devcontainer, nix"):
+        verify.choose_targets(spec, ["docker"])
+    with pytest.raises(UsageError, match=r"target 'nix' is not in environment.toml; add \[targets.nix\]"):
+        verify.choose_targets(spec, ["nix"])
+
+
+def test_stale_lock_fails_before_anything_runs(project: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "stale"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
+    spec_file = copy / "environment.toml"
+    spec_file.write_text(spec_file.read_text().replace('numpy = "==2.4.6"', 'numpy = "==2.4.5"'))
+    done = envparity(copy, "verify")
+    assert done.returncode == 1
+    assert "locks/cpu.txt: stale (environment.toml changed since it was locked)" in done.stderr
+    assert not (copy / ".envparity").exists()
+
+
+def test_killed_provisioning_leaves_nothing_that_looks_finished(project: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "killed"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
+    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
+                            cwd=copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    venvs = copy / ".envparity/venvs"
+    deadline = time.monotonic() + 120
+    while not list(venvs.glob(".building-*/bin/python")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(venvs.glob(".building-*")), "the build was not caught in progress"
+    assert [p for p in venvs.iterdir() if not p.name.startswith(".")] == []
+    done = envparity(copy, "verify", "--targets", "venv")
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in venvs.iterdir() if p.name.startswith(".")] == []
+    finished = [p for p in venvs.iterdir() if (p / ".envparity-complete").is_file()]
+    assert len(finished) == 1
+
+
+def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "concurrent"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
+    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    procs = [subprocess.Popen([sys.executable, "-m", "orchestrator", "verify", "--targets", "host"],
+                              cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert any("waiting for another envparity verify" in err for _, err in outs)
+    prints = sorted((copy / ".envparity/fingerprints").glob("*.json"))
+    assert len(prints) == 2
+    for p in prints:
+        assert json.loads(p.read_text())["format"] == "envparity-fingerprint"
