@@ -117,6 +117,8 @@ class PairVerdict:
     tolerance: dict[str, float] = field(default_factory=dict)
     reason: str = ""  # why this tolerance applies, or what the difference is
     causes: tuple[str, ...] = ()
+    # bitwise/tolerance only: how the environments differ although the results agree
+    differences: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +131,7 @@ class PairVerdict:
             "tolerance": self.tolerance,
             "reason": self.reason,
             "causes": list(self.causes),
+            "differences": list(self.differences),
         }
 
 
@@ -214,9 +217,17 @@ def _pair(
     first = _first_difference(ref, fp, loose, tol)
     a, b = ref.source, fp.source
     if first is None:
+        differences = tuple(str(d) for d in diff(ref.environment, fp.environment))
         if _first_difference(ref, fp, False, {"rtol": 0.0, "atol": 0.0}) is None:
-            return PairVerdict(a, b, "bitwise", tolerance=tol, reason="every stage identical")
-        return PairVerdict(a, b, "tolerance", tolerance=tol, reason=reason)
+            return PairVerdict(
+                a,
+                b,
+                "bitwise",
+                tolerance=tol,
+                reason="every stage identical",
+                differences=differences,
+            )
+        return PairVerdict(a, b, "tolerance", tolerance=tol, reason=reason, differences=differences)
     stage, step, values, what = first
     return PairVerdict(
         a,
@@ -385,4 +396,7 @@ def verdict_lines(verdict: Verdict) -> list[str]:
             lines += [f"    {i}. {cause}" for i, cause in enumerate(pair.causes, 1)]
         else:
             lines.append(f"  {pair.reason}")
+            if pair.differences:
+                lines.append("  although the environments differ in:")
+                lines += [f"    {d}" for d in pair.differences]
     return lines
