@@ -65,8 +65,9 @@ def require_module(name: str) -> Any:
         pytest.fail(f"the Python package {name} is missing: pip install {name}", pytrace=False)
 
 
-def _run(args: list[str], what: str, *, cwd: Path | None = None, env: dict[str, str] | None = None
-         ) -> process.Completed:
+def _run(
+    args: list[str], what: str, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> process.Completed:
     result = process.run(args, cwd=cwd, check=False, extra_env=env, timeout=120)
     if result.returncode != 0:
         raise AssertionError(
@@ -97,8 +98,18 @@ def nix_flake_check(flake_dir: Path) -> None:
         _run([git, "init", "--quiet", tmp], "git init")
         _run([git, "-C", tmp, "add", "flake.nix"], "git add")
         _run(
-            [nix, *NIX_FEATURES, "flake", "check", "--offline", "--no-write-lock-file",
-             "--override-input", "nixpkgs", f"path:{STANDIN}", tmp],
+            [
+                nix,
+                *NIX_FEATURES,
+                "flake",
+                "check",
+                "--offline",
+                "--no-write-lock-file",
+                "--override-input",
+                "nixpkgs",
+                f"path:{STANDIN}",
+                tmp,
+            ],
             f"nix flake check of {flake_dir / 'flake.nix'}",
         )
 
@@ -106,10 +117,20 @@ def nix_flake_check(flake_dir: Path) -> None:
 def nix_eval_json(expr: str, *, cwd: Path) -> Any:
     """``nix-instantiate --eval --strict --json`` of ``expr``; ``nixpkgs`` names the stand-in."""
     standin = json.dumps(str(STANDIN))
-    full = f"let nixpkgs = {{ lib = import ({standin} + \"/lib.nix\"); outPath = {standin}; }}; in {expr}"
+    nixpkgs = f'{{ lib = import ({standin} + "/lib.nix"); outPath = {standin}; }}'
+    full = f"let nixpkgs = {nixpkgs}; in {expr}"
     result = _run(
-        [require("nix-instantiate"), "--eval", "--strict", "--json", "--readonly-mode", "--expr", full],
-        "nix-instantiate --eval", cwd=cwd,
+        [
+            require("nix-instantiate"),
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "--expr",
+            full,
+        ],
+        "nix-instantiate --eval",
+        cwd=cwd,
     )
     return json.loads(result.stdout)
 
@@ -122,8 +143,11 @@ def schema_path() -> Path:
     folder = Path(os.environ.get("ENVPARITY_SCHEMA_DIR") or REPO.parent / "shared" / "schemas")
     path = folder / "devContainer.base.schema.json"
     if not path.is_file():
-        pytest.fail(f"the devcontainer.json schema is not at {path}: set ENVPARITY_SCHEMA_DIR to "
-                    "the folder holding devContainer.base.schema.json", pytrace=False)
+        pytest.fail(
+            f"the devcontainer.json schema is not at {path}: set ENVPARITY_SCHEMA_DIR to "
+            "the folder holding devContainer.base.schema.json",
+            pytrace=False,
+        )
     return path
 
 
@@ -144,8 +168,10 @@ def validate_devcontainer(path: Path) -> Any:
     data = load_json5(path)
     errors = sorted(_devcontainer_validator().iter_errors(data), key=lambda e: list(e.path))
     if errors:
-        raise AssertionError(f"{path} is not a valid devcontainer.json:\n" + "\n".join(
-            f"  {'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors))
+        raise AssertionError(
+            f"{path} is not a valid devcontainer.json:\n"
+            + "\n".join(f"  {'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors)
+        )
     return data
 
 
@@ -153,8 +179,14 @@ def devcontainer_read_configuration(folder: Path) -> Any:
     """What ``devcontainer read-configuration`` reads from ``folder/.devcontainer`` (no validator:
     it proves the CLI accepts and understands the file)."""
     result = _run(
-        [require("devcontainer"), "read-configuration", "--workspace-folder", str(folder),
-         "--docker-path", "podman"],
+        [
+            require("devcontainer"),
+            "read-configuration",
+            "--workspace-folder",
+            str(folder),
+            "--docker-path",
+            "podman",
+        ],
         f"devcontainer read-configuration in {folder}",
     )
     return json.loads(result.stdout.strip().splitlines()[-1])["configuration"]
@@ -165,8 +197,11 @@ def devcontainer_read_configuration(folder: Path) -> Any:
 
 def hadolint(path: Path) -> str:
     """hadolint, failing on warnings and errors (info and style findings are returned)."""
-    result = _run([require("hadolint"), "--no-color", "--failure-threshold", "warning", str(path)],
-                  f"hadolint {path}", cwd=path.parent)
+    result = _run(
+        [require("hadolint"), "--no-color", "--failure-threshold", "warning", str(path)],
+        f"hadolint {path}",
+        cwd=path.parent,
+    )
     return result.stdout
 
 
@@ -247,6 +282,7 @@ def dotenv_value(folder: Path, name: str) -> str:
     """The value ``set -a; . ./.env.example`` gives ``name`` in bash."""
     result = _run(
         [require("bash"), "-c", 'set -a; . ./.env.example; printf %s "${!1}"', "bash", name],
-        "sourcing .env.example", cwd=folder,
+        "sourcing .env.example",
+        cwd=folder,
     )
     return result.stdout

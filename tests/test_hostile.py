@@ -57,8 +57,11 @@ BASE: dict[str, Any] = {
     },
     "targets": {
         "nix": {"nixpkgs": NIXPKGS},
-        "devcontainer": {"image": "python:3.11-slim", "extensions": ["ms-python.python"],
-                         "user": "dev"},
+        "devcontainer": {
+            "image": "python:3.11-slim",
+            "extensions": ["ms-python.python"],
+            "user": "dev",
+        },
     },
 }
 
@@ -77,7 +80,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(type(value).__name__)
 
 
@@ -85,14 +90,20 @@ def toml_text(data: dict[str, Any]) -> str:
     out = []
     for name, table in data.items():
         if name == "index":
-            out += [f"[[index]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items())
-                    for t in table]
+            out += [
+                "[[index]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items())
+                for t in table
+            ]
         elif name == "targets":
-            out += [f"[targets.{t}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in tt.items())
-                    for t, tt in table.items()]
+            out += [
+                f"[targets.{t}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in tt.items())
+                for t, tt in table.items()
+            ]
         else:
-            out.append(f"[{name}]\n" + "".join(f"{toml_string(k)} = {toml_value(v)}\n"
-                                               for k, v in table.items()))
+            out.append(
+                f"[{name}]\n"
+                + "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in table.items())
+            )
     return "\n".join(out)
 
 
@@ -107,7 +118,8 @@ def nix(folder: Path, expr: str) -> Any:
     (package_set / "default.nix").write_text(
         f"args: let pkgs = import {json.dumps(str(real_tools.STANDIN))} args;\n"
         "  extra = builtins.fromJSON (builtins.readFile ../extra-packages.json);\n"
-        "  mk = path: v: if v == true then pkgs.git // { name = builtins.concatStringsSep \".\" path; }\n"
+        "  mk = path: v: if v == true\n"
+        '    then pkgs.git // { name = builtins.concatStringsSep "." path; }\n'
         "    else builtins.mapAttrs (n: mk (path ++ [ n ])) v;\n"
         "in pkgs // builtins.mapAttrs (n: mk [ n ]) extra\n"
     )
@@ -140,14 +152,18 @@ def flake_hook_calls(folder: Path) -> list[list[str]]:
     work = folder / "hook"
     (work / "locks").mkdir(parents=True)
     (work / "locks" / "cpu.txt").write_text("numpy==2.3.0\n")
-    return real_tools.bash_calls(f"ENVPARITY_PYTHON=/usr/bin/python3\n{hook}", cwd=work,
-                                 commands=["uv"])
+    return real_tools.bash_calls(
+        f"ENVPARITY_PYTHON=/usr/bin/python3\n{hook}", cwd=work, commands=["uv"]
+    )
 
 
 def dockerfile_run_calls(folder: Path, containing: str, commands: list[str]) -> list[list[str]]:
     """What the Dockerfile's RUN line containing ``containing`` runs, by real bash."""
-    runs = [c.value[0] for c in real_tools.dockerfile_instructions(folder / ".devcontainer/Dockerfile")
-            if c.cmd.upper() == "RUN" and containing in c.value[0]]
+    runs = [
+        c.value[0]
+        for c in real_tools.dockerfile_instructions(folder / ".devcontainer/Dockerfile")
+        if c.cmd.upper() == "RUN" and containing in c.value[0]
+    ]
     assert len(runs) == 1, runs
     work = folder / "run"
     work.mkdir(exist_ok=True)
@@ -156,7 +172,9 @@ def dockerfile_run_calls(folder: Path, containing: str, commands: list[str]) -> 
 
 def dockerfile(folder: Path, instruction: str) -> list[tuple[str, ...]]:
     path = folder / ".devcontainer/Dockerfile"
-    return [c.value for c in real_tools.dockerfile_instructions(path) if c.cmd.upper() == instruction]
+    return [
+        c.value for c in real_tools.dockerfile_instructions(path) if c.cmd.upper() == instruction
+    ]
 
 
 def devcontainer(folder: Path) -> Any:
@@ -164,38 +182,79 @@ def devcontainer(folder: Path) -> Any:
 
 
 def check_name(folder: Path, value: str) -> None:
-    assert nix(folder, "[ flake.description shell.name ]") == [f"envparity environment {value}", value]
+    assert nix(folder, "[ flake.description shell.name ]") == [
+        f"envparity environment {value}",
+        value,
+    ]
     assert devcontainer(folder)["name"] == value
-    labels = real_tools.dockerfile_pairs(folder / ".devcontainer/Dockerfile", "LABEL",
-                                         ["org.opencontainers.image.title"])
+    labels = real_tools.dockerfile_pairs(
+        folder / ".devcontainer/Dockerfile", "LABEL", ["org.opencontainers.image.title"]
+    )
     assert labels == {"org.opencontainers.image.title": value}
 
 
 def check_index_url(folder: Path, value: str) -> None:
     assert flake_hook_calls(folder)[-1] == [
-        "uv", "pip", "sync", "--quiet", "--python", ".venv/bin/python", "--require-hashes",
-        "--extra-index-url", value, "locks/cpu.txt"]
+        "uv",
+        "pip",
+        "sync",
+        "--quiet",
+        "--python",
+        ".venv/bin/python",
+        "--require-hashes",
+        "--extra-index-url",
+        value,
+        "locks/cpu.txt",
+    ]
     assert dockerfile_run_calls(folder, "uv venv", ["uv", "rm", "chown"])[1] == [
-        "uv", "pip", "sync", "--python", "/opt/venv/bin/python", "--require-hashes",
-        "--extra-index-url", value, "/tmp/envparity-lock.txt"]
+        "uv",
+        "pip",
+        "sync",
+        "--python",
+        "/opt/venv/bin/python",
+        "--require-hashes",
+        "--extra-index-url",
+        value,
+        "/tmp/envparity-lock.txt",
+    ]
 
 
 def check_system_package(folder: Path, value: str) -> None:
     add_nix_packages(folder, value)
     assert nix(folder, "map (p: p.name) shell.nativeBuildInputs") == [
-        "python311", "uv", "git", value, "curl"]
+        "python311",
+        "uv",
+        "git",
+        value,
+        "curl",
+    ]
     assert dockerfile_run_calls(folder, "apt-get", ["apt-get", "rm"])[1] == [
-        "apt-get", "install", "-y", "--no-install-recommends", *sorted(["ca-certificates", "git", "curl", value])]
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        *sorted(["ca-certificates", "git", "curl", value]),
+    ]
 
 
 def check_nix_mapping(folder: Path, value: str) -> None:
     add_nix_packages(folder, value)
-    assert nix(folder, "map (p: p.name) shell.nativeBuildInputs") == ["python311", "uv", "git", value]
+    assert nix(folder, "map (p: p.name) shell.nativeBuildInputs") == [
+        "python311",
+        "uv",
+        "git",
+        value,
+    ]
 
 
 def check_apt_mapping(folder: Path, value: str) -> None:
     assert dockerfile_run_calls(folder, "apt-get", ["apt-get", "rm"])[1] == [
-        "apt-get", "install", "-y", "--no-install-recommends", *sorted(["ca-certificates", "git", value])]
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        *sorted(["ca-certificates", "git", value]),
+    ]
 
 
 def check_default(folder: Path, value: str) -> None:
@@ -203,7 +262,9 @@ def check_default(folder: Path, value: str) -> None:
 
 
 def check_description(folder: Path, value: str) -> None:
-    assert f"# HOSTILE: {value}" in (folder / ".env.example").read_text(encoding="utf-8").split("\n")
+    assert f"# HOSTILE: {value}" in (folder / ".env.example").read_text(encoding="utf-8").split(
+        "\n"
+    )
 
 
 def check_image(folder: Path, value: str) -> None:
@@ -218,7 +279,8 @@ def check_user(folder: Path, value: str) -> None:
     assert devcontainer(folder)["remoteUser"] == value
     assert dockerfile(folder, "USER") == [(value,)]
     assert dockerfile_run_calls(folder, "useradd", ["useradd"]) == [
-        ["useradd", "--create-home", "--shell", "/bin/bash", value]]
+        ["useradd", "--create-home", "--shell", "/bin/bash", value]
+    ]
 
 
 def check_nixpkgs(folder: Path, value: str) -> None:
@@ -228,8 +290,13 @@ def check_nixpkgs(folder: Path, value: str) -> None:
 def check_spec_name(folder: Path, value: str) -> None:
     for path in ("flake.nix", ".env.example", ".devcontainer/Dockerfile"):
         first = (folder / path).read_text(encoding="utf-8").split("\n")[0]
-        assert first == f"# Generated by envparity from {value}; do not edit. Regenerate: envparity render"
-    labels = real_tools.dockerfile_pairs(folder / ".devcontainer/Dockerfile", "LABEL", ["dev.envparity.spec"])
+        assert (
+            first
+            == f"# Generated by envparity from {value}; do not edit. Regenerate: envparity render"
+        )
+    labels = real_tools.dockerfile_pairs(
+        folder / ".devcontainer/Dockerfile", "LABEL", ["dev.envparity.spec"]
+    )
     assert labels == {"dev.envparity.spec": value}
 
 
@@ -253,6 +320,7 @@ def _set(*path: str | int, wrap: str = "{}") -> Callable[[dict[str, Any], str], 
             node = node[p]
         node[path[-1]] = wrap.format(value)
         return wrap.format(value)
+
     return put
 
 
@@ -260,6 +328,7 @@ def _put_key(table: str, default: Any) -> Callable[[dict[str, Any], str], str]:
     def put(data: dict[str, Any], value: str) -> str:
         data[table][value] = default
         return value
+
     return put
 
 
@@ -282,54 +351,81 @@ def _put_cuda(key: str) -> Callable[[dict[str, Any], str], str]:
     def put(data: dict[str, Any], value: str) -> str:
         data["cuda"] = {"version": "12.8", "cudnn": "9"} | {key: f"{data_cuda_prefix[key]}{value}"}
         return value
+
     return put
 
 
 data_cuda_prefix = {"version": "12.8", "cudnn": "9"}
 
 
-def _without_curl(put: Callable[[dict[str, Any], str], str]) -> Callable[[dict[str, Any], str], str]:
+def _without_curl(
+    put: Callable[[dict[str, Any], str], str],
+) -> Callable[[dict[str, Any], str], str]:
     def wrapped(data: dict[str, Any], value: str) -> str:
         data["system"] = {"packages": ["git", "curl"], "nix": {}, "apt": {}}
         return put(data, value)
+
     return wrapped
 
 
 FIELDS = {
     "environment.name": Field("environment.name", _set("environment", "name"), check_name),
-    "environment.python": Field("environment.python", _set("environment", "python", wrap="3.11{}"),
-                                reaches_no_file),
+    "environment.python": Field(
+        "environment.python", _set("environment", "python", wrap="3.11{}"), reaches_no_file
+    ),
     "cuda.version": Field("cuda.version", _put_cuda("version"), reaches_no_file),
     "cuda.cudnn": Field("cuda.cudnn", _put_cuda("cudnn"), reaches_no_file),
     "dependency name": Field("dependencies.", _put_key("dependencies", ">=1"), reaches_no_file),
-    "dependency specifier": Field("dependencies.numpy", _set("dependencies", "numpy", wrap="==={}"),
-                                  reaches_no_file),
-    "dependency markers": Field("dependencies.pillow.markers",
-                                _set("dependencies", "pillow", "markers", wrap="platform_release == '{}'"),
-                                reaches_no_file),
+    "dependency specifier": Field(
+        "dependencies.numpy", _set("dependencies", "numpy", wrap="==={}"), reaches_no_file
+    ),
+    "dependency markers": Field(
+        "dependencies.pillow.markers",
+        _set("dependencies", "pillow", "markers", wrap="platform_release == '{}'"),
+        reaches_no_file,
+    ),
     "dependency extras": Field("dependencies.pillow.extras[0]", _put_extras, reaches_no_file),
-    "index url": Field("index[0].url", _set("index", 0, "url", wrap="https://example.org/simple/{}"),
-                       check_index_url),
-    "system package": Field("system.packages[1]", _without_curl(_put_package), check_system_package),
+    "index url": Field(
+        "index[0].url",
+        _set("index", 0, "url", wrap="https://example.org/simple/{}"),
+        check_index_url,
+    ),
+    "system package": Field(
+        "system.packages[1]", _without_curl(_put_package), check_system_package
+    ),
     "system.nix": Field("system.nix.curl", _set("system", "nix", "curl"), check_nix_mapping),
     "system.apt": Field("system.apt.curl", _set("system", "apt", "curl"), check_apt_mapping),
     "variable name": Field("variables.", _put_key("variables", "x"), reaches_no_file),
-    "variable default": Field("variables.HOSTILE.default", _set("variables", "HOSTILE", "default"),
-                              check_default),
-    "variable description": Field("variables.HOSTILE.description",
-                                  _set("variables", "HOSTILE", "description"), check_description),
-    "devcontainer image": Field("targets.devcontainer.image",
-                                _set("targets", "devcontainer", "image", wrap="python:3.11-{}"),
-                                check_image),
-    "devcontainer extension": Field("targets.devcontainer.extensions[0]", _put_extension,
-                                    check_extension),
-    "devcontainer user": Field("targets.devcontainer.user", _set("targets", "devcontainer", "user"),
-                               check_user),
-    "nixpkgs reference": Field("targets.nix.nixpkgs",
-                               _set("targets", "nix", "nixpkgs", wrap="github:NixOS/nixpkgs/{}"),
-                               check_nixpkgs),
-    "spec file name": Field("", lambda data, value: f"env{value.replace('/', '_')}.toml",
-                            check_spec_name, file_name=True),
+    "variable default": Field(
+        "variables.HOSTILE.default", _set("variables", "HOSTILE", "default"), check_default
+    ),
+    "variable description": Field(
+        "variables.HOSTILE.description",
+        _set("variables", "HOSTILE", "description"),
+        check_description,
+    ),
+    "devcontainer image": Field(
+        "targets.devcontainer.image",
+        _set("targets", "devcontainer", "image", wrap="python:3.11-{}"),
+        check_image,
+    ),
+    "devcontainer extension": Field(
+        "targets.devcontainer.extensions[0]", _put_extension, check_extension
+    ),
+    "devcontainer user": Field(
+        "targets.devcontainer.user", _set("targets", "devcontainer", "user"), check_user
+    ),
+    "nixpkgs reference": Field(
+        "targets.nix.nixpkgs",
+        _set("targets", "nix", "nixpkgs", wrap="github:NixOS/nixpkgs/{}"),
+        check_nixpkgs,
+    ),
+    "spec file name": Field(
+        "",
+        lambda data, value: f"env{value.replace('/', '_')}.toml",
+        check_spec_name,
+        file_name=True,
+    ),
 }
 
 # Known holes, reported: the spec's file name reaches the header comment of every generated
@@ -337,8 +433,12 @@ FIELDS = {
 # sourced); a newline, carriage return or tab makes the Dockerfile's label escaper raise
 # ValueError (a traceback) instead of a clear exit-2 refusal; U+2028 ends a // comment for
 # JSON5 readers, so devcontainer.json no longer parses.
-KNOWN_HOLES = {("spec file name", "newline"), ("spec file name", "carriage return"),
-               ("spec file name", "tab"), ("spec file name", "unicode line breaks")}
+KNOWN_HOLES = {
+    ("spec file name", "newline"),
+    ("spec file name", "carriage return"),
+    ("spec file name", "tab"),
+    ("spec file name", "unicode line breaks"),
+}
 
 
 def canaries(root: Path) -> list[Path]:
@@ -356,10 +456,16 @@ def prove_readable(folder: Path) -> None:
 
 
 CASES = [
-    pytest.param(field, value, id=f"{field}-{value}",
-                 marks=[pytest.mark.xfail(strict=True, reason="known hole, see KNOWN_HOLES")]
-                 if (field, value) in KNOWN_HOLES else [])
-    for field in FIELDS for value in HOSTILE
+    pytest.param(
+        field,
+        value,
+        id=f"{field}-{value}",
+        marks=[pytest.mark.xfail(strict=True, reason="known hole, see KNOWN_HOLES")]
+        if (field, value) in KNOWN_HOLES
+        else [],
+    )
+    for field in FIELDS
+    for value in HOSTILE
 ]
 
 
@@ -400,7 +506,11 @@ def test_the_corpus_reaches_the_escapers() -> None:
         "variable default": printable,
         "variable description": printable,
         "index url": {"url-safe shell metacharacters"},
-        "nixpkgs reference": {"single quote", "url-safe shell metacharacters", "nix doubled quotes"},
+        "nixpkgs reference": {
+            "single quote",
+            "url-safe shell metacharacters",
+            "nix doubled quotes",
+        },
         "dependency markers": {"nix interpolation", "command substitution", "backticks"},
         "spec file name": printable,
     }
@@ -408,6 +518,8 @@ def test_the_corpus_reaches_the_escapers() -> None:
         for value in values:
             data = copy.deepcopy(BASE)
             rendered_value = FIELDS[field].put(data, HOSTILE[value])
-            loaded = spec.loads(toml_text(data), path=rendered_value if FIELDS[field].file_name
-                                else "environment.toml")
+            loaded = spec.loads(
+                toml_text(data),
+                path=rendered_value if FIELDS[field].file_name else "environment.toml",
+            )
             assert loaded is not None, (field, value)

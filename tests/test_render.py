@@ -11,11 +11,11 @@ import datetime
 import os
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 import real_tools
+import tomllib
 
 from orchestrator import cli
 
@@ -82,13 +82,13 @@ RUN_NAME = "baseline"
 flavor = "cpu"
 
 [targets.devcontainer]
-image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:{digest}"
 extensions = ["ms-python.python", "ms-toolsai.jupyter"]
 user = "researcher"
 
 [targets.nix]
 nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
-"""
+""".replace("{digest}", "0123456789abcdef" * 4)
 
 MULTI_SYSTEM = """\
 [environment]
@@ -182,8 +182,18 @@ def test_cuda_flake_takes_toolkit_and_cudnn_from_the_matching_package_set(
         ".devShells.x86_64-linux.default.nativeBuildInputs",
         cwd=rendered["cuda-12.8"],
     )
-    assert shell == ["python312", "uv", "gcc", "git", "libGL", "ffmpeg", "openssh", "curl",
-                     "cudatoolkit-12_8", "cudnn-12_8"]
+    assert shell == [
+        "python312",
+        "uv",
+        "gcc",
+        "git",
+        "libGL",
+        "ffmpeg",
+        "openssh",
+        "curl",
+        "cudatoolkit-12_8",
+        "cudnn-12_8",
+    ]
 
 
 @pytest.mark.slow
@@ -205,11 +215,17 @@ def test_hadolint_passes_every_dockerfile(rendered: dict[str, Path], name: str) 
 
 def test_dockerfile_env_matches_devcontainer_container_env(rendered: dict[str, Path]) -> None:
     folder = rendered["cuda-12.8"]
-    container_env = real_tools.load_json5(folder / ".devcontainer" / "devcontainer.json")["containerEnv"]
+    container_env = real_tools.load_json5(folder / ".devcontainer" / "devcontainer.json")[
+        "containerEnv"
+    ]
     env = real_tools.dockerfile_pairs(folder / ".devcontainer" / "Dockerfile", "ENV", container_env)
     assert container_env == {
-        "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "MKL_NUM_THREADS": "4", "NVIDIA_TF32_OVERRIDE": "0",
-        "OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "4", "PYTHONHASHSEED": "1234",
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "MKL_NUM_THREADS": "4",
+        "NVIDIA_TF32_OVERRIDE": "0",
+        "OMP_NUM_THREADS": "4",
+        "OPENBLAS_NUM_THREADS": "4",
+        "PYTHONHASHSEED": "1234",
     }
     assert env == container_env
 
@@ -222,7 +238,9 @@ def test_dogfood_output_matches_golden_files(rendered: dict[str, Path]) -> None:
             (GOLDEN / path).parent.mkdir(parents=True, exist_ok=True)
             (GOLDEN / path).write_text(text, encoding="utf-8")
     golden = generated(GOLDEN) if GOLDEN.is_dir() else {}
-    assert set(files) == set(golden), "rerun with ENVPARITY_UPDATE_GOLDEN=1 to rewrite tests/golden/"
+    assert set(files) == set(golden), (
+        "rerun with ENVPARITY_UPDATE_GOLDEN=1 to rewrite tests/golden/"
+    )
     for path, text in files.items():
         assert text == golden[path], f"{path} differs from tests/golden/dogfood/{path}"
 
@@ -237,7 +255,8 @@ def test_rendering_is_deterministic_across_processes(
     spec.write_text(SPECS[name], encoding="utf-8")
     real_tools.process.run(
         [sys.executable, "-m", "orchestrator", "--spec", str(spec), "render"],
-        extra_env={"PYTHONHASHSEED": "12345", "TZ": "Pacific/Kiritimati"}, cwd=REPO,
+        extra_env={"PYTHONHASHSEED": "12345", "TZ": "Pacific/Kiritimati"},
+        cwd=REPO,
     )
     assert generated(tmp_path) == generated(rendered[name])
     today = datetime.date.today()
@@ -246,27 +265,43 @@ def test_rendering_is_deterministic_across_processes(
 
 
 def test_standin_knows_exactly_the_cuda_package_sets_and_pythons_of_the_compat_table() -> None:
-    table = tomllib.loads((REPO / "orchestrator" / "data" / "compat.toml").read_text(encoding="utf-8"))
+    table = tomllib.loads(
+        (REPO / "orchestrator" / "data" / "compat.toml").read_text(encoding="utf-8")
+    )
     standin = real_tools.nix_eval_json(
-        "let pkgs = import nixpkgs { system = \"x86_64-linux\"; }; names = builtins.attrNames pkgs; in {"
-        " cuda = builtins.filter (n: builtins.match \"cudaPackages_.*\" n != null"
+        'let pkgs = import nixpkgs { system = "x86_64-linux"; };'
+        " names = builtins.attrNames pkgs; in {"
+        ' cuda = builtins.filter (n: builtins.match "cudaPackages_.*" n != null'
         " && (builtins.tryEval pkgs.${n}).success) names;"
-        " python = builtins.filter (n: builtins.match \"python3[0-9]+\" n != null) names; }",
+        ' python = builtins.filter (n: builtins.match "python3[0-9]+" n != null) names; }',
         cwd=REPO,
     )
     present = [v for v, c in table["cuda"].items() if c["nixpkgs"] == "present"]
     assert sorted(standin["cuda"]) == sorted("cudaPackages_" + v.replace(".", "_") for v in present)
-    pythons = {p for t in table["torch"].values() for p in t["python"] + t.get("python_index_only", [])}
+    pythons = {
+        p for t in table["torch"].values() for p in t["python"] + t.get("python_index_only", [])
+    }
     assert sorted(standin["python"]) == sorted("python" + p.replace(".", "") for p in pythons)
 
 
 BROKEN_FLAKES = {
     "a misspelt package": ("pkgs.uv", "pkgs.uvv", "attribute 'uvv' missing"),
-    "a CUDA set nixpkgs removed": ("cudaPackages_12_8", "cudaPackages_12_4", "removed from Nixpkgs"),
+    "a CUDA set nixpkgs removed": (
+        "cudaPackages_12_8",
+        "cudaPackages_12_4",
+        "removed from Nixpkgs",
+    ),
     "an unfree package outside CUDA": ('pkgs."git"', 'pkgs."unrar"', "has an unfree license"),
-    "an unknown nixpkgs config option": ("config.allowUnfreePredicate", "config.allowUnfreePredicat",
-                                         "allowUnfreePredicat unknown"),
-    "a misspelt lib function": ("makeLibraryPath", "makeLibPath", "attribute 'makeLibPath' missing"),
+    "an unknown nixpkgs config option": (
+        "config.allowUnfreePredicate",
+        "config.allowUnfreePredicat",
+        "allowUnfreePredicat unknown",
+    ),
+    "a misspelt lib function": (
+        "makeLibraryPath",
+        "makeLibPath",
+        "attribute 'makeLibPath' missing",
+    ),
 }
 
 
