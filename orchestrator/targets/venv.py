@@ -70,7 +70,7 @@ class VenvTarget(Target):
             process.run(["uv", "venv", "--quiet", "--relocatable", "--python",
                          spec.environment.python, str(tmp)])
             self.ctx.progress(f"venv: installing {self.lock_file.name} (hash-checked)")
-            process.run(["uv", "pip", "sync", "--quiet", "--compile-bytecode", "--python", str(tmp / "bin" / "python"),
+            process.run(["uv", "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"),
                          "--require-hashes", *lock.source_args(spec, self.flavor), str(self.lock_file)])
             (tmp / DONE).write_text(self.key() + "\n", encoding="utf-8")
             if self.location.exists():

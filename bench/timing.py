@@ -1,0 +1,35 @@
+"""Side-by-side timing for the benchmarks: alternate the commands so that noise from other
+work on this shared machine hits each of them alike, and report medians and ratios."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+
+def run_time(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(list(argv), env=None if env is None else {**os.environ, **env}, cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def interleaved(cases: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run every case once per round, in turn; return each case's timings."""
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            out[name].append(case())
+    return out
+
+
+def report(title: str, timings: Mapping[str, list[float]], baseline: str) -> None:
+    base = statistics.median(timings[baseline])
+    print(f"\n{title}")
+    print(f"{'case':<44} {'median s':>9} {'min s':>8} {'x ' + baseline:>14}")
+    for name, values in timings.items():
+        med = statistics.median(values)
+        print(f"{name:<44} {med:>9.3f} {min(values):>8.3f} {med / base:>14.2f}")
