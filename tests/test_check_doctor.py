@@ -1,0 +1,125 @@
+"""``envparity check`` and ``envparity doctor`` on small specs (no network: locks are written
+with the real lock writer from a hand-made body, rendering never runs uv)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cli, files, lock, spec
+from tests.conftest import REPO
+
+SPEC = """\
+[environment]
+name = "demo"
+python = "{python}"
+
+[dependencies]
+packaging = "=={packaging}"
+
+[variables]
+DATA_PATH = {{ required = true, description = "where the data lives" }}
+
+[targets.host]
+
+[targets.devcontainer]
+image = "debian:bookworm-slim"
+
+[targets.nix]
+nixpkgs = "github:NixOS/nixpkgs/nixos-unstable"
+"""
+
+
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, python: str = "3.11") -> Path:
+    from importlib.metadata import version
+
+    path = tmp_path / "environment.toml"
+    path.write_text(SPEC.format(python=python, packaging=version("packaging")))
+    s = spec.load(path)
+    for target in lock.lock_targets(s):
+        body = f"packaging=={version('packaging')} \\\n    --hash=sha256:{'0' * 64}\n"
+        files.atomic_write(tmp_path / target.path, lock.render_lock(s, target, body).text)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render"]) == 0
+    return path
+
+
+def test_check_passes_when_fresh_and_warns_about_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert cli.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: targets.devcontainer.image 'debian:bookworm-slim' is not pinned by digest" in out
+    assert "warning: targets.nix.nixpkgs 'github:NixOS/nixpkgs/nixos-unstable' is not pinned to a commit" in out
+    assert out.rstrip().endswith("ok: 5 generated files match environment.toml")
+
+
+def test_check_shows_a_diff_and_fails_on_drift_and_stale_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('name = "demo"', 'name = "demo2"'))
+    capsys.readouterr()
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert '-  "name": "demo",\n+  "name": "demo2",' in out
+    assert "--- a/.devcontainer/devcontainer.json\n+++ b/.devcontainer/devcontainer.json" in out
+    path.write_text(path.read_text().replace('packaging = "==', 'packaging = ">='))
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "locks/cpu.txt: stale (environment.toml changed since it was locked)" in out
+    assert out.rstrip().endswith("run: envparity lock && envparity render")
+
+
+def test_check_refuses_an_impossible_combination_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        '[environment]\nname = "x"\npython = "3.11"\n[cuda]\nversion = "12.4"\n'
+        '[dependencies]\ntorch = "==2.1.0"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check"]) == 2
+    assert "environment.toml: cuda.version: torch 2.1.0 has no CUDA 12.4 build; it has 11.8 and 12.1" in (
+        capsys.readouterr().err)
+    assert cli.main(["render"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.toml"]
+
+
+def test_check_does_not_import_torch_numpy_or_rich() -> None:
+    code = ("import sys; from orchestrator import cli; rc = cli.main(['check']);"
+            "print(rc, [m for m in ('torch', 'numpy', 'rich') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+def test_the_repository_itself_has_no_drift() -> None:
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "check"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_doctor_reports_each_checklist_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project(tmp_path, monkeypatch, python="3.9")
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    capsys.readouterr()
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "  ok    locks and generated files match the spec" in out
+    assert "does not match environment.python = '3.9'" in out
+    assert "  ok    installed packages match locks/cpu.txt" in out
+    assert "  FAIL  required variable DATA_PATH is not set (environment or .env)" in out
+    assert "  warn  .env is not in .gitignore" in out
+    assert "warn  not set as the spec says: CUBLAS_WORKSPACE_CONFIG=:4096:8" in out
+    (tmp_path / ".env").write_text("DATA_PATH=/data\n")
+    (tmp_path / ".gitignore").write_text(".env\n")
+    capsys.readouterr()
+    cli.main(["doctor"])
+    out = capsys.readouterr().out
+    assert "  ok    required variables are set" in out and ".gitignore" not in out
