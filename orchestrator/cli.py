@@ -163,15 +163,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.launch import launch_environment
-
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("run: no command given (usage: envparity run -- CMD [ARGS...])")
-    d = _spec(args).determinism
-    env = dict(os.environ)
-    env.update(launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
-                                  tf32=d.tf32, threads=d.threads))
+    env = {**os.environ, **_spec(args).determinism.launch_env()}
     sys.stdout.flush()
     try:
         os.execvpe(command[0], command, env)  # replaces this process: signals and tty pass

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from orchestrator import check, compat, files, lock, process, render
 from orchestrator.errors import EnvparityError
-from orchestrator.launch import launch_environment
 from orchestrator.spec import Spec
 
 
@@ -90,9 +89,7 @@ def _interpreter(spec: Spec, r: Report) -> None:
 
 def _launch(spec: Spec, r: Report) -> None:
     r.section("Launch environment (must be set before Python starts)")
-    d = spec.determinism
-    want = launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
-                              tf32=d.tf32, threads=d.threads)
+    want = spec.determinism.launch_env()
     wrong = {k: v for k, v in want.items() if os.environ.get(k) != v}
     if wrong:
         r.warn("not set as the spec says: " + ", ".join(f"{k}={v}" for k, v in wrong.items()),

@@ -125,6 +125,13 @@ class Determinism:
     cudnn_benchmark: bool = False
     threads: int | None = None
 
+    def launch_env(self) -> dict[str, str]:
+        """The variables to set before Python starts (see orchestrator.launch)."""
+        from orchestrator.launch import launch_environment
+
+        return launch_environment(self.seed, deterministic_algorithms=self.deterministic_algorithms,
+                                  tf32=self.tf32, threads=self.threads)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Variable:

@@ -8,7 +8,6 @@ launch environment is baked in with ``ENV`` and repeated in ``containerEnv``.
 from __future__ import annotations
 
 from orchestrator import lock
-from orchestrator.launch import launch_environment
 from orchestrator.render.escape import dockerfile_string, json_text, shell_line
 from orchestrator.spec import DevcontainerTarget, Spec
 
@@ -28,18 +27,12 @@ def _target(spec: Spec) -> DevcontainerTarget:
     return t
 
 
-def _env(spec: Spec) -> dict[str, str]:
-    d = spec.determinism
-    return launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
-                              tf32=d.tf32, threads=d.threads)
-
-
 def render_devcontainer_json(spec: Spec) -> str:
     t = _target(spec)
     data: dict[str, object] = {
         "name": spec.environment.name,
         "build": {"dockerfile": "Dockerfile", "context": ".."},
-        "containerEnv": _env(spec),
+        "containerEnv": spec.determinism.launch_env(),
         "customizations": {
             "vscode": {
                 "extensions": list(t.extensions),
@@ -59,7 +52,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
     flavor = spec.flavor_of("devcontainer")
     lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
     apt = ["ca-certificates", *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages})]
-    env = _env(spec)
+    env = spec.determinism.launch_env()
     sync = ["uv", "pip", "sync", "--python", f"{VENV}/bin/python", "--require-hashes",
             *lock.install_args(spec, flavor), LOCK_IN_IMAGE]
     lines = [

@@ -4,7 +4,6 @@ and launch environment; its shell hook builds ``.venv`` from the lock, hash-chec
 from __future__ import annotations
 
 from orchestrator import lock
-from orchestrator.launch import launch_environment
 from orchestrator.render.escape import (
     nix_attr,
     nix_indented_string,
@@ -67,9 +66,7 @@ def _indent(text: str, width: int) -> str:
 def render_flake(spec: Spec) -> str:
     target = spec.targets.get("nix")
     nixpkgs = getattr(target, "nixpkgs", "github:NixOS/nixpkgs/nixos-unstable")
-    det = spec.determinism
-    env = launch_environment(det.seed, deterministic_algorithms=det.deterministic_algorithms,
-                             tf32=det.tf32, threads=det.threads)
+    env = spec.determinism.launch_env()
     python_attr = "python" + spec.environment.python_minor.replace(".", "")
     packages = [f"pkgs.{python_attr}", "pkgs.uv"]
     packages += [f"pkgs.{nix_attr(spec.system.nix.get(p) or NIX_NAMES.get(p, p))}" for p in spec.system.packages]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from orchestrator.launch import launch_environment
 from orchestrator.spec import Spec
 
 RUNTIME_DIR = ".envparity"  # under the spec's folder; git-ignored; holds caches and runs
@@ -31,9 +30,7 @@ class Context:
 
     @property
     def launch_env(self) -> dict[str, str]:
-        d = self.spec.determinism
-        return launch_environment(d.seed, deterministic_algorithms=d.deterministic_algorithms,
-                                  tf32=d.tf32, threads=d.threads)
+        return self.spec.determinism.launch_env()
 
 
 class Target(abc.ABC):
