@@ -1,0 +1,140 @@
+"""Offline stand-ins for the two images a generated Dockerfile names, built on this machine.
+
+No image registry is reachable here, so the devcontainer tests make:
+
+- ``BASE_IMAGE``: Debian bookworm (minbase) from debootstrap, with python3 (3.11) and
+  ca-certificates. It also carries what the registry-less build needs to install a lock:
+  this machine's CA certificates, named by ``SSL_CERT_FILE`` (https to PyPI passes only
+  through them), and the local torch CPU wheel in ``WHEELS``, which test specs name as a
+  find-links source (the PyTorch CPU index is not reachable).
+- ``render.devcontainer.UV_IMAGE``: ``/uv`` and ``/uvx`` copied from this machine's uv, which
+  must be that release.
+
+Each is built once per machine and reused while its ``RECIPE_LABEL`` matches this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator import process
+from orchestrator.render.devcontainer import UV_IMAGE
+
+HERE = Path(__file__).resolve().parent
+CONTAINERS_CONF = HERE / "containers.conf"
+BASE_IMAGE = "localhost/envparity-test-base:bookworm"
+WHEELS = Path("/opt/wheels")  # this machine's torch CPU wheel folder (pip's find-links here)
+TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+HOST_CA = Path("/usr/local/share/ca-certificates")
+RECIPE_LABEL = "dev.envparity.test-recipe"
+RECIPE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+class Unavailable(Exception):
+    """Why the stand-in images cannot be made on this machine."""
+
+
+def _current(engine: str, image: str) -> bool:
+    found = process.run(
+        [
+            engine,
+            "image",
+            "inspect",
+            "--format",
+            f'{{{{index .Config.Labels "{RECIPE_LABEL}"}}}}',
+            image,
+        ],
+        check=False,
+    )
+    return found.returncode == 0 and found.stdout.strip() == RECIPE
+
+
+def _import(engine: str, tar: Path, image: str, changes: list[str]) -> None:
+    args = [engine, "import"]
+    for change in [*changes, f"LABEL {RECIPE_LABEL}={RECIPE}"]:
+        args += ["--change", change]
+    process.run([*args, str(tar), image])
+
+
+def ensure_base_image(engine: str) -> float | None:
+    """Build ``BASE_IMAGE`` unless it is current; return the seconds a build took (None: reused)."""
+    if _current(engine, BASE_IMAGE):
+        return None
+    for tool in ("debootstrap", "chroot"):
+        if shutil.which(tool) is None:
+            raise Unavailable(f"{tool} is not installed (apt-get install debootstrap)")
+    if not (WHEELS / TORCH_WHEEL).is_file():
+        raise Unavailable(
+            f"{WHEELS / TORCH_WHEEL} is missing: the test spec installs torch from it"
+        )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="envparity-base-") as tmp:
+        root = Path(tmp, "rootfs")
+        process.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,ca-certificates",
+                "bookworm",
+                str(root),
+                DEBIAN_MIRROR,
+            ],
+            timeout=900,
+        )
+        for cert in HOST_CA.glob("*.crt"):
+            shutil.copy2(cert, root / "usr/local/share/ca-certificates" / cert.name)
+        process.run(["chroot", str(root), "update-ca-certificates"])
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (root / cache).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        wheels = root / WHEELS.relative_to("/")
+        wheels.mkdir(parents=True)
+        shutil.copy2(WHEELS / TORCH_WHEEL, wheels / TORCH_WHEEL)
+        tar = Path(tmp, "rootfs.tar")
+        with tarfile.open(tar, "w") as out:
+            out.add(root, arcname=".")
+        _import(
+            engine,
+            tar,
+            BASE_IMAGE,
+            ["ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", 'CMD ["/bin/bash"]'],
+        )
+    return time.perf_counter() - start
+
+
+def ensure_uv_image(engine: str) -> None:
+    """Tag this machine's uv as ``UV_IMAGE`` (``/uv``, ``/uvx``) unless that is current."""
+    if _current(engine, UV_IMAGE):
+        return
+    version = process.run(["uv", "--version"]).stdout.split()[1]
+    wanted = UV_IMAGE.rpartition(":")[2]
+    if version != wanted:
+        raise Unavailable(
+            f"this machine's uv is {version}; the generated Dockerfile copies uv {wanted} "
+            f"from {UV_IMAGE}, which a stand-in must match"
+        )
+    real = _real_binary(Path(shutil.which("uv") or "uv"))
+    with tempfile.TemporaryDirectory(prefix="envparity-uv-") as tmp:
+        tar = Path(tmp, "uv.tar")
+        with tarfile.open(tar, "w") as out:
+            out.add(real, arcname="uv")
+            out.add(real.with_name("uvx"), arcname="uvx")
+        _import(engine, tar, UV_IMAGE, [])
+
+
+def _real_binary(uv: Path) -> Path:
+    """The uv executable itself, behind a symlink or a pyenv shim (a shell script)."""
+    with uv.open("rb") as fh:
+        if fh.read(4) == b"\x7fELF":
+            return uv.resolve()
+    found = Path(process.run(["pyenv", "which", "uv"], check=False).stdout.strip())
+    if not (found.is_absolute() and found.is_file()):
+        raise Unavailable(f"{uv} is not the uv executable, and pyenv does not name one")
+    return found
