@@ -356,6 +356,10 @@ def load(path: str | Path = SPEC_FILE) -> Spec:
 def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
     p = Path(path)
     file = str(path)
+    bad = next((c for c in p.name if ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029"), None)
+    if bad is not None:  # the name is written into every generated file's header comment
+        raise SpecError([Problem(file.encode("unicode_escape").decode(), "",
+                                 f"the file name contains the control character {bad!r}; rename it")])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

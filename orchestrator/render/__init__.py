@@ -1,7 +1,7 @@
 """Rendering is pure: ``render_all(spec) -> [Generated]``; ``orchestrator.files`` writes them.
 
-Each file's recorded inputs hash covers the spec parts it is made from and the content of
-the locks it installs, so ``check`` reports a file stale when either changed.
+Each file's recorded inputs hash covers the whole spec and the content of the locks it
+installs, so a file is stale when either changed (``check`` compares whole texts anyway).
 """
 
 from __future__ import annotations

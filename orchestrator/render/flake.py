@@ -26,8 +26,9 @@ _DRIVER_NOTE = """\
   # The GPU driver is not part of this flake: it belongs to the machine.
   #  - NixOS: enable hardware.nvidia (hardware.graphics on 24.11+); the driver's libcuda.so
   #    appears in /run/opengl-driver/lib, which the shell adds to LD_LIBRARY_PATH.
-  #  - Other Linux: the host driver's libcuda.so lives outside /nix; the shell adds the usual
-  #    system folders after Nix's, or run through nixGL (github:nix-community/nixGL).
+  #  - Other Linux: the host driver's libcuda.so lives outside /nix (often
+  #    /usr/lib/x86_64-linux-gnu); add that folder to LD_LIBRARY_PATH before `nix develop`
+  #    (the shell keeps what is there), or run through nixGL (github:nix-community/nixGL).
   #  The driver must be at least the CUDA toolkit's minimum (see docs/compatibility.md)."""
 
 
