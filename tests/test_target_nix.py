@@ -1,0 +1,241 @@
+"""The ``nix`` target: why it is unavailable here, the exact command it runs, and the generated
+flake entered for real with ``nix develop``, offline, on a stand-in nixpkgs.
+
+GitHub is not reachable from these machines, so the pinned nixpkgs cannot be fetched. The
+stand-in below lets Nix evaluate and build the generated flake's devShell, run its shell hook
+(which builds ``.venv`` from the lock with uv) and run the probe in it. Its packages are links
+to this machine's Python and uv, and its mkShell is a plain derivation with a bash builder (as
+``nix develop`` requires): it proves the flake, the hook and the target's commands work, not
+that nixpkgs' own python311 and uv do.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import files, lock, process, render
+from orchestrator.errors import ToolError
+from orchestrator.render.escape import nix_string
+from orchestrator.spec import load
+from orchestrator.targets.base import Context
+from orchestrator.targets.nix import NixTarget
+from tests.conftest import REPO
+from tests.real_tools import require
+
+PINNED = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+WHEELS = "/opt/wheels"  # this machine's torch CPU wheel folder
+STEPS = 5
+
+SPEC = """\
+[environment]
+name = "nix-probe"
+python = "3.11"
+
+[dependencies]
+torch = "==2.13.0"
+numpy = "==2.4.6"
+
+[[index]]
+url = "{wheels}"
+kind = "find-links"
+
+[determinism]
+seed = 5
+
+[targets.nix]
+nixpkgs = "{nixpkgs}"
+"""
+
+STANDIN_FLAKE = """\
+{
+  description = "nixpkgs stand-in whose python311 and uv are this machine's (envparity tests)";
+  outputs = { self }: { lib = import ./lib.nix; };
+}
+"""
+
+STANDIN_LIB = """\
+{
+  genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+  makeLibraryPath = ps: builtins.concatStringsSep ":" (map (p: "${p.lib or p.out}/lib") ps);
+}
+"""
+
+# `import nixpkgs { inherit system; }`: only the attributes a CPU-only generated flake uses.
+STANDIN = """\
+{{ system, config ? {{ }} }}:
+let
+  lib = import ./lib.nix;
+  PATH = "/usr/bin:/bin";  # builders start with none
+  sh = name: script:
+    derivation {{ inherit name system PATH; builder = "/bin/sh"; args = [ "-c" script ]; }};
+  link = name: file: sh name "mkdir -p $out/bin && ln -s ${{file}} $out/bin/${{name}}";
+  libs = name: derivation {{
+    inherit name system PATH;
+    outputs = [ "out" "lib" ];
+    builder = "/bin/sh";
+    args = [ "-c" "mkdir -p $out/lib $lib/lib" ];
+  }};
+in
+{{
+  inherit lib;
+  python311 = link "python3.11" {python};
+  uv = link "uv" {uv};
+  zlib = libs "zlib";
+  stdenv.cc.cc = libs "gcc-unwrapped";
+  # nix develop needs a derivation built by bash that declares its outputs, as nixpkgs' do.
+  mkShell = {{ name, packages ? [ ], ... }}@args:
+    derivation (builtins.removeAttrs args [ "packages" ] // {{
+    inherit system;
+    nativeBuildInputs = packages;
+    outputs = [ "out" ];
+    builder = "/bin/bash";
+    args = [ "-c" "echo > $out" ];
+  }});
+}}
+"""
+
+
+def _project(root: Path, nixpkgs: str) -> Context:
+    (root / "environment.toml").write_text(
+        SPEC.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
+    )
+    spec = load(root / "environment.toml")
+    lock.lock(spec)
+    files.write_all(root, render.render_all(spec))
+    return Context(spec=spec, cache=root / ".envparity", runtime=REPO)
+
+
+def _standin(folder: Path) -> Path:
+    folder.mkdir()
+    python = Path(sys.executable).resolve()
+    uv = shutil.which("uv")
+    assert uv is not None, "uv is not on PATH"
+    (folder / "flake.nix").write_text(STANDIN_FLAKE, encoding="utf-8")
+    (folder / "lib.nix").write_text(STANDIN_LIB, encoding="utf-8")
+    text = STANDIN.format(python=nix_string(str(python)), uv=nix_string(uv))
+    (folder / "default.nix").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_command_enters_the_flake_from_its_folder_and_sets_the_environment_there(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8"
+    )
+    target = NixTarget(
+        Context(spec=load(tmp_path / "environment.toml"), cache=tmp_path, runtime=REPO)
+    )
+    argv, host_env = target.command(
+        ["python", "-m", "orchestrator", "probe"], env={"PYTHONHASHSEED": "5", "B": "x y"}
+    )
+    assert argv == [
+        "env", f"--chdir={tmp_path}",
+        "nix", "develop", str(tmp_path), "--extra-experimental-features", "nix-command flakes",
+        "--command", "env", "B=x y", "PYTHONHASHSEED=5",
+        f"{tmp_path}/.venv/bin/python", "-m", "orchestrator", "probe",
+    ]  # fmt: skip
+    assert host_env == {}
+    assert target.command(["true"], env={})[0][-2:] == ["env", "true"]
+
+
+def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec_path = tmp_path / "environment.toml"
+    spec_path.write_text(SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8")
+    target = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert target.unavailable() == "nix: not installed"
+    monkeypatch.undo()
+    require("nix")
+    assert target.unavailable() == "nix: flake.nix is missing (run 'envparity render')"
+    files.write_all(tmp_path, render.render_all(target.ctx.spec))
+    assert target.unavailable() == "nix: locks/cpu.txt is missing (run 'envparity lock')"
+
+    without = SPEC.format(wheels=WHEELS, nixpkgs=PINNED).split("[targets.nix]")[0]
+    spec_path.write_text(without, encoding="utf-8")
+    bare = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
+    assert bare.unavailable() == "nix: the spec has no [targets.nix]"
+
+
+@pytest.mark.slow
+def test_pinned_nixpkgs_cannot_be_fetched_here(tmp_path: Path) -> None:
+    require("nix")
+    target = NixTarget(_project(tmp_path, PINNED))
+    reason = target.unavailable()
+    assert reason is not None, "GitHub was reachable: run the nix target for real here"
+    assert reason.startswith(f"nix: nixpkgs {PINNED} cannot be fetched (unable to download ")
+
+
+@pytest.mark.slow
+def test_probe_runs_twice_in_the_devshell_of_the_generated_flake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require("nix")
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")  # no binary cache is reachable here
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    messages: list[str] = []
+    ctx = _project(root, f"path:{standin}")
+    # In a git repository Nix copies only tracked files to the store; in a bare folder it would
+    # copy all of it, .venv (torch) included, on every `nix develop`.
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "environment.toml", "flake.nix", "locks"])
+    ctx = Context(spec=ctx.spec, cache=ctx.cache, runtime=REPO, progress=messages.append)
+    target = NixTarget(ctx)
+    assert target.unavailable() is None
+
+    start = time.perf_counter()
+    target.provision()
+    cold = time.perf_counter() - start
+    assert messages[0] == "nix: building the devShell and .venv (nix develop --command true)"
+    assert messages[1].startswith("nix: devShell and .venv ready in ")
+    marker = (root / ".venv" / ".envparity-lock").read_text(encoding="utf-8").strip()
+    assert marker == files.sha256((root / "locks" / "cpu.txt").read_text(encoding="utf-8"))
+
+    env = {**ctx.launch_env, "PYTHONPATH": str(REPO)}
+    show = (
+        "import json, os, sys, torch; print(json.dumps([sys.prefix, torch.__version__,"
+        " os.environ['PYTHONHASHSEED'], os.environ['CUBLAS_WORKSPACE_CONFIG'], os.getcwd()]))"
+    )
+    argv, host_env = target.command(["python", "-c", show], env=env)
+    seen = json.loads(process.run(argv, extra_env=host_env, cwd=tmp_path).stdout.splitlines()[-1])
+    assert seen == [str(root / ".venv"), "2.13.0+cpu", "5", ":4096:8", str(root)]
+
+    prints = []
+    probe_seconds = []
+    for n in (1, 2):
+        out = tmp_path / f"{n}.json"
+        argv, host_env = target.command(
+            ["python", "-m", "orchestrator", "probe", "--steps", str(STEPS), "--device", "cpu",
+             "--out", str(out)], env=env,
+        )  # fmt: skip
+        start = time.perf_counter()
+        process.run(argv, extra_env=host_env)
+        probe_seconds.append(time.perf_counter() - start)
+        prints.append(json.loads(out.read_text(encoding="utf-8")))
+    assert prints[0]["stages"] == prints[1]["stages"]
+    start = time.perf_counter()
+    target.provision()
+    warm = time.perf_counter() - start
+    print(
+        f"\nnix develop (stand-in nixpkgs): provision cold {cold:.2f}s, warm {warm:.2f}s; "
+        f"probe ({STEPS} steps) " + ", ".join(f"{s:.1f}s" for s in probe_seconds)
+    )
+
+    # A broken lock: the hook cannot build .venv, and provision says so instead of going on.
+    lock_file = root / "locks" / "cpu.txt"
+    lock_file.write_text(
+        lock_file.read_text(encoding="utf-8") + "no-such-package==1\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        ToolError, match=r"^nix: the devShell's hook did not build .venv from locks/cpu.txt"
+    ):
+        target.provision()
