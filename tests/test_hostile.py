@@ -505,7 +505,7 @@ def test_the_corpus_reaches_the_escapers() -> None:
             "nix doubled quotes",
         },
         "dependency markers": {"nix interpolation", "command substitution", "backticks"},
-        "spec file name": printable,
+        "spec file name": printable - {"unicode line breaks"},  # refused at load
     }
     for field, values in renders.items():
         for value in values:
