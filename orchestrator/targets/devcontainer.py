@@ -205,9 +205,14 @@ class DevcontainerTarget(Target):
         cid, workspace, user = (
             str(outcome.get(k, "")) for k in ("containerId", "remoteWorkspaceFolder", "remoteUser")
         )
-        ids = _ID_RE.search(process.run([self.engine, "exec", "--user", user, cid, "id"]).stdout)
-        if not (cid and workspace and user and ids):
+        if not (cid and workspace and user):
             raise ToolError(f"devcontainer: 'devcontainer up' reported no container: {outcome}")
+        who = process.run([self.engine, "exec", "--user", user, cid, "id"]).stdout
+        ids = _ID_RE.search(who)
+        if ids is None:
+            raise ToolError(
+                f"devcontainer: cannot tell the ids of {user} in the container: {who!r}"
+            )
         self._container = Container(cid, workspace, user, int(ids[1]), int(ids[2]))
         self.ctx.progress(f"devcontainer: container {cid[:12]} up in {result.seconds:.1f}s")
         files.atomic_write(state, json.dumps({"container": cid, "key": key}, sort_keys=True) + "\n")

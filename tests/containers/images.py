@@ -7,8 +7,7 @@ No image registry is reachable here, so the devcontainer tests make:
   this machine's CA certificates, named by ``SSL_CERT_FILE`` (https to PyPI passes only
   through them), and the local torch CPU wheel in ``WHEELS``, which test specs name as a
   find-links source (the PyTorch CPU index is not reachable).
-- ``render.devcontainer.UV_IMAGE``: ``/uv`` and ``/uvx`` copied from this machine's uv, which
-  must be that release.
+- ``render.devcontainer.UV_IMAGE``: ``/uv`` and ``/uvx`` of that uv release, from its PyPI wheel.
 
 Each is built once per machine and reused while its ``RECIPE_LABEL`` matches this file.
 """
@@ -98,8 +97,7 @@ def ensure_base_image(engine: str) -> float | None:
         wheels.mkdir(parents=True)
         shutil.copy2(WHEELS / TORCH_WHEEL, wheels / TORCH_WHEEL)
         tar = Path(tmp, "rootfs.tar")
-        with tarfile.open(tar, "w") as out:
-            out.add(root, arcname=".")
+        process.run(["tar", "--create", "--file", str(tar), "--directory", str(root), "."])
         _import(
             engine,
             tar,
@@ -110,31 +108,26 @@ def ensure_base_image(engine: str) -> float | None:
 
 
 def ensure_uv_image(engine: str) -> None:
-    """Tag this machine's uv as ``UV_IMAGE`` (``/uv``, ``/uvx``) unless that is current."""
+    """Tag uv's release ``UV_IMAGE`` names (``/uv``, ``/uvx``, from PyPI) as that image."""
     if _current(engine, UV_IMAGE):
         return
-    version = process.run(["uv", "--version"]).stdout.split()[1]
-    wanted = UV_IMAGE.rpartition(":")[2]
-    if version != wanted:
-        raise Unavailable(
-            f"this machine's uv is {version}; the generated Dockerfile copies uv {wanted} "
-            f"from {UV_IMAGE}, which a stand-in must match"
-        )
-    real = _real_binary(Path(shutil.which("uv") or "uv"))
+    version = UV_IMAGE.rpartition(":")[2]
     with tempfile.TemporaryDirectory(prefix="envparity-uv-") as tmp:
+        installed = Path(tmp, "uv")
+        process.run(
+            [
+                "uv",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(installed),
+                f"uv=={version}",
+            ]
+        )
         tar = Path(tmp, "uv.tar")
         with tarfile.open(tar, "w") as out:
-            out.add(real, arcname="uv")
-            out.add(real.with_name("uvx"), arcname="uvx")
+            for name in ("uv", "uvx"):
+                out.add(installed / "bin" / name, arcname=name)
         _import(engine, tar, UV_IMAGE, [])
-
-
-def _real_binary(uv: Path) -> Path:
-    """The uv executable itself, behind a symlink or a pyenv shim (a shell script)."""
-    with uv.open("rb") as fh:
-        if fh.read(4) == b"\x7fELF":
-            return uv.resolve()
-    found = Path(process.run(["pyenv", "which", "uv"], check=False).stdout.strip())
-    if not (found.is_absolute() and found.is_file()):
-        raise Unavailable(f"{uv} is not the uv executable, and pyenv does not name one")
-    return found
