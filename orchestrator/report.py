@@ -67,8 +67,12 @@ def print_table(result: VerifyResult, console: Console) -> None:
         runs = f"{len(t.runs)}" + (" (cached)" if t.runs and all(r.cached for r in t.runs) else "")
         style = {"ok": "green" if t.verdict and t.verdict.equivalent else "red",
                  "skipped": "yellow", "failed": "red"}[t.status]
-        table.add_row(t.name, _python(t), _torch(t), device, _short(t), runs, _verdict_text(t), style=style)
+        verdict = t.status if t.status != "ok" else _verdict_text(t)
+        table.add_row(t.name, _python(t), _torch(t), device, _short(t), runs, verdict, style=style)
     console.print(table)
+    for t in result.targets:
+        if t.status != "ok":
+            console.print(f"{t.name} {t.status}: {t.reason}", markup=False)
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs):

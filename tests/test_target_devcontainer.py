@@ -312,3 +312,41 @@ def test_engine_is_docker_only_when_its_daemon_answers(
     assert find_engine() == str(docker)
     monkeypatch.setenv(ENGINE_ENV, "podman")
     assert find_engine() == str(podman)
+
+
+@pytest.mark.slow
+def test_verify_end_to_end_over_host_venv_and_devcontainer(engine: str, tmp_path: Path) -> None:
+    """The main job, for real: every target provisioned, probed twice, compared."""
+    from orchestrator import verify
+
+    root = tmp_path / "e2e"
+    root.mkdir()
+    (root / "environment.toml").write_text(
+        SPEC + f"\n[targets.host]\n[targets.venv]\n\n[verify]\nsteps = {STEPS}\n", encoding="utf-8"
+    )
+    spec = load(root / "environment.toml")
+    lock.lock(spec)
+    files.write_all(root, render.render_all(spec))
+    messages: list[str] = []
+    try:
+        result = verify.verify(spec, strict=True, progress=messages.append)
+        assert [(t.name, t.status, t.reason) for t in result.targets] == [
+            ("host", "ok", ""),
+            ("venv", "ok", ""),
+            ("devcontainer", "ok", ""),
+        ]
+        assert result.problems == []
+        for t in result.targets:
+            assert t.verdict is not None and t.verdict.kind == "bitwise", t.name
+            assert len(t.runs) == 2
+        assert result.across is not None and result.across.kind == "bitwise"
+        assert "devcontainer: probe run 2 of 2" in messages
+        # A second verify reuses the container, the venv and every fingerprint.
+        messages.clear()
+        again = verify.verify(spec, strict=True, progress=messages.append)
+        assert again.problems == [] and all(r.cached for t in again.targets for r in t.runs)
+        assert not any("probe run" in m for m in messages)
+    finally:
+        DevcontainerTarget(
+            Context(spec=spec, cache=root / ".envparity", runtime=root / ".envparity")
+        ).remove()

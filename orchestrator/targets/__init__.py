@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from orchestrator.targets.base import Target
+from orchestrator.targets.devcontainer import DevcontainerTarget
 from orchestrator.targets.host import HostTarget
+from orchestrator.targets.nix import NixTarget
 from orchestrator.targets.venv import VenvTarget
 
 TARGETS: dict[str, type[Target]] = {
     "host": HostTarget,
     "venv": VenvTarget,
+    "devcontainer": DevcontainerTarget,
+    "nix": NixTarget,
 }

@@ -8,6 +8,9 @@ then runs through ``command()`` in a fresh process each time, with the launch en
 from __future__ import annotations
 
 import abc
+import functools
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +62,34 @@ class Target(abc.ABC):
         """What determines this environment's contents (for caching fingerprints)."""
         return ""
 
+    def gpu_missing(self) -> str | None:
+        """Why this target cannot run here if its flavor is a CUDA one and no GPU is visible."""
+        flavor = self.ctx.spec.flavor_of(self.name)
+        if flavor.startswith("cu") and not gpu_visible():
+            return (f"{self.name}: the {flavor} flavor needs an NVIDIA GPU and none is visible here; "
+                    f"set [targets.{self.name}] flavor = \"cpu\" to verify it on the CPU")
+        return None
+
+    def make_writable(self, host_dir: Path) -> None:
+        """Make ``host_dir`` (under the spec's folder) writable from inside the target."""
+        host_dir.mkdir(parents=True, exist_ok=True)
+
+    def remove(self) -> None:
+        """Tear down what provision() started (containers); environments on disk stay cached."""
+
     def inside(self, host_path: Path) -> str:
         """``host_path`` (under the spec's folder) as the target sees it."""
         return str(host_path)
+
+
+@functools.cache
+def gpu_visible() -> bool:
+    """Whether an NVIDIA GPU answers here (``nvidia-smi -L`` lists one)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and "GPU" in listed.stdout

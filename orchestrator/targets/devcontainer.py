@@ -119,6 +119,9 @@ class DevcontainerTarget(Target):
     def unavailable(self) -> str | None:
         if "devcontainer" not in self.ctx.spec.targets:
             return "devcontainer: the spec has no [targets.devcontainer]"
+        gpu = self.gpu_missing()
+        if gpu:
+            return gpu
         for path in (CONFIG, DOCKERFILE):
             if not (self.root / path).is_file():
                 return f"devcontainer: {path} is missing (run 'envparity render')"

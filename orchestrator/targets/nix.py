@@ -57,6 +57,9 @@ class NixTarget(Target):
     def unavailable(self) -> str | None:
         if "nix" not in self.ctx.spec.targets:
             return "nix: the spec has no [targets.nix]"
+        gpu = self.gpu_missing()
+        if gpu:
+            return gpu
         if shutil.which("nix") is None:
             return "nix: not installed"
         if not (self.root / FLAKE).is_file():

@@ -48,6 +48,9 @@ class VenvTarget(Target):
         return self.location / "bin" / "python"
 
     def unavailable(self) -> str | None:
+        gpu = self.gpu_missing()
+        if gpu:
+            return gpu
         if shutil.which("uv") is None:
             return "venv: uv is not installed"
         if not self.lock_file.is_file():
