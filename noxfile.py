@@ -30,18 +30,28 @@ PYTHON = SPEC.environment.python_minor
 # A machine whose pip reads a local wheel folder (PIP_FIND_LINKS) and cannot reach the PyTorch
 # CPU index uses that folder as its mirror: the lock's hashes decide what is accepted.
 if "ENVPARITY_MIRRORS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
-    os.environ["ENVPARITY_MIRRORS"] = "https://download.pytorch.org/whl/cpu=" + os.environ["PIP_FIND_LINKS"]
+    os.environ["ENVPARITY_MIRRORS"] = (
+        "https://download.pytorch.org/whl/cpu=" + os.environ["PIP_FIND_LINKS"]
+    )
 
 
 def install(session: nox.Session) -> None:
     """The repository's cpu lock, hash-checked, then envparity itself without dependencies."""
     target = lock.LockTarget("cpu", "x86_64-linux")
     session.run_install(
-        "uv", "pip", "sync", "--python", session.virtualenv.location, "--require-hashes",
-        "--compile-bytecode", *lock.source_args(SPEC, "cpu"), target.path,
+        "uv",
+        "pip",
+        "sync",
+        "--python",
+        session.virtualenv.location,
+        "--require-hashes",
+        "--compile-bytecode",
+        *lock.source_args(SPEC, "cpu"),
+        target.path,
     )
-    session.run_install("uv", "pip", "install", "--python", session.virtualenv.location,
-                        "--no-deps", "-e", ".")
+    session.run_install(
+        "uv", "pip", "install", "--python", session.virtualenv.location, "--no-deps", "-e", "."
+    )
 
 
 @nox.session(python=PYTHON)

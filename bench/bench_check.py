@@ -18,17 +18,29 @@ ENV = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPATH": str(ROOT)}
 
 def main() -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys;"
-         "from orchestrator import cli; cli.main(['check']);"
-         "print('torch' in sys.modules, 'numpy' in sys.modules, 'rich' in sys.modules)"],
-        cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, **ENV})
+        [
+            sys.executable,
+            "-c",
+            "import sys;"
+            "from orchestrator import cli; cli.main(['check']);"
+            "print('torch' in sys.modules, 'numpy' in sys.modules, 'rich' in sys.modules)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **ENV},
+    )
     assert probe.stdout.strip().endswith("False False False"), probe.stdout + probe.stderr
     run_time([sys.executable, "-m", "orchestrator", "check"], env=ENV, cwd=str(ROOT))  # warm caches
-    timings = interleaved({
-        "python -c pass": lambda: run_time([sys.executable, "-c", "pass"], env=ENV),
-        "python -m orchestrator check (this repo)": lambda: run_time(
-            [sys.executable, "-m", "orchestrator", "check"], env=ENV, cwd=str(ROOT)),
-    }, rounds=25)
+    timings = interleaved(
+        {
+            "python -c pass": lambda: run_time([sys.executable, "-c", "pass"], env=ENV),
+            "python -m orchestrator check (this repo)": lambda: run_time(
+                [sys.executable, "-m", "orchestrator", "check"], env=ENV, cwd=str(ROOT)
+            ),
+        },
+        rounds=25,
+    )
     report("envparity check vs a bare interpreter (target: <= 4x)", timings, "python -c pass")
 
 

@@ -16,9 +16,9 @@ from timing import interleaved, report, run_time
 
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import lock, spec  # noqa: E402
-from orchestrator.targets.base import Context  # noqa: E402
-from orchestrator.targets.venv import VenvTarget  # noqa: E402
+from orchestrator import lock, spec
+from orchestrator.targets.base import Context
+from orchestrator.targets.venv import VenvTarget
 
 
 def main() -> None:
@@ -43,23 +43,52 @@ def main() -> None:
         where = scratch / "raw"
         shutil.rmtree(where, ignore_errors=True)
         return run_time(["uv", "venv", "--quiet", "--python", "3.11", str(where)]) + run_time(
-            ["uv", "pip", "sync", "--quiet", "--python", str(where / "bin" / "python"),
-             "--require-hashes", *sources, lock_file])
+            [
+                "uv",
+                "pip",
+                "sync",
+                "--quiet",
+                "--python",
+                str(where / "bin" / "python"),
+                "--require-hashes",
+                *sources,
+                lock_file,
+            ]
+        )
 
     def pip() -> float:
         where = scratch / "pip"
         shutil.rmtree(where, ignore_errors=True)
         find_links = [a for a in sources if a != "--find-links"]
         return run_time([sys.executable, "-m", "venv", str(where)]) + run_time(
-            [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-             "--require-hashes", *[f"--find-links={f}" for f in find_links], "-r", lock_file])
+            [
+                str(where / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--require-hashes",
+                *[f"--find-links={f}" for f in find_links],
+                "-r",
+                lock_file,
+            ]
+        )
 
     raw_uv()  # warm uv's cache with this lock's wheels
-    timings = interleaved({"raw uv venv + uv pip sync": raw_uv, "envparity venv target (new environment)": envparity_venv},
-                          rounds=5)
+    timings = interleaved(
+        {
+            "raw uv venv + uv pip sync": raw_uv,
+            "envparity venv target (new environment)": envparity_venv,
+        },
+        rounds=5,
+    )
     timings["python -m venv + pip install --require-hashes"] = [pip(), pip()]
-    report("venv provisioning of a torch+numpy CPU lock, warm uv cache (target: <= 1.2x raw uv)",
-           timings, "raw uv venv + uv pip sync")
+    report(
+        "venv provisioning of a torch+numpy CPU lock, warm uv cache (target: <= 1.2x raw uv)",
+        timings,
+        "raw uv venv + uv pip sync",
+    )
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(project, ignore_errors=True)
 

@@ -20,8 +20,14 @@ def timed(project, *args: str) -> float:  # type: ignore[no-untyped-def]
     import subprocess
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "orchestrator", "verify", *args], cwd=project, env=environment(),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator", "verify", *args],
+        cwd=project,
+        env=environment(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 

@@ -42,8 +42,14 @@ def environment() -> dict[str, str]:
 
 
 def envparity(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=project, env=environment(),
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=project,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def make_project(extra: str = "") -> Path:

@@ -10,10 +10,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 
-def run_time(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> float:
+def run_time(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> float:
     start = time.perf_counter()
-    subprocess.run(list(argv), env=None if env is None else {**os.environ, **env}, cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        list(argv),
+        env=None if env is None else {**os.environ, **env},
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 

@@ -20,8 +20,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _err(message: str) -> None:
-    print(f"envparity: {message}" if "\n" not in message else f"envparity: error\n{message}",
-          file=sys.stderr)
+    print(
+        f"envparity: {message}" if "\n" not in message else f"envparity: error\n{message}",
+        file=sys.stderr,
+    )
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -70,7 +72,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         for d in drift:
             sys.stdout.write(d.diff)
         if drift:
-            print(f"{len(drift)} generated file(s) out of date; run 'envparity render'", file=sys.stderr)
+            print(
+                f"{len(drift)} generated file(s) out of date; run 'envparity render'",
+                file=sys.stderr,
+            )
         return 1 if drift else 0
     for path, status in files.write_all(spec.root, rendered, force=args.force):
         print(f"{status:>9} {path}")
@@ -128,8 +133,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
     if None in tolerances.values() and Path(args.spec).is_file():
         verify = _spec(args).verify
-        defaults = {"rtol": verify.rtol, "atol": verify.atol,
-                    "cross_device_rtol": verify.cross_device_rtol}
+        defaults = {
+            "rtol": verify.rtol,
+            "atol": verify.atol,
+            "cross_device_rtol": verify.cross_device_rtol,
+        }
         tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
     fps = [fingerprint.load(path) for path in args.fingerprints]
     verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
@@ -192,16 +200,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from orchestrator import files, report, verify
 
     console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("starting", total=None)
 
         def step(message: str) -> None:
             progress.update(task, description=message)
             progress.console.log(message)
 
-        result = verify.verify(spec, names=args.targets, strict=args.strict, fresh=args.fresh,
-                               progress=step)
+        result = verify.verify(
+            spec, names=args.targets, strict=args.strict, fresh=args.fresh, progress=step
+        )
     report.print_table(result, Console())
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
     files.atomic_write(html_path, report.render_html(result))
@@ -218,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="One environment.toml in: a pinned Nix flake, a devcontainer and hashed "
         "locks out, and a seeded probe proving every environment computes the same thing.",
     )
-    parser.add_argument("--spec", default=os.environ.get("ENVPARITY_SPEC", "environment.toml"),
-                        help="the spec file (default: environment.toml; env ENVPARITY_SPEC)")
+    parser.add_argument(
+        "--spec",
+        default=os.environ.get("ENVPARITY_SPEC", "environment.toml"),
+        help="the spec file (default: environment.toml; env ENVPARITY_SPEC)",
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
@@ -229,18 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = verb("init", cmd_init, "write environment.toml, from scratch or from an existing file")
-    p.add_argument("--from", dest="from_file", metavar="FILE",
-                   help="requirements.txt, environment.yml or a Poetry pyproject.toml")
+    p.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="requirements.txt, environment.yml or a Poetry pyproject.toml",
+    )
     p.add_argument("--name", help="the environment name (default: the folder's name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing spec")
 
     p = verb("lock", cmd_lock, "resolve with uv and write locks/<flavor>.txt with hashes")
     p.add_argument("--check", action="store_true", help="exit 1 if a lock is stale; write nothing")
-    p.add_argument("--upgrade", action="store_true", help="ignore current pins; take newest allowed")
+    p.add_argument(
+        "--upgrade", action="store_true", help="ignore current pins; take newest allowed"
+    )
     p.add_argument("--flavor", action="append", metavar="FLAVOR", help="lock only this flavor")
 
     p = verb("render", cmd_render, "write flake.nix, .devcontainer/ and .env.example")
-    p.add_argument("--check", action="store_true", help="print a diff and exit 1 on drift; write nothing")
+    p.add_argument(
+        "--check", action="store_true", help="print a diff and exit 1 on drift; write nothing"
+    )
     p.add_argument("--force", action="store_true", help="overwrite files edited by hand")
 
     verb("check", cmd_check, "lock --check + render --check + compatibility; writes nothing")
@@ -255,11 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("compare", cmd_compare, "verdict over fingerprints: 0 equivalent, 1 divergent")
     p.add_argument("fingerprints", nargs="+", metavar="FILE")
-    for flag, what in (("--rtol", "relative tolerance on the same device model"),
-                       ("--atol", "absolute tolerance"),
-                       ("--cross-device-rtol", "relative tolerance between device models")):
-        p.add_argument(flag, type=float, default=None,
-                       help=f"{what} (default: the spec's [verify], else bitwise / 1e-4)")
+    for flag, what in (
+        ("--rtol", "relative tolerance on the same device model"),
+        ("--atol", "absolute tolerance"),
+        ("--cross-device-rtol", "relative tolerance between device models"),
+    ):
+        p.add_argument(
+            flag,
+            type=float,
+            default=None,
+            help=f"{what} (default: the spec's [verify], else bitwise / 1e-4)",
+        )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
@@ -275,8 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("verify", cmd_verify, "provision each target, probe twice in each, compare, report")
     p.add_argument("--targets", nargs="+", metavar="TARGET")
     p.add_argument("--strict", action="store_true", help="a skipped target fails the run")
-    p.add_argument("--fresh", action="store_true", help="rebuild environments, ignore cached fingerprints")
-    p.add_argument("--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)")
+    p.add_argument(
+        "--fresh", action="store_true", help="rebuild environments, ignore cached fingerprints"
+    )
+    p.add_argument(
+        "--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)"
+    )
     return parser
 
 

@@ -63,8 +63,10 @@ def _interpreter(spec: Spec, r: Report) -> None:
     if running == want or ".".join(running.split(".")[:2]) == want:
         r.ok(f"Python {running} matches environment.python = {want!r}")
     else:
-        r.fail(f"Python {running} does not match environment.python = {want!r}",
-               "use the nix shell, the devcontainer or the venv target")
+        r.fail(
+            f"Python {running} does not match environment.python = {want!r}",
+            "use the nix shell, the devcontainer or the venv target",
+        )
     target = lock.LockTarget(spec.flavor_of("host"), spec.environment.systems[0])
     body = lock.read_lock_body(spec, target)
     if body is None:
@@ -80,9 +82,12 @@ def _interpreter(spec: Spec, r: Report) -> None:
         if installed != version:
             mismatched.append(f"{name} {installed} installed, lock pins {version}")
     if mismatched:
-        r.warn(f"{len(mismatched)} package(s) differ from {target.path}: " + "; ".join(mismatched[:6])
-               + (" ..." if len(mismatched) > 6 else ""),
-               f"uv pip sync --require-hashes {target.path}, or verify with the venv target")
+        r.warn(
+            f"{len(mismatched)} package(s) differ from {target.path}: "
+            + "; ".join(mismatched[:6])
+            + (" ..." if len(mismatched) > 6 else ""),
+            f"uv pip sync --require-hashes {target.path}, or verify with the venv target",
+        )
     else:
         r.ok(f"installed packages match {target.path}")
 
@@ -92,8 +97,10 @@ def _launch(spec: Spec, r: Report) -> None:
     want = spec.determinism.launch_env()
     wrong = {k: v for k, v in want.items() if os.environ.get(k) != v}
     if wrong:
-        r.warn("not set as the spec says: " + ", ".join(f"{k}={v}" for k, v in wrong.items()),
-               "run through 'envparity run -- CMD', 'nix develop' or the devcontainer")
+        r.warn(
+            "not set as the spec says: " + ", ".join(f"{k}={v}" for k, v in wrong.items()),
+            "run through 'envparity run -- CMD', 'nix develop' or the devcontainer",
+        )
     else:
         r.ok("every launch variable is set as the spec says")
     if importlib.util.find_spec("torch") is None:
@@ -115,13 +122,24 @@ def _variables(spec: Spec, r: Report) -> None:
     dotenv = spec.root / ".env"
     defined = set(os.environ)
     if dotenv.is_file():
-        defined |= {line.split("=", 1)[0].strip() for line in dotenv.read_text().splitlines()
-                    if "=" in line and not line.lstrip().startswith("#")}
-    missing = [v.name for v in spec.variables if v.required and v.default is None and v.name not in defined]
+        defined |= {
+            line.split("=", 1)[0].strip()
+            for line in dotenv.read_text().splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        }
+    missing = [
+        v.name for v in spec.variables if v.required and v.default is None and v.name not in defined
+    ]
     for name in missing:
-        r.fail(f"required variable {name} is not set (environment or .env)", "copy .env.example to .env")
+        r.fail(
+            f"required variable {name} is not set (environment or .env)",
+            "copy .env.example to .env",
+        )
     ignore = spec.root / ".gitignore"
-    if not (ignore.is_file() and any(line.strip() in (".env", "/.env") for line in ignore.read_text().splitlines())):
+    if not (
+        ignore.is_file()
+        and any(line.strip() in (".env", "/.env") for line in ignore.read_text().splitlines())
+    ):
         r.warn(".env is not in .gitignore: secrets could be committed", "add '.env' to .gitignore")
     if not missing:
         r.ok("required variables are set")
@@ -133,20 +151,25 @@ def _gpu(spec: Spec, r: Report) -> None:
     r.section("GPU")
     need = compat.min_driver(spec.cuda.version)
     if shutil.which("nvidia-smi") is None:
-        r.warn(f"no nvidia-smi: the CUDA {spec.cuda.version} flavor cannot run here",
-               f"a driver >= {need} is needed" if need else "")
+        r.warn(
+            f"no nvidia-smi: the CUDA {spec.cuda.version} flavor cannot run here",
+            f"a driver >= {need} is needed" if need else "",
+        )
         return
     try:
-        out = process.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                          timeout=30).stdout
+        out = process.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"], timeout=30
+        ).stdout
     except EnvparityError as exc:
         r.fail(f"nvidia-smi failed: {exc}")
         return
     for line in out.strip().splitlines():
         name, _, driver = (part.strip() for part in line.partition(","))
         if need and _version(driver) < _version(need):
-            r.fail(f"{name}: driver {driver} is older than CUDA {spec.cuda.version} needs ({need})",
-                   "update the NVIDIA driver")
+            r.fail(
+                f"{name}: driver {driver} is older than CUDA {spec.cuda.version} needs ({need})",
+                "update the NVIDIA driver",
+            )
         else:
             r.ok(f"{name}: driver {driver}" + (f" >= {need}" if need else ""))
 
@@ -160,7 +183,9 @@ def _targets(spec: Spec, r: Report) -> None:
     from orchestrator.targets.base import RUNTIME_DIR, Context
 
     r.section("Targets")
-    ctx = Context(spec=spec, cache=spec.root / RUNTIME_DIR, runtime=spec.root / RUNTIME_DIR / "runtime")
+    ctx = Context(
+        spec=spec, cache=spec.root / RUNTIME_DIR, runtime=spec.root / RUNTIME_DIR / "runtime"
+    )
     for name in spec.targets:
         cls = TARGETS.get(name)
         reason = cls(ctx).unavailable() if cls else f"{name}: not supported by this envparity"
@@ -181,9 +206,11 @@ def doctor(spec_path: Path) -> Report:
     for p in problems:
         r.fail(str(p))
     if not problems:
-        r.ok(f"{spec.environment.name}: Python {spec.environment.python}, "
-             + (f"CUDA {spec.cuda.version}" if spec.cuda else "CPU only")
-             + f", flavors {', '.join(spec.flavors)}")
+        r.ok(
+            f"{spec.environment.name}: Python {spec.environment.python}, "
+            + (f"CUDA {spec.cuda.version}" if spec.cuda else "CPU only")
+            + f", flavors {', '.join(spec.flavors)}"
+        )
     for part in (_generated, _interpreter, _launch, _variables, _gpu, _targets):
         part(spec, r)
     r.lines.append(f"{r.failures} problem(s)" if r.failures else "no problems")

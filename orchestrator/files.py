@@ -129,7 +129,9 @@ def refusals(root: Path, files: Iterable[Generated]) -> list[str]:
     return out
 
 
-def write_all(root: Path, files: Iterable[Generated], *, force: bool = False) -> list[tuple[str, str]]:
+def write_all(
+    root: Path, files: Iterable[Generated], *, force: bool = False
+) -> list[tuple[str, str]]:
     """Write every file that changed; refuse (writing nothing) if any would clobber a hand edit.
 
     Returns (path, status) pairs, status in "created", "updated", "unchanged".

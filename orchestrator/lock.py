@@ -123,14 +123,20 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         if previous and not upgrade:
             out.write_text(previous, encoding="utf-8")  # uv keeps these pins where it can
         args = [
-            "uv", "pip", "compile", str(req),
-            "--output-file", str(out),
+            "uv",
+            "pip",
+            "compile",
+            str(req),
+            "--output-file",
+            str(out),
             "--generate-hashes",
             "--no-header",
             "--no-emit-index-url",
             "--no-emit-find-links",
-            "--python-version", python,
-            "--python-platform", target.platform,
+            "--python-version",
+            python,
+            "--python-platform",
+            target.platform,
             "--quiet",
             *source_args(spec, target.flavor),
         ]
@@ -166,8 +172,11 @@ def pinned(body: str) -> dict[str, str]:
 
 def render_lock(spec: Spec, target: LockTarget, body: str) -> files.Generated:
     return files.Generated(
-        path=target.path, body=body, inputs=inputs(spec, target),
-        regenerate="envparity lock", spec_name=spec.path.name,
+        path=target.path,
+        body=body,
+        inputs=inputs(spec, target),
+        regenerate="envparity lock",
+        spec_name=spec.path.name,
     )
 
 
@@ -177,7 +186,9 @@ def lock(spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None)
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
-        generated.append(render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade)))
+        generated.append(
+            render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
+        )
     results = files.write_all(spec.root, generated)
     return [f"{path} ({status})" for path, status in results]
 

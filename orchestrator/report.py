@@ -65,8 +65,11 @@ def print_table(result: VerifyResult, console: Console) -> None:
     for t in result.targets:
         device = t.runs[0].fingerprint.device if t.runs else "-"
         runs = f"{len(t.runs)}" + (" (cached)" if t.runs and all(r.cached for r in t.runs) else "")
-        style = {"ok": "green" if t.verdict and t.verdict.equivalent else "red",
-                 "skipped": "yellow", "failed": "red"}[t.status]
+        style = {
+            "ok": "green" if t.verdict and t.verdict.equivalent else "red",
+            "skipped": "yellow",
+            "failed": "red",
+        }[t.status]
         verdict = t.status if t.status != "ok" else _verdict_text(t)
         table.add_row(t.name, _python(t), _torch(t), device, _short(t), runs, verdict, style=style)
     console.print(table)
@@ -75,7 +78,7 @@ def print_table(result: VerifyResult, console: Console) -> None:
             console.print(f"{t.name} {t.status}: {t.reason}", markup=False)
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
-        for name, p in zip(names[1:], result.across.pairs):
+        for name, p in zip(names[1:], result.across.pairs, strict=True):
             console.print(f"{names[0]} vs {name}: {_pair_text(p)}")
             if p.kind == "diverged" and p.values:
                 console.print(f"  values: {p.values[0]} vs {p.values[1]}")
@@ -84,7 +87,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
     for problem in result.problems:
         console.print(f"[red]FAIL[/red] {html.escape(problem, quote=False)}", markup=True)
     if not result.problems:
-        console.print("[green]OK[/green]: every target that ran computes the same thing", markup=True)
+        console.print(
+            "[green]OK[/green]: every target that ran computes the same thing", markup=True
+        )
 
 
 def _first_divergence(result: VerifyResult) -> tuple[int | None, str]:
@@ -99,7 +104,9 @@ def _first_divergence(result: VerifyResult) -> tuple[int | None, str]:
 
 
 def _svg(result: VerifyResult) -> str:
-    series = [(f"{t.name} run {r.index}", r.fingerprint.losses) for t in result.targets for r in t.runs]
+    series = [
+        (f"{t.name} run {r.index}", r.fingerprint.losses) for t in result.targets for r in t.runs
+    ]
     finite = [x for _, ys in series for x in ys if math.isfinite(x)]
     if not finite:
         return "<p>No losses to plot.</p>"
@@ -113,29 +120,37 @@ def _svg(result: VerifyResult) -> str:
         yy = h - pad - (h - 2 * pad) * ((y - lo) / span)
         return f"{x:.1f},{yy:.1f}"
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="per-step loss of every run">',
-             f'<rect x="0" y="0" width="{w}" height="{h}" fill="white"/>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>',
-             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle" font-size="12">step</text>',
-             f'<text x="{pad - 6}" y="{pad}" text-anchor="end" font-size="11">{hi:.4g}</text>',
-             f'<text x="{pad - 6}" y="{h - pad}" text-anchor="end" font-size="11">{lo:.4g}</text>',
-             f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">0</text>',
-             f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">{steps - 1}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+        f'aria-label="per-step loss of every run">',
+        f'<rect x="0" y="0" width="{w}" height="{h}" fill="white"/>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>',
+        f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle" font-size="12">step</text>',
+        f'<text x="{pad - 6}" y="{pad}" text-anchor="end" font-size="11">{hi:.4g}</text>',
+        f'<text x="{pad - 6}" y="{h - pad}" text-anchor="end" font-size="11">{lo:.4g}</text>',
+        f'<text x="{pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">0</text>',
+        f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="middle" font-size="11">{steps - 1}</text>',
+    ]
     step, _ = _first_divergence(result)
     if step is not None:
         x = xy(step, lo).split(",")[0]
-        parts.append(f'<line class="divergence" x1="{x}" y1="{pad}" x2="{x}" y2="{h - pad}" '
-                     f'stroke="#d62728" stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{x}" y="{pad - 8}" text-anchor="middle" font-size="11" '
-                     f'fill="#d62728">first divergence: step {step}</text>')
+        parts.append(
+            f'<line class="divergence" x1="{x}" y1="{pad}" x2="{x}" y2="{h - pad}" '
+            f'stroke="#d62728" stroke-dasharray="4 3"/>'
+        )
+        parts.append(
+            f'<text x="{x}" y="{pad - 8}" text-anchor="middle" font-size="11" '
+            f'fill="#d62728">first divergence: step {step}</text>'
+        )
     for n, (label, ys) in enumerate(series):
         points = " ".join(xy(i, y) for i, y in enumerate(ys) if math.isfinite(y))
         colour = _COLOURS[n % len(_COLOURS)]
         dash = ' stroke-dasharray="6 3"' if n % 2 else ""
-        parts.append(f'<polyline class="run" fill="none" stroke="{colour}" stroke-width="1.5"{dash} '
-                     f'points="{points}"><title>{html.escape(label)}</title></polyline>')
+        parts.append(
+            f'<polyline class="run" fill="none" stroke="{colour}" stroke-width="1.5"{dash} '
+            f'points="{points}"><title>{html.escape(label)}</title></polyline>'
+        )
     parts.append("</svg>")
     legend = "".join(
         f'<li><span style="color:{_COLOURS[n % len(_COLOURS)]}">&#9632;</span> {html.escape(label)}</li>'
@@ -152,13 +167,19 @@ def _differences(result: VerifyResult) -> str:
     blocks = []
     for t in ok[1:]:
         found = diff(ref, t.runs[0].fingerprint.environment)
-        rows = "".join(
-            f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(_cell(d.a))}</td>"
-            f"<td>{html.escape(_cell(d.b))}</td></tr>" for d in found[:200]
-        ) or '<tr><td colspan="3">none</td></tr>'
-        blocks.append(f"<h3>{html.escape(ok[0].name)} vs {html.escape(t.name)} ({len(found)})</h3>"
-                      f"<table><tr><th>key</th><th>{html.escape(ok[0].name)}</th>"
-                      f"<th>{html.escape(t.name)}</th></tr>{rows}</table>")
+        rows = (
+            "".join(
+                f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(_cell(d.a))}</td>"
+                f"<td>{html.escape(_cell(d.b))}</td></tr>"
+                for d in found[:200]
+            )
+            or '<tr><td colspan="3">none</td></tr>'
+        )
+        blocks.append(
+            f"<h3>{html.escape(ok[0].name)} vs {html.escape(t.name)} ({len(found)})</h3>"
+            f"<table><tr><th>key</th><th>{html.escape(ok[0].name)}</th>"
+            f"<th>{html.escape(t.name)}</th></tr>{rows}</table>"
+        )
     return "\n".join(blocks)
 
 
@@ -170,16 +191,32 @@ def render_html(result: VerifyResult) -> str:
     rows = []
     for t in result.targets:
         rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
-                t.name, _python(t), _torch(t), t.runs[0].fingerprint.device if t.runs else "-",
-                _short(t), _verdict_text(t))) + "</tr>")
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(c)}</td>"
+                for c in (
+                    t.name,
+                    _python(t),
+                    _torch(t),
+                    t.runs[0].fingerprint.device if t.runs else "-",
+                    _short(t),
+                    _verdict_text(t),
+                )
+            )
+            + "</tr>"
+        )
     step, where = _first_divergence(result)
     status = "; ".join(result.problems) or "every target that ran computes the same thing"
-    divergence = (f"<p class='divergence'>First divergent step: <b>{step}</b> ({html.escape(where)})</p>"
-                  if step is not None else "")
+    divergence = (
+        f"<p class='divergence'>First divergent step: <b>{step}</b> ({html.escape(where)})</p>"
+        if step is not None
+        else ""
+    )
     causes = ""
     if result.across is not None:
-        items = "".join(f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5])
+        items = "".join(
+            f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5]
+        )
         causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
     name = html.escape(result.spec.environment.name)
     return f"""<!doctype html>

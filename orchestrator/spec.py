@@ -41,7 +41,9 @@ _NIX_ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _EXTENSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*$")
 _NIXPKGS_RE = re.compile(r"^github:NixOS/nixpkgs/[0-9a-f]{40}$")
-_NIXPKGS_ANY_RE = re.compile(r"^(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+$")
+_NIXPKGS_ANY_RE = re.compile(
+    r"^(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+$"
+)
 # registry/path:tag@sha256:digest, Docker's reference grammar (lower-case path components).
 _IMAGE_RE = re.compile(
     r"^(?P<name>(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -50,7 +52,9 @@ _IMAGE_RE = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 _URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
-_PROBE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_PROBE_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
 
 
 # --------------------------------------------------------------------------- the data
@@ -105,8 +109,10 @@ class Index:
     flavors: tuple[str, ...] = ()  # empty: every flavor
 
     def applies_to(self, flavor: str) -> bool:
-        return not self.flavors or flavor in self.flavors or (
-            flavor.startswith("cu") and "cuda" in self.flavors
+        return (
+            not self.flavors
+            or flavor in self.flavors
+            or (flavor.startswith("cu") and "cuda" in self.flavors)
         )
 
 
@@ -129,8 +135,12 @@ class Determinism:
         """The variables to set before Python starts (see orchestrator.launch)."""
         from orchestrator.launch import launch_environment
 
-        return launch_environment(self.seed, deterministic_algorithms=self.deterministic_algorithms,
-                                  tf32=self.tf32, threads=self.threads)
+        return launch_environment(
+            self.seed,
+            deterministic_algorithms=self.deterministic_algorithms,
+            tf32=self.tf32,
+            threads=self.threads,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +230,8 @@ class Spec:
         """A plain, JSON-able dict of everything that determines the outputs."""
         data = asdict(self)
         data.pop("path")
-        return json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
+        plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
+        return plain
 
     def digest(self, *parts: str) -> str:
         """sha256 of the named top-level parts (all when none are named), canonical JSON."""
@@ -246,13 +257,25 @@ def _canonical(name: str) -> str:
 
 T = TypeVar("T")
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", float: "a number",
-               list: "an array", dict: "a table"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    float: "a number",
+    list: "an array",
+    dict: "a table",
+}
 
 
 def _type_name(value: object) -> str:
-    for typ, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
-                      (list, "array"), (dict, "table")):
+    for typ, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "table"),
+    ):
         if isinstance(value, typ):
             return name
     return type(value).__name__
@@ -268,8 +291,9 @@ class _Reader:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.file, key, message))
 
-    def table(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False
-              ) -> dict[str, Any] | None:
+    def table(
+        self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> dict[str, Any] | None:
         value = data.get(key)
         if value is None:
             if required:
@@ -280,8 +304,17 @@ class _Reader:
             return None
         return value
 
-    def get(self, data: Mapping[str, Any], key: str, path: str, typ: type[T], default: T | None = None,
-            *, required: bool = False, check: Callable[[T], str | None] | None = None) -> T | None:
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        typ: type[T],
+        default: T | None = None,
+        *,
+        required: bool = False,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None:
         full = _join(path, key)
         if key not in data:
             if required:
@@ -301,8 +334,15 @@ class _Reader:
                 return default
         return value  # type: ignore[no-any-return]
 
-    def strings(self, data: Mapping[str, Any], key: str, path: str, default: tuple[str, ...] = (),
-                *, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    def strings(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: tuple[str, ...] = (),
+        *,
+        check: Callable[[str], str | None] | None = None,
+    ) -> tuple[str, ...]:
         full = _join(path, key)
         if key not in data:
             return default
@@ -326,7 +366,11 @@ class _Reader:
         for key in data:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(allowed)})"
+                hint = (
+                    f"; did you mean '{close[0]}'?"
+                    if close
+                    else f" (known keys: {', '.join(allowed)})"
+                )
                 self.problem(_join(path, key), f"unknown key{hint}")
 
 
@@ -337,6 +381,7 @@ def _join(path: str, key: str) -> str:
 def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if regex.match(value) else f"{value!r} is not {what}"
+
     return check
 
 
@@ -347,7 +392,9 @@ def load(path: str | Path = SPEC_FILE) -> Spec:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([Problem(file, "", "no such file (create one with 'envparity init')")]) from None
+        raise SpecError(
+            [Problem(file, "", "no such file (create one with 'envparity init')")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(file, "", f"cannot read: {exc}")]) from None
     return loads(text, path=p)
@@ -356,10 +403,19 @@ def load(path: str | Path = SPEC_FILE) -> Spec:
 def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
     p = Path(path)
     file = str(path)
-    bad = next((c for c in p.name if ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029"), None)
+    bad = next(
+        (c for c in p.name if ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029"), None
+    )
     if bad is not None:  # the name is written into every generated file's header comment
-        raise SpecError([Problem(file.encode("unicode_escape").decode(), "",
-                                 f"the file name contains the control character {bad!r}; rename it")])
+        raise SpecError(
+            [
+                Problem(
+                    file.encode("unicode_escape").decode(),
+                    "",
+                    f"the file name contains the control character {bad!r}; rename it",
+                )
+            ]
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -371,8 +427,17 @@ def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
     return spec
 
 
-_TOP = ("environment", "cuda", "dependencies", "index", "system", "determinism", "variables",
-        "targets", "verify")
+_TOP = (
+    "environment",
+    "cuda",
+    "dependencies",
+    "index",
+    "system",
+    "determinism",
+    "variables",
+    "targets",
+    "verify",
+)
 
 
 def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
@@ -389,9 +454,18 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     verify = _verify(r, data)
     if environment is None or r.problems:
         return None
-    return Spec(path=path, environment=environment, cuda=cuda, dependencies=dependencies,
-                indexes=indexes, system=system, determinism=determinism, variables=variables,
-                targets=targets, verify=verify)
+    return Spec(
+        path=path,
+        environment=environment,
+        cuda=cuda,
+        dependencies=dependencies,
+        indexes=indexes,
+        system=system,
+        determinism=determinism,
+        variables=variables,
+        targets=targets,
+        verify=verify,
+    )
 
 
 def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
@@ -399,13 +473,33 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
     if t is None:
         return None
     r.known_keys(t, "environment", ("name", "python", "systems"))
-    name = r.get(t, "name", "environment", str, required=True,
-                 check=_shape(_NAME_RE, "a name (letters, digits, '.', '_', '-'; at most 64)"))
-    python = r.get(t, "python", "environment", str, required=True,
-                   check=_shape(_PYTHON_RE, "a Python version such as \"3.11\" or \"3.11.9\""))
-    systems = r.strings(t, "systems", "environment", ("x86_64-linux",),
-                        check=lambda s: None if s in SYSTEMS else
-                        f"{s!r} is not a supported system (supported: {', '.join(SYSTEMS)})")
+    name = r.get(
+        t,
+        "name",
+        "environment",
+        str,
+        required=True,
+        check=_shape(_NAME_RE, "a name (letters, digits, '.', '_', '-'; at most 64)"),
+    )
+    python = r.get(
+        t,
+        "python",
+        "environment",
+        str,
+        required=True,
+        check=_shape(_PYTHON_RE, 'a Python version such as "3.11" or "3.11.9"'),
+    )
+    systems = r.strings(
+        t,
+        "systems",
+        "environment",
+        ("x86_64-linux",),
+        check=lambda s: (
+            None
+            if s in SYSTEMS
+            else f"{s!r} is not a supported system (supported: {', '.join(SYSTEMS)})"
+        ),
+    )
     if "systems" in t and not systems and not r.problems:
         r.problem("environment.systems", "must list at least one system")
     if name is None or python is None:
@@ -418,10 +512,17 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
     if t is None:
         return None
     r.known_keys(t, "cuda", ("version", "cudnn"))
-    version = r.get(t, "version", "cuda", str, required=True,
-                    check=_shape(_CUDA_RE, "a CUDA toolkit version major.minor such as \"12.8\""))
-    cudnn = r.get(t, "cudnn", "cuda", str,
-                  check=_shape(_CUDNN_RE, "a cuDNN version such as \"9\" or \"9.10\""))
+    version = r.get(
+        t,
+        "version",
+        "cuda",
+        str,
+        required=True,
+        check=_shape(_CUDA_RE, 'a CUDA toolkit version major.minor such as "12.8"'),
+    )
+    cudnn = r.get(
+        t, "cudnn", "cuda", str, check=_shape(_CUDNN_RE, 'a cuDNN version such as "9" or "9.10"')
+    )
     return None if version is None else Cuda(version=version, cudnn=cudnn)
 
 
@@ -453,7 +554,10 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
         elif isinstance(value, str):
             version, spec_key = value, key
         else:
-            r.problem(key, f"expected a version specifier string or a table, got {_type_name(value)} {value!r}")
+            r.problem(
+                key,
+                f"expected a version specifier string or a table, got {_type_name(value)} {value!r}",
+            )
             continue
         version = version.strip()
         if version in ("", "*"):
@@ -491,15 +595,38 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     for i, t in enumerate(value):
         path = f"index[{i}]"
         r.known_keys(t, path, ("url", "kind", "flavors"))
-        url = r.get(t, "url", path, str, required=True,
-                    check=_shape(_URL_RE, "an http(s):// or file:// URL or an absolute path "
-                                 "(no spaces, quotes, '$' or backticks)"))
-        kind = r.get(t, "kind", path, str, "index",
-                     check=lambda k: None if k in ("index", "find-links")
-                     else f"{k!r} is not 'index' or 'find-links'")
-        flavors = r.strings(t, "flavors", path,
-                            check=lambda f: None if f in known_flavors else
-                            f"{f!r} is not a flavor of this spec ({', '.join(sorted(known_flavors))})")
+        url = r.get(
+            t,
+            "url",
+            path,
+            str,
+            required=True,
+            check=_shape(
+                _URL_RE,
+                "an http(s):// or file:// URL or an absolute path "
+                "(no spaces, quotes, '$' or backticks)",
+            ),
+        )
+        kind = r.get(
+            t,
+            "kind",
+            path,
+            str,
+            "index",
+            check=lambda k: (
+                None if k in ("index", "find-links") else f"{k!r} is not 'index' or 'find-links'"
+            ),
+        )
+        flavors = r.strings(
+            t,
+            "flavors",
+            path,
+            check=lambda f: (
+                None
+                if f in known_flavors
+                else f"{f!r} is not a flavor of this spec ({', '.join(sorted(known_flavors))})"
+            ),
+        )
         if url is not None and kind is not None:
             out.append(Index(url=url, kind=kind, flavors=flavors))
     return tuple(out)
@@ -510,11 +637,17 @@ def _system(r: _Reader, data: dict[str, Any]) -> System:
     if t is None:
         return System()
     r.known_keys(t, "system", ("packages", "nix", "apt"))
-    packages = r.strings(t, "packages", "system",
-                         check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"))
+    packages = r.strings(
+        t,
+        "packages",
+        "system",
+        check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"),
+    )
     maps: dict[str, dict[str, str]] = {}
-    for key, regex, what in (("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
-                             ("apt", _SYSPKG_RE, "a Debian package name")):
+    for key, regex, what in (
+        ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
+        ("apt", _SYSPKG_RE, "a Debian package name"),
+    ):
         m = r.table(t, key, "system") or {}
         maps[key] = {}
         for pkg, attr in m.items():
@@ -534,10 +667,21 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     p = "determinism"
     r.known_keys(t, p, ("seed", "deterministic_algorithms", "tf32", "cudnn_benchmark", "threads"))
     d = Determinism()
-    seed = r.get(t, "seed", p, int, d.seed,
-                 check=lambda s: None if 0 <= s < 2**32 else f"{s} is outside 0..4294967295")
-    threads = r.get(t, "threads", p, int,
-                    check=lambda n: None if 1 <= n <= 1024 else f"{n} is not between 1 and 1024")
+    seed = r.get(
+        t,
+        "seed",
+        p,
+        int,
+        d.seed,
+        check=lambda s: None if 0 <= s < 2**32 else f"{s} is outside 0..4294967295",
+    )
+    threads = r.get(
+        t,
+        "threads",
+        p,
+        int,
+        check=_between(1, 1024),
+    )
     return Determinism(
         seed=d.seed if seed is None else seed,
         deterministic_algorithms=bool(r.get(t, "deterministic_algorithms", p, bool, True)),
@@ -547,10 +691,18 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     )
 
 
+def _between(lo: int, hi: int) -> Callable[[int], str | None]:
+    def check(n: int) -> str | None:
+        return None if lo <= n <= hi else f"{n} is not between {lo} and {hi}"
+
+    return check
+
+
 def _one_line(what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
         return None if bad is None else f"{what} must be one line of printable text (found {bad!r})"
+
     return check
 
 
@@ -567,19 +719,27 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
         if isinstance(value, str):
             value = {"default": value}
         if not isinstance(value, dict):
-            r.problem(path, f"expected a table or a default string, got {_type_name(value)} {value!r}")
+            r.problem(
+                path, f"expected a table or a default string, got {_type_name(value)} {value!r}"
+            )
             continue
         r.known_keys(value, path, ("default", "required", "secret", "description"))
         default = r.get(value, "default", path, str, check=_one_line("a default"))
         secret = bool(r.get(value, "secret", path, bool, False))
         if secret and default is not None:
             r.problem(f"{path}.default", "a secret has no default: secret values are never written")
-        out.append(Variable(
-            name=name, default=default, secret=secret,
-            required=bool(r.get(value, "required", path, bool, False)),
-            description=r.get(value, "description", path, str, "",
-                              check=_one_line("a description")) or "",
-        ))
+        out.append(
+            Variable(
+                name=name,
+                default=default,
+                secret=secret,
+                required=bool(r.get(value, "required", path, bool, False)),
+                description=r.get(
+                    value, "description", path, str, "", check=_one_line("a description")
+                )
+                or "",
+            )
+        )
     return tuple(sorted(out, key=lambda v: v.name))
 
 
@@ -589,8 +749,12 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
         return {}
     r.known_keys(t, "targets", TARGET_NAMES)
     out: dict[str, Target] = {}
-    check_flavor = (lambda f: None if f in flavors else
-                    f"{f!r} is not a flavor of this spec ({', '.join(flavors)})")
+
+    def check_flavor(f: str) -> str | None:
+        return (
+            None if f in flavors else f"{f!r} is not a flavor of this spec ({', '.join(flavors)})"
+        )
+
     for name in TARGET_NAMES:
         if name not in t:
             continue
@@ -598,35 +762,62 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
         if tt is None:
             continue
         p = f"targets.{name}"
-        common = {"flavor": r.get(tt, "flavor", p, str, check=check_flavor),
-                  "required": bool(r.get(tt, "required", p, bool, False))}
+        flavor = r.get(tt, "flavor", p, str, check=check_flavor)
+        required = bool(r.get(tt, "required", p, bool, False))
         if name == "devcontainer":
             r.known_keys(tt, p, ("image", "extensions", "user", "flavor", "required"))
             image = r.get(tt, "image", p, str, required=True, check=_image_problem)
-            extensions = r.strings(tt, "extensions", p, ("ms-python.python",),
-                                   check=_shape(_EXTENSION_RE, "a VS Code extension id (publisher.name)"))
-            user = r.get(tt, "user", p, str, "dev",
-                         check=_shape(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a Linux user name"))
+            extensions = r.strings(
+                tt,
+                "extensions",
+                p,
+                ("ms-python.python",),
+                check=_shape(_EXTENSION_RE, "a VS Code extension id (publisher.name)"),
+            )
+            user = r.get(
+                tt,
+                "user",
+                p,
+                str,
+                "dev",
+                check=_shape(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a Linux user name"),
+            )
             if image is not None:
-                out[name] = DevcontainerTarget(name=name, image=image, extensions=extensions,
-                                               user=user or "dev", **common)
+                out[name] = DevcontainerTarget(
+                    name=name,
+                    image=image,
+                    extensions=extensions,
+                    user=user or "dev",
+                    flavor=flavor,
+                    required=required,
+                )
         elif name == "nix":
             r.known_keys(tt, p, ("nixpkgs", "flavor", "required"))
-            nixpkgs = r.get(tt, "nixpkgs", p, str, required=True,
-                            check=_shape(_NIXPKGS_ANY_RE, "a flake reference such as "
-                                         "\"github:NixOS/nixpkgs/<40-hex commit>\""))
+            nixpkgs = r.get(
+                tt,
+                "nixpkgs",
+                p,
+                str,
+                required=True,
+                check=_shape(
+                    _NIXPKGS_ANY_RE,
+                    'a flake reference such as "github:NixOS/nixpkgs/<40-hex commit>"',
+                ),
+            )
             if nixpkgs is not None:
-                out[name] = NixTarget(name=name, nixpkgs=nixpkgs, **common)
+                out[name] = NixTarget(name=name, nixpkgs=nixpkgs, flavor=flavor, required=required)
         else:
             r.known_keys(tt, p, ("flavor", "required"))
-            out[name] = Target(name=name, **common)
+            out[name] = Target(name=name, flavor=flavor, required=required)
     return out
 
 
 def _image_problem(image: str) -> str | None:
     if not _IMAGE_RE.match(image):
-        return (f"{image!r} is not an image reference "
-                "(registry/name:tag, optionally @sha256:<64 hex digits>)")
+        return (
+            f"{image!r} is not an image reference "
+            "(registry/name:tag, optionally @sha256:<64 hex digits>)"
+        )
     return None
 
 
@@ -637,16 +828,34 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = (lambda n: None if 1 <= n <= 100_000 else f"{n} is not between 1 and 100000")
-    tol = (lambda x: None if 0.0 <= x < 1.0 else f"{x} is not a tolerance in [0, 1)")
+    positive = _between(1, 100_000)
+
+    def tol(x: float) -> str | None:
+        return None if 0.0 <= x < 1.0 else f"{x} is not a tolerance in [0, 1)"
+
     return Verify(
         steps=r.get(t, "steps", p, int, d.steps, check=positive) or d.steps,
-        runs=r.get(t, "runs", p, int, d.runs,
-                   check=lambda n: None if 2 <= n <= 100 else f"{n} is not between 2 and 100") or d.runs,
-        probe=r.get(t, "probe", p, str, check=_shape(_PROBE_RE, "a probe reference 'package.module:function'")),
+        runs=r.get(
+            t,
+            "runs",
+            p,
+            int,
+            d.runs,
+            check=_between(2, 100),
+        )
+        or d.runs,
+        probe=r.get(
+            t,
+            "probe",
+            p,
+            str,
+            check=_shape(_PROBE_RE, "a probe reference 'package.module:function'"),
+        ),
         rtol=_or(r.get(t, "rtol", p, float, check=tol), d.rtol),
         atol=_or(r.get(t, "atol", p, float, check=tol), d.atol),
-        cross_device_rtol=_or(r.get(t, "cross_device_rtol", p, float, check=tol), d.cross_device_rtol),
+        cross_device_rtol=_or(
+            r.get(t, "cross_device_rtol", p, float, check=tol), d.cross_device_rtol
+        ),
     )
 
 

@@ -159,21 +159,42 @@ def probe_source(spec: Spec) -> str:
 
 def run_key(target: Target, ctx: Context, hw: str) -> str:
     v = ctx.spec.verify
-    return files.inputs_hash({
-        "target": target.name, "environment": target.key(), "runtime": ctx.runtime.name,
-        "probe": v.probe or "", "probe_source": probe_source(ctx.spec), "steps": v.steps,
-        "seed": ctx.spec.determinism.seed, "launch": ctx.launch_env, "hardware": hw,
-    })[:20]
+    return files.inputs_hash(
+        {
+            "target": target.name,
+            "environment": target.key(),
+            "runtime": ctx.runtime.name,
+            "probe": v.probe or "",
+            "probe_source": probe_source(ctx.spec),
+            "steps": v.steps,
+            "seed": ctx.spec.determinism.seed,
+            "launch": ctx.launch_env,
+            "hardware": hw,
+        }
+    )[:20]
 
 
 def probe_once(target: Target, ctx: Context, out: Path) -> None:
     v = ctx.spec.verify
-    argv = ["python", "-m", "orchestrator", "probe", "--out", target.inside(out),
-            "--steps", str(v.steps), "--seed", str(ctx.spec.determinism.seed)]
+    argv = [
+        "python",
+        "-m",
+        "orchestrator",
+        "probe",
+        "--out",
+        target.inside(out),
+        "--steps",
+        str(v.steps),
+        "--seed",
+        str(ctx.spec.determinism.seed),
+    ]
     if v.probe:
         argv += ["--probe", v.probe]
-    env = {**ctx.launch_env, "PYTHONPATH": target.inside(ctx.runtime)
-           + (os.pathsep + target.inside(ctx.spec.root) if v.probe else "")}
+    env = {
+        **ctx.launch_env,
+        "PYTHONPATH": target.inside(ctx.runtime)
+        + (os.pathsep + target.inside(ctx.spec.root) if v.probe else ""),
+    }
     command, host_env = target.command(argv, env=env)
     base = {k: val for k, val in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     process.run(command, env={**base, **host_env}, cwd=ctx.spec.root)
@@ -206,8 +227,9 @@ def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
         result.status, result.reason = "failed", str(exc)
         return result
     v = spec.verify
-    result.verdict = compare(result.fingerprints, rtol=v.rtol, atol=v.atol,
-                             cross_device_rtol=v.cross_device_rtol)
+    result.verdict = compare(
+        result.fingerprints, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol
+    )
     return result
 
 
@@ -219,24 +241,36 @@ def preflight(spec: Spec) -> None:
     stale = lock.stale_locks(spec)
     stale += [f"{d.path}: out of date" for d in files.drift(spec.root, render.render_all(spec))]
     if stale:
-        raise CheckFailed("verify would test stale files; run 'envparity lock' and 'envparity render':\n  "
-                          + "\n  ".join(stale))
+        raise CheckFailed(
+            "verify would test stale files; run 'envparity lock' and 'envparity render':\n  "
+            + "\n  ".join(stale)
+        )
 
 
-def verify(spec: Spec, *, names: list[str] | None = None, strict: bool = False, fresh: bool = False,
-           progress: Callable[[str], None] = lambda message: None) -> VerifyResult:
+def verify(
+    spec: Spec,
+    *,
+    names: list[str] | None = None,
+    strict: bool = False,
+    fresh: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
+) -> VerifyResult:
     chosen = choose_targets(spec, names)
     preflight(spec)
     cache = spec.root / RUNTIME_DIR
     with exclusive(cache, progress):
-        ctx = Context(spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh,
-                      progress=progress)
+        ctx = Context(
+            spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh, progress=progress
+        )
         hw = hardware()
         results = [verify_target(TARGETS[name](ctx), ctx, hw) for name in chosen]
     firsts = [t.runs[0].fingerprint for t in results if t.status == "ok" and t.runs]
     v = spec.verify
-    across = (compare(firsts, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol)
-              if len(firsts) > 1 else None)
+    across = (
+        compare(firsts, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol)
+        if len(firsts) > 1
+        else None
+    )
     return VerifyResult(spec, results, across, strict)
 
 

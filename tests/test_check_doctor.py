@@ -54,8 +54,13 @@ def test_check_passes_when_fresh_and_warns_about_pins(
     capsys.readouterr()
     assert cli.main(["check"]) == 0
     out = capsys.readouterr().out
-    assert "warning: targets.devcontainer.image 'debian:bookworm-slim' is not pinned by digest" in out
-    assert "warning: targets.nix.nixpkgs 'github:NixOS/nixpkgs/nixos-unstable' is not pinned to a commit" in out
+    assert (
+        "warning: targets.devcontainer.image 'debian:bookworm-slim' is not pinned by digest" in out
+    )
+    assert (
+        "warning: targets.nix.nixpkgs 'github:NixOS/nixpkgs/nixos-unstable' is not pinned to a commit"
+        in out
+    )
     assert out.rstrip().endswith("ok: 5 generated files match environment.toml")
 
 
@@ -81,25 +86,31 @@ def test_check_refuses_an_impossible_combination_with_exit_2(
 ) -> None:
     (tmp_path / "environment.toml").write_text(
         '[environment]\nname = "x"\npython = "3.11"\n[cuda]\nversion = "12.4"\n'
-        '[dependencies]\ntorch = "==2.1.0"\n')
+        '[dependencies]\ntorch = "==2.1.0"\n'
+    )
     monkeypatch.chdir(tmp_path)
     assert cli.main(["check"]) == 2
-    assert "environment.toml: cuda.version: torch 2.1.0 has no CUDA 12.4 build; it has 11.8 and 12.1" in (
-        capsys.readouterr().err)
+    assert (
+        "environment.toml: cuda.version: torch 2.1.0 has no CUDA 12.4 build; it has 11.8 and 12.1"
+        in (capsys.readouterr().err)
+    )
     assert cli.main(["render"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.toml"]
 
 
 def test_check_does_not_import_torch_numpy_or_rich() -> None:
-    code = ("import sys; from orchestrator import cli; rc = cli.main(['check']);"
-            "print(rc, [m for m in ('torch', 'numpy', 'rich') if m in sys.modules])")
+    code = (
+        "import sys; from orchestrator import cli; rc = cli.main(['check']);"
+        "print(rc, [m for m in ('torch', 'numpy', 'rich') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
 
 
 def test_the_repository_itself_has_no_drift() -> None:
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "check"], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "check"], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

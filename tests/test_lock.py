@@ -20,7 +20,9 @@ python = "{python}"
 """
 
 
-def make_spec(write_spec, *, deps: str = 'pytest = "==8.3.4"', python: str = "3.11", extra: str = ""):  # type: ignore[no-untyped-def]
+def make_spec(
+    write_spec, *, deps: str = 'pytest = "==8.3.4"', python: str = "3.11", extra: str = ""
+):  # type: ignore[no-untyped-def]
     return write_spec(BASE.format(python=python, deps=deps) + extra)
 
 
@@ -58,7 +60,10 @@ def test_lock_check_is_fresh_then_stale_then_hand_edited(
     path.write_text(path.read_text().replace("8.3.4", "8.3.3"))
     capsys.readouterr()
     assert run(tmp_path, monkeypatch, "lock", "--check") == 1
-    assert "locks/cpu.txt: stale (environment.toml changed since it was locked)" in capsys.readouterr().out
+    assert (
+        "locks/cpu.txt: stale (environment.toml changed since it was locked)"
+        in capsys.readouterr().out
+    )
     assert (tmp_path / "locks/cpu.txt").read_text() == before  # --check writes nothing
 
     assert run(tmp_path, monkeypatch, "lock") == 0
@@ -105,7 +110,10 @@ def _tiny_wheel(folder: Path, name: str = "envparity_demo", version: str = "1.0"
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr(f"{name}/__init__.py", "")
         z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            f"{dist}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr(f"{dist}/RECORD", "")
     return wheel
 
@@ -114,9 +122,14 @@ def test_mirror_stands_in_for_an_index_and_leaves_the_lock_unchanged(
     write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wheel = _tiny_wheel(tmp_path / "mirror")
-    make_spec(write_spec, deps='envparity-demo = "==1.0"',
-              extra='\n[[index]]\nurl = "https://wheels.example.invalid/simple"\nflavors = ["cpu"]\n')
-    monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://wheels.example.invalid/simple={tmp_path / 'mirror'}")
+    make_spec(
+        write_spec,
+        deps='envparity-demo = "==1.0"',
+        extra='\n[[index]]\nurl = "https://wheels.example.invalid/simple"\nflavors = ["cpu"]\n',
+    )
+    monkeypatch.setenv(
+        "ENVPARITY_MIRRORS", f"https://wheels.example.invalid/simple={tmp_path / 'mirror'}"
+    )
     assert run(tmp_path, monkeypatch, "lock") == 0
     text = (tmp_path / "locks/cpu.txt").read_text()
     assert f"--hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}" in text
@@ -131,8 +144,9 @@ def test_unknown_flavor_is_a_usage_error(
     assert "unknown flavor 'cu121'; this spec's flavors are cpu" in capsys.readouterr().err
 
 
-def test_bad_mirror_setting(write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_mirror_setting(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_spec(write_spec)
     monkeypatch.setenv("ENVPARITY_MIRRORS", "nonsense")
     assert run(tmp_path, monkeypatch, "lock") == 2

@@ -38,40 +38,73 @@ def test_the_repository_spec_loads() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL.replace('numpy = ">=2"', 'torch = "==2.1.0."'),
-         "environment.toml: dependencies.torch: invalid specifier '==2.1.0.': Invalid specifier: '==2.1.0.'"),
-        (MINIMAL.replace("python", "pyton"),
-         "environment.toml: environment.pyton: unknown key; did you mean 'python'?"),
-        (MINIMAL + "\n[determinsm]\nseed = 1\n",
-         "environment.toml: determinsm: unknown key; did you mean 'determinism'?"),
-        (MINIMAL + "\n[determinism]\nseed = 'a'\n",
-         "environment.toml: determinism.seed: expected an integer, got string 'a'"),
-        (MINIMAL + "\n[determinism]\nseed = true\n",
-         "environment.toml: determinism.seed: expected an integer, got boolean True"),
-        (MINIMAL + "\n[determinism]\nseed = -1\n",
-         "environment.toml: determinism.seed: -1 is outside 0..4294967295"),
-        (MINIMAL.replace('"3.11"', '"3"'),
-         "environment.toml: environment.python: '3' is not a Python version such as \"3.11\" or \"3.11.9\""),
-        (MINIMAL + "\n[cuda]\nversion = 12.8\n",
-         "environment.toml: cuda.version: expected a string, got float 12.8"),
-        (MINIMAL + "\n[variables]\nTOKEN = { secret = true, default = 'x' }\n",
-         "environment.toml: variables.TOKEN.default: a secret has no default: secret values are never written"),
-        (MINIMAL + "\n[variables]\nTOKEN = { default = \"a\\nb\" }\n",
-         "environment.toml: variables.TOKEN.default: a default must be one line of printable text (found '\\n')"),
-        (MINIMAL + "\n[targets.devcontainer]\nimage = 'Ubuntu:latest'\n",
-         "environment.toml: targets.devcontainer.image: 'Ubuntu:latest' is not an image reference "
-         "(registry/name:tag, optionally @sha256:<64 hex digits>)"),
-        (MINIMAL + "\n[targets.venv]\nflavor = 'cu121'\n",
-         "environment.toml: targets.venv.flavor: 'cu121' is not a flavor of this spec (cpu)"),
-        (MINIMAL + "\n[targets.conda]\n",
-         "environment.toml: targets.conda: unknown key (known keys: host, venv, devcontainer, nix)"),
-        (MINIMAL + "\n[[index]]\nurl = 'https://x.org/$(id)'\n",
-         "environment.toml: index[0].url: 'https://x.org/$(id)' is not an http(s):// or file:// URL "
-         "or an absolute path (no spaces, quotes, '$' or backticks)"),
-        ("[environment]\nname = 'x'\npython = '3.11'\nsystems = ['x86_64-darwin']\n",
-         "environment.toml: environment.systems[0]: 'x86_64-darwin' is not a supported system "
-         "(supported: x86_64-linux, aarch64-linux)"),
-        ("[dependencies]\nnumpy = '>=2'\n", "environment.toml: environment: missing (a table is required)"),
+        (
+            MINIMAL.replace('numpy = ">=2"', 'torch = "==2.1.0."'),
+            "environment.toml: dependencies.torch: invalid specifier '==2.1.0.': Invalid specifier: '==2.1.0.'",
+        ),
+        (
+            MINIMAL.replace("python", "pyton"),
+            "environment.toml: environment.pyton: unknown key; did you mean 'python'?",
+        ),
+        (
+            MINIMAL + "\n[determinsm]\nseed = 1\n",
+            "environment.toml: determinsm: unknown key; did you mean 'determinism'?",
+        ),
+        (
+            MINIMAL + "\n[determinism]\nseed = 'a'\n",
+            "environment.toml: determinism.seed: expected an integer, got string 'a'",
+        ),
+        (
+            MINIMAL + "\n[determinism]\nseed = true\n",
+            "environment.toml: determinism.seed: expected an integer, got boolean True",
+        ),
+        (
+            MINIMAL + "\n[determinism]\nseed = -1\n",
+            "environment.toml: determinism.seed: -1 is outside 0..4294967295",
+        ),
+        (
+            MINIMAL.replace('"3.11"', '"3"'),
+            'environment.toml: environment.python: \'3\' is not a Python version such as "3.11" or "3.11.9"',
+        ),
+        (
+            MINIMAL + "\n[cuda]\nversion = 12.8\n",
+            "environment.toml: cuda.version: expected a string, got float 12.8",
+        ),
+        (
+            MINIMAL + "\n[variables]\nTOKEN = { secret = true, default = 'x' }\n",
+            "environment.toml: variables.TOKEN.default: a secret has no default: secret values are never written",
+        ),
+        (
+            MINIMAL + '\n[variables]\nTOKEN = { default = "a\\nb" }\n',
+            "environment.toml: variables.TOKEN.default: a default must be one line of printable text (found '\\n')",
+        ),
+        (
+            MINIMAL + "\n[targets.devcontainer]\nimage = 'Ubuntu:latest'\n",
+            "environment.toml: targets.devcontainer.image: 'Ubuntu:latest' is not an image reference "
+            "(registry/name:tag, optionally @sha256:<64 hex digits>)",
+        ),
+        (
+            MINIMAL + "\n[targets.venv]\nflavor = 'cu121'\n",
+            "environment.toml: targets.venv.flavor: 'cu121' is not a flavor of this spec (cpu)",
+        ),
+        (
+            MINIMAL + "\n[targets.conda]\n",
+            "environment.toml: targets.conda: unknown key (known keys: host, venv, devcontainer, nix)",
+        ),
+        (
+            MINIMAL + "\n[[index]]\nurl = 'https://x.org/$(id)'\n",
+            "environment.toml: index[0].url: 'https://x.org/$(id)' is not an http(s):// or file:// URL "
+            "or an absolute path (no spaces, quotes, '$' or backticks)",
+        ),
+        (
+            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['x86_64-darwin']\n",
+            "environment.toml: environment.systems[0]: 'x86_64-darwin' is not a supported system "
+            "(supported: x86_64-linux, aarch64-linux)",
+        ),
+        (
+            "[dependencies]\nnumpy = '>=2'\n",
+            "environment.toml: environment: missing (a table is required)",
+        ),
     ],
 )
 def test_bad_values_are_named_by_key_path(text: str, expected: str) -> None:
@@ -84,7 +117,10 @@ def test_every_problem_is_reported_at_once() -> None:
         "[determinism]\nthreads = 0\n"
     )
     assert [p.split(": ")[1] for p in found] == [
-        "environment.name", "environment.python", "dependencies.torch", "determinism.threads",
+        "environment.name",
+        "environment.python",
+        "dependencies.torch",
+        "determinism.threads",
     ]
 
 
@@ -126,8 +162,9 @@ def test_cli_reports_bad_spec_with_exit_2_and_no_traceback(
     assert sorted(os.listdir(tmp_path)) == before
 
 
-def test_missing_spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_spec_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert cli.main(["check"]) == 2
     assert capsys.readouterr().err == (

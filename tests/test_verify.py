@@ -41,7 +41,7 @@ steps = 4
 {{probe}}
 """
 
-FLAKY = '''\
+FLAKY = """\
 import os
 
 import torch
@@ -65,22 +65,32 @@ def train(rec):
         opt.step()
         rec.loss(loss)
     rec.final(model)
-'''
+"""
 
 
 def mirror() -> str:
     """Where this machine keeps the PyTorch CPU wheel (the tests cannot reach the index)."""
-    folder = os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    folder = (
+        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    )
     if not any(Path(folder).glob("torch-2.13.0+cpu-*.whl")):
-        pytest.fail(f"no torch-2.13.0+cpu wheel in {folder}: set ENVPARITY_TEST_WHEELS to a folder "
-                    "holding it (pip download torch==2.13.0 --index-url " + CPU_INDEX + ")")
+        pytest.fail(
+            f"no torch-2.13.0+cpu wheel in {folder}: set ENVPARITY_TEST_WHEELS to a folder "
+            "holding it (pip download torch==2.13.0 --index-url " + CPU_INDEX + ")"
+        )
     return f"{CPU_INDEX}={folder}"
 
 
 def envparity(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def make_project(folder: Path, probe: str = "") -> Path:
@@ -112,7 +122,9 @@ def test_cold_verify_provisions_probes_twice_each_and_reports(project: Path) -> 
     assert "venv: installing cpu.txt (hash-checked)" in out
     for target in ("host", "venv"):
         assert f"{target}: probe run 1 of 2" in out and f"{target}: probe run 2 of 2" in out
-        row = next(line for line in out.splitlines() if line.startswith(("│ " + target, "| " + target)))
+        row = next(
+            line for line in out.splitlines() if line.startswith(("│ " + target, "| " + target))
+        )
         assert "2.13.0+cpu" in row and "bitwise" in row
     assert "host vs venv: bitwise identical" in out
     assert len(fingerprints(project)) == 4
@@ -155,16 +167,29 @@ def test_html_report_renders_in_headless_chromium(project: Path, tmp_path: Path)
     if chromium is None:
         pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
     shot = tmp_path / "report.png"
-    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    args = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     page = (project / "first-report.html").as_uri()
     dom = subprocess.run([*args, "--dump-dom", page], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr
     assert dom.stdout.count("<polyline") == 4 and 'id="targets"' in dom.stdout
     assert "every target that ran computes the same thing" in dom.stdout
-    subprocess.run([*args, f"--screenshot={shot}", "--window-size=900,900", page],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*args, f"--screenshot={shot}", "--window-size=900,900", page],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000  # a real picture, not a blank page
 
 
@@ -183,25 +208,36 @@ def test_skipped_targets_are_reported_and_fail_only_when_strict_or_required(
     spec = load(project / "environment.toml")
     result = verify.verify(spec)
     assert [(t.name, t.status, t.reason) for t in result.targets] == [
-        ("host", "ok", ""), ("venv", "skipped", "venv: uv is not installed")]
+        ("host", "ok", ""),
+        ("venv", "skipped", "venv: uv is not installed"),
+    ]
     assert result.exit_code == 0
     strict = verify.verify(spec, strict=True)
     assert strict.problems == ["venv: skipped (venv: uv is not installed), but --strict"]
-    required = (project / "environment.toml").read_text().replace("[targets.venv]", "[targets.venv]\nrequired = true")
+    required = (
+        (project / "environment.toml")
+        .read_text()
+        .replace("[targets.venv]", "[targets.venv]\nrequired = true")
+    )
     other = project.parent / "required"
     other.mkdir(exist_ok=True)
     (other / "environment.toml").write_text(required)
     shutil.copytree(project / "locks", other / "locks", dirs_exist_ok=True)
     assert cli.main(["--spec", str(other / "environment.toml"), "render"]) == 0
     assert verify.verify(load(other / "environment.toml")).problems == [
-        "venv: skipped (venv: uv is not installed), but required by the spec"]
+        "venv: skipped (venv: uv is not installed), but required by the spec"
+    ]
 
 
 def test_unknown_and_absent_targets_are_usage_errors(project: Path) -> None:
     spec = load(project / "environment.toml")
-    with pytest.raises(UsageError, match="unknown target 'docker'; targets are host, venv, devcontainer, nix"):
+    with pytest.raises(
+        UsageError, match="unknown target 'docker'; targets are host, venv, devcontainer, nix"
+    ):
         verify.choose_targets(spec, ["docker"])
-    with pytest.raises(UsageError, match=r"target 'nix' is not in environment.toml; add \[targets.nix\]"):
+    with pytest.raises(
+        UsageError, match=r"target 'nix' is not in environment.toml; add \[targets.nix\]"
+    ):
         verify.choose_targets(spec, ["nix"])
 
 
@@ -216,13 +252,20 @@ def test_stale_lock_fails_before_anything_runs(project: Path, tmp_path: Path) ->
     assert not (copy / ".envparity").exists()
 
 
-def test_killed_provisioning_leaves_nothing_that_looks_finished(project: Path, tmp_path: Path) -> None:
+def test_killed_provisioning_leaves_nothing_that_looks_finished(
+    project: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "killed"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
     env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
-                            cwd=copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     venvs = copy / ".envparity/venvs"
     deadline = time.monotonic() + 120
     while not list(venvs.glob(".building-*/bin/python")) and time.monotonic() < deadline:
@@ -242,9 +285,17 @@ def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Pa
     copy = tmp_path / "concurrent"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
     env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    procs = [subprocess.Popen([sys.executable, "-m", "orchestrator", "verify", "--targets", "host"],
-                              cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "verify", "--targets", "host"],
+            cwd=copy,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert any("waiting for another envparity verify" in err for _, err in outs)

@@ -22,18 +22,36 @@ def render_all(spec: Spec) -> list[files.Generated]:
     spec_hash = spec.digest()
 
     def inputs(*flavors: str) -> str:
-        return files.inputs_hash({"format": RENDER_FORMAT, "spec": spec_hash,
-                                  "locks": {f: lock.lock_digest(spec, f) for f in flavors}})
+        return files.inputs_hash(
+            {
+                "format": RENDER_FORMAT,
+                "spec": spec_hash,
+                "locks": {f: lock.lock_digest(spec, f) for f in flavors},
+            }
+        )
 
     if "nix" in spec.targets:
         flake_inputs = inputs(spec.flavor_of("nix"))
         out.append(files.Generated("flake.nix", render_flake(spec), flake_inputs, spec_name=name))
     if "devcontainer" in spec.targets:
         dc_inputs = inputs(spec.flavor_of("devcontainer"))
-        out.append(files.Generated(".devcontainer/devcontainer.json", render_devcontainer_json(spec),
-                                   dc_inputs, comment="//", spec_name=name))
-        out.append(files.Generated(".devcontainer/Dockerfile", render_dockerfile(spec, dc_inputs),
-                                   dc_inputs, spec_name=name))
+        out.append(
+            files.Generated(
+                ".devcontainer/devcontainer.json",
+                render_devcontainer_json(spec),
+                dc_inputs,
+                comment="//",
+                spec_name=name,
+            )
+        )
+        out.append(
+            files.Generated(
+                ".devcontainer/Dockerfile",
+                render_dockerfile(spec, dc_inputs),
+                dc_inputs,
+                spec_name=name,
+            )
+        )
     if spec.variables:
         out.append(files.Generated(".env.example", render_dotenv(spec), inputs(), spec_name=name))
     return out

@@ -51,10 +51,21 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
     t = _target(spec)
     flavor = spec.flavor_of("devcontainer")
     lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
-    apt = ["ca-certificates", *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages})]
+    apt = [
+        "ca-certificates",
+        *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages}),
+    ]
     env = spec.determinism.launch_env()
-    sync = ["uv", "pip", "sync", "--python", f"{VENV}/bin/python", "--require-hashes",
-            *lock.install_args(spec, flavor), LOCK_IN_IMAGE]
+    sync = [
+        "uv",
+        "pip",
+        "sync",
+        "--python",
+        f"{VENV}/bin/python",
+        "--require-hashes",
+        *lock.install_args(spec, flavor),
+        LOCK_IN_IMAGE,
+    ]
     lines = [
         f"FROM {t.image}",
         "",
@@ -80,7 +91,8 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         "# The launch environment: read when Python (or CUDA) starts.",
         "ENV " + " \\\n    ".join(f"{k}={dockerfile_string(v)}" for k, v in env.items()),
         "",
-        "LABEL " + " \\\n      ".join(
+        "LABEL "
+        + " \\\n      ".join(
             f"{k}={dockerfile_string(v)}"
             for k, v in (
                 ("org.opencontainers.image.title", spec.environment.name),

@@ -12,7 +12,9 @@ from orchestrator.spec import Spec
 
 
 def render_dotenv(spec: Spec) -> str:
-    lines = ["# Copy to .env (which git ignores) and fill in. Values here are defaults, never secrets."]
+    lines = [
+        "# Copy to .env (which git ignores) and fill in. Values here are defaults, never secrets."
+    ]
     for v in spec.variables:
         notes = [w for w, on in (("required", v.required), ("secret", v.secret)) if on]
         lines.append("")

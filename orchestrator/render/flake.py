@@ -20,7 +20,12 @@ CUDA_PUBLIC_KEY = "nix-community.cachix.org-1:mB9FSh9qf2dCimDSUo8Zy7bkq5CX+/rkCW
 # Licences under which nixpkgs ships the CUDA toolkit and cuDNN; nothing else unfree is allowed.
 CUDA_LICENSES = ("CUDA EULA", "cuDNN EULA", "cuTENSOR EULA", "NVidia OptiX EULA")
 # system package name -> nixpkgs attribute, where they differ
-NIX_NAMES = {"build-essential": "gcc", "libgl1": "libGL", "libglib2.0-0": "glib", "openssh-client": "openssh"}
+NIX_NAMES = {
+    "build-essential": "gcc",
+    "libgl1": "libGL",
+    "libglib2.0-0": "glib",
+    "openssh-client": "openssh",
+}
 
 _DRIVER_NOTE = """\
   # The GPU driver is not part of this flake: it belongs to the machine.
@@ -44,8 +49,18 @@ def venv_hook(spec: Spec) -> str:
         '  echo "envparity: building .venv from $envparity_lock" >&2',
         '  if uv venv --quiet --allow-existing --python "$ENVPARITY_PYTHON" .venv \\',
         "    && "
-        + shell_line(["uv", "pip", "sync", "--quiet", "--python", ".venv/bin/python",
-                      "--require-hashes", *lock.install_args(spec, flavor)])
+        + shell_line(
+            [
+                "uv",
+                "pip",
+                "sync",
+                "--quiet",
+                "--python",
+                ".venv/bin/python",
+                "--require-hashes",
+                *lock.install_args(spec, flavor),
+            ]
+        )
         + ' "$envparity_lock"; then',
         '    echo "$envparity_want" > .venv/.envparity-lock',
         "  else",
@@ -70,7 +85,10 @@ def render_flake(spec: Spec) -> str:
     env = spec.determinism.launch_env()
     python_attr = "python" + spec.environment.python_minor.replace(".", "")
     packages = [f"pkgs.{python_attr}", "pkgs.uv"]
-    packages += [f"pkgs.{nix_attr(spec.system.nix.get(p) or NIX_NAMES.get(p, p))}" for p in spec.system.packages]
+    packages += [
+        f"pkgs.{nix_attr(spec.system.nix.get(p) or NIX_NAMES.get(p, p))}"
+        for p in spec.system.packages
+    ]
     cuda = spec.cuda
     if cuda is not None:
         packages += ["cuda.cudatoolkit", "cuda.cudnn"]
@@ -111,7 +129,7 @@ def render_flake(spec: Spec) -> str:
             "          pkgs = import nixpkgs {",
             "            inherit system;",
             "            config.allowUnfreePredicate = pkg:",
-            "              builtins.all (l: l.free or false || builtins.elem (l.shortName or \"\") cudaLicenses)",
+            '              builtins.all (l: l.free or false || builtins.elem (l.shortName or "") cudaLicenses)',
             "                (nixpkgs.lib.toList (pkg.meta.license or [ ]));",
             "          };",
             f"          cuda = pkgs.{cuda.nix_attr};",
@@ -126,11 +144,13 @@ def render_flake(spec: Spec) -> str:
         "            ];",
         "            # The launch environment: read when Python (or CUDA) starts, so set here.",
         *[f"            {name} = {nix_string(value)};" for name, value in env.items()],
-        f"            ENVPARITY_PYTHON = \"${{pkgs.{python_attr}}}/bin/python{spec.environment.python_minor}\";",
+        f'            ENVPARITY_PYTHON = "${{pkgs.{python_attr}}}/bin/python{spec.environment.python_minor}";',
         "            # Wheels from the lock find libstdc++ and, on NixOS, the GPU driver here.",
-        "            shellHook = \"export LD_LIBRARY_PATH=\" + pkgs.lib.makeLibraryPath [ "
-        + " ".join(libs) + " ]",
-        "              + " + nix_string(":/run/opengl-driver/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"),
+        '            shellHook = "export LD_LIBRARY_PATH=" + pkgs.lib.makeLibraryPath [ '
+        + " ".join(libs)
+        + " ]",
+        "              + "
+        + nix_string(":/run/opengl-driver/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"),
         "              + " + _indent(nix_indented_string(venv_hook(spec)), 14) + ";",
         "          };",
         "        });",

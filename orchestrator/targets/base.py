@@ -66,15 +66,17 @@ class Target(abc.ABC):
         """Why this target cannot run here if its flavor is a CUDA one and no GPU is visible."""
         flavor = self.ctx.spec.flavor_of(self.name)
         if flavor.startswith("cu") and not gpu_visible():
-            return (f"{self.name}: the {flavor} flavor needs an NVIDIA GPU and none is visible here; "
-                    f"set [targets.{self.name}] flavor = \"cpu\" to verify it on the CPU")
+            return (
+                f"{self.name}: the {flavor} flavor needs an NVIDIA GPU and none is visible here; "
+                f'set [targets.{self.name}] flavor = "cpu" to verify it on the CPU'
+            )
         return None
 
     def make_writable(self, host_dir: Path) -> None:
         """Make ``host_dir`` (under the spec's folder) writable from inside the target."""
         host_dir.mkdir(parents=True, exist_ok=True)
 
-    def remove(self) -> None:
+    def remove(self) -> None:  # noqa: B027 - an optional hook; most targets start nothing
         """Tear down what provision() started (containers); environments on disk stay cached."""
 
     def inside(self, host_path: Path) -> str:
@@ -89,7 +91,9 @@ def gpu_visible() -> bool:
     if smi is None:
         return False
     try:
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
+        listed = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return listed.returncode == 0 and "GPU" in listed.stdout

@@ -33,11 +33,13 @@ class VenvTarget(Target):
 
     def key(self) -> str:
         spec = self.ctx.spec
-        return files.inputs_hash({
-            "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
-            "python": spec.environment.python,
-            "sources": lock.install_args(spec, self.flavor),
-        })[:16]
+        return files.inputs_hash(
+            {
+                "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
+                "python": spec.environment.python,
+                "sources": lock.install_args(spec, self.flavor),
+            }
+        )[:16]
 
     @property
     def location(self) -> Path:
@@ -70,11 +72,31 @@ class VenvTarget(Target):
         tmp = parent / f".building-{self.location.name}-{os.getpid()}"
         try:
             self.ctx.progress(f"venv: creating Python {spec.environment.python} environment")
-            process.run(["uv", "venv", "--quiet", "--relocatable", "--python",
-                         spec.environment.python, str(tmp)])
+            process.run(
+                [
+                    "uv",
+                    "venv",
+                    "--quiet",
+                    "--relocatable",
+                    "--python",
+                    spec.environment.python,
+                    str(tmp),
+                ]
+            )
             self.ctx.progress(f"venv: installing {self.lock_file.name} (hash-checked)")
-            process.run(["uv", "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"),
-                         "--require-hashes", *lock.source_args(spec, self.flavor), str(self.lock_file)])
+            process.run(
+                [
+                    "uv",
+                    "pip",
+                    "sync",
+                    "--quiet",
+                    "--python",
+                    str(tmp / "bin" / "python"),
+                    "--require-hashes",
+                    *lock.source_args(spec, self.flavor),
+                    str(self.lock_file),
+                ]
+            )
             (tmp / DONE).write_text(self.key() + "\n", encoding="utf-8")
             if self.location.exists():
                 shutil.rmtree(self.location)
