@@ -18,7 +18,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError, UsageError
+from orchestrator.spec import Dependency
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,19 +160,6 @@ def _umask() -> int:
 
 
 @dataclass
-class _Dep:
-    name: str
-    specifier: str = ""
-    extras: tuple[str, ...] = ()
-    markers: str = ""
-
-    def requirement(self) -> str:
-        extras = f"[{','.join(self.extras)}]" if self.extras else ""
-        markers = f"; {self.markers}" if self.markers else ""
-        return f"{self.name}{extras}{self.specifier}{markers}"
-
-
-@dataclass
 class _Index:
     url: str
     kind: str  # "index" or "find-links"
@@ -201,7 +189,7 @@ class _Draft:
     cuda: str | None = None
     cuda_origin: str = ""
     cudnn: str | None = None
-    deps: dict[str, _Dep] = field(default_factory=dict)  # canonical name -> dependency
+    deps: dict[str, Dependency] = field(default_factory=dict)  # canonical name -> dependency
     indexes: list[_Index] = field(default_factory=list)
     system: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
@@ -215,7 +203,7 @@ class _Draft:
     def skip(self, where: _Where, what: str, why: str) -> None:
         self.skipped.append(f"{where}: {what} ({why})")
 
-    def add(self, dep: _Dep, where: _Where) -> None:
+    def add(self, dep: Dependency, where: _Where) -> None:
         key = _canonical(dep.name)
         kept = self.deps.get(key)
         if kept is None:
@@ -327,9 +315,9 @@ def _starter() -> _Draft:
         try:
             installed = Version(metadata.version(name)).public
         except (metadata.PackageNotFoundError, InvalidVersion):
-            draft.deps[name] = _Dep(name=name, specifier=fallback)
+            draft.deps[name] = Dependency(name=name, specifier=fallback)
         else:
-            draft.deps[name] = _Dep(name=name, specifier=f"=={installed}")
+            draft.deps[name] = Dependency(name=name, specifier=f"=={installed}")
     draft.python = _running_python()
     draft.python_origin = "this interpreter"
     return draft
@@ -399,7 +387,7 @@ class _RequirementsReader:
 
     def __init__(self, draft: _Draft) -> None:
         self.draft = draft
-        self.constraints: list[tuple[_Dep, _Where]] = []
+        self.constraints: list[tuple[Dependency, _Where]] = []
 
     def read_file(
         self, path: Path, display: str, *, constraint: bool, stack: tuple[Path, ...]
@@ -441,7 +429,7 @@ class _RequirementsReader:
         else:
             self.draft.add(dep, where)
 
-    def _dependency(self, text: str, where: _Where) -> _Dep | None:
+    def _dependency(self, text: str, where: _Where) -> Dependency | None:
         if _URLISH_RE.match(text) or _ARCHIVE_RE.search(text):
             self.draft.problem(where, _url_refusal(text))
             return None
@@ -466,7 +454,7 @@ class _RequirementsReader:
                 elif local == "cpu":
                     version = public
             parts.append(f"{s.operator}{version}")
-        return _Dep(
+        return Dependency(
             name=req.name,
             specifier=_ordered(SpecifierSet(",".join(parts))),
             extras=tuple(sorted(req.extras)),
@@ -556,9 +544,8 @@ class _RequirementsReader:
                     where, f"constraint {dep.requirement()}", "a constraint with markers or extras"
                 )
             else:
-                kept.specifier = _ordered(
-                    SpecifierSet(kept.specifier) & SpecifierSet(dep.specifier)
-                )
+                narrowed = _ordered(SpecifierSet(kept.specifier) & SpecifierSet(dep.specifier))
+                self.draft.deps[_canonical(dep.name)] = replace(kept, specifier=narrowed)
 
 
 def _url_refusal(text: str) -> str:
@@ -696,7 +683,7 @@ def _conda_package(draft: _Draft, item: str, where: _Where, channels: list[str])
     elif name in _CONDA_ONLY:
         draft.skip(where, item, "a conda-only package; uv and the PyPI wheels provide this")
     else:
-        draft.add(_Dep(name=_CONDA_TO_PYPI.get(name, name), specifier=specifier), where)
+        draft.add(Dependency(name=_CONDA_TO_PYPI.get(name, name), specifier=specifier), where)
 
 
 def _conda_specifier(rest: str) -> tuple[str | None, str]:
@@ -977,7 +964,7 @@ _POETRY_TABLE = (
 )
 
 
-def _poetry_dependency(draft: _Draft, name: str, value: object, where: _Where) -> _Dep | None:
+def _poetry_dependency(draft: _Draft, name: str, value: object, where: _Where) -> Dependency | None:
     if not specs._PKG_RE.match(name):
         draft.problem(where, f"{name!r} is not a valid package name")
         return None
@@ -1027,7 +1014,7 @@ def _poetry_dependency(draft: _Draft, name: str, value: object, where: _Where) -
     if not (isinstance(extras, list) and all(isinstance(e, str) for e in extras)):
         draft.problem(where, f"extras: expected an array of strings, got {extras!r}")
         return None
-    return _Dep(name=name, specifier=specifier, extras=tuple(sorted(extras)), markers=markers)
+    return Dependency(name=name, specifier=specifier, extras=tuple(sorted(extras)), markers=markers)
 
 
 def _poetry_markers(value: Mapping[str, object]) -> str:
@@ -1172,7 +1159,7 @@ def _array(values: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(_toml_string(v) for v in values) + "]"
 
 
-def _dependency_value(dep: _Dep) -> str:
+def _dependency_value(dep: Dependency) -> str:
     version = _toml_string(dep.specifier or "*")
     if not dep.extras and not dep.markers:
         return version

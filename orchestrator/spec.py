@@ -98,7 +98,7 @@ class Dependency:
     def requirement(self) -> str:
         """The PEP 508 line handed to the resolver."""
         extras = f"[{','.join(self.extras)}]" if self.extras else ""
-        markers = f" ; {self.markers}" if self.markers else ""
+        markers = f"; {self.markers}" if self.markers else ""
         return f"{self.name}{extras}{self.specifier}{markers}"
 
 
