@@ -158,7 +158,7 @@ def test_requirements_markers_extras_continuations_and_hashes() -> None:
         "requirements.txt",
     )
     assert deps(s) == {
-        "numpy": 'numpy>=1.24 ; python_version >= "3.10"',
+        "numpy": 'numpy>=1.24; python_version >= "3.10"',
         "requests": "requests[security,socks]==2.31.0",
         "zope.interface": "zope.interface==5.0",
     }
@@ -687,10 +687,10 @@ x = ["opt"]
         "pyproject.toml",
     )
     assert deps(s) == {
-        "requests": 'requests[socks]<2.32,>=2.31 ; python_full_version >= "3.10" and '
+        "requests": 'requests[socks]<2.32,>=2.31; python_full_version >= "3.10" and '
         'python_full_version < "4.0" and sys_platform == "linux"',
-        "tqdm": 'tqdm ; sys_platform == "linux" or sys_platform == "darwin"',
-        "old": 'old==1.0 ; (python_full_version >= "2.7" and python_full_version < "2.8") or '
+        "tqdm": 'tqdm; sys_platform == "linux" or sys_platform == "darwin"',
+        "old": 'old==1.0; (python_full_version >= "2.7" and python_full_version < "2.8") or '
         '(python_full_version >= "3.6" and python_full_version < "4.0")',
         "pre": "pre==1.0",
     }
@@ -727,7 +727,7 @@ test = ["pytest>=8"]
         "pyproject.toml",
     )
     assert s.environment.python == "3.11"
-    assert deps(s) == {"numpy": "numpy>=2", "torch": 'torch==2.13.0 ; sys_platform == "linux"'}
+    assert deps(s) == {"numpy": "numpy>=2", "torch": 'torch==2.13.0; sys_platform == "linux"'}
     assert not_converted(text) == [
         "pyproject.toml project.optional-dependencies.docs: sphinx (an optional extra of the "
         "project; add what the environment needs to [dependencies])",
