@@ -47,6 +47,7 @@ def venv_hook(spec: Spec) -> str:
         'envparity_want=$(sha256sum "$envparity_lock" | cut -d" " -f1)',
         'if [ "$(cat .venv/.envparity-lock 2>/dev/null)" != "$envparity_want" ]; then',
         '  echo "envparity: building .venv from $envparity_lock" >&2',
+        "  rm -f .venv/.envparity-lock  # a failed build must not pass for the old lock's venv",
         '  if uv venv --quiet --allow-existing --python "$ENVPARITY_PYTHON" .venv \\',
         "    && "
         + shell_line(
