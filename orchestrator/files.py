@@ -14,7 +14,6 @@ Writes are atomic: a temporary file in the same folder, fsync, then ``os.replace
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -91,6 +90,8 @@ def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
         except FileNotFoundError:
             current = ""
         if current != f.text:
+            import difflib  # only when something drifted
+
             diff = "".join(
                 difflib.unified_diff(
                     current.splitlines(keepends=True),

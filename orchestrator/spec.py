@@ -8,7 +8,6 @@ only ever see values they can represent safely.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -365,6 +364,8 @@ class _Reader:
     def known_keys(self, data: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
         for key in data:
             if key not in allowed:
+                import difflib  # only on the error path
+
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                 hint = (
                     f"; did you mean '{close[0]}'?"
