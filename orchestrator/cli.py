@@ -116,7 +116,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = Path(args.out)
     fingerprint.write(out, data)
     for finding in data["audit"]:
-        _err(finding)
+        _err(f"audit: {finding}")
     probe, losses = data["probe"], data["stages"]["losses"]
     print(
         f"wrote {out}: {probe['name']} seed {probe['seed']}, {probe['steps']} steps on "
