@@ -272,8 +272,3 @@ def verify(
         else None
     )
     return VerifyResult(spec, results, across, strict)
-
-
-def python_of(fp: fingerprint.Fingerprint) -> str:
-    py = fp.environment.get("python", {})
-    return str(py.get("version", "?")) if isinstance(py, dict) else "?"
