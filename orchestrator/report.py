@@ -60,8 +60,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
     from rich.table import Table
 
     table = Table(title=f"envparity verify: {result.spec.environment.name}")
-    for col in ("target", "python", "torch", "device", "fingerprint", "runs", "verdict"):
-        table.add_column(col)
+    for col in ("target", "python", "torch", "device", "fingerprint", "runs"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("verdict")
     for t in result.targets:
         device = t.runs[0].fingerprint.device if t.runs else "-"
         runs = f"{len(t.runs)}" + (" (cached)" if t.runs and all(r.cached for r in t.runs) else "")
