@@ -335,5 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
         return 0
+    except OSError as exc:  # a path given to a command that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        _err(f"{where}{exc.strerror or exc}")
+        return 2

@@ -74,6 +74,24 @@ def read_header(text: str) -> Header | None:
     return None if m is None else Header(m["inputs"], m["content"], lines[2])
 
 
+class Unreadable(EnvparityError):
+    """A file that exists but cannot be read as UTF-8 text (exit 2)."""
+
+
+def read(path: Path, shown: str) -> str | None:
+    """The text of ``path``; None when it does not exist; ``Unreadable`` naming ``shown`` else."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        raise Unreadable(
+            f"{shown}: not UTF-8 text (byte {exc.start}); delete it or restore it"
+        ) from None
+    except OSError as exc:
+        raise Unreadable(f"{shown}: cannot read ({exc.strerror or exc})") from None
+
+
 @dataclass(frozen=True)
 class Drift:
     path: str
@@ -84,11 +102,7 @@ def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
     """Files whose content on disk differs from what would be written, each with a unified diff."""
     out = []
     for f in files:
-        target = root / f.path
-        try:
-            current = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            current = ""
+        current = read(root / f.path, f.path) or ""
         if current != f.text:
             import difflib  # only when something drifted
 
@@ -112,15 +126,12 @@ def refusals(root: Path, files: Iterable[Generated]) -> list[str]:
     """Why writing ``files`` would destroy work: hand edits and files envparity did not write."""
     out = []
     for f in files:
-        target = root / f.path
         try:
-            current = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            current = read(root / f.path, f.path)
+        except Unreadable as exc:
+            out.append(str(exc))
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            out.append(f"{f.path}: cannot read ({exc})")
-            continue
-        if current == f.text:
+        if current is None or current == f.text:
             continue
         header = read_header(current)
         if header is None:
@@ -150,9 +161,9 @@ def write_all(
     for f in files:
         target = root / f.path
         try:
-            current: str | None = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            current = None
+            current = read(target, f.path)
+        except Unreadable:
+            current = ""  # refused above unless --force, which replaces it
         if current == f.text:
             results.append((f.path, "unchanged"))
             continue

@@ -150,8 +150,22 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
 
 
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
+    """Refuse a lock whose packages are not the flavor's: CUDA in cpu, another CUDA in cuXY."""
     pins = pinned(body)
     cuda_pkgs = sorted(p for p in pins if p.startswith(("nvidia-", "cuda-")))
+    runtime = next(
+        (v for p, v in pins.items() if re.fullmatch(r"nvidia-cuda-runtime(-cu\d+)?", p)), None
+    )
+    if spec.cuda is not None and target.flavor == spec.cuda.flavor and runtime is not None:
+        got = ".".join(runtime.split(".")[:2])
+        if got != spec.cuda.version:
+            raise ToolError(
+                f"{target.path}: the {target.flavor} flavor resolved the CUDA {got} runtime "
+                f"(nvidia-cuda-runtime {runtime}), not CUDA {spec.cuda.version}: PyPI's torch is built "
+                f"for CUDA {got}. Take torch from the PyTorch index for CUDA {spec.cuda.version}:\n"
+                f'  [[index]]\n  url = "https://download.pytorch.org/whl/{target.flavor}"\n'
+                '  flavors = ["cuda"]'
+            )
     if target.flavor == "cpu" and cuda_pkgs:
         raise ToolError(
             f"{target.path}: the cpu flavor resolved CUDA packages ({', '.join(cuda_pkgs[:3])}, ...): "
@@ -203,9 +217,8 @@ def refuse_incompatible(spec: Spec) -> None:
 
 
 def read_lock_body(spec: Spec, target: LockTarget) -> str | None:
-    try:
-        text = (spec.root / target.path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = files.read(spec.root / target.path, target.path)
+    if text is None:
         return None
     header = files.read_header(text)
     return header.body if header else text
@@ -215,9 +228,8 @@ def stale_locks(spec: Spec) -> list[str]:
     """Why each lock is stale (missing, made from other inputs, or edited by hand); [] if none."""
     out = []
     for target in lock_targets(spec):
-        try:
-            text = (spec.root / target.path).read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = files.read(spec.root / target.path, target.path)
+        if text is None:
             out.append(f"{target.path}: missing")
             continue
         header = files.read_header(text)
@@ -233,9 +245,8 @@ def stale_locks(spec: Spec) -> list[str]:
 def lock_digest(spec: Spec, flavor: str) -> str:
     """The content hash recorded in a flavor's primary lock, for render inputs ("" if missing)."""
     target = LockTarget(flavor, spec.environment.systems[0])
-    try:
-        text = (spec.root / target.path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = files.read(spec.root / target.path, target.path)
+    if text is None:
         return ""
     header = files.read_header(text)
     return header.content if header else files.sha256(text)

@@ -134,3 +134,37 @@ def test_doctor_reports_each_checklist_item(
     cli.main(["doctor"])
     out = capsys.readouterr().out
     assert "  ok    required variables are set" in out and ".gitignore" not in out
+
+
+def test_an_unrelated_spec_edit_leaves_generated_files_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(tmp_path, monkeypatch)
+    path.write_text(path.read_text() + "\n[verify]\nsteps = 7\n")
+    capsys.readouterr()
+    assert cli.main(["check"]) == 0
+    path.write_text(path.read_text().replace("where the data lives", "where data lives"))
+    assert cli.main(["render"]) == 0
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        "unchanged flake.nix",
+        "unchanged .devcontainer/devcontainer.json",
+        "unchanged .devcontainer/Dockerfile",
+        "  updated .env.example",
+    ]
+
+
+def test_unreadable_files_are_one_message_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project(tmp_path, monkeypatch)
+    (tmp_path / "flake.nix").write_bytes(b"\xff\xfe not text")
+    capsys.readouterr()
+    assert cli.main(["check"]) == 2
+    assert capsys.readouterr().err == (
+        "envparity: flake.nix: not UTF-8 text (byte 0); delete it or restore it\n"
+    )
+    (tmp_path / "locks/cpu.txt").write_bytes(b"\xff")
+    assert cli.main(["lock", "--check"]) == 2
+    assert "locks/cpu.txt: not UTF-8 text" in capsys.readouterr().err
+    assert cli.main(["render"]) == 2  # the lock it would install cannot be read
+    assert "locks/cpu.txt: not UTF-8 text" in capsys.readouterr().err

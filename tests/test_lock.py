@@ -151,3 +151,16 @@ def test_bad_mirror_setting(
     monkeypatch.setenv("ENVPARITY_MIRRORS", "nonsense")
     assert run(tmp_path, monkeypatch, "lock") == 2
     assert "ENVPARITY_MIRRORS: 'nonsense' is not URL=LOCATION" in capsys.readouterr().err
+
+
+def test_cuda_flavor_refuses_a_lock_built_for_another_cuda(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PyPI's torch 2.13.0 is built for CUDA 13.0; asking for 13.2 without the PyTorch index
+    # would lock the 13.0 runtime under a cu132 name.
+    make_spec(write_spec, deps='torch = "==2.13.0"', extra='\n[cuda]\nversion = "13.2"\n')
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu132") == 2
+    err = capsys.readouterr().err
+    assert "locks/cu132.txt: the cu132 flavor resolved the CUDA 13.0 runtime" in err
+    assert 'url = "https://download.pytorch.org/whl/cu132"' in err
+    assert not (tmp_path / "locks").exists()

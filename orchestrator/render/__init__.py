@@ -1,7 +1,7 @@
 """Rendering is pure: ``render_all(spec) -> [Generated]``; ``orchestrator.files`` writes them.
 
-Each file's recorded inputs hash covers the whole spec and the content of the locks it
-installs, so a file is stale when either changed (``check`` compares whole texts anyway).
+Each file's recorded inputs hash covers the spec parts it is made from and the content of the
+lock it installs, so editing an unrelated part of the spec leaves it untouched.
 """
 
 from __future__ import annotations
@@ -15,26 +15,35 @@ from orchestrator.spec import Spec
 RENDER_FORMAT = 1
 
 
+# The spec parts each file is made from (besides its target's table and its lock): a change
+# elsewhere in the spec (say [verify] steps) leaves the file, and its recorded hash, as it is.
+_FLAKE_PARTS = ("environment", "cuda", "indexes", "system", "determinism")
+_DEVCONTAINER_PARTS = ("environment", "cuda", "indexes", "system", "determinism")
+_DOTENV_PARTS = ("variables",)
+
+
 def render_all(spec: Spec) -> list[files.Generated]:
     """Every generated file of the spec (locks excluded: ``envparity lock`` writes those)."""
     name = spec.path.name
     out: list[files.Generated] = []
-    spec_hash = spec.digest()
+    data = spec.to_dict()
 
-    def inputs(*flavors: str) -> str:
+    def inputs(parts: tuple[str, ...], target: str | None = None) -> str:
+        flavors = [spec.flavor_of(target)] if target else []
         return files.inputs_hash(
             {
                 "format": RENDER_FORMAT,
-                "spec": spec_hash,
+                "spec": {k: data[k] for k in parts},
+                "target": data["targets"].get(target) if target else None,
                 "locks": {f: lock.lock_digest(spec, f) for f in flavors},
             }
         )
 
     if "nix" in spec.targets:
-        flake_inputs = inputs(spec.flavor_of("nix"))
+        flake_inputs = inputs(_FLAKE_PARTS, "nix")
         out.append(files.Generated("flake.nix", render_flake(spec), flake_inputs, spec_name=name))
     if "devcontainer" in spec.targets:
-        dc_inputs = inputs(spec.flavor_of("devcontainer"))
+        dc_inputs = inputs(_DEVCONTAINER_PARTS, "devcontainer")
         out.append(
             files.Generated(
                 ".devcontainer/devcontainer.json",
@@ -53,5 +62,9 @@ def render_all(spec: Spec) -> list[files.Generated]:
             )
         )
     if spec.variables:
-        out.append(files.Generated(".env.example", render_dotenv(spec), inputs(), spec_name=name))
+        out.append(
+            files.Generated(
+                ".env.example", render_dotenv(spec), inputs(_DOTENV_PARTS), spec_name=name
+            )
+        )
     return out
