@@ -29,7 +29,7 @@ def _err(message: str) -> None:
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from orchestrator import spec
 
-    return spec.load(args.spec)
+    return spec.load(args.spec or spec.SPEC_FILE)
 
 
 # --------------------------------------------------------------------------- spec and files
@@ -38,7 +38,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import init
 
-    target = Path(args.spec)
+    target = Path(args.spec or "environment.toml")
     text = init.spec_text(Path(args.from_file) if args.from_file else None, name=args.name)
     init.write_spec(target, text, force=args.force)
     print(f"wrote {target}")
@@ -56,7 +56,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if stale:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
-    for path in lock.lock(spec, upgrade=args.upgrade, flavors=args.flavor or None):
+    for path in lock.lock(
+        spec, upgrade=args.upgrade, flavors=args.flavor or None, force=args.force
+    ):
         print(f"wrote {path}")
     return 0
 
@@ -95,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from orchestrator import doctor
 
-    report = doctor.doctor(Path(args.spec))
+    report = doctor.doctor(Path(args.spec or "environment.toml"))
     for line in report.lines:
         print(line)
     return report.exit_code
@@ -131,8 +133,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.probe import compare, fingerprint
 
     tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
-    if None in tolerances.values() and Path(args.spec).is_file():
+    if None in tolerances.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
         verify = _spec(args).verify
+        print(f"tolerances from {args.spec} [verify] where not given", file=sys.stderr)
         defaults = {
             "rtol": verify.rtol,
             "atol": verify.atol,
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--spec",
-        default=os.environ.get("ENVPARITY_SPEC", "environment.toml"),
+        default=os.environ.get("ENVPARITY_SPEC"),
         help="the spec file (default: environment.toml; env ENVPARITY_SPEC)",
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -261,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--upgrade", action="store_true", help="ignore current pins; take newest allowed"
     )
     p.add_argument("--flavor", action="append", metavar="FLAVOR", help="lock only this flavor")
+    p.add_argument("--force", action="store_true", help="overwrite locks edited by hand")
 
     p = verb("render", cmd_render, "write flake.nix, .devcontainer/ and .env.example")
     p.add_argument(

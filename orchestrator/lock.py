@@ -194,7 +194,9 @@ def render_lock(spec: Spec, target: LockTarget, body: str) -> files.Generated:
     )
 
 
-def lock(spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None) -> list[str]:
+def lock(
+    spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None, force: bool = False
+) -> list[str]:
     """Resolve every flavor and system; write all locks or none. Returns the paths written."""
     refuse_incompatible(spec)
     generated = []
@@ -203,7 +205,7 @@ def lock(spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None)
         generated.append(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )
-    results = files.write_all(spec.root, generated)
+    results = files.write_all(spec.root, generated, force=force)
     return [f"{path} ({status})" for path, status in results]
 
 

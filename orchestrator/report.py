@@ -58,6 +58,7 @@ def _verdict_text(t: TargetResult) -> str:
 
 def print_table(result: VerifyResult, console: Console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"envparity verify: {result.spec.environment.name}")
     for col in ("target", "python", "torch", "device", "fingerprint", "runs"):
@@ -72,24 +73,26 @@ def print_table(result: VerifyResult, console: Console) -> None:
             "failed": "red",
         }[t.status]
         verdict = t.status if t.status != "ok" else _verdict_text(t)
-        table.add_row(t.name, _python(t), _torch(t), device, _short(t), runs, verdict, style=style)
+        cells = (t.name, _python(t), _torch(t), device, _short(t), runs, verdict)
+        table.add_row(*(Text(c) for c in cells), style=style)
     console.print(table)
-    for t in result.targets:
-        if t.status != "ok":
-            console.print(f"{t.name} {t.status}: {t.reason}", markup=False)
+    lines: list[str] = [
+        f"{t.name} {t.status}: {t.reason}" for t in result.targets if t.status != "ok"
+    ]
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs, strict=True):
-            console.print(f"{names[0]} vs {name}: {_pair_text(p)}")
+            lines.append(f"{names[0]} vs {name}: {_pair_text(p)}")
             if p.kind == "diverged" and p.values:
-                console.print(f"  values: {p.values[0]} vs {p.values[1]}")
-            for cause in p.causes[:5]:
-                console.print(f"  likely cause: {cause}")
+                lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
+            lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
+    for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
+        console.print(line, markup=False, highlight=False)
     for problem in result.problems:
-        console.print(f"[red]FAIL[/red] {html.escape(problem, quote=False)}", markup=True)
+        console.print(Text.assemble(("FAIL ", "bold red"), problem))
     if not result.problems:
         console.print(
-            "[green]OK[/green]: every target that ran computes the same thing", markup=True
+            Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
         )
 
 

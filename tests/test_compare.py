@@ -216,12 +216,7 @@ def test_cli_compare_exits_2_on_a_bad_file_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = write_fp(tmp_path / "a.json", fp())
-    assert (
-        main(
-            ["--spec", str(tmp_path / "none.toml"), "compare", str(good), str(tmp_path / "x.json")]
-        )
-        == 2
-    )
+    assert main(["compare", str(good), str(tmp_path / "x.json")]) == 2
     assert capsys.readouterr().err == f"envparity: {tmp_path / 'x.json'}: no such file\n"
 
 
@@ -233,7 +228,7 @@ def test_cli_compare_prints_the_stage_and_causes(
         tmp_path / "b.json",
         fp(environment=env(torch__num_threads=1), losses=(1.5, 1.25, 1.0000001)),
     )
-    assert main(["--spec", str(tmp_path / "none.toml"), "compare", str(a), str(b)]) == 1
+    assert main(["compare", str(a), str(b)]) == 1  # no --spec: tolerances are not read
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "DIVERGED (2 fingerprints)"
     assert out[2] == (
@@ -251,3 +246,19 @@ def test_cli_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([*spec, "diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "  numpy        packages.numpy: 2.4.6 vs 1.26.4"
+
+
+def test_cli_compare_reads_tolerances_only_from_a_named_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_fp(tmp_path / "a.json", fp())
+    b = write_fp(tmp_path / "b.json", fp(losses=(1.5, 1.25, 1.0000001)))
+    # A spec in the current folder, broken or loose, is not read unless named.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "environment.toml").write_text("not toml [")
+    assert main(["compare", str(a), str(b)]) == 1
+    loose = tmp_path / "loose.toml"
+    loose.write_text('[environment]\nname = "x"\npython = "3.11"\n[verify]\nrtol = 1e-6\n')
+    capsys.readouterr()
+    assert main(["--spec", str(loose), "compare", str(a), str(b)]) == 0
+    assert f"tolerances from {loose} [verify] where not given" in capsys.readouterr().err

@@ -164,3 +164,19 @@ def test_cuda_flavor_refuses_a_lock_built_for_another_cuda(
     assert "locks/cu132.txt: the cu132 flavor resolved the CUDA 13.0 runtime" in err
     assert 'url = "https://download.pytorch.org/whl/cu132"' in err
     assert not (tmp_path / "locks").exists()
+
+
+def test_a_hand_edited_lock_is_kept_unless_forced(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_spec(write_spec)
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    lock_file = tmp_path / "locks/cpu.txt"
+    edited = lock_file.read_text() + "# my note\n"
+    lock_file.write_text(edited)
+    capsys.readouterr()
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    assert "locks/cpu.txt: edited by hand since envparity wrote it" in capsys.readouterr().err
+    assert lock_file.read_text() == edited
+    assert run(tmp_path, monkeypatch, "lock", "--force") == 0
+    assert "# my note" not in lock_file.read_text()
