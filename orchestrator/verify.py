@@ -123,6 +123,9 @@ def prepare_runtime(cache: Path) -> Path:
         runtime.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(runtime, ignore_errors=True)
         os.replace(tmp, runtime)
+        for old in runtime.parent.iterdir():  # copies of earlier envparity versions
+            if old != runtime and ".tmp-" not in old.name:
+                shutil.rmtree(old, ignore_errors=True)
     return runtime
 
 
@@ -146,15 +149,31 @@ def hardware() -> str:
 
 
 def probe_source(spec: Spec) -> str:
-    """The user probe's module source (so editing it invalidates cached fingerprints)."""
+    """A hash of the user probe's source: every .py file of its top-level package (or its one
+    module), found where verify puts it on the path; editing any of them invalidates cached
+    fingerprints. A probe found nowhere there (installed in the target) is keyed by name."""
     ref = spec.verify.probe
     if not ref:
         return ""
-    module = ref.split(":")[0].replace(".", "/")
-    for candidate in (spec.root / f"{module}.py", spec.root / module / "__init__.py"):
-        if candidate.is_file():
-            return files.sha256(candidate.read_text(encoding="utf-8"))
-    return ref
+    import importlib.machinery
+
+    top = ref.split(":")[0].split(".")[0]
+    found = importlib.machinery.PathFinder.find_spec(top, [str(spec.root)])
+    if found is None:
+        return ref
+    if found.submodule_search_locations:
+        sources = sorted(p for d in found.submodule_search_locations for p in Path(d).rglob("*.py"))
+    else:
+        sources = [Path(found.origin)] if found.origin else []
+    return files.inputs_hash({str(p): files.sha256(p.read_text(encoding="utf-8")) for p in sources})
+
+
+def effective_launch(ctx: Context) -> dict[str, str | None]:
+    """Every variable the probe's numbers depend on, as the probe will see it: the spec's
+    launch environment over whatever this shell has set (OMP_NUM_THREADS, MKL_CBWR, ...)."""
+    from orchestrator.determinism import LAUNCH_VARIABLES
+
+    return {k: ctx.launch_env.get(k, os.environ.get(k)) for k in LAUNCH_VARIABLES}
 
 
 def run_key(target: Target, ctx: Context, hw: str) -> str:
@@ -167,11 +186,21 @@ def run_key(target: Target, ctx: Context, hw: str) -> str:
             "probe": v.probe or "",
             "probe_source": probe_source(ctx.spec),
             "steps": v.steps,
-            "seed": ctx.spec.determinism.seed,
-            "launch": ctx.launch_env,
+            "determinism": ctx.spec.to_dict()["determinism"],
+            "launch": effective_launch(ctx),
             "hardware": hw,
         }
     )[:20]
+
+
+def determinism_flags(spec: Spec) -> list[str]:
+    """The spec's [determinism] as probe options (the seed is passed on its own)."""
+    d = spec.determinism
+    flags = [] if d.deterministic_algorithms else ["--no-deterministic-algorithms"]
+    flags += ["--tf32"] if d.tf32 else []
+    flags += ["--cudnn-benchmark"] if d.cudnn_benchmark else []
+    flags += ["--threads", str(d.threads)] if d.threads is not None else []
+    return flags
 
 
 def probe_once(target: Target, ctx: Context, out: Path) -> None:
@@ -190,6 +219,7 @@ def probe_once(target: Target, ctx: Context, out: Path) -> None:
     ]
     if v.probe:
         argv += ["--probe", v.probe]
+    argv += determinism_flags(ctx.spec)
     env = {
         **ctx.launch_env,
         "PYTHONPATH": target.inside(ctx.runtime)

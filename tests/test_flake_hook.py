@@ -84,3 +84,18 @@ def test_hook_builds_once_rebuilds_on_change_and_never_trusts_a_failed_build(
 
     lock.write_text(old)  # back to the lock of the first build: the half-changed venv is rebuilt
     assert len(enter(tmp_path, hook)[0]) == 2
+
+
+def test_hook_leaves_a_venv_it_did_not_make_alone(tmp_path: Path) -> None:
+    (tmp_path / "environment.toml").write_text(SPEC)
+    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
+    (tmp_path / "bin" / "uv").chmod(0o755)
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "cpu.txt").write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    mine = tmp_path / ".venv" / "lib" / "my-editable-install"
+    mine.mkdir(parents=True)
+    calls, err = enter(tmp_path, hook)
+    assert calls == [] and mine.is_dir()
+    assert "envparity: .venv was not made by envparity; leaving it as it is" in err

@@ -45,10 +45,15 @@ def venv_hook(spec: Spec) -> str:
         'if [ "$(uname -m)" = aarch64 ] && [ -f "${envparity_lock%.txt}-aarch64.txt" ]; then '
         'envparity_lock="${envparity_lock%.txt}-aarch64.txt"; fi',
         'envparity_want=$(sha256sum "$envparity_lock" | cut -d" " -f1)',
-        'if [ "$(cat .venv/.envparity-lock 2>/dev/null)" != "$envparity_want" ]; then',
+        "# .venv/.envparity marks a venv this hook made; any other .venv is the user's: kept.",
+        "if [ -d .venv ] && [ ! -f .venv/.envparity ]; then",
+        '  echo "envparity: .venv was not made by envparity; leaving it as it is" \\',
+        '    "(move it away to get one built from $envparity_lock)" >&2',
+        'elif [ "$(cat .venv/.envparity-lock 2>/dev/null)" != "$envparity_want" ]; then',
         '  echo "envparity: building .venv from $envparity_lock" >&2',
         "  rm -f .venv/.envparity-lock  # a failed build must not pass for the old lock's venv",
         '  if uv venv --quiet --allow-existing --python "$ENVPARITY_PYTHON" .venv \\',
+        "    && touch .venv/.envparity \\",
         "    && "
         + shell_line(
             [

@@ -23,4 +23,14 @@ class HostTarget(Target):
         return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]], env
 
     def key(self) -> str:
-        return sys.executable
+        """This interpreter and every distribution installed in it, with versions."""
+        import importlib.metadata
+
+        from orchestrator import files
+
+        installed = sorted(
+            f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+        )
+        return files.inputs_hash(
+            {"python": sys.version, "executable": sys.executable, "installed": installed}
+        )

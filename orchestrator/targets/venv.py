@@ -8,6 +8,7 @@ the rename), so an interrupted build is never taken for a finished one.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -36,7 +37,7 @@ class VenvTarget(Target):
         return files.inputs_hash(
             {
                 "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
-                "python": spec.environment.python,
+                "python": interpreter(spec.environment.python),
                 "sources": lock.install_args(spec, self.flavor),
             }
         )[:16]
@@ -104,9 +105,24 @@ class VenvTarget(Target):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        for old in parent.glob(f"{self.flavor}-*"):  # environments of earlier locks: gigabytes
+            if old != self.location:
+                shutil.rmtree(old, ignore_errors=True)
         if not done.is_file():  # pragma: no cover - os.replace is atomic
             raise ToolError(f"venv: {self.location} was not completed")
 
     def command(self, argv: list[str], *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         exe = str(self.python) if argv[0] == "python" else argv[0]
         return [exe, *argv[1:]], {**env, "VIRTUAL_ENV": str(self.location)}
+
+
+@functools.cache
+def interpreter(request: str) -> str:
+    """The interpreter uv picks for ``request`` ("3.11"), with its exact version, so that a
+    new patch release (or another interpreter) is a new environment."""
+    found = process.run(["uv", "python", "find", request], check=False)
+    if found.returncode != 0:
+        return request  # provisioning will fail and say why
+    path = found.stdout.strip()
+    version = process.run([path, "-c", "import sys; print(sys.version)"], check=False).stdout
+    return f"{path} {version.strip()}"
