@@ -152,6 +152,8 @@ def flake_hook_calls(folder: Path) -> list[list[str]]:
     work = folder / "hook"
     (work / "locks").mkdir(parents=True)
     (work / "locks" / "cpu.txt").write_text("numpy==2.3.0\n")
+    (work / ".venv").mkdir()  # as the recorded `uv venv` makes none: one the hook made before
+    (work / ".venv" / ".envparity").touch()
     return real_tools.bash_calls(
         f"ENVPARITY_PYTHON=/usr/bin/python3\n{hook}", cwd=work, commands=["uv"]
     )
