@@ -430,9 +430,6 @@ FIELDS = {
     ),
 }
 
-# Cases that are known to fail; none at present (the spec file name is checked at load).
-KNOWN_HOLES: set[tuple[str, str]] = set()
-
 
 def canaries(root: Path) -> list[Path]:
     """Traces of a hostile value that ran: everything runs in ``root`` but this process."""
@@ -453,9 +450,6 @@ CASES = [
         field,
         value,
         id=f"{field}-{value}",
-        marks=[pytest.mark.xfail(strict=True, reason="known hole, see KNOWN_HOLES")]
-        if (field, value) in KNOWN_HOLES
-        else [],
     )
     for field in FIELDS
     for value in HOSTILE

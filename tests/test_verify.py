@@ -287,7 +287,7 @@ def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Pa
     env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "verify", "--targets", "host"],
+            [sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
             cwd=copy,
             env=env,
             stdout=subprocess.PIPE,
@@ -299,6 +299,11 @@ def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Pa
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert any("waiting for another envparity verify" in err for _, err in outs)
+    # One built the environment and probed; the other waited, then reused both.
+    assert sorted("installing cpu.txt" in err for _, err in outs) == [False, True]
+    assert sorted("venv: reusing" in err for _, err in outs) == [False, True]
+    venvs = [p for p in (copy / ".envparity/venvs").iterdir() if not p.name.startswith(".")]
+    assert len(venvs) == 1 and (venvs[0] / ".envparity-complete").is_file()
     prints = sorted((copy / ".envparity/fingerprints").glob("*.json"))
     assert len(prints) == 2
     for p in prints:
