@@ -8,12 +8,10 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import check, compat, files, lock, process, render
-from orchestrator.errors import EnvparityError
+from orchestrator import check, compat, files, gpus, lock, render
 from orchestrator.spec import Spec
 
 
@@ -150,18 +148,12 @@ def _gpu(spec: Spec, r: Report) -> None:
         return
     r.section("GPU")
     need = compat.min_driver(spec.cuda.version)
-    if shutil.which("nvidia-smi") is None:
+    out = gpus.nvidia_smi("--query-gpu=name,driver_version", "--format=csv,noheader")
+    if out is None:
         r.warn(
-            f"no nvidia-smi: the CUDA {spec.cuda.version} flavor cannot run here",
+            f"no NVIDIA driver answers here: the CUDA {spec.cuda.version} flavor cannot run here",
             f"a driver >= {need} is needed" if need else "",
         )
-        return
-    try:
-        out = process.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"], timeout=30
-        ).stdout
-    except EnvparityError as exc:
-        r.fail(f"nvidia-smi failed: {exc}")
         return
     for line in out.strip().splitlines():
         name, _, driver = (part.strip() for part in line.partition(","))

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import files, lock, process
+from orchestrator import files, gpus, lock, process
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
 from orchestrator.probe import fingerprint
 from orchestrator.probe.compare import Verdict, compare
@@ -139,13 +139,8 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    gpus = ""
-    if shutil.which("nvidia-smi"):
-        try:
-            gpus = process.run(["nvidia-smi", "-L"], timeout=30).stdout.strip()
-        except EnvparityError:
-            gpus = "nvidia-smi failed"
-    return f"{cpu} {os.cpu_count()} cpus; {gpus}"
+    listed = (gpus.nvidia_smi("-L") or "").strip()
+    return f"{cpu} {os.cpu_count()} cpus; {listed}"
 
 
 def probe_source(spec: Spec) -> str:

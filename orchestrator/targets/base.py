@@ -8,14 +8,12 @@ then runs through ``command()`` in a fresh process each time, with the launch en
 from __future__ import annotations
 
 import abc
-import functools
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from orchestrator import gpus
 from orchestrator.spec import Spec
 
 RUNTIME_DIR = ".envparity"  # under the spec's folder; git-ignored; holds caches and runs
@@ -65,7 +63,7 @@ class Target(abc.ABC):
     def gpu_missing(self) -> str | None:
         """Why this target cannot run here if its flavor is a CUDA one and no GPU is visible."""
         flavor = self.ctx.spec.flavor_of(self.name)
-        if flavor.startswith("cu") and not gpu_visible():
+        if flavor.startswith("cu") and not gpus.visible():
             return (
                 f"{self.name}: the {flavor} flavor needs an NVIDIA GPU and none is visible here; "
                 f'set [targets.{self.name}] flavor = "cpu" to verify it on the CPU'
@@ -82,18 +80,3 @@ class Target(abc.ABC):
     def inside(self, host_path: Path) -> str:
         """``host_path`` (under the spec's folder) as the target sees it."""
         return str(host_path)
-
-
-@functools.cache
-def gpu_visible() -> bool:
-    """Whether an NVIDIA GPU answers here (``nvidia-smi -L`` lists one)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return False
-    try:
-        listed = subprocess.run(
-            [smi, "-L"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return listed.returncode == 0 and "GPU" in listed.stdout
