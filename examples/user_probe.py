@@ -38,6 +38,7 @@ def _fit(rec: Recorder, model: nn.Module, loader: DataLoader[tuple[torch.Tensor,
     model.to(rec.device)
     rec.initial(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
     step = 0
     while step < rec.steps:
         for index, x, y in loader:
@@ -46,7 +47,7 @@ def _fit(rec: Recorder, model: nn.Module, loader: DataLoader[tuple[torch.Tensor,
             x = x + 0.05 * torch.from_numpy(np.random.standard_normal(x.shape).astype("f4"))
             rec.batch(index, x, y)
             optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x.to(rec.device)), y.to(rec.device))
+            loss = loss_fn(model(x.to(rec.device)), y.to(rec.device))
             loss.backward()
             optimizer.step()
             rec.loss(loss)
@@ -61,8 +62,8 @@ def _fit(rec: Recorder, model: nn.Module, loader: DataLoader[tuple[torch.Tensor,
 
 
 def train(rec: Recorder) -> None:
-    """Seeded throughout: repeatable in one environment."""
-    seed_everything(rec.seed)
+    """Seeded throughout, with the spec's [determinism] flags: repeatable in one environment."""
+    seed_everything(rec.seed, **rec.determinism)
     loader = DataLoader(
         _data(rec.seed),
         batch_size=32,

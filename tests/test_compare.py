@@ -17,6 +17,12 @@ from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
 
 D = "sha256:" + "0" * 64
+DEFAULT_DETERMINISM = {
+    "deterministic_algorithms": True,
+    "tf32": False,
+    "cudnn_benchmark": False,
+    "threads": None,
+}
 
 
 def digest(n: int) -> str:
@@ -46,6 +52,7 @@ def fp(
     device: str = "cpu",
     seed: int = 0,
     environment: dict[str, Any] | None = None,
+    determinism: dict[str, Any] | None = None,
     **stages: Any,
 ) -> Fingerprint:
     data: dict[str, Any] = {
@@ -67,6 +74,7 @@ def fp(
         environment=environment or env(),
         stages=data,
         audit=[],
+        determinism=DEFAULT_DETERMINISM if determinism is None else determinism,
     )
 
 
@@ -97,7 +105,9 @@ def test_same_device_tolerance_is_used_only_when_given() -> None:
     assert verdict.worst.reason == "same device model; tolerance rtol=1e-05, atol=0 from the caller"
 
 
-def test_cpu_against_cuda_uses_the_cross_device_tolerance_and_says_why() -> None:
+def test_cpu_against_a_hand_made_cuda_fingerprint_uses_the_cross_device_tolerance() -> None:
+    """A hand-made CUDA fingerprint: the verdict logic only. Real CPU-vs-CUDA runs are
+    bench/gpu_checks.py's to compare, on a GPU machine."""
     gpu_env = env()
     gpu_env["gpus"] = [{"name": "NVIDIA H100 80GB HBM3", "sm_count": 132}]
     cuda = fp(
@@ -163,6 +173,7 @@ def write_fp(path: Path, fingerprint_: Fingerprint) -> Path:
             "seed": fingerprint_.seed,
             "steps": fingerprint_.steps,
             "device": fingerprint_.device,
+            "determinism": fingerprint_.determinism,
         },
         "environment": fingerprint_.environment,
         "stages": fingerprint_.stages,
@@ -262,3 +273,59 @@ def test_cli_compare_reads_tolerances_only_from_a_named_spec(
     capsys.readouterr()
     assert main(["--spec", str(loose), "compare", str(a), str(b)]) == 0
     assert f"tolerances from {loose} [verify] where not given" in capsys.readouterr().err
+
+
+def test_different_determinism_flags_are_named_as_causes() -> None:
+    other = fp(
+        "b",
+        losses=(1.5, 1.25, 1.0000001),
+        determinism={**DEFAULT_DETERMINISM, "tf32": True, "threads": 1},
+    )
+    causes = likely_causes(fp("a"), other, "losses")
+    assert causes == [
+        "threads: probe.determinism.threads: (absent) vs 1",
+        "flags: probe.determinism.tf32: False vs True",
+    ]
+
+
+def test_a_fingerprint_without_determinism_flags_still_loads(tmp_path: Path) -> None:
+    p = write_fp(tmp_path / "f.json", fp())
+    data = json.loads(p.read_text())
+    del data["probe"]["determinism"]  # written before the flags were recorded
+    p.write_text(json.dumps(data))
+    assert fingerprint.load(p).determinism == {}
+    assert fingerprint.load(write_fp(tmp_path / "g.json", fp())).determinism == DEFAULT_DETERMINISM
+
+
+@pytest.mark.parametrize(
+    ("stage", "entries", "problem"),
+    [
+        ("losses", ["0x1.8p+0", "0x1.4p+0"], "stages.losses: 2 entries but probe.steps is 3"),
+        ("losses", [], "stages.losses: 0 entries but probe.steps is 3"),
+        ("data_order", [digest(1)] * 4, "stages.data_order: 4 entries but probe.steps is 3"),
+    ],
+)
+def test_a_stage_with_another_length_than_steps_is_refused_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stage: str, entries: list[str], problem: str
+) -> None:
+    good = write_fp(tmp_path / "a.json", fp())
+    bad = write_fp(tmp_path / "b.json", fp())
+    data = json.loads(bad.read_text())
+    data["stages"][stage] = entries
+    bad.write_text(json.dumps(data))
+    assert main(["compare", str(good), str(bad)]) == 2
+    assert capsys.readouterr().err == f"envparity: {bad}: {problem}\n"
+
+
+def test_a_probe_that_records_no_batches_loads_and_compares(tmp_path: Path) -> None:
+    p = write_fp(tmp_path / "f.json", fp(data_order=[]))
+    assert fingerprint.load(p).stages["data_order"] == []
+    verdict = compare([fp("a"), fp("b", data_order=[])])
+    w = verdict.worst
+    assert (verdict.kind, w.stage, w.step, w.values) == (
+        "diverged",
+        "data_order",
+        None,
+        ("3 batches", "0 batches"),
+    )
+    assert w.reason == "one run recorded its batches (rec.batch) and the other did not"

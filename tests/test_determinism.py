@@ -47,7 +47,21 @@ def test_seed_everything_sets_tf32_and_threads_when_asked() -> None:
         seed_everything(0, threads=before)
 
 
-class Noisy(torch.utils.data.Dataset):  # type: ignore[misc]
+def test_seed_everything_takes_a_probes_determinism_settings() -> None:
+    """What a probe does with ``rec.determinism``: every key is a seed_everything option."""
+    from orchestrator.probe.recorder import default_determinism
+
+    settings = default_determinism()
+    settings["deterministic_algorithms"] = False
+    try:
+        report = seed_everything(3, **settings)
+        assert report.settings["torch.use_deterministic_algorithms"] is False
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        seed_everything(0)
+
+
+class Noisy(torch.utils.data.Dataset):  # type: ignore[misc,name-defined]
     def __len__(self) -> int:
         return 8
 

@@ -24,9 +24,17 @@ from orchestrator.probe.fingerprint import Fingerprint
 pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 6
+STEPS = 12  # the thread-count difference first shows in a loss at step 8
 # The launch environment every run shares unless a test perturbs it.
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+# Every [determinism] flag away from the spec's default.
+NON_DEFAULT_FLAGS = (
+    "--no-deterministic-algorithms",
+    "--tf32",
+    "--cudnn-benchmark",
+    "--threads",
+    "1",
+)
 
 
 def run_probe(
@@ -36,9 +44,10 @@ def run_probe(
     probe: str | None = None,
     env: dict[str, str] | None = None,
     python: str = sys.executable,
+    flags: tuple[str, ...] = (),
 ) -> Fingerprint:
     args = [python, "-m", "orchestrator", "probe", "--out", str(out), "--steps", str(STEPS)]
-    args += ["--seed", str(seed)] + (["--probe", probe] if probe else [])
+    args += ["--seed", str(seed), *flags] + (["--probe", probe] if probe else [])
     extra = {**BASE_ENV, "PYTHONPATH": str(REPO), **(env or {})}
     process.run(args, extra_env=extra, cwd=REPO, timeout=120)
     return fingerprint.load(out)
@@ -55,6 +64,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
     for name in ("train", "train_unseeded_loader"):
         for i in range(2):
             jobs[f"{name}{i}"] = {"probe": f"examples.user_probe:{name}"}
+    jobs["flags"] = {"flags": NON_DEFAULT_FLAGS}
+    jobs["train_flags"] = {"probe": "examples.user_probe:train", "flags": NON_DEFAULT_FLAGS}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {k: pool.submit(run_probe, d / f"{k}.json", **kw) for k, kw in jobs.items()}
         return {k: f.result() for k, f in futures.items()}
@@ -88,6 +99,40 @@ def test_fingerprint_records_every_stage_and_the_launch_environment(
     assert fp.audit == []  # the launch environment and seed_everything leave nothing to fix
 
 
+def test_default_runs_record_the_specs_determinism_defaults(
+    runs: dict[str, Fingerprint],
+) -> None:
+    assert runs["base0"].determinism == {
+        "deterministic_algorithms": True,
+        "tf32": False,
+        "cudnn_benchmark": False,
+        "threads": None,
+    }
+
+
+@pytest.mark.parametrize("name", ["flags", "train_flags"], ids=["built-in", "user-probe"])
+def test_determinism_flags_reach_the_probe_and_are_recorded(
+    runs: dict[str, Fingerprint], name: str
+) -> None:
+    fp = runs[name]
+    assert fp.determinism == {
+        "deterministic_algorithms": False,
+        "tf32": True,
+        "cudnn_benchmark": True,
+        "threads": 1,
+    }
+    # What the probe's seed_everything(rec.seed, **rec.determinism) set, as captured after it.
+    flags = fp.environment["flags"]
+    assert flags["deterministic_algorithms"] is False
+    assert flags["cudnn.benchmark"] is True
+    assert flags["cuda.matmul.fp32_precision"] == "tf32"
+    assert fp.environment["torch"]["num_threads"] == 1
+    assert fp.audit == [
+        "warning: torch.use_deterministic_algorithms is off: nondeterministic kernels may run "
+        "(call seed_everything(seed) or torch.use_deterministic_algorithms(True))"
+    ]
+
+
 def test_a_different_seed_diverges_at_the_initial_parameters(
     runs: dict[str, Fingerprint],
 ) -> None:
@@ -110,7 +155,7 @@ def test_a_different_thread_count_changes_the_losses_and_is_named(
     runs: dict[str, Fingerprint],
 ) -> None:
     # Measured on these 2-core machines: 1 vs 2 intra-op threads changes a loss by one ulp
-    # within a few steps (MKL/oneDNN split reductions by thread).
+    # at step 8 (MKL/oneDNN split reductions by thread).
     verdict = compare([runs["base0"], runs["threads1"]])
     worst = verdict.worst
     assert (worst.kind, worst.stage) == ("diverged", "losses")
@@ -138,10 +183,10 @@ def test_cli_compare_exit_codes_and_verdict(
     from orchestrator.cli import main
 
     same = [runs["base0"].source, runs["base1"].source]
-    assert main(["--spec", "/nonexistent/environment.toml", "compare", *same]) == 0
+    assert main(["compare", *same]) == 0
     assert capsys.readouterr().out.startswith("bitwise identical (2 fingerprints)")
     differ = [runs["base0"].source, runs["hashseed1"].source]
-    assert main(["--spec", "/nonexistent/environment.toml", "compare", "--json", *differ]) == 1
+    assert main(["compare", "--json", *differ]) == 1
     data = json.loads(capsys.readouterr().out)
     assert (data["kind"], data["stage"], data["step"]) == ("diverged", "data_order", 0)
 
@@ -189,3 +234,162 @@ def test_a_different_numpy_version_is_named_and_does_not_cry_wolf(
     assert verdict.kind == "bitwise"
     ours = runs["base0"].environment["packages"]["numpy"]
     assert f"packages.numpy: {ours} vs 1.26.4" in verdict.worst.differences
+
+
+# --------------------------------------------------------------------------- in this process
+
+
+def test_the_recorders_defaults_are_the_specs() -> None:
+    from orchestrator.probe.recorder import default_determinism
+    from orchestrator.spec import Determinism
+
+    spec = Determinism()
+    assert default_determinism() == {
+        key: getattr(spec, key)
+        for key in ("deterministic_algorithms", "tf32", "cudnn_benchmark", "threads")
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--out", "/nonexistent/x.json"],
+            "/nonexistent/x.json: cannot write: folder /nonexistent does not exist",
+        ),
+        (["--out", "{tmp}"], "{tmp}: cannot write: is a folder"),
+        (
+            ["--out", "{tmp}/a/b.json"],
+            "{tmp}/a/b.json: cannot write: folder {tmp}/a does not exist",
+        ),
+        (["--out", "{tmp}/x.json", "--seed", "-1"], "--seed -1: outside 0..4294967295"),
+        (
+            ["--out", "{tmp}/x.json", "--seed", "4294967296"],
+            "--seed 4294967296: outside 0..4294967295",
+        ),
+        (["--out", "{tmp}/x.json", "--steps", "0"], "--steps 0: must be at least 1"),
+        (["--out", "{tmp}/x.json", "--threads", "0"], "--threads 0: not between 1 and 1024"),
+    ],
+    ids=[
+        "missing-folder",
+        "a-folder",
+        "missing-subfolder",
+        "seed-1",
+        "seed-2**32",
+        "steps-0",
+        "threads-0",
+    ],
+)
+def test_probe_refuses_bad_arguments_before_training(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.cli import main
+    from orchestrator.probe import run
+
+    def no_training(reference: str) -> None:
+        pytest.fail(f"{reference} was imported to train before the arguments were checked")
+
+    monkeypatch.setattr(run, "resolve", no_training)
+    argv = [a.format(tmp=tmp_path) for a in args]
+    assert main(["probe", *argv]) == 2
+    assert capsys.readouterr().err == f"envparity: {message.format(tmp=tmp_path)}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_capture_into_a_folder_is_refused_and_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["capture", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"envparity: {folder}: cannot write: is a folder\n"
+    assert list(tmp_path.iterdir()) == [folder]
+    assert list(folder.iterdir()) == []
+
+
+def test_fingerprints_are_written_by_the_one_atomic_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import files
+
+    written: list[Path] = []
+    real = files.atomic_write
+
+    def spy(target: Path, text: str) -> None:
+        written.append(target)
+        real(target, text)
+
+    monkeypatch.setattr(files, "atomic_write", spy)
+    out = tmp_path / "f.json"
+    fingerprint.write(out, {"format": "x"})
+    assert written == [out]
+    assert out.read_text() == '{\n "format": "x"\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def _recorded(steps: int, losses: int, batches: int) -> dict[str, Any]:
+    import torch
+
+    from orchestrator.probe.recorder import Recorder
+
+    rec = Recorder(seed=0, steps=steps, device="cpu", name="my.probe:train")
+    model = torch.nn.Linear(2, 1)
+    rec.initial(model)
+    for i in range(max(losses, batches)):
+        if i < batches:
+            rec.batch(torch.tensor([i]))
+        if i < losses:
+            rec.loss(torch.tensor(1.0 / (i + 1)))
+    rec.final(model, accuracy=0.5)
+    return rec.stages()
+
+
+@pytest.mark.parametrize(
+    ("losses", "batches", "message"),
+    [
+        (2, 0, "probe my.probe:train recorded 2 losses for 3 steps; call rec.loss once per step"),
+        (4, 4, "probe my.probe:train recorded 4 losses for 3 steps; call rec.loss once per step"),
+        (3, 2, "probe my.probe:train recorded 2 batches for 3 steps; call rec.batch once per step"),
+    ],
+)
+def test_recorder_refuses_a_loss_or_batch_count_other_than_steps(
+    losses: int, batches: int, message: str
+) -> None:
+    from orchestrator.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        _recorded(3, losses, batches)
+    assert str(exc.value) == message
+
+
+def test_recorder_accepts_one_loss_per_step_with_or_without_batches() -> None:
+    assert len(_recorded(3, 3, 0)["losses"]) == 3
+    assert len(_recorded(3, 3, 3)["data_order"]) == 3
+
+
+def test_the_workloads_dropout_draws_from_its_own_cpu_generator_only() -> None:
+    """The same masks on every device: nothing is drawn from torch's global (or a GPU's) RNG."""
+    import torch
+
+    from orchestrator.probe import workload
+
+    def net(seed: int) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return workload.ProbeNet(torch.Generator().manual_seed(seed)).train()
+
+    image = torch.randn(4, 1, workload.SIDE, workload.SIDE)
+    tokens = torch.randint(0, workload.VOCAB, (4, workload.TOKENS))
+    a, b = net(7), net(7)
+    state = torch.get_rng_state()
+    first = a(image, tokens)
+    assert torch.equal(torch.get_rng_state(), state)  # nn.Dropout would have drawn here
+    assert torch.equal(first, b(image, tokens))  # same generator seed: same masks
+    assert not torch.equal(first, a(image, tokens))  # dropout is exercised: new masks per call
+    assert not torch.equal(first, net(8)(image, tokens))
+    assert torch.equal(a.eval()(image, tokens), b.eval()(image, tokens))

@@ -62,6 +62,8 @@ _WEIGHTS: dict[str, dict[str, int]] = {
 # Capture keys -> category; the first matching prefix wins.
 _CATEGORIES = (
     ("probe.seed", "seed"),
+    ("probe.determinism.threads", "threads"),
+    ("probe.determinism.", "flags"),
     ("python.hash_seed", "hash_seed"),
     ("launch.PYTHONHASHSEED", "hash_seed"),
     ("packages.torch", "torch"),
@@ -253,7 +255,17 @@ def _first_difference(
             (sa["initial_params"], sb["initial_params"]),
             "initial parameters differ",
         )
-    for i, (x, y) in enumerate(zip(sa["data_order"], sb["data_order"], strict=False)):
+    # Loading checked each list against probe.steps, equal here: data_order differs in length
+    # only when one probe recorded its batches and the other did not.
+    da, db = sa["data_order"], sb["data_order"]
+    if len(da) != len(db):
+        return (
+            "data_order",
+            None,
+            (f"{len(da)} batches", f"{len(db)} batches"),
+            "one run recorded its batches (rec.batch) and the other did not",
+        )
+    for i, (x, y) in enumerate(zip(da, db, strict=True)):
         if x != y:
             return "data_order", i, (x, y), f"batch {i} differs (order, contents or labels)"
     for i, (x, y) in enumerate(zip(sa["losses"], sb["losses"], strict=True)):
@@ -331,6 +343,10 @@ def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
         a, b = getattr(ref, what), getattr(fp, what)
         if a != b:
             differences.append(Difference(f"probe.{what}", a, b))
+    for key in sorted(set(ref.determinism) | set(fp.determinism)):
+        a, b = ref.determinism.get(key), fp.determinism.get(key)
+        if a != b:
+            differences.append(Difference(f"probe.determinism.{key}", a, b))
     scored: list[tuple[int, str]] = [
         (_WEIGHTS[category(d.key)][phase], f"{category(d.key)}: {d}") for d in differences
     ]

@@ -7,11 +7,13 @@ problem. Stdlib only: ``compare`` never imports torch.
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import files
 from orchestrator.errors import UsageError
 from orchestrator.probe.capture import CAPTURE_FORMAT, CAPTURE_VERSION
 
@@ -38,6 +40,8 @@ class Fingerprint:
     environment: dict[str, Any]
     stages: dict[str, Any]
     audit: list[str]
+    # the [determinism] flags the probe ran with; {} in files written before they were recorded
+    determinism: dict[str, Any] = field(default_factory=dict)
 
     @property
     def losses(self) -> list[float]:
@@ -49,11 +53,29 @@ def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
+def check_writable(path: Path) -> None:
+    """Refuse, before any work is done, a path that ``write`` could not write."""
+    folder = path.parent
+    if path.is_dir():
+        problem = "is a folder"
+    elif not folder.exists():
+        problem = f"folder {folder} does not exist"
+    elif not folder.is_dir():
+        problem = f"{folder} is not a folder"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"folder {folder} is not writable"
+    else:
+        return
+    raise UsageError(f"{path}: cannot write: {problem}")
+
+
 def write(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a partial file is never left behind under ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(data), encoding="utf-8")
-    tmp.replace(path)
+    """Write atomically (``files.atomic_write``): ``path`` holds the old file or the new one."""
+    check_writable(path)
+    try:
+        files.atomic_write(path, dumps(data))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -97,6 +119,7 @@ def load(path: str | Path) -> Fingerprint:
         environment=data["environment"],
         stages=stages,
         audit=data["audit"],
+        determinism=probe.get("determinism", {}),
     )
 
 
@@ -126,11 +149,15 @@ def _problems(data: dict[str, Any]) -> list[str]:
     probe, stages = data.get("probe"), data.get("stages")
     expect("environment", data.get("environment"), dict, "an object")
     expect("audit", data.get("audit"), list, "a list")
+    steps: int | None = None
     if expect("probe", probe, dict, "an object") and isinstance(probe, dict):
         expect("probe.name", probe.get("name"), str, "a string")
         expect("probe.seed", probe.get("seed"), int, "an integer")
-        expect("probe.steps", probe.get("steps"), int, "an integer")
+        if expect("probe.steps", probe.get("steps"), int, "an integer"):
+            steps = probe["steps"]
         expect("probe.device", probe.get("device"), str, "a string")
+        if "determinism" in probe:
+            expect("probe.determinism", probe["determinism"], dict, "an object")
     if not expect("stages", stages, dict, "an object") or not isinstance(stages, dict):
         return problems
     for key in ("initial_params", "final_params"):
@@ -143,6 +170,9 @@ def _problems(data: dict[str, Any]) -> list[str]:
         ):
             shape = "digests" if key == "data_order" else "float.hex() strings"
             problems.append(f"stages.{key}: expected a list of {shape}")
+        # data_order is empty when the probe never calls rec.batch (optional), else per step
+        elif steps is not None and len(items) != steps and (key == "losses" or items):
+            problems.append(f"stages.{key}: {len(items)} entries but probe.steps is {steps}")
     for key in ("rng_initial", "rng_final", "metrics"):
         expect(f"stages.{key}", stages.get(key), dict, "an object")
     return problems

@@ -8,17 +8,38 @@ not), builds its model and data, and calls, in this order:
   ``rec.loss(loss)`` with the step's loss;
 * ``rec.final(model, **metrics)`` once, with float metrics such as ``accuracy=0.93``.
 
-``rec.seed``, ``rec.steps`` and ``rec.device`` (``"cpu"`` or ``"cuda"``) say what to run.
-The recorder turns each call into digests and exact values for the fingerprint.
+``rec.seed``, ``rec.steps`` and ``rec.device`` (``"cpu"`` or ``"cuda"``) say what to run;
+``rec.determinism`` holds the spec's ``[determinism]`` flags, to be applied with
+``seed_everything(rec.seed, **rec.determinism)``. The recorder turns each call into digests
+and exact values for the fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any
+from typing import Any, TypedDict
 
 from orchestrator.errors import UsageError
+
+
+class DeterminismSettings(TypedDict):
+    """The spec's ``[determinism]`` flags, as ``seed_everything`` takes them."""
+
+    deterministic_algorithms: bool
+    tf32: bool
+    cudnn_benchmark: bool
+    threads: int | None
+
+
+def default_determinism() -> DeterminismSettings:
+    """The spec's defaults: deterministic algorithms on, TF32 off, cuDNN benchmark off."""
+    return {
+        "deterministic_algorithms": True,
+        "tf32": False,
+        "cudnn_benchmark": False,
+        "threads": None,
+    }
 
 
 def _sha(chunks: list[bytes]) -> str:
@@ -66,10 +87,19 @@ def rng_digests() -> dict[str, str]:
 class Recorder:
     """Collects what a probe reports; ``stages()`` returns it for the fingerprint."""
 
-    def __init__(self, *, seed: int, steps: int, device: str, name: str) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        steps: int,
+        device: str,
+        name: str,
+        determinism: DeterminismSettings | None = None,
+    ) -> None:
         self.seed = seed
         self.steps = steps
         self.device = device
+        self.determinism = default_determinism() if determinism is None else determinism
         self._name = name
         self._initial: str | None = None
         self._rng_initial: dict[str, str] = {}
@@ -111,11 +141,15 @@ class Recorder:
             missing.append("rec.loss(loss)")
         if missing:
             raise UsageError(f"probe {self._name} never called {', '.join(missing)}")
-        if self._batches and len(self._batches) != len(self._losses):
-            raise UsageError(
-                f"probe {self._name} recorded {len(self._batches)} batches but "
-                f"{len(self._losses)} losses; call rec.batch once per step"
-            )
+        for what, recorded, call in (
+            ("losses", self._losses, "rec.loss"),
+            ("batches", self._batches, "rec.batch"),
+        ):
+            if recorded and len(recorded) != self.steps:
+                raise UsageError(
+                    f"probe {self._name} recorded {len(recorded)} {what} for {self.steps} "
+                    f"steps; call {call} once per step"
+                )
         return {
             "initial_params": self._initial,
             "rng_initial": self._rng_initial,

@@ -11,11 +11,13 @@ from typing import Any
 from orchestrator.determinism import audit
 from orchestrator.errors import UsageError
 from orchestrator.probe import fingerprint
-from orchestrator.probe.recorder import Recorder
+from orchestrator.probe.recorder import DeterminismSettings, Recorder, default_determinism
 
 BUILTIN = "orchestrator.probe.workload:train"
 DEFAULT_STEPS = 30
 DEFAULT_SEED = 0
+MAX_SEED = 2**32 - 1  # the spec's [determinism] seed range; NumPy's legacy seeding takes no more
+MAX_THREADS = 1024  # the spec's [determinism] threads range
 
 _REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -49,21 +51,39 @@ def pick_device(device: str) -> str:
     return device
 
 
+def check_arguments(seed: int, steps: int, determinism: DeterminismSettings) -> None:
+    """The spec's ranges, checked before anything is imported or trained."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed {seed}: outside 0..{MAX_SEED}")
+    if steps < 1:
+        raise UsageError(f"--steps {steps}: must be at least 1")
+    threads = determinism["threads"]
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads {threads}: not between 1 and {MAX_THREADS}")
+
+
 def run_probe(
     *,
     probe: str | None = None,
     seed: int = DEFAULT_SEED,
     steps: int = DEFAULT_STEPS,
     device: str = "auto",
+    determinism: DeterminismSettings | None = None,
 ) -> dict[str, Any]:
-    """Run the probe in this process; return the fingerprint data (see ``fingerprint.load``)."""
+    """Run the probe in this process; return the fingerprint data (see ``fingerprint.load``).
+
+    ``determinism`` (default: the spec's defaults) reaches the probe as ``rec.determinism``
+    and is recorded in the fingerprint's ``probe`` section.
+    """
     from orchestrator.probe.capture import capture
 
-    if steps < 1:
-        raise UsageError(f"--steps {steps}: must be at least 1")
+    settings = default_determinism() if determinism is None else determinism
+    check_arguments(seed, steps, settings)
     reference = probe or BUILTIN
     train = resolve(reference)
-    rec = Recorder(seed=seed, steps=steps, device=pick_device(device), name=reference)
+    rec = Recorder(
+        seed=seed, steps=steps, device=pick_device(device), name=reference, determinism=settings
+    )
     start = time.perf_counter()
     train(rec)
     seconds = time.perf_counter() - start
@@ -71,7 +91,13 @@ def run_probe(
     return {
         "format": fingerprint.FORMAT,
         "version": fingerprint.VERSION,
-        "probe": {"name": reference, "seed": seed, "steps": steps, "device": rec.device},
+        "probe": {
+            "name": reference,
+            "seed": seed,
+            "steps": steps,
+            "device": rec.device,
+            "determinism": dict(settings),
+        },
         "stages": stages,
         "audit": [str(f) for f in audit()],
         "environment": capture(),
