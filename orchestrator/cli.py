@@ -109,13 +109,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from orchestrator.probe import fingerprint, run
 
+    out = Path(args.out)
+    fingerprint.check_writable(out)  # before training, not after
     data = run.run_probe(
         probe=args.probe,
         seed=run.DEFAULT_SEED if args.seed is None else args.seed,
         steps=run.DEFAULT_STEPS if args.steps is None else args.steps,
         device=args.device,
+        determinism={
+            "deterministic_algorithms": args.deterministic_algorithms,
+            "tf32": args.tf32,
+            "cudnn_benchmark": args.cudnn_benchmark,
+            "threads": args.threads,
+        },
     )
-    out = Path(args.out)
     fingerprint.write(out, data)
     for finding in data["audit"]:
         _err(f"audit: {finding}")
@@ -281,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--probe", metavar="MOD:FN", help="a user training function as the probe")
+    # The spec's [determinism] flags (defaults: the spec's), handed to the probe.
+    p.add_argument(
+        "--no-deterministic-algorithms",
+        dest="deterministic_algorithms",
+        action="store_false",
+        help="leave torch's deterministic algorithms off",
+    )
+    p.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls/convs")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time algorithms")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads")
 
     p = verb("compare", cmd_compare, "verdict over fingerprints: 0 equivalent, 1 divergent")
     p.add_argument("fingerprints", nargs="+", metavar="FILE")
