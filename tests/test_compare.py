@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator import process
 from orchestrator.cli import main
 from orchestrator.errors import UsageError
 from orchestrator.probe import fingerprint
@@ -329,3 +331,17 @@ def test_a_probe_that_records_no_batches_loads_and_compares(tmp_path: Path) -> N
         ("3 batches", "0 batches"),
     )
     assert w.reason == "one run recorded its batches (rec.batch) and the other did not"
+
+
+def test_loading_and_writing_fingerprints_imports_only_the_stdlib() -> None:
+    """fingerprint (and files.atomic_write, which writes them) run in bare target environments.
+
+    ``-S``: no site-packages, so nothing a .pth file starts (setuptools, certifi) is counted.
+    """
+    code = (
+        "import sys, orchestrator.probe.fingerprint, orchestrator.probe.compare\n"
+        "names = {m.split('.')[0] for m in sys.modules} - {'__main__'}\n"
+        "print(sorted(names - set(sys.stdlib_module_names)))"
+    )
+    done = process.run([sys.executable, "-S", "-c", code], cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout == "['orchestrator']\n"

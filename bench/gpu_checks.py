@@ -1,0 +1,405 @@
+"""Every GPU check of the probe in one run, for a lent GPU machine (about 2 to 4 minutes).
+
+Run from the repository root::
+
+    PYTHONPATH=. python3 bench/gpu_checks.py            # on the GPU machine
+    PYTHONPATH=. python3 bench/gpu_checks.py --quick    # CPU-only dry run of every code path
+
+It prints a table and writes every result to ``$OUT/gpu.json`` (``./gpu.json`` when ``OUT``
+is unset), with the fingerprints it compared under ``fingerprints/`` beside it:
+
+a. the built-in probe on CUDA twice, deterministic algorithms on, each in a fresh process
+   started with the launch environment: the verdict (bitwise expected);
+b. deterministic algorithms off: the probe twice on CUDA: the verdict; and ``index_add_`` and
+   an embedding backward with many duplicate indices (float32), repeated in one process,
+   counting distinct result digests with deterministic mode on and off;
+c. the probe on the CPU against (a)'s CUDA run: the verdict and the relative loss difference
+   at every step;
+d. the cost of deterministic mode: training steps per second of the probe's model on CUDA
+   (batches prepared beforehand, timed after a warm-up), on against off;
+e. the GPU model, SM count, driver, torch, CUDA and cuDNN versions.
+
+Each part runs alone: a failure is recorded as that part's error and the others still run,
+and a part that would start after the time budget is recorded as skipped. With ``--quick``
+every probe runs on the CPU for a few steps ("CPU vs CUDA" then compares two CPU runs).
+The measurements that need their own process (b's atomics, d's timing, e's versions) run
+this file again with ``--worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from orchestrator import files, process  # noqa: E402
+from orchestrator.determinism import LAUNCH_VARIABLES  # noqa: E402
+from orchestrator.errors import ToolError  # noqa: E402
+from orchestrator.launch import launch_environment  # noqa: E402
+from orchestrator.probe import fingerprint  # noqa: E402
+from orchestrator.probe.compare import compare  # noqa: E402
+from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
+
+SEED = 0
+Result = dict[str, Any]
+
+
+class Checks:
+    """Runs the parts in order, each in try/except, within a time budget."""
+
+    def __init__(self, *, quick: bool, budget: float, out: Path) -> None:
+        self.quick = quick
+        self.device = "cpu" if quick else "cuda"
+        self.steps = 6 if quick else 30
+        self.budget = budget
+        self.out = out
+        self.start = time.perf_counter()
+        self.fingerprints: dict[str, Fingerprint] = {}
+        self.results: Result = {"quick": quick, "device": self.device, "probe_steps": self.steps}
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.start)
+
+    def part(self, name: str, run: Callable[[], Result]) -> None:
+        if self.left() < 15:
+            self.results[name] = {"skipped": f"time budget of {self.budget:g} s spent"}
+            return
+        began = time.perf_counter()
+        try:
+            result = run()
+        except Exception as exc:  # one part's failure must not lose the others
+            lines = traceback.format_exception_only(type(exc), exc)
+            result = {"error": "".join(lines).strip()[-2000:]}
+        result["seconds"] = round(time.perf_counter() - began, 1)
+        self.results[name] = result
+
+    # ----------------------------------------------------------------------- subprocesses
+
+    def environment(self, *, deterministic: bool) -> dict[str, str]:
+        """This environment less inherited launch variables, plus the launch environment."""
+        base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+        launch = launch_environment(SEED, deterministic_algorithms=deterministic)
+        return {**base, **launch, "PYTHONPATH": str(REPO)}
+
+    def probe(self, name: str, device: str, *, deterministic: bool = True) -> Fingerprint:
+        out = self.out / "fingerprints" / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "orchestrator", "probe", "--out", str(out)]
+        argv += ["--device", device, "--steps", str(self.steps), "--seed", str(SEED)]
+        if not deterministic:
+            argv.append("--no-deterministic-algorithms")
+        env = self.environment(deterministic=deterministic)
+        process.run(argv, env=env, cwd=REPO, timeout=max(self.left(), 30))
+        self.fingerprints[name] = fingerprint.load(out)
+        return self.fingerprints[name]
+
+    def worker(self, *args: str, deterministic: bool = True) -> Result:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", *args]
+        argv += ["--device", self.device] + (["--quick"] if self.quick else [])
+        env = self.environment(deterministic=deterministic)
+        done = process.run(argv, env=env, cwd=REPO, timeout=max(self.left(), 30))
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------------- the parts
+
+    def repeat_on(self) -> Result:
+        runs = [self.probe(f"{self.device}_on_{i}", self.device) for i in (1, 2)]
+        return verdict(runs)
+
+    def repeat_off(self) -> Result:
+        result: Result = {}
+        try:
+            runs = [
+                self.probe(f"{self.device}_off_{i}", self.device, deterministic=False)
+                for i in (1, 2)
+            ]
+            result["probe"] = verdict(runs)
+        except Exception as exc:
+            result["probe"] = {"error": str(exc)[-2000:]}
+        result["atomics"] = self.worker("atomics")
+        return result
+
+    def cpu_vs_cuda(self) -> Result:
+        cuda = self.fingerprints.get(f"{self.device}_on_1") or self.probe(
+            f"{self.device}_on_1", self.device
+        )
+        cpu = self.probe("cpu_on", "cpu")
+        result = verdict([cpu, cuda])
+        relative = [
+            abs(a - b) / abs(a) if a else abs(b)
+            for a, b in zip(cpu.losses, cuda.losses, strict=True)
+        ]
+        result["relative_loss_difference"] = [float(f"{r:.3g}") for r in relative]
+        result["max_relative_loss_difference"] = max(relative)
+        result["metrics"] = {
+            key: [float.fromhex(cpu.stages["metrics"][key]), float.fromhex(value)]
+            for key, value in sorted(cuda.stages["metrics"].items())
+        }
+        return result
+
+    def cost(self) -> Result:
+        on = self.worker("timing", deterministic=True)
+        off = self.worker("timing", "--no-deterministic", deterministic=False)
+        return {"on": on, "off": off, "on_over_off": on["steps_per_s"] / off["steps_per_s"]}
+
+    def versions(self) -> Result:
+        result = self.worker("info")
+        query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        try:
+            smi = process.run(query, check=False, timeout=30)
+            result["nvidia_smi"] = (smi.stdout or smi.stderr).strip()
+        except ToolError as exc:  # no nvidia-smi (the CPU dry run)
+            result["nvidia_smi"] = str(exc)
+        return result
+
+
+def verdict(runs: list[Fingerprint]) -> Result:
+    v = compare(runs).worst
+    return {
+        "kind": v.kind,
+        "stage": v.stage,
+        "step": v.step,
+        "values": list(v.values) if v.values else None,
+        "reason": v.reason,
+        "causes": list(v.causes[:4]),
+        "probe_seconds": [fp_seconds(fp) for fp in runs],
+    }
+
+
+def fp_seconds(fp: Fingerprint) -> float | None:
+    data = json.loads(Path(fp.source).read_text(encoding="utf-8"))
+    seconds = data.get("seconds")
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def digest(tensor: Any) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def distinct(compute: Callable[[], Any], repeats: int) -> Result:
+    """How many different results ``repeats`` runs of ``compute`` give (1: repeatable)."""
+    try:
+        digests = {digest(compute()) for _ in range(repeats)}
+    except RuntimeError as exc:  # no deterministic implementation: torch says so
+        return {"error": str(exc).splitlines()[0][:300]}
+    return {"distinct": len(digests), "repeats": repeats}
+
+
+def atomics(device: str, quick: bool) -> Result:
+    """index_add_ and an embedding backward: float32 sums over many duplicate indices."""
+    import torch
+
+    rows, width, targets = (1 << 12, 16, 8) if quick else (1 << 20, 64, 16)
+    repeats = 3 if quick else 20
+    g = torch.Generator().manual_seed(SEED)
+    index = torch.randint(0, targets, (rows,), generator=g).to(device)
+    source = torch.randn(rows, width, generator=g).to(device)
+    embedding = torch.nn.Embedding(targets, width).to(device)
+
+    def index_add() -> Any:
+        return torch.zeros(targets, width, device=device).index_add_(0, index, source)
+
+    def embedding_backward() -> Any:
+        embedding.weight.grad = None
+        (embedding(index) * source).sum().backward()
+        return embedding.weight.grad
+
+    result: Result = {"rows": rows, "distinct_indices": targets}
+    for mode in (True, False):
+        torch.use_deterministic_algorithms(mode)
+        result["deterministic_on" if mode else "deterministic_off"] = {
+            "index_add_": distinct(index_add, repeats),
+            "embedding_backward": distinct(embedding_backward, repeats),
+        }
+    return result
+
+
+def timing(device: str, quick: bool, deterministic: bool) -> Result:
+    """Training steps per second of the probe's model, data prepared beforehand."""
+    import torch
+    from torch import nn
+
+    from orchestrator.determinism import seed_everything
+    from orchestrator.probe import workload
+
+    warmup, steps, rounds = (3, 10, 2) if quick else (30, 300, 3)
+    seed_everything(SEED, deterministic_algorithms=deterministic)
+    images, tokens, names = workload.make_data(SEED, workload.TRAIN_SIZE)
+    labels = workload.label_numbers(names)
+    data = workload.ProbeData(images, tokens, labels, augment=True)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SEED))
+    batches = []
+    for start in range(0, (warmup + steps) * workload.BATCH, workload.BATCH):
+        items = [data[int(order[i % len(data)])] for i in range(start, start + workload.BATCH)]
+        _, image, token, label = (torch.stack(column) for column in zip(*items, strict=True))
+        batches.append((image.to(device), token.to(device), label.to(device)))
+    model = workload.ProbeNet(torch.Generator().manual_seed(SEED)).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def synchronize() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def train(part: list[tuple[Any, Any, Any]]) -> float:
+        synchronize()
+        began = time.perf_counter()
+        for image, token, label in part:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(image, token), label).backward()
+            optimizer.step()
+        synchronize()
+        return time.perf_counter() - began
+
+    train(batches[:warmup])
+    rates = [steps / train(batches[warmup:]) for _ in range(rounds)]
+    return {
+        "deterministic": deterministic,
+        "steps": steps,
+        "rounds": rounds,
+        "steps_per_s": max(rates),
+        "steps_per_s_median": statistics.median(rates),
+    }
+
+
+def info(device: str) -> Result:
+    import torch
+
+    cudnn: Any = torch.backends.cudnn  # its functions carry no annotations
+    result: Result = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn.version() if cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        result |= {
+            "gpu": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "sm_count": props.multi_processor_count,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "gpus_visible": torch.cuda.device_count(),
+        }
+    return result
+
+
+# --------------------------------------------------------------------------- output
+
+
+def table(results: Result) -> list[str]:
+    """One line per check, compact."""
+    rows: list[tuple[str, str]] = []
+
+    def show(name: str, part: Result, text: Callable[[Result], str]) -> None:
+        if "error" in part:
+            rows.append((name, "ERROR " + str(part["error"])[-300:]))
+        elif "skipped" in part:
+            rows.append((name, f"SKIPPED: {part['skipped']}"))
+        else:
+            rows.append((name, text(part)))
+
+    def kind(v: Result) -> str:
+        if "error" in v:
+            return "ERROR " + str(v["error"])[-200:]
+        where = f" at {v['stage']}" + (f" step {v['step']}" if v["step"] is not None else "")
+        return str(v["kind"]) + (where if v["stage"] else "")
+
+    def counts(r: Result) -> str:
+        return "; ".join(
+            f"{mode.removeprefix('deterministic_')}: "
+            + ", ".join(
+                f"{op} {c['distinct']}/{c['repeats']} distinct"
+                if "distinct" in c
+                else f"{op} error"
+                for op, c in r[mode].items()
+            )
+            for mode in ("deterministic_on", "deterministic_off")
+        )
+
+    show("a) CUDA x2, deterministic", results.get("a", {}), kind)
+    show("b) CUDA x2, deterministic off", results.get("b", {}), lambda r: kind(r["probe"]))
+    show(
+        "b) atomics (index_add_, embedding bwd)",
+        results.get("b", {}),
+        lambda r: counts(r["atomics"]),
+    )
+    show(
+        "c) CPU vs CUDA",
+        results.get("c", {}),
+        lambda r: (
+            f"{kind(r)}; max relative loss difference {r['max_relative_loss_difference']:.3g}"
+        ),
+    )
+    show(
+        "d) deterministic cost",
+        results.get("d", {}),
+        lambda r: (
+            f"on {r['on']['steps_per_s']:.0f} steps/s, off {r['off']['steps_per_s']:.0f} "
+            f"steps/s, on/off {r['on_over_off']:.3f}"
+        ),
+    )
+    show(
+        "e) versions",
+        results.get("e", {}),
+        lambda r: (
+            f"{r.get('gpu', 'no GPU')} ({r.get('sm_count', '-')} SMs), torch {r['torch']}, "
+            f"CUDA {r['cuda']}, cuDNN {r['cudnn']}, nvidia-smi: {r['nvidia_smi'] or '-'}"
+        ),
+    )
+    width = max(len(name) for name, _ in rows)
+    return [f"{name:<{width}}  {text}" for name, text in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="CPU-only dry run, few steps")
+    parser.add_argument("--budget", type=float, default=220.0, help="seconds for all parts")
+    parser.add_argument("--worker", choices=("atomics", "timing", "info"), help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument("--no-deterministic", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        work: dict[str, Callable[[], Result]] = {
+            "atomics": lambda: atomics(args.device, args.quick),
+            "timing": lambda: timing(args.device, args.quick, not args.no_deterministic),
+            "info": lambda: info(args.device),
+        }
+        print(json.dumps(work[args.worker]()))
+        return 0
+    out = Path(os.environ.get("OUT") or ".")
+    checks = Checks(quick=args.quick, budget=args.budget, out=out)
+    for name, run in (
+        ("e", checks.versions),
+        ("a", checks.repeat_on),
+        ("b", checks.repeat_off),
+        ("c", checks.cpu_vs_cuda),
+        ("d", checks.cost),
+    ):
+        checks.part(name, run)
+        print(f"[{time.perf_counter() - checks.start:5.0f} s] part {name} done", flush=True)
+    checks.results["total_seconds"] = round(time.perf_counter() - checks.start, 1)
+    files.atomic_write(
+        out / "gpu.json", json.dumps(checks.results, indent=1, sort_keys=True) + "\n"
+    )
+    print("\n".join(table(checks.results)))
+    print(f"wrote {out / 'gpu.json'} ({checks.results['total_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
