@@ -19,6 +19,7 @@ d. the cost of deterministic mode: training steps per second of the probe's mode
    (batches prepared beforehand, timed after a warm-up), on against off;
 e. the GPU model, SM count, driver, torch, CUDA and cuDNN versions.
 
+``gpu.json`` holds one key per part (``a``, ``b``, ``b_atomics``, ``c``, ``d``, ``e``).
 Each part runs alone: a failure is recorded as that part's error and the others still run,
 and a part that would start after the time budget is recorded as skipped. With ``--quick``
 every probe runs on the CPU for a few steps ("CPU vs CUDA" then compares two CPU runs).
@@ -118,17 +119,13 @@ class Checks:
         return verdict(runs)
 
     def repeat_off(self) -> Result:
-        result: Result = {}
-        try:
-            runs = [
-                self.probe(f"{self.device}_off_{i}", self.device, deterministic=False)
-                for i in (1, 2)
-            ]
-            result["probe"] = verdict(runs)
-        except Exception as exc:
-            result["probe"] = {"error": str(exc)[-2000:]}
-        result["atomics"] = self.worker("atomics")
-        return result
+        runs = [
+            self.probe(f"{self.device}_off_{i}", self.device, deterministic=False) for i in (1, 2)
+        ]
+        return verdict(runs)
+
+    def atomics(self) -> Result:
+        return self.worker("atomics")
 
     def cpu_vs_cuda(self) -> Result:
         cuda = self.fingerprints.get(f"{self.device}_on_1") or self.probe(
@@ -268,6 +265,8 @@ def timing(device: str, quick: bool, deterministic: bool) -> Result:
     train(batches[:warmup])
     rates = [steps / train(batches[warmup:]) for _ in range(rounds)]
     return {
+        "measures": "forward, backward and SGD step of the probe's model on prepared batches "
+        "(no DataLoader, no recorder), after a warm-up; best of the rounds",
         "deterministic": deterministic,
         "steps": steps,
         "rounds": rounds,
@@ -286,7 +285,7 @@ def info(device: str) -> Result:
         "cudnn": cudnn.version() if cudnn.is_available() else None,
         "cuda_available": torch.cuda.is_available(),
     }
-    if device == "cuda":
+    if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         result |= {
             "gpu": props.name,
@@ -302,22 +301,23 @@ def info(device: str) -> Result:
 
 
 def table(results: Result) -> list[str]:
-    """One line per check, compact."""
+    """One line per check; an error shows as its last line (gpu.json has the whole of it)."""
     rows: list[tuple[str, str]] = []
+    device = results["device"]
+
+    def failed(part: Result) -> str | None:
+        if "skipped" in part:
+            return f"SKIPPED: {part['skipped']}"
+        if "error" in part:
+            return "ERROR " + str(part["error"]).strip().splitlines()[-1][:200]
+        return None
 
     def show(name: str, part: Result, text: Callable[[Result], str]) -> None:
-        if "error" in part:
-            rows.append((name, "ERROR " + str(part["error"])[-300:]))
-        elif "skipped" in part:
-            rows.append((name, f"SKIPPED: {part['skipped']}"))
-        else:
-            rows.append((name, text(part)))
+        rows.append((name, failed(part) or text(part)))
 
     def kind(v: Result) -> str:
-        if "error" in v:
-            return "ERROR " + str(v["error"])[-200:]
         where = f" at {v['stage']}" + (f" step {v['step']}" if v["step"] is not None else "")
-        return str(v["kind"]) + (where if v["stage"] else "")
+        return failed(v) or str(v["kind"]) + (where if v["stage"] else "")
 
     def counts(r: Result) -> str:
         return "; ".join(
@@ -331,23 +331,19 @@ def table(results: Result) -> list[str]:
             for mode in ("deterministic_on", "deterministic_off")
         )
 
-    show("a) CUDA x2, deterministic", results.get("a", {}), kind)
-    show("b) CUDA x2, deterministic off", results.get("b", {}), lambda r: kind(r["probe"]))
+    show(f"a) {device} x2, deterministic", results["a"], kind)
+    show(f"b) {device} x2, deterministic off", results["b"], kind)
+    show("b) atomics (index_add_, embedding bwd)", results["b_atomics"], counts)
     show(
-        "b) atomics (index_add_, embedding bwd)",
-        results.get("b", {}),
-        lambda r: counts(r["atomics"]),
-    )
-    show(
-        "c) CPU vs CUDA",
-        results.get("c", {}),
+        f"c) cpu vs {device}",
+        results["c"],
         lambda r: (
             f"{kind(r)}; max relative loss difference {r['max_relative_loss_difference']:.3g}"
         ),
     )
     show(
         "d) deterministic cost",
-        results.get("d", {}),
+        results["d"],
         lambda r: (
             f"on {r['on']['steps_per_s']:.0f} steps/s, off {r['off']['steps_per_s']:.0f} "
             f"steps/s, on/off {r['on_over_off']:.3f}"
@@ -355,7 +351,7 @@ def table(results: Result) -> list[str]:
     )
     show(
         "e) versions",
-        results.get("e", {}),
+        results["e"],
         lambda r: (
             f"{r.get('gpu', 'no GPU')} ({r.get('sm_count', '-')} SMs), torch {r['torch']}, "
             f"CUDA {r['cuda']}, cuDNN {r['cudnn']}, nvidia-smi: {r['nvidia_smi'] or '-'}"
@@ -387,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         ("e", checks.versions),
         ("a", checks.repeat_on),
         ("b", checks.repeat_off),
+        ("b_atomics", checks.atomics),
         ("c", checks.cpu_vs_cuda),
         ("d", checks.cost),
     ):
