@@ -162,6 +162,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from orchestrator.probe import capture, fingerprint
 
     out = Path(args.out)
+    fingerprint.check_writable(out)  # before the capture, not after
     fingerprint.write(out, capture.capture())
     print(f"wrote {out}")
     return 0

@@ -308,3 +308,27 @@ def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Pa
     assert len(prints) == 2
     for p in prints:
         assert json.loads(p.read_text())["format"] == "envparity-fingerprint"
+
+
+def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -> None:
+    recorded = json.loads(
+        next((project / ".envparity/fingerprints").glob("host-*-1.json")).read_text()
+    )
+    assert recorded["probe"]["determinism"] == {
+        "deterministic_algorithms": True,
+        "tf32": False,
+        "cudnn_benchmark": False,
+        "threads": None,
+    }
+    custom = tmp_path / "environment.toml"
+    custom.write_text(
+        SPEC.format(probe="") + "\n[determinism]\nseed = 5\ndeterministic_algorithms = false\n"
+        "tf32 = true\ncudnn_benchmark = true\nthreads = 1\n"
+    )
+    assert verify.determinism_flags(load(custom)) == [
+        "--no-deterministic-algorithms",
+        "--tf32",
+        "--cudnn-benchmark",
+        "--threads",
+        "1",
+    ]
