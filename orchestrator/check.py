@@ -28,6 +28,12 @@ def pinning_warnings(spec: Spec) -> list[str]:
             "append @sha256:<digest> (from `docker buildx imagetools inspect IMAGE`)"
         )
     nx = spec.targets.get("nix")
+    if isinstance(nx, NixTarget) and spec.environment.python.count(".") == 2:
+        out.append(
+            f"warning: environment.python {spec.environment.python!r} is an exact release, but the "
+            f"flake takes nixpkgs' python{spec.environment.python_minor.replace('.', '')}, whose "
+            "patch release is whatever the pinned nixpkgs commit has"
+        )
     if isinstance(nx, NixTarget) and not nx.pinned:
         out.append(
             f"warning: targets.nix.nixpkgs {nx.nixpkgs!r} is not pinned to a commit; "

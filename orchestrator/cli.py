@@ -42,6 +42,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     text = init.spec_text(Path(args.from_file) if args.from_file else None, name=args.name)
     init.write_spec(target, text, force=args.force)
     print(f"wrote {target}")
+    from orchestrator import compat, spec
+
+    for problem in compat.check(spec.load(target)):  # written all the same: a draft to edit
+        _err(f"warning: {problem} (edit {target} before 'envparity lock')")
     return 0
 
 

@@ -117,14 +117,11 @@ def _variables(spec: Spec, r: Report) -> None:
     if not spec.variables:
         return
     r.section("Variables")
-    dotenv = spec.root / ".env"
     defined = set(os.environ)
-    if dotenv.is_file():
-        defined |= {
-            line.split("=", 1)[0].strip()
-            for line in dotenv.read_text().splitlines()
-            if "=" in line and not line.lstrip().startswith("#")
-        }
+    for line in (files.read(spec.root / ".env", ".env") or "").splitlines():
+        name, eq, _ = line.strip().removeprefix("export ").partition("=")
+        if eq and not name.startswith("#"):
+            defined.add(name.strip())
     missing = [
         v.name for v in spec.variables if v.required and v.default is None and v.name not in defined
     ]
@@ -133,11 +130,8 @@ def _variables(spec: Spec, r: Report) -> None:
             f"required variable {name} is not set (environment or .env)",
             "copy .env.example to .env",
         )
-    ignore = spec.root / ".gitignore"
-    if not (
-        ignore.is_file()
-        and any(line.strip() in (".env", "/.env") for line in ignore.read_text().splitlines())
-    ):
+    ignored = (files.read(spec.root / ".gitignore", ".gitignore") or "").splitlines()
+    if not any(line.strip() in (".env", "/.env") for line in ignored):
         r.warn(".env is not in .gitignore: secrets could be committed", "add '.env' to .gitignore")
     if not missing:
         r.ok("required variables are set")

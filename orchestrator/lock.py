@@ -152,7 +152,15 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
     """Refuse a lock whose packages are not the flavor's: CUDA in cpu, another CUDA in cuXY."""
     pins = pinned(body)
-    cuda_pkgs = sorted(p for p in pins if p.startswith(("nvidia-", "cuda-")))
+    # The CUDA runtime wheels a CUDA build of torch pulls in (other nvidia-* packages, such
+    # as nvidia-ml-py, are fine in a cpu lock).
+    cuda_pkgs = sorted(
+        p
+        for p in pins
+        if re.fullmatch(r"nvidia-(cuda-runtime|cudnn|cublas)(-cu\d+)?|cuda-toolkit", p)
+    )
+    if "+cpu" in pins.get("torch", "+cpu"):
+        cuda_pkgs = []  # torch is a CPU build (or absent): whatever else pulled them is the user's
     runtime = next(
         (v for p, v in pins.items() if re.fullmatch(r"nvidia-cuda-runtime(-cu\d+)?", p)), None
     )

@@ -51,6 +51,20 @@ _IMAGE_RE = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 _URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
+# Variables the launch environment sets (orchestrator.launch) or the system owns.
+_RESERVED_VARIABLES = frozenset(
+    {
+        "PYTHONHASHSEED",
+        "CUBLAS_WORKSPACE_CONFIG",
+        "NVIDIA_TF32_OVERRIDE",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "PATH",
+        "HOME",
+        "VIRTUAL_ENV",
+    }
+)
 _PROBE_RE = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 )
@@ -716,6 +730,13 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
         path = f"variables.{name}"
         if not _ENV_NAME_RE.match(name):
             r.problem(path, f"{name!r} is not an environment variable name (letters, digits, '_')")
+            continue
+        if name in _RESERVED_VARIABLES or name.startswith("LD_"):
+            r.problem(
+                path,
+                f"{name!r} is set by envparity or the system, not here "
+                "([determinism] sets the launch environment)",
+            )
             continue
         if isinstance(value, str):
             value = {"default": value}

@@ -215,6 +215,9 @@ def probe_once(target: Target, ctx: Context, out: Path) -> None:
     if v.probe:
         argv += ["--probe", v.probe]
     argv += determinism_flags(ctx.spec)
+    # The flavor decides the device: a CUDA target that cannot reach the GPU must fail, not
+    # quietly train on the CPU (and a cpu target on a GPU box must not use the GPU).
+    argv += ["--device", "cuda" if ctx.spec.flavor_of(target.name).startswith("cu") else "cpu"]
     env = {
         **ctx.launch_env,
         "PYTHONPATH": target.inside(ctx.runtime)

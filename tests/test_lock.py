@@ -180,3 +180,11 @@ def test_a_hand_edited_lock_is_kept_unless_forced(
     assert lock_file.read_text() == edited
     assert run(tmp_path, monkeypatch, "lock", "--force") == 0
     assert "# my note" not in lock_file.read_text()
+
+
+def test_other_nvidia_packages_are_fine_in_a_cpu_lock(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_spec(write_spec, deps='nvidia-ml-py = "*"')  # NVML bindings: no CUDA runtime, no torch
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    assert "nvidia-ml-py" in lock.pinned((tmp_path / "locks/cpu.txt").read_text())

@@ -71,6 +71,11 @@ def test_the_repository_spec_loads() -> None:
             "environment.toml: cuda.version: expected a string, got float 12.8",
         ),
         (
+            MINIMAL + "\n[variables]\nPYTHONHASHSEED = '1'\n",
+            "environment.toml: variables.PYTHONHASHSEED: 'PYTHONHASHSEED' is set by envparity or the "
+            "system, not here ([determinism] sets the launch environment)",
+        ),
+        (
             MINIMAL + "\n[variables]\nTOKEN = { secret = true, default = 'x' }\n",
             "environment.toml: variables.TOKEN.default: a secret has no default: secret values are never written",
         ),

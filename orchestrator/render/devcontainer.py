@@ -7,6 +7,8 @@ launch environment is baked in with ``ENV`` and repeated in ``containerEnv``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator import lock
 from orchestrator.render.escape import dockerfile_string, json_text, shell_line
 from orchestrator.spec import DevcontainerTarget, Spec
@@ -31,7 +33,9 @@ def render_devcontainer_json(spec: Spec) -> str:
     t = _target(spec)
     data: dict[str, object] = {
         "name": spec.environment.name,
-        "build": {"dockerfile": "Dockerfile", "context": ".."},
+        # The build context is the locks folder alone: nothing else (caches, data, .env) is
+        # sent to the builder, and the image depends on nothing but the lock.
+        "build": {"dockerfile": "Dockerfile", "context": "../locks"},
         "containerEnv": spec.determinism.launch_env(),
         "customizations": {
             "vscode": {
@@ -50,7 +54,23 @@ def render_devcontainer_json(spec: Spec) -> str:
 def render_dockerfile(spec: Spec, inputs: str) -> str:
     t = _target(spec)
     flavor = spec.flavor_of("devcontainer")
-    lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
+    names = [Path(lock.LockTarget(flavor, system).path).name for system in spec.environment.systems]
+    if len(names) == 1:
+        copy_lock = [f"COPY {names[0]} {LOCK_IN_IMAGE}"]
+    else:  # one lock per system: the build picks its machine's
+        aarch64 = next(
+            n
+            for n, s in zip(names, spec.environment.systems, strict=True)
+            if s.startswith("aarch64")
+        )
+        other = next(n for n in names if n != aarch64)
+        copy_lock = [
+            f"COPY {' '.join(names)} /tmp/envparity-locks/",
+            'RUN if [ "$(uname -m)" = aarch64 ]; then '
+            f"mv /tmp/envparity-locks/{aarch64} {LOCK_IN_IMAGE}; "
+            f"else mv /tmp/envparity-locks/{other} {LOCK_IN_IMAGE}; fi \\",
+            "    && rm -r /tmp/envparity-locks",
+        ]
     apt = [
         "ca-certificates",
         *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages}),
@@ -81,7 +101,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         "",
         "# Python packages from the lock, before any code: rebuilt only when the lock changes.",
         f"ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_INSTALL_DIR=/opt/python VIRTUAL_ENV={VENV}",
-        f"COPY {lock_path} {LOCK_IN_IMAGE}",
+        *copy_lock,
         f"RUN uv venv --python {spec.environment.python} {VENV} \\",
         f"    && {shell_line(sync)} \\",
         f"    && rm {LOCK_IN_IMAGE} \\",
