@@ -54,6 +54,9 @@ def check(spec: Spec) -> Report:
     drift = files.drift(spec.root, generated)
     for d in drift:
         report.lines.append(d.diff.rstrip("\n"))
+    for path in render.orphans(spec, generated):
+        drift.append(files.Drift(path, ""))
+        report.lines.append(f"{path}: no longer produced by {spec.path.name}")
     report.lines += stale
     if stale or drift:
         fixes = (["envparity lock"] if stale else []) + (["envparity render"] if drift else [])

@@ -73,18 +73,23 @@ def cmd_render(args: argparse.Namespace) -> int:
     spec = _spec(args)
     lock.refuse_incompatible(spec)
     rendered = render.render_all(spec)
+    orphans = render.orphans(spec, rendered)
     if args.check:
         drift = files.drift(spec.root, rendered)
         for d in drift:
             sys.stdout.write(d.diff)
-        if drift:
+        for path in orphans:
+            print(f"{path}: no longer produced by {spec.path.name}")
+        if drift or orphans:
             print(
-                f"{len(drift)} generated file(s) out of date; run 'envparity render'",
+                f"{len(drift) + len(orphans)} generated file(s) out of date; run 'envparity render'",
                 file=sys.stderr,
             )
-        return 1 if drift else 0
+        return 1 if drift or orphans else 0
     for path, status in files.write_all(spec.root, rendered, force=args.force):
         print(f"{status:>9} {path}")
+    for path in files.remove_orphans(spec.root, orphans, force=args.force):
+        print(f"  removed {path}")
     return 0
 
 

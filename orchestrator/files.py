@@ -172,6 +172,31 @@ def write_all(
     return results
 
 
+def orphans(root: Path, paths: Iterable[str], produced: Iterable[str]) -> list[str]:
+    """Files envparity wrote (they carry its header) that the spec no longer produces."""
+    keep = set(produced)
+    found = []
+    for path in sorted(set(paths) - keep):
+        text = read(root / path, path)
+        if text is not None and read_header(text) is not None:
+            found.append(path)
+    return found
+
+
+def remove_orphans(root: Path, paths: list[str], *, force: bool = False) -> list[str]:
+    """Delete ``orphans`` (all, or none if one was edited by hand and not ``force``)."""
+    edited = [p for p in paths if (h := read_header(read(root / p, p) or "")) and h.hand_edited]
+    if edited and not force:
+        raise RefusedOverwrite(
+            "refusing to remove files the spec no longer produces, edited by hand since: "
+            + ", ".join(edited)
+            + "; delete them yourself, or rerun with --force"
+        )
+    for p in paths:
+        (root / p).unlink()
+    return paths
+
+
 def atomic_write(target: Path, text: str) -> None:
     """Write ``text`` to ``target`` so that readers see the old file or the new one, never half."""
     import tempfile

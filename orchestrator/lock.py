@@ -214,7 +214,14 @@ def lock(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )
     results = files.write_all(spec.root, generated, force=force)
-    return [f"{path} ({status})" for path, status in results]
+    removed = [] if flavors else files.remove_orphans(spec.root, orphans(spec), force=force)
+    return [f"{path} ({status})" for path, status in results] + [f"{p} (removed)" for p in removed]
+
+
+def orphans(spec: Spec) -> list[str]:
+    """Locks of flavors or systems the spec no longer has."""
+    existing = [f"{LOCK_DIR}/{p.name}" for p in (spec.root / LOCK_DIR).glob("*.txt")]
+    return files.orphans(spec.root, existing, [t.path for t in lock_targets(spec)])
 
 
 def refuse_incompatible(spec: Spec) -> None:
@@ -249,6 +256,7 @@ def stale_locks(spec: Spec) -> list[str]:
             out.append(f"{target.path}: edited by hand since envparity wrote it")
         elif header.inputs != inputs(spec, target):
             out.append(f"{target.path}: stale (environment.toml changed since it was locked)")
+    out += [f"{p}: no longer produced by {spec.path.name}" for p in orphans(spec)]
     return out
 
 

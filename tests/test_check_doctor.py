@@ -168,3 +168,52 @@ def test_unreadable_files_are_one_message_not_a_traceback(
     assert "locks/cpu.txt: not UTF-8 text" in capsys.readouterr().err
     assert cli.main(["render"]) == 2  # the lock it would install cannot be read
     assert "locks/cpu.txt: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_files_of_a_removed_target_are_reported_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(tmp_path, monkeypatch)
+    path.write_text(path.read_text().split("[targets.nix]")[0])  # the nix target is gone
+    capsys.readouterr()
+    assert cli.main(["check"]) == 1
+    assert "flake.nix: no longer produced by environment.toml" in capsys.readouterr().out
+    assert cli.main(["render", "--check"]) == 1
+    assert (tmp_path / "flake.nix").is_file()  # --check removes nothing
+    assert cli.main(["render"]) == 0
+    assert "  removed flake.nix" in capsys.readouterr().out
+    assert not (tmp_path / "flake.nix").exists()
+    assert cli.main(["check"]) == 0
+
+
+def test_a_hand_edited_orphan_is_kept_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(tmp_path, monkeypatch)
+    with (tmp_path / ".env.example").open("a") as fh:
+        fh.write("MINE=1\n")
+    path.write_text(
+        path.read_text().replace(
+            '[variables]\nDATA_PATH = { required = true, description = "where the data lives" }\n',
+            "",
+        )
+    )
+    capsys.readouterr()
+    assert cli.main(["render"]) == 2
+    assert "edited by hand since: .env.example" in capsys.readouterr().err
+    assert (tmp_path / ".env.example").is_file()
+    assert cli.main(["render", "--force"]) == 0
+    assert not (tmp_path / ".env.example").exists()
+
+
+def test_a_lock_of_a_flavor_no_longer_in_the_spec_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project(tmp_path, monkeypatch)
+    (tmp_path / "locks/cu121.txt").write_text((tmp_path / "locks/cpu.txt").read_text())
+    (tmp_path / "locks/notes.txt").write_text("my own notes\n")  # no header: not ours
+    capsys.readouterr()
+    assert cli.main(["lock", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "locks/cu121.txt: no longer produced by environment.toml" in out
+    assert "notes.txt" not in out

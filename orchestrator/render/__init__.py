@@ -13,6 +13,13 @@ from orchestrator.render.flake import render_flake
 from orchestrator.spec import Spec
 
 RENDER_FORMAT = 1
+# Every file render can write; one the spec no longer produces is removed by render.
+GENERATED = (
+    "flake.nix",
+    ".devcontainer/devcontainer.json",
+    ".devcontainer/Dockerfile",
+    ".env.example",
+)
 
 
 # The spec parts each file is made from (besides its target's table and its lock): a change
@@ -68,3 +75,8 @@ def render_all(spec: Spec) -> list[files.Generated]:
             )
         )
     return out
+
+
+def orphans(spec: Spec, rendered: list[files.Generated]) -> list[str]:
+    """Generated files of an earlier spec (a target or [variables] since removed)."""
+    return files.orphans(spec.root, GENERATED, [f.path for f in rendered])
