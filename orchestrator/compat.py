@@ -219,7 +219,12 @@ def check(spec: Spec) -> list[Problem]:
     with_cuda = request.admitted
     if request.cuda is not None:
         with_cuda = tuple(v for v in request.admitted if _release(v).has_build(request.cuda))
-        if not with_cuda and not _unverified_lacking(request, request.admitted):
+        # Refused unless the spec asks only for releases whose builds are unverified (then it
+        # is a warning): an unverified release must not excuse the verified ones that lack it.
+        only_unverified = all(_release(v).unverified for v in request.admitted)
+        if not with_cuda and not (
+            only_unverified and _unverified_lacking(request, request.admitted)
+        ):
             problems.append(_no_cuda_build(request))
     pool = with_cuda or request.admitted
     with_python = tuple(v for v in pool if request.python in _release(v).python)
@@ -454,7 +459,7 @@ def _no_cuda_build(request: _Request) -> Problem:
     subject = (
         f"torch {admitted[0]}"
         if one
-        else (f"torch {_span(admitted)} (admitted by {request.specifier!r})")
+        else (f"torch {_span(admitted)} (admitted by {request.specifier or 'any version'!r})")
     )
     fixes = [f'cuda.version = "{_nearest(cuda, have)}"']
     other = _nearest_release(admitted, lambda r: r.has_build(cuda))
@@ -478,7 +483,7 @@ def _no_python(request: _Request, pool: Sequence[str], *, cuda_filtered: bool) -
         subject = (
             f"torch {pool[0]}"
             if one
-            else f"torch {_span(pool)} (admitted by {request.specifier!r})"
+            else f"torch {_span(pool)} (admitted by {request.specifier or 'any version'!r})"
         )
     fixes = [f'python = "{_nearest(python, have)}"']
     other = _nearest_release(

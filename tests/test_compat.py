@@ -445,3 +445,16 @@ def test_check_never_raises(torch: str, python: str, cuda: str | None, cudnn: st
         and "+" not in torch
     ):
         assert all(p.key == "cuda.version" for p in problems)
+
+
+def test_an_unverified_release_does_not_excuse_verified_ones_that_lack_the_build() -> None:
+    s = loads(
+        '[environment]\nname = "x"\npython = "3.11"\n[cuda]\nversion = "12.5"\n'
+        '[dependencies]\ntorch = ""\n',
+        path="environment.toml",
+    )
+    assert [str(p) for p in compat.check(s)] == [
+        "environment.toml: cuda.version: torch 2.0.0 to 2.15.0 (admitted by 'any version') have no "
+        "CUDA 12.5 build; they have 11.7, 11.8, 12.1, 12.4, 12.6, 12.8, 12.9, 13.0 and 13.2 "
+        '(use cuda.version = "12.6")'
+    ]
