@@ -164,6 +164,14 @@ def min_driver(cuda_version: str) -> str | None:
     return None if toolkit is None else toolkit.driver
 
 
+def min_driver_minor_compat(cuda_version: str) -> str | None:
+    """The oldest driver that runs a CUDA toolkit under minor-version compatibility (the
+    toolkit's major family, e.g. 525 for 12.x): pip wheels of torch run there, with limits
+    (no PTX JIT of newer code). None for a toolkit not in the table."""
+    toolkit = table().toolkits.get(cuda_version)
+    return None if toolkit is None else toolkit.minor_compat
+
+
 def cudnn_for(cuda_version: str, torch_version: str | None = None) -> str | None:
     """The cuDNN of torch's CUDA build: of ``torch_version`` when given, else of the newest
     recorded torch release that has a build for ``cuda_version``. None when unknown."""

@@ -149,12 +149,20 @@ def _gpu(spec: Spec, r: Report) -> None:
             f"a driver >= {need} is needed" if need else "",
         )
         return
+    floor = compat.min_driver_minor_compat(spec.cuda.version)
     for line in out.strip().splitlines():
         name, _, driver = (part.strip() for part in line.partition(","))
-        if need and _version(driver) < _version(need):
+        if floor and _version(driver) < _version(floor):
             r.fail(
-                f"{name}: driver {driver} is older than CUDA {spec.cuda.version} needs ({need})",
+                f"{name}: driver {driver} cannot run CUDA {spec.cuda.version} "
+                f"(needs {floor} or newer; {need} for the full toolkit)",
                 "update the NVIDIA driver",
+            )
+        elif need and _version(driver) < _version(need):
+            r.warn(
+                f"{name}: driver {driver} runs CUDA {spec.cuda.version} only under minor-version "
+                f"compatibility (>= {floor}); the toolkit's own minimum is {need}",
+                "fine for torch's wheels; update the driver for nvcc-built PTX or new features",
             )
         else:
             r.ok(f"{name}: driver {driver}" + (f" >= {need}" if need else ""))

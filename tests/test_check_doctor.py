@@ -3,6 +3,7 @@ with the real lock writer from a hand-made body, rendering never runs uv)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,46 @@ def test_a_lock_of_a_flavor_no_longer_in_the_spec_is_stale(
     out = capsys.readouterr().out
     assert "locks/cu121.txt: no longer produced by environment.toml" in out
     assert "notes.txt" not in out
+
+
+@pytest.mark.parametrize(
+    ("driver", "line"),
+    [
+        ("570.86", "  ok    NVIDIA H100: driver 570.86 >= 570.26"),
+        (
+            "550.54",
+            "  warn  NVIDIA H100: driver 550.54 runs CUDA 12.8 only under minor-version compatibility",
+        ),
+        (
+            "470.1",
+            "  FAIL  NVIDIA H100: driver 470.1 cannot run CUDA 12.8 (needs 525.60.13 or newer",
+        ),
+    ],
+)
+def test_doctor_judges_the_driver_by_minor_version_compatibility(
+    driver: str,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orchestrator import gpus
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(
+        f'#!/bin/sh\nif [ "$1" = -L ]; then echo "GPU 0: NVIDIA H100"; else echo "NVIDIA H100, {driver}"; fi\n'
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    gpus.nvidia_smi.cache_clear()
+    (tmp_path / "environment.toml").write_text(
+        '[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "12.8"\n'
+        '[dependencies]\ntorch = "==2.7.0"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    try:
+        cli.main(["doctor"])
+    finally:
+        gpus.nvidia_smi.cache_clear()
+    assert line in capsys.readouterr().out
