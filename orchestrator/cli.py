@@ -149,6 +149,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.probe import compare, fingerprint
 
     tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
+    for name, value in tolerances.items():
+        if value is not None and not 0.0 <= value < 1.0:  # also refuses nan
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"compare {option} {value}: not a tolerance in [0, 1)")
     if None in tolerances.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
         verify = _spec(args).verify
         print(f"tolerances from {args.spec} [verify] where not given", file=sys.stderr)

@@ -345,3 +345,12 @@ def test_loading_and_writing_fingerprints_imports_only_the_stdlib() -> None:
     )
     done = process.run([sys.executable, "-S", "-c", code], cwd=Path(__file__).resolve().parents[1])
     assert done.stdout == "['orchestrator']\n"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1"])
+def test_cli_compare_refuses_a_tolerance_that_is_none(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_fp(tmp_path / "a.json", fp())
+    assert main(["compare", str(a), str(a), "--rtol", value]) == 2
+    assert "not a tolerance in [0, 1)" in capsys.readouterr().err
