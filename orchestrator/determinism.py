@@ -26,15 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.launch import SET_AT_LAUNCH
+
 # Variables that only take effect when set before the interpreter (or CUDA, or the OpenMP/BLAS
 # runtimes) starts. The fingerprint records their start-up values.
 LAUNCH_VARIABLES = (
-    "PYTHONHASHSEED",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "NVIDIA_TF32_OVERRIDE",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
+    *SET_AT_LAUNCH,  # what envparity sets, and what else changes the numbers:
     "ATEN_CPU_CAPABILITY",
     "MKL_CBWR",
     "ONEDNN_MAX_CPU_ISA",

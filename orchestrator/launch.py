@@ -13,6 +13,15 @@ Stdlib only: it is imported inside bare target environments.
 
 from __future__ import annotations
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Every variable launch_environment() may set.
+SET_AT_LAUNCH = (
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
+    *THREAD_VARIABLES,
+)
+
 
 def launch_environment(
     seed: int,
@@ -32,6 +41,6 @@ def launch_environment(
         # cuBLAS and cuDNN for every library in the process, not only torch.
         env["NVIDIA_TF32_OVERRIDE"] = "0"
     if threads is not None:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        for name in THREAD_VARIABLES:
             env[name] = str(threads)
     return dict(sorted(env.items()))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.errors import Problem, SpecError
+from orchestrator.launch import SET_AT_LAUNCH
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,19 +53,7 @@ _IMAGE_RE = re.compile(
 )
 _URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
 # Variables the launch environment sets (orchestrator.launch) or the system owns.
-_RESERVED_VARIABLES = frozenset(
-    {
-        "PYTHONHASHSEED",
-        "CUBLAS_WORKSPACE_CONFIG",
-        "NVIDIA_TF32_OVERRIDE",
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "PATH",
-        "HOME",
-        "VIRTUAL_ENV",
-    }
-)
+_RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
 _PROBE_RE = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 )

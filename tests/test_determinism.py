@@ -188,3 +188,10 @@ def test_run_returns_the_commands_exit_code_and_rejects_no_command(spec: Path) -
         2,
         "envparity: run: cannot run no-such-command-xyz: No such file or directory\n",
     )
+
+
+def test_set_at_launch_names_every_variable_the_launcher_can_set() -> None:
+    from orchestrator.launch import SET_AT_LAUNCH, launch_environment
+
+    every = launch_environment(1, deterministic_algorithms=True, tf32=False, threads=2)
+    assert set(every) == set(SET_AT_LAUNCH)
