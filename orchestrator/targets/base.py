@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from orchestrator import gpus
+from orchestrator import gpus, lock
 from orchestrator.spec import Spec
 
 RUNTIME_DIR = ".envparity"  # under the spec's folder; git-ignored; holds caches and runs
@@ -59,6 +59,38 @@ class Target(abc.ABC):
     def key(self) -> str:
         """What determines this environment's contents (for caching fingerprints)."""
         return ""
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock this target installs on this machine: its flavor's, for this machine's
+        system when the spec locks it (the aarch64 lock on aarch64), else the first system's."""
+        import platform
+
+        spec = self.spec
+        systems = spec.environment.systems
+        here = f"{platform.machine()}-linux"
+        target = lock.LockTarget(spec.flavor_of(self.name), here if here in systems else systems[0])
+        return spec.root / target.path
+
+    @property
+    def spec(self) -> Spec:
+        return self.ctx.spec
+
+    def missing_inputs(self, *generated: str) -> str | None:
+        """Why this target cannot run from what is on disk: not in the spec, a CUDA flavor
+        without a GPU, a generated file or the lock missing. None when all is there."""
+        if self.name not in self.spec.targets:
+            return f"{self.name}: the spec has no [targets.{self.name}]"
+        gpu = self.gpu_missing()
+        if gpu:
+            return gpu
+        for path in generated:
+            if not (self.spec.root / path).is_file():
+                return f"{self.name}: {path} is missing (run 'envparity render')"
+        if not self.lock_file.is_file():
+            missing = self.lock_file.relative_to(self.spec.root)
+            return f"{self.name}: {missing} is missing (run 'envparity lock')"
+        return None
 
     def gpu_missing(self) -> str | None:
         """Why this target cannot run here if its flavor is a CUDA one and no GPU is visible."""

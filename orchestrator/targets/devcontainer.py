@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import files, lock, process
+from orchestrator import files, process
 from orchestrator.errors import ToolError
 from orchestrator.render.devcontainer import VENV
 from orchestrator.targets.base import Context, Target
@@ -84,12 +84,6 @@ class DevcontainerTarget(Target):
         return self.ctx.cache / "devcontainer"
 
     @property
-    def lock_file(self) -> Path:
-        spec = self.ctx.spec
-        flavor = spec.flavor_of("devcontainer")
-        return spec.root / lock.LockTarget(flavor, spec.environment.systems[0]).path
-
-    @property
     def engine(self) -> str:
         if self._engine is None:
             self._engine = find_engine()
@@ -117,17 +111,9 @@ class DevcontainerTarget(Target):
         )
 
     def unavailable(self) -> str | None:
-        if "devcontainer" not in self.ctx.spec.targets:
-            return "devcontainer: the spec has no [targets.devcontainer]"
-        gpu = self.gpu_missing()
-        if gpu:
-            return gpu
-        for path in (CONFIG, DOCKERFILE):
-            if not (self.root / path).is_file():
-                return f"devcontainer: {path} is missing (run 'envparity render')"
-        if not self.lock_file.is_file():
-            missing = self.lock_file.relative_to(self.root)
-            return f"devcontainer: {missing} is missing (run 'envparity lock')"
+        missing = self.missing_inputs(CONFIG, DOCKERFILE)
+        if missing:
+            return missing
         if find_cli() is None:
             return self._no_cli()
         if self._engine is None:

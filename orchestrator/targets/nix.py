@@ -15,11 +15,10 @@ unavailable, saying so, rather than failing half-way through a build.
 from __future__ import annotations
 
 import hashlib
-import platform
 import shutil
 from pathlib import Path
 
-from orchestrator import files, lock, process
+from orchestrator import files, process
 from orchestrator.errors import ToolError
 from orchestrator.spec import NixTarget as NixSettings
 from orchestrator.targets.base import Target
@@ -45,28 +44,12 @@ class NixTarget(Target):
             raise ToolError("nix: the spec has no [targets.nix]")
         return settings.nixpkgs
 
-    @property
-    def lock_file(self) -> Path:
-        """The lock the shell hook installs on this machine (the aarch64 one on aarch64)."""
-        spec = self.ctx.spec
-        systems = spec.environment.systems
-        here = f"{platform.machine()}-linux"
-        target = lock.LockTarget(spec.flavor_of("nix"), here if here in systems else systems[0])
-        return spec.root / target.path
-
     def unavailable(self) -> str | None:
-        if "nix" not in self.ctx.spec.targets:
-            return "nix: the spec has no [targets.nix]"
-        gpu = self.gpu_missing()
-        if gpu:
-            return gpu
-        if shutil.which("nix") is None:
+        if shutil.which("nix") is None and "nix" in self.spec.targets:
             return "nix: not installed"
-        if not (self.root / FLAKE).is_file():
-            return f"nix: {FLAKE} is missing (run 'envparity render')"
-        if not self.lock_file.is_file():
-            missing = self.lock_file.relative_to(self.root)
-            return f"nix: {missing} is missing (run 'envparity lock')"
+        missing = self.missing_inputs(FLAKE)
+        if missing:
+            return missing
         fetched = process.run(
             [
                 "nix",

@@ -27,12 +27,12 @@ class VenvTarget(Target):
     def flavor(self) -> str:
         return self.ctx.spec.flavor_of("venv")
 
-    @property
-    def lock_file(self) -> Path:
-        spec = self.ctx.spec
-        return spec.root / lock.LockTarget(self.flavor, spec.environment.systems[0]).path
-
     def key(self) -> str:
+        return self._key
+
+    @functools.cached_property
+    def _key(self) -> str:
+        """The lock's content, the exact interpreter and the sources: read once per run."""
         spec = self.ctx.spec
         return files.inputs_hash(
             {
@@ -51,14 +51,9 @@ class VenvTarget(Target):
         return self.location / "bin" / "python"
 
     def unavailable(self) -> str | None:
-        gpu = self.gpu_missing()
-        if gpu:
-            return gpu
         if shutil.which("uv") is None:
             return "venv: uv is not installed"
-        if not self.lock_file.is_file():
-            return f"venv: {self.lock_file.relative_to(self.ctx.spec.root)} is missing (run 'envparity lock')"
-        return None
+        return self.missing_inputs()
 
     def provision(self) -> None:
         done = self.location / DONE
