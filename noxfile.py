@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +36,29 @@ if "ENVPARITY_MIRRORS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
     )
 
 
+# The devcontainers CLI the tests and the devcontainer target run: npm package, pinned.
+DEVCONTAINER_CLI = "@devcontainers/cli@0.89.0"
+NODE_DIR = ROOT / ".ci" / "node"  # git-ignored
+
+
+def devcontainer_cli(session: nox.Session) -> None:
+    """Install the devcontainers CLI into .ci/node when it is not on PATH, and put it there."""
+    bin_dir = NODE_DIR / "node_modules" / ".bin"
+    if shutil.which("devcontainer") is None and not (bin_dir / "devcontainer").exists():
+        session.run(
+            "npm",
+            "install",
+            "--prefix",
+            str(NODE_DIR),
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            DEVCONTAINER_CLI,
+            external=True,
+        )
+    session.env["PATH"] = f"{bin_dir}{os.pathsep}{session.env.get('PATH') or os.environ['PATH']}"
+
+
 def install(session: nox.Session) -> None:
     """The repository's cpu lock, hash-checked, then envparity itself without dependencies."""
     target = lock.LockTarget("cpu", "x86_64-linux")
@@ -57,6 +81,7 @@ def install(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     install(session)
+    devcontainer_cli(session)
     session.run("pytest", *session.posargs)
 
 
@@ -89,6 +114,7 @@ def check(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def verify(session: nox.Session) -> None:
     install(session)
+    devcontainer_cli(session)
     session.run("envparity", "verify", *session.posargs)
 
 
