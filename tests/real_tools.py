@@ -139,15 +139,10 @@ def nix_eval_json(expr: str, *, cwd: Path) -> Any:
 
 
 def schema_path() -> Path:
-    """The official devcontainer.json schema: $ENVPARITY_SCHEMA_DIR, else ../shared/schemas."""
-    folder = Path(os.environ.get("ENVPARITY_SCHEMA_DIR") or REPO.parent / "shared" / "schemas")
-    path = folder / "devContainer.base.schema.json"
+    """The official devcontainer.json schema, vendored in tests/schemas/ (MIT; see its README)."""
+    path = REPO / "tests" / "schemas" / "devContainer.base.schema.json"
     if not path.is_file():
-        pytest.fail(
-            f"the devcontainer.json schema is not at {path}: set ENVPARITY_SCHEMA_DIR to "
-            "the folder holding devContainer.base.schema.json",
-            pytrace=False,
-        )
+        pytest.fail(f"the vendored devcontainer.json schema is missing: {path}", pytrace=False)
     return path
 
 
