@@ -20,6 +20,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _err(message: str) -> None:
+    from orchestrator.messages import redact  # every message: no URL's credentials shown
+
+    message = redact(message)
     print(
         f"envparity: {message}" if "\n" not in message else f"envparity: error\n{message}",
         file=sys.stderr,

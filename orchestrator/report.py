@@ -8,6 +8,7 @@ import html
 import math
 from typing import TYPE_CHECKING
 
+from orchestrator.messages import redact
 from orchestrator.probe.capture import diff
 from orchestrator.probe.compare import PairVerdict, Verdict
 
@@ -74,7 +75,7 @@ def print_table(result: VerifyResult, console: Console) -> None:
         }[t.status]
         verdict = t.status if t.status != "ok" else _verdict_text(t)
         cells = (t.name, _python(t), _torch(t), device, _short(t), runs, verdict)
-        table.add_row(*(Text(c) for c in cells), style=style)
+        table.add_row(*(Text(redact(c)) for c in cells), style=style)
     console.print(table)
     lines: list[str] = [
         f"{t.name} {t.status}: {t.reason}" for t in result.targets if t.status != "ok"
@@ -87,9 +88,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
-        console.print(line, markup=False, highlight=False)
+        console.print(redact(line), markup=False, highlight=False)
     for problem in result.problems:
-        console.print(Text.assemble(("FAIL ", "bold red"), problem))
+        console.print(Text.assemble(("FAIL ", "bold red"), redact(problem)))
     if not result.problems:
         console.print(
             Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
@@ -223,7 +224,7 @@ def render_html(result: VerifyResult) -> str:
         )
         causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
     name = html.escape(result.spec.environment.name)
-    return f"""<!doctype html>
+    return redact(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
@@ -240,4 +241,4 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 <h2>Environment differences</h2>
 {_differences(result)}
 </body></html>
-"""
+""")  # no URL's credentials in a file that is shared as a CI artifact
