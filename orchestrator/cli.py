@@ -89,10 +89,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1 if drift or orphans else 0
-    for path, status in files.write_all(spec.root, rendered, force=args.force):
+    for path, status in files.write_all(spec.root, rendered, remove=orphans, force=args.force):
         print(f"{status:>9} {path}")
-    for path in files.remove_orphans(spec.root, orphans, force=args.force):
-        print(f"  removed {path}")
     return 0
 
 

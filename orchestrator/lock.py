@@ -213,9 +213,9 @@ def lock(
         generated.append(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )
-    results = files.write_all(spec.root, generated, force=force)
-    removed = [] if flavors else files.remove_orphans(spec.root, orphans(spec), force=force)
-    return [f"{path} ({status})" for path, status in results] + [f"{p} (removed)" for p in removed]
+    removed = [] if flavors else orphans(spec)
+    results = files.write_all(spec.root, generated, remove=removed, force=force)
+    return [f"{path} ({status})" for path, status in results]
 
 
 def orphans(spec: Spec) -> list[str]:
