@@ -117,10 +117,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from orchestrator import files
     from orchestrator.probe import fingerprint, run
 
     out = Path(args.out)
-    fingerprint.check_writable(out)  # before training, not after
+    files.check_output(out)  # no link, device or folder: before training, not after
+    fingerprint.check_writable(out)
     data = run.run_probe(
         probe=args.probe,
         seed=run.DEFAULT_SEED if args.seed is None else args.seed,
@@ -173,10 +175,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from orchestrator import files
     from orchestrator.probe import capture, fingerprint
 
     out = Path(args.out)
-    fingerprint.check_writable(out)  # before the capture, not after
+    files.check_output(out)  # no link, device or folder: before the capture, not after
+    fingerprint.check_writable(out)
     fingerprint.write(out, capture.capture())
     print(f"wrote {out}")
     return 0
@@ -223,6 +227,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from orchestrator import files, report, verify
+
+    if args.report:
+        files.check_output(Path(args.report))  # no link, device or folder: before the work
 
     console = Console(stderr=True)
     with Progress(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import reprlib
 
-LIMIT = 60  # characters of a quoted string shown before "..."
+LIMIT = 160  # characters of a quoted string shown before "..." (an image with its digest fits)
 
 # scheme://userinfo@ : the userinfo runs up to the last "@" before the host's "/", "?" or "#"
 # (a password may hold an unencoded "@"); whitespace and quotes end a URL in running text.
@@ -43,10 +43,12 @@ def quote(value: object) -> str:
     if isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
-        if value.bit_length() > 132:  # more than 40 digits (and str() of >4300 digits raises)
-            digits = int(value.bit_length() * 0.30103) + 1
-            return f"an integer of about {digits} digits"
-        return repr(value)
+        if value.bit_length() <= 132:  # at most 40 digits
+            return repr(value)
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # str() refuses more than sys.get_int_max_str_digits() digits
+            return "an integer of thousands of digits"
     if isinstance(value, str):
         if len(value) > LIMIT:
             return redact(repr(value[:LIMIT]) + f"... ({len(value)} characters)")

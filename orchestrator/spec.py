@@ -397,7 +397,7 @@ def _join(path: str, key: str) -> str:
 
 def _quoted_key(key: str) -> str:
     """A TOML-style quoted key, one line, shortened like ``quote`` shortens values."""
-    short = key if len(key) <= 60 else key[:60]
+    short = key if len(key) <= 60 else key[:60]  # keys are short: 60 characters shown
     text = json.dumps(short, ensure_ascii=True)
     return text if short == key else f"{text}... ({len(key)} characters)"
 

@@ -92,11 +92,14 @@ def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+RUNTIME_PATHS = ("verify.lock", "runtime", "venvs", "fingerprints", "devcontainer", "report.html")
+
+
 @contextmanager
 def exclusive(cache: Path, progress: Callable[[str], None]) -> Iterator[None]:
     """Hold the cache's lock: a second verify waits instead of writing the same files."""
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "verify.lock", "w") as handle:
+    with open(cache / "verify.lock", "a") as handle:  # "a": never truncate what is there
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -286,6 +289,8 @@ def verify(
     chosen = choose_targets(spec, names)
     preflight(spec)
     cache = spec.root / RUNTIME_DIR
+    # What verify and its targets write or delete under .envparity: never through a link.
+    files.refuse_links(spec.root, *(f"{RUNTIME_DIR}/{p}" for p in RUNTIME_PATHS))
     with exclusive(cache, progress):
         ctx = Context(
             spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh, progress=progress

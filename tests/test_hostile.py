@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ HOSTILE = {
     "tab": "a\tb",
     "non-ASCII": "naïve 日本語 ✓",
     "unicode line breaks": "a\u2028b\x85c",
+    "unicode separators": "a\u2028b\u2029c\u00a0d\u3000e",
+    "unicode digits": "3.\u0661\u0661\uff11",
+    "c1 control": "a\x9b31mb",
     "comment markers": "*/ // # <!--",
     # no spaces, quotes or dollars: these pass the URL and flake-reference shape checks
     "url-safe shell metacharacters": "a;touch+PWNED&b(c)*d!e#f",
@@ -490,10 +494,10 @@ def test_the_corpus_reaches_the_escapers() -> None:
     checks and render, so the inertness proofs above run for them."""
     from orchestrator import spec
 
-    printable = set(HOSTILE) - {"newline", "carriage return", "tab"}
+    printable = set(HOSTILE) - {"newline", "carriage return", "tab", "unicode line breaks"}
     renders = {
-        "variable default": printable,
-        "variable description": printable,
+        "variable default": printable - {"c1 control"},
+        "variable description": printable - {"c1 control"},
         "index url": {"url-safe shell metacharacters"},
         "nixpkgs reference": {
             "single quote",
@@ -501,7 +505,7 @@ def test_the_corpus_reaches_the_escapers() -> None:
             "nix doubled quotes",
         },
         "dependency markers": {"nix interpolation", "command substitution", "backticks"},
-        "spec file name": printable - {"unicode line breaks"},  # refused at load
+        "spec file name": printable - {"unicode separators", "c1 control"},
     }
     for field, values in renders.items():
         for value in values:
@@ -512,3 +516,407 @@ def test_the_corpus_reaches_the_escapers() -> None:
                 path=rendered_value if FIELDS[field].file_name else "environment.toml",
             )
             assert loaded is not None, (field, value)
+
+
+# =========================================================================== by kind
+# Each class below is one kind of attack from the hardening issue; every case is a value or a
+# file layout a hostile user (or a flaky machine) could hand envparity.
+
+SPEC_HEAD = '[environment]\nname = "hostile"\npython = "3.11"\n'
+
+
+def render_in(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(["--spec", str(folder / "environment.toml"), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every file and link under ``root``: contents, or ``-> target`` for a link."""
+    out: dict[str, bytes | str] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = f"-> {os.readlink(p)}"
+        elif p.is_file():
+            out[rel] = p.read_bytes()
+    return out
+
+
+class TestShapeChecksMatchTheWholeValueInAscii:
+    """Shape checks use a full match in ASCII: a trailing newline or a Unicode digit that a
+    ``re.match`` with ``$`` and ``\\d`` let through is refused, with one message naming it."""
+
+    CASES = {
+        "variable name with a newline": (
+            '[variables]\n"DATA\\n" = { default = "x", description = "$(touch PWNED)" }\n',
+            "variables.\"DATA\\n\": 'DATA\\n' is not an environment variable name "
+            "(letters, digits, '_')",
+        ),
+        "Arabic-Indic digits in python": (
+            "",
+            "environment.python: '3.\u0661\u0661' is not a Python version such as \"3.11\" or "
+            '"3.11.9"',
+        ),
+        "newline after the name": (
+            "",
+            "environment.name: 'hostile\\n' is not a name (letters, digits, '.', '_', '-'; at most 64)",
+        ),
+        "newline after a system package": (
+            '[system]\npackages = ["git\\n"]\n',
+            "system.packages[0]: 'git\\n' is not a system package name (lower-case letters, "
+            "digits, '.+_-')",
+        ),
+        "newline after an apt name": (
+            '[system]\npackages = ["git"]\napt = { git = "git\\n" }\n',
+            "system.apt.git: 'git\\n' is not a Debian package name",
+        ),
+        "newline after a nix attribute": (
+            '[system]\npackages = ["git"]\nnix = { git = "git\\n" }\n',
+            "system.nix.git: 'git\\n' is not a nixpkgs attribute path",
+        ),
+        "newline after an index URL": (
+            '[[index]]\nurl = "https://example.org/simple\\n"\n',
+            "index[0].url: 'https://example.org/simple\\n' is not an http(s):// or file:// URL "
+            "or an absolute path (no spaces, quotes, '$' or backticks)",
+        ),
+        "newline after the devcontainer user": (
+            '[targets.devcontainer]\nimage = "python:3.11"\nuser = "dev\\n"\n',
+            "targets.devcontainer.user: 'dev\\n' is not a Linux user name",
+        ),
+        "newline after the image": (
+            '[targets.devcontainer]\nimage = "python:3.11\\n"\n',
+            "targets.devcontainer.image: 'python:3.11\\n' is not an image reference "
+            "(registry/name:tag, optionally @sha256:<64 hex digits>)",
+        ),
+        "newline after the nixpkgs reference": (
+            f'[targets.nix]\nnixpkgs = "{NIXPKGS}\\n"\n',
+            f"targets.nix.nixpkgs: '{NIXPKGS}\\n' is not a flake reference such as "
+            '"github:NixOS/nixpkgs/<40-hex commit>"',
+        ),
+        "fullwidth digits in the CUDA version": (
+            '[cuda]\nversion = "\uff11\uff12.8"\n',
+            "cuda.version: '\uff11\uff12.8' is not a CUDA toolkit version major.minor such as "
+            '"12.8"',
+        ),
+        "newline after a dependency name": (
+            '[dependencies]\n"numpy\\n" = ">=2"\n',
+            "dependencies.\"numpy\\n\": 'numpy\\n' is not a valid package name",
+        ),
+        "newline after an extension": (
+            '[targets.devcontainer]\nimage = "python:3.11"\nextensions = ["ms-python.python\\n"]\n',
+            "targets.devcontainer.extensions[0]: 'ms-python.python\\n' is not a VS Code "
+            "extension id (publisher.name)",
+        ),
+        "newline after the probe": (
+            '[verify]\nprobe = "pkg.mod:fn\\n"\n',
+            "verify.probe: 'pkg.mod:fn\\n' is not a probe reference 'package.module:function'",
+        ),
+        "C1 control in a description": (
+            '[variables]\nA = { description = "x\\u009b31m" }\n',
+            "variables.A.description: a description must be one line of printable text "
+            "(found '\\x9b')",
+        ),
+    }
+
+    @pytest.mark.parametrize("case", CASES)
+    def test_refused_with_one_message(
+        self, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        extra, message = self.CASES[case]
+        head = SPEC_HEAD
+        if case == "Arabic-Indic digits in python":
+            head = head.replace('"3.11"', '"3.\u0661\u0661"')
+        if case == "newline after the name":
+            head = head.replace('"hostile"', '"hostile\\n"')
+        spec = tmp_path / "environment.toml"
+        spec.write_text(head + extra, encoding="utf-8")
+        code, out, err = render_in(tmp_path, capsys, "render")
+        assert (code, out) == (2, "")
+        assert err == f"envparity: {spec}: {message}\n"
+        assert [p.name for p in tmp_path.iterdir()] == ["environment.toml"]
+        assert canaries(tmp_path) == []
+
+
+class TestBoundedInput:
+    """Huge or deeply nested input: exit 2, one short message, no traceback, nothing written."""
+
+    CASES = {
+        "nested arrays": (
+            lambda: SPEC_HEAD + "[verify]\nx = " + "[" * 5000 + "]" * 5000 + "\n",
+            "TOML nested too deeply",
+        ),
+        "nested inline tables": (
+            lambda: SPEC_HEAD + "[verify]\nx = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+            "TOML nested too deeply",
+        ),
+        "a 5,000-digit integer": (
+            lambda: SPEC_HEAD + "[determinism]\nseed = " + "9" * 5000 + "\n",
+            "TOML value out of range: Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits",
+        ),
+        "a 4,000-digit integer": (
+            lambda: SPEC_HEAD + "[determinism]\nseed = " + "9" * 4000 + "\n",
+            "determinism.seed: an integer of 4000 digits is outside 0..4294967295",
+        ),
+        "a 500,000-character name": (
+            lambda: SPEC_HEAD.replace('"hostile"', '"' + "a" * 500_000 + '"'),
+            "environment.name: '" + "a" * 160 + "'... (500000 characters) is not a name "
+            "(letters, digits, '.', '_', '-'; at most 64)",
+        ),
+        "a 500,000-character key": (
+            lambda: SPEC_HEAD + "[variables]\n" + "A" * 500_000 + " = 'x'\n",
+            'variables."' + "A" * 60 + "\"... (500000 characters): '" + "A" * 160 + "'... "
+            "(500000 characters) is not an environment variable name (letters, digits, '_')",
+        ),
+        "a 2 MB file": (
+            lambda: SPEC_HEAD + "# " + "x" * 2_000_000 + "\n",
+            "larger than 1,000,000 characters: not a spec file",
+        ),
+        "a huge array as a string": (
+            lambda: SPEC_HEAD.replace('"hostile"', "[" + "1, " * 100_000 + "1]"),
+            "environment.name: expected a string, got array [1, 1, 1, 1, ...]",
+        ),
+    }
+
+    @pytest.mark.parametrize("case", CASES)
+    def test_one_short_message(
+        self, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        make, message = self.CASES[case]
+        spec = tmp_path / "environment.toml"
+        spec.write_text(make(), encoding="utf-8")
+        code, out, err = render_in(tmp_path, capsys, "render")
+        assert (code, out) == (2, "")
+        assert err == f"envparity: {spec}: {message}\n"
+        assert len(err) < 600 and "Traceback" not in err
+        assert [p.name for p in tmp_path.iterdir()] == ["environment.toml"]
+
+
+TOKEN = "s3cr3t-T0KEN-planted"
+
+
+class TestCredentials:
+    """Credentials never come from the spec, and no message, report or file shows one."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            f"https://user:{TOKEN}@pypi.example.org/simple",
+            f"https://{TOKEN}@pypi.example.org/simple",
+            f"https://__token__:{TOKEN}@pypi.example.org:8443/simple/",
+            f"http://user:{TOKEN}@10.0.0.1/simple",
+            f"file://user:{TOKEN}@host/srv/wheels",
+        ],
+    )
+    def test_an_index_url_with_userinfo_is_refused_with_advice(
+        self, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from orchestrator.messages import redact
+        from orchestrator.spec import CREDENTIALS_ADVICE
+
+        spec = tmp_path / "environment.toml"
+        spec.write_text(SPEC_HEAD + f'[[index]]\nurl = "{url}"\n', encoding="utf-8")
+        code, out, err = render_in(tmp_path, capsys, "render")
+        assert (code, out) == (2, "")
+        assert err == (
+            f"envparity: {spec}: index[0].url: {redact(repr(url))} holds credentials; "
+            f"{CREDENTIALS_ADVICE}\n"
+        )
+        assert TOKEN not in err and "***@" in err
+        assert "~/.netrc" in err and "UV_INDEX_<NAME>_USERNAME" in err
+
+    def test_a_planted_token_reaches_no_output_and_no_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The token lives where credentials belong (ENVPARITY_MIRRORS, pip's and uv's
+        variables); lock fails against the unreachable mirror, verify's venv cannot install:
+        every message, the verify table, the HTML report and every file written say ***."""
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "environment.toml").write_text(
+            SPEC_HEAD
+            + '[dependencies]\nsix = "*"\n\n[[index]]\nurl = "https://mirror.example.invalid/simple"\n'
+            + "\n[variables]\nTOKEN_FREE = { default = 'x' }\n\n[targets.venv]\n",
+            encoding="utf-8",
+        )
+        monkeypatch.chdir(project)
+        secret_mirror = f"https://user:{TOKEN}@127.0.0.1:9/simple"
+        monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+        monkeypatch.setenv("PIP_INDEX_URL", secret_mirror)
+        monkeypatch.setenv("UV_INDEX_URL", secret_mirror)
+        said: list[str] = []
+
+        def run(*args: str, mirror: str, code: int | None) -> None:
+            monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://mirror.example.invalid/simple={mirror}")
+            got = cli.main(list(args))
+            assert code is None or got == code, (args, got)
+            out, err = capsys.readouterr()
+            said.extend([out, err])
+
+        run("lock", mirror=secret_mirror, code=2)
+        assert "--extra-index-url https://***@127.0.0.1:9/simple" in said[-1]
+        monkeypatch.delenv("PIP_INDEX_URL")
+        monkeypatch.delenv("UV_INDEX_URL")
+        run("lock", mirror="/opt/wheels", code=0)  # the local wheel folder: resolves offline-ish
+        monkeypatch.setenv("PIP_INDEX_URL", secret_mirror)
+        run("render", mirror=secret_mirror, code=0)
+        run("check", mirror=secret_mirror, code=0)
+        run("doctor", mirror=secret_mirror, code=None)  # its verdict depends on this machine
+        run("verify", "--targets", "venv", mirror=secret_mirror, code=1)
+        assert "https://***@127.0.0.1:9/simple" in "".join(said)
+        report = project / ".envparity" / "report.html"
+        assert "https://***@127.0.0.1:9/simple" in report.read_text(encoding="utf-8")
+        for text in said:
+            assert TOKEN not in text
+        leaks = [
+            str(p)
+            for p in project.rglob("*")
+            if p.is_file() and not p.is_symlink() and TOKEN.encode() in p.read_bytes()
+        ]
+        assert leaks == []
+
+
+class TestSymlinks:
+    """Nothing is written, truncated or deleted outside the repository through a symbolic
+    link. One policy (orchestrator.files): such a path is refused, exit 2, naming it, and
+    ``--force`` does not change that."""
+
+    SPEC = (
+        SPEC_HEAD
+        + "\n[variables]\nA = { default = 'x' }\n\n[targets.devcontainer]\n"
+        + 'image = "python:3.11-slim"\n\n'
+        + f'[targets.nix]\nnixpkgs = "{NIXPKGS}"\n'
+    )
+
+    @pytest.fixture
+    def layout(self, tmp_path: Path) -> tuple[Path, Path]:
+        repo, outside = tmp_path / "repo", tmp_path / "outside"
+        repo.mkdir()
+        outside.mkdir()
+        (outside / "keep").mkdir()
+        (outside / "keep" / "data.txt").write_text("precious\n")
+        (outside / "file.txt").write_text("precious\n")
+        (repo / "environment.toml").write_text(self.SPEC, encoding="utf-8")
+        return repo, outside
+
+    def test_a_symlinked_spec_renders_beside_the_link(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        repo, shared = tmp_path / "repo", tmp_path / "shared"
+        repo.mkdir()
+        shared.mkdir()
+        (shared / "env.toml").write_text(self.SPEC, encoding="utf-8")
+        (repo / "environment.toml").symlink_to(shared / "env.toml")
+        code, _, err = render_in(repo, capsys, "render")
+        assert code == 0, err
+        assert sorted(p.name for p in shared.iterdir()) == ["env.toml"]
+        assert (repo / "flake.nix").is_file() and (repo / ".devcontainer/Dockerfile").is_file()
+
+    @pytest.mark.parametrize("link", ["flake.nix", ".devcontainer", ".env.example"])
+    @pytest.mark.parametrize("force", [False, True], ids=["", "--force"])
+    def test_render_refuses_to_write_through_a_link(
+        self,
+        link: str,
+        force: bool,
+        layout: tuple[Path, Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        repo, outside = layout
+        target = outside / "keep" if link == ".devcontainer" else outside / "file.txt"
+        (repo / link).symlink_to(target)
+        before = tree(outside), tree(repo)
+        code, out, err = render_in(repo, capsys, "render", *(["--force"] if force else []))
+        assert (code, out) == (2, "")
+        assert err == (
+            "envparity: error\nrefusing to write through a symbolic link, nothing written:\n"
+            f"  {link}: is a symbolic link; envparity writes only real files and folders inside "
+            "the repository (replace the link by a real folder or file)\n"
+        )
+        assert (tree(outside), tree(repo)) == before
+
+    def test_lock_refuses_a_symlinked_locks_folder(
+        self,
+        layout: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from orchestrator import lock
+
+        repo, outside = layout
+        (repo / "locks").symlink_to(outside / "keep")
+        monkeypatch.setattr(lock, "resolve", lambda *a, **k: "six==1.17.0\n")
+        before = tree(outside)
+        code, out, err = render_in(repo, capsys, "lock", "--force")
+        assert (code, out) == (2, "")
+        assert "  locks: is a symbolic link;" in err
+        assert tree(outside) == before
+
+    @pytest.mark.parametrize(
+        "link", [".envparity", *(f".envparity/{p}" for p in ("runtime", "venvs", "fingerprints",
+                                                                "devcontainer", "verify.lock"))]
+    )
+    def test_verify_refuses_a_symlinked_runtime_folder(
+        self,
+        link: str,
+        layout: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A link at .envparity/runtime used to make verify delete every sub-folder of its
+        target, and one at verify.lock truncated its target."""
+        from orchestrator import verify
+
+        repo, outside = layout
+        (repo / ".envparity").mkdir(exist_ok=link != ".envparity") if link != ".envparity" else None
+        target = outside / "file.txt" if link.endswith(".lock") else outside / "keep"
+        (repo / link).symlink_to(target)
+        (repo / "environment.toml").write_text(SPEC_HEAD + "[targets.host]\n", encoding="utf-8")
+        monkeypatch.setattr(verify, "preflight", lambda spec: None)  # no locks needed to get here
+        before = tree(outside)
+        code, out, err = render_in(repo, capsys, "verify")
+        assert (code, out) == (2, "")
+        assert f"  {link}: is a symbolic link; envparity writes only real files" in err
+        assert tree(outside) == before
+
+    @pytest.mark.parametrize("kind", ["symlink", "folder", "fifo", "device"])
+    @pytest.mark.parametrize("verb", ["probe --out", "capture --out", "verify --report"])
+    def test_a_user_output_path_that_is_not_a_regular_file_is_refused(
+        self,
+        kind: str,
+        verb: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """As root, ``verify --report /dev/null`` used to replace /dev/null with a plain file;
+        here the device is a copy of /dev/null's node in a temporary folder."""
+        import stat as stat_module
+
+        path = tmp_path / "out"
+        if kind == "symlink":
+            (tmp_path / "elsewhere.json").write_text("precious\n")
+            path.symlink_to(tmp_path / "elsewhere.json")
+        elif kind == "folder":
+            path.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            try:
+                os.mknod(path, 0o666 | stat_module.S_IFCHR, os.makedev(1, 3))
+            except PermissionError:
+                pytest.skip("making a device node needs root (CI runs as root)")
+        (tmp_path / "environment.toml").write_text(SPEC_HEAD + "[targets.host]\n")
+        monkeypatch.chdir(tmp_path)
+        before = os.lstat(path)
+        code = cli.main([*verb.split(), str(path)])
+        out, err = capsys.readouterr()
+        shown = {"symlink": "a symbolic link", "folder": "a folder", "fifo": "a named pipe",
+                 "device": "a character device"}[kind]
+        assert (code, out) == (2, "")
+        assert err == (
+            f"envparity: {path}: exists and is {shown}; envparity writes only new or regular "
+            "files (give another path)\n"
+        )
+        after = os.lstat(path)
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
