@@ -449,7 +449,7 @@ def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(file, "", f"TOML syntax error: {clip(str(exc))}")]) from None
+        raise SpecError([Problem(file, "", f"TOML syntax error: {_reason(exc)}")]) from None
     except RecursionError:
         raise SpecError([Problem(file, "", "TOML nested too deeply")]) from None
     except ValueError as exc:  # tomllib lets int()'s digit limit through: 5,000-digit integers
@@ -604,7 +604,7 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
             try:
                 version = str(SpecifierSet(version))
             except InvalidSpecifier as exc:
-                r.problem(spec_key, f"invalid specifier {quote(version)}: {clip(str(exc))}")
+                r.problem(spec_key, f"invalid specifier {quote(version)}: {_reason(exc)}")
                 continue
             if "\n" in version:  # pragma: no cover - SpecifierSet rejects these already
                 r.problem(spec_key, "must be one line")
@@ -615,10 +615,15 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
             try:
                 markers = str(Marker(markers))
             except InvalidMarker as exc:
-                r.problem(f"{key}.markers", f"invalid marker {quote(markers)}: {clip(str(exc))}")
+                r.problem(f"{key}.markers", f"invalid marker {quote(markers)}: {_reason(exc)}")
                 continue
         out.append(Dependency(name=name, specifier=version, extras=extras, markers=markers))
     return tuple(sorted(out, key=lambda d: _canonical(d.name)))
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a library's error, short (packaging adds the value and a caret)."""
+    return clip((str(exc).splitlines() or [""])[0])
 
 
 def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index, ...]:

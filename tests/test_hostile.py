@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import real_tools
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from orchestrator import cli
 
@@ -920,3 +922,109 @@ class TestSymlinks:
         )
         after = os.lstat(path)
         assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
+# --------------------------------------------------------------------------- property test
+
+# Pieces a hostile string is drawn from: controls, Unicode digits and separators, quotes,
+# interpolation and substitution syntax of every language the renderers write, and a few
+# harmless characters so that values also pass the shape checks and reach the escapers.
+FRAGMENTS = [
+    *"\n\r\t\x1b\x7f\x85\x9b",  # C0 (newline, escape), DEL, C1 (NEL, CSI)
+    *"\u2028\u2029\u00a0\u3000\u200b\u202e",  # separators, zero-width, bidi override
+    *"\u0661\u06f3\uff11\u0967\u00b2",  # Arabic-Indic, Persian, fullwidth, Devanagari, superscript
+    *"'\"`\\$#;&|*/=@:!()<>{}[] ",
+    "${",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "''",
+    "'${",
+    "''${x}",
+    "\\n",
+    "*/",
+    "<!--",
+    *"abz019.-_+",
+]
+HOSTILE_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(FRAGMENTS),
+        st.characters(codec="utf-8", blacklist_characters="\x00"),
+    ),
+    min_size=1,
+    max_size=12,
+).map("".join)
+# Fields that take nearly any text: drawn three times as often, so that many hostile values
+# pass the loader and the escapers' output is what the real tools judge.
+FREE_TEXT_FIELDS = [
+    "variable default",
+    "variable description",
+    "spec file name",
+    "nixpkgs reference",
+    "index url",
+    "dependency markers",
+]
+STATS = os.environ.get("ENVPARITY_HOSTILE_STATS")  # a file to append each outcome to (docs)
+
+
+def read_back_every_file(folder: Path, field: str, value: str) -> None:
+    """Every generated file parses with the real tools, and sourcing .env.example runs nothing."""
+    real_tools.nix_parse(folder / "flake.nix")
+    instructions = real_tools.dockerfile_instructions(folder / ".devcontainer/Dockerfile")
+    assert instructions[0].cmd.upper() == "FROM"
+    devcontainer(folder)  # json5, then the official schema
+    bash = real_tools.require("bash")
+    real_tools._run([bash, "-n", ".env.example"], "bash -n .env.example", cwd=folder)
+    sandbox = folder / "sandbox"
+    sandbox.mkdir()
+    (sandbox / ".env").write_text((folder / ".env.example").read_text(encoding="utf-8"))
+    sourced = real_tools._run(
+        [bash, "-c", 'set -a; . ./.env; printf "%s\\0%s" "$HOSTILE" "$PLAIN"'],
+        "sourcing .env",
+        cwd=sandbox,
+    ).stdout.split("\0")
+    assert sorted(p.name for p in sandbox.iterdir()) == [".env"], "sourcing .env ran something"
+    assert sourced[1] == "plain value"
+    if field == "variable default":
+        assert sourced[0] == value
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(field=st.sampled_from(sorted(FIELDS) + 2 * FREE_TEXT_FIELDS), value=HOSTILE_TEXT)
+def test_any_hostile_string_in_any_field_is_refused_or_parses(
+    field: str, value: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import contextlib
+    import io
+
+    f = FIELDS[field]
+    data = copy.deepcopy(BASE)
+    rendered_value = f.put(data, value)
+    root = tmp_path_factory.mktemp("prop")
+    folder = root / "project"
+    folder.mkdir()
+    spec = folder / (rendered_value if f.file_name else "environment.toml")
+    try:
+        spec.write_text(toml_text(data), encoding="utf-8")
+    except OSError:  # a file name the file system refuses (too long): nothing to test
+        assume(False)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["--spec", str(spec), "render"])
+    message = err.getvalue()
+    outcome = "refused" if code == 2 else "rendered"
+    if code == 2:
+        shown = str(spec).encode("unicode_escape").decode() if f.file_name else str(spec)
+        assert message.startswith(f"envparity: {shown}: {f.key}"), message
+        assert message.count("\n") == 1, "one problem, one line"
+        assert sorted(p.name for p in folder.iterdir()) == [spec.name], "a refused spec wrote"
+    else:
+        assert code == 0, message
+        read_back_every_file(folder, field, rendered_value)
+    assert canaries(root) == [], "a hostile value ran"
+    if STATS:
+        with open(STATS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps([field, outcome]) + "\n")
