@@ -32,6 +32,7 @@ SPEC_FILE = "environment.toml"
 SYSTEMS = ("x86_64-linux", "aarch64-linux")
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 
+
 # Shapes of values that reach generated files. Anything outside them is refused at load.
 # Every shape is matched against the whole value (``fullmatch``: no trailing newline slips
 # past a ``$``) and in ASCII (``re.ASCII``: ``\d`` is 0-9, never an Arabic-Indic digit).
@@ -313,7 +314,9 @@ class _Reader:
                 self.problem(_join(path, key), "missing (a table is required)")
             return None
         if not isinstance(value, dict):
-            self.problem(_join(path, key), f"expected a table, got {_type_name(value)} {quote(value)}")
+            self.problem(
+                _join(path, key), f"expected a table, got {_type_name(value)} {quote(value)}"
+            )
             return None
         return value
 
@@ -338,7 +341,9 @@ class _Reader:
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            self.problem(full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {quote(value)}")
+            self.problem(
+                full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {quote(value)}"
+            )
             return default
         if check is not None:
             message = check(value)
@@ -361,12 +366,16 @@ class _Reader:
             return default
         value = data[key]
         if not isinstance(value, list):
-            self.problem(full, f"expected an array of strings, got {_type_name(value)} {quote(value)}")
+            self.problem(
+                full, f"expected an array of strings, got {_type_name(value)} {quote(value)}"
+            )
             return default
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.problem(f"{full}[{i}]", f"expected a string, got {_type_name(item)} {quote(item)}")
+                self.problem(
+                    f"{full}[{i}]", f"expected a string, got {_type_name(item)} {quote(item)}"
+                )
                 continue
             message = check(item) if check else None
             if message:
@@ -653,7 +662,9 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             str,
             "index",
             check=lambda k: (
-                None if k in ("index", "find-links") else f"{quote(k)} is not 'index' or 'find-links'"
+                None
+                if k in ("index", "find-links")
+                else f"{quote(k)} is not 'index' or 'find-links'"
             ),
         )
         flavors = r.strings(
@@ -780,7 +791,9 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
     for name, value in t.items():
         path = _join("variables", name)
         if not _ENV_NAME_RE.fullmatch(name):
-            r.problem(path, f"{quote(name)} is not an environment variable name (letters, digits, '_')")
+            r.problem(
+                path, f"{quote(name)} is not an environment variable name (letters, digits, '_')"
+            )
             continue
         if name in _RESERVED_VARIABLES or name.startswith("LD_"):
             r.problem(
@@ -793,7 +806,8 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
             value = {"default": value}
         if not isinstance(value, dict):
             r.problem(
-                path, f"expected a table or a default string, got {_type_name(value)} {quote(value)}"
+                path,
+                f"expected a table or a default string, got {_type_name(value)} {quote(value)}",
             )
             continue
         r.known_keys(value, path, ("default", "required", "secret", "description"))
@@ -825,7 +839,9 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
 
     def check_flavor(f: str) -> str | None:
         return (
-            None if f in flavors else f"{quote(f)} is not a flavor of this spec ({', '.join(flavors)})"
+            None
+            if f in flavors
+            else f"{quote(f)} is not a flavor of this spec ({', '.join(flavors)})"
         )
 
     for name in TARGET_NAMES:

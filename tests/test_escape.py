@@ -30,7 +30,7 @@ INDENTED = {
     "double dollar brace": "$${x}",
     "quote backslash": "''\\n",
     "escape-looking sequences": "''\\t ''$ '''",
-    "interpolation": "${builtins.abort \"PWNED\"}",
+    "interpolation": '${builtins.abort "PWNED"}',
     "interpolation at the end": "x ${",
     "dollar at the end": "x$",
     "every line indented": "  a\n    b\n  c",
@@ -95,7 +95,9 @@ NIX_TEXT = st.text(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(values=st.lists(NIX_TEXT, min_size=1, max_size=25))
 def test_any_text_round_trips_through_both_escapers(values: list[str], tmp_path: Path) -> None:
     exprs = [e for v in values for e in [*forms(v), nix_string(v)]]

@@ -197,9 +197,10 @@ class TestAllOrNothing:
         env = project / ".env.example"
         env.write_text(env.read_text() + "MINE=1\n")
         # every other file is stale now, and .env.example is an edited orphan
-        spec = SPEC.replace("writer", "writer2").split("[variables]")[0] + SPEC.split(
-            'where the data lives" }\n'
-        )[1]
+        spec = (
+            SPEC.replace("writer", "writer2").split("[variables]")[0]
+            + SPEC.split('where the data lives" }\n')[1]
+        )
         (project / "environment.toml").write_text(spec)
         before = snapshot(project)
         capsys.readouterr()
@@ -306,10 +307,12 @@ class TestConcurrentRenders:
 EDITS = {
     "first line": lambda text: text.replace("do not edit.", "edit me.", 1),
     "recorded content hash": lambda text: re.sub(
-        r"content=sha256:([0-9a-f])", lambda m: "content=sha256:" + "0123456789abcdef"[
-            (int(m[1], 16) + 1) % 16], text, count=1
+        r"content=sha256:([0-9a-f])",
+        lambda m: "content=sha256:" + "0123456789abcdef"[(int(m[1], 16) + 1) % 16],
+        text,
+        count=1,
     ),
-    "a body line": lambda text: "\n".join(text.split("\n")[:3] + [""] + text.split("\n")[3:]),
+    "a body line": lambda text: "\n".join([*text.split("\n")[:3], "", *text.split("\n")[3:]]),
     "last line": lambda text: text + "extra\n",
     "the final newline": lambda text: text[:-1],
 }
@@ -344,8 +347,9 @@ class TestHandEdits:
         """The inputs hash is envparity's record, not the user's text: it is rewritten."""
         assert cli.main(["render"]) == 0
         flake = project / "flake.nix"
-        flake.write_text(re.sub(r"inputs=sha256:[0-9a-f]{64}", "inputs=sha256:" + "0" * 64,
-                                flake.read_text()))
+        flake.write_text(
+            re.sub(r"inputs=sha256:[0-9a-f]{64}", "inputs=sha256:" + "0" * 64, flake.read_text())
+        )
         capsys.readouterr()
         assert cli.main(["render"]) == 0
         assert "  updated flake.nix" in capsys.readouterr().out

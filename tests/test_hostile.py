@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import real_tools
@@ -51,6 +51,7 @@ HOSTILE = {
     "nix doubled quotes": "x''y'''z",
 }
 
+STATS = os.environ.get("ENVPARITY_HOSTILE_STATS")  # a file to append each outcome to (docs)
 NIXPKGS = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
 BASE: dict[str, Any] = {
     "environment": {"name": "hostile", "python": "3.11"},
@@ -489,6 +490,9 @@ def test_hostile_value_is_refused_or_inert(
         prove_readable(folder)
         f.check(folder, rendered_value)
     assert canaries(tmp_path) == [], "a hostile value ran"
+    if STATS:
+        with open(STATS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps([field, "refused" if code == 2 else "inert"]) + "\n")
 
 
 def test_the_corpus_reaches_the_escapers() -> None:
@@ -549,7 +553,7 @@ class TestShapeChecksMatchTheWholeValueInAscii:
     """Shape checks use a full match in ASCII: a trailing newline or a Unicode digit that a
     ``re.match`` with ``$`` and ``\\d`` let through is refused, with one message naming it."""
 
-    CASES = {
+    CASES: ClassVar[dict[str, tuple[Any, str]]] = {
         "variable name with a newline": (
             '[variables]\n"DATA\\n" = { default = "x", description = "$(touch PWNED)" }\n',
             "variables.\"DATA\\n\": 'DATA\\n' is not an environment variable name "
@@ -643,7 +647,7 @@ class TestShapeChecksMatchTheWholeValueInAscii:
 class TestBoundedInput:
     """Huge or deeply nested input: exit 2, one short message, no traceback, nothing written."""
 
-    CASES = {
+    CASES: ClassVar[dict[str, tuple[Any, str]]] = {
         "nested arrays": (
             lambda: SPEC_HEAD + "[verify]\nx = " + "[" * 5000 + "]" * 5000 + "\n",
             "TOML nested too deeply",
@@ -750,7 +754,9 @@ class TestCredentials:
         said: list[str] = []
 
         def run(*args: str, mirror: str, code: int | None) -> None:
-            monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://mirror.example.invalid/simple={mirror}")
+            monkeypatch.setenv(
+                "ENVPARITY_MIRRORS", f"https://mirror.example.invalid/simple={mirror}"
+            )
             got = cli.main(list(args))
             assert code is None or got == code, (args, got)
             out, err = capsys.readouterr()
@@ -855,8 +861,14 @@ class TestSymlinks:
         assert tree(outside) == before
 
     @pytest.mark.parametrize(
-        "link", [".envparity", *(f".envparity/{p}" for p in ("runtime", "venvs", "fingerprints",
-                                                                "devcontainer", "verify.lock"))]
+        "link",
+        [
+            ".envparity",
+            *(
+                f".envparity/{p}"
+                for p in ("runtime", "venvs", "fingerprints", "devcontainer", "verify.lock")
+            ),
+        ],
     )
     def test_verify_refuses_a_symlinked_runtime_folder(
         self,
@@ -913,8 +925,12 @@ class TestSymlinks:
         before = os.lstat(path)
         code = cli.main([*verb.split(), str(path)])
         out, err = capsys.readouterr()
-        shown = {"symlink": "a symbolic link", "folder": "a folder", "fifo": "a named pipe",
-                 "device": "a character device"}[kind]
+        shown = {
+            "symlink": "a symbolic link",
+            "folder": "a folder",
+            "fifo": "a named pipe",
+            "device": "a character device",
+        }[kind]
         assert (code, out) == (2, "")
         assert err == (
             f"envparity: {path}: exists and is {shown}; envparity writes only new or regular "
@@ -963,7 +979,6 @@ FREE_TEXT_FIELDS = [
     "index url",
     "dependency markers",
 ]
-STATS = os.environ.get("ENVPARITY_HOSTILE_STATS")  # a file to append each outcome to (docs)
 
 
 def read_back_every_file(folder: Path, field: str, value: str) -> None:
