@@ -272,7 +272,7 @@ class TestAllOrNothing:
 
 
 class TestConcurrentRenders:
-    """Two renders at once take turns on .envparity/write.lock: both succeed, and the files
+    """Two renders at once take turns on a lock of the spec folder: both succeed, the files
     are whole (before the lock, about a third of such pairs ended in a spurious exit 2)."""
 
     def test_two_renders_at_once_both_succeed(self, project: Path) -> None:
