@@ -19,12 +19,14 @@ DEFAULT_SEED = 0
 MAX_SEED = 2**32 - 1  # the spec's [determinism] seed range; NumPy's legacy seeding takes no more
 MAX_THREADS = 1024  # the spec's [determinism] threads range
 
-_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_REF = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*", re.ASCII
+)
 
 
 def resolve(reference: str) -> Callable[[Recorder], None]:
     """Import ``package.module:function``; a clear ``UsageError`` if it is not there."""
-    if not _REF.match(reference):
+    if not _REF.fullmatch(reference):  # the whole value, no trailing newline
         raise UsageError(f"--probe {reference!r}: expected 'package.module:function'")
     module_name, _, function_name = reference.partition(":")
     try:
