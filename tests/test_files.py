@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -304,7 +305,7 @@ class TestConcurrentRenders:
 
 # --------------------------------------------------------------------------- hand edits
 
-EDITS = {
+EDITS: dict[str, Callable[[str], str]] = {
     "first line": lambda text: text.replace("do not edit.", "edit me.", 1),
     "recorded content hash": lambda text: re.sub(
         r"content=sha256:([0-9a-f])",
