@@ -19,6 +19,7 @@ from pathlib import Path
 
 from orchestrator import files
 from orchestrator.errors import SpecError, ToolError, UsageError
+from orchestrator.messages import quote
 from orchestrator.spec import Index, Spec
 
 LOCK_DIR = "locks"
@@ -82,7 +83,7 @@ def mirrors() -> dict[str, str]:
     for item in os.environ.get("ENVPARITY_MIRRORS", "").split():
         url, sep, location = item.partition("=")
         if not sep or not url or not location:
-            raise UsageError(f"ENVPARITY_MIRRORS: {item!r} is not URL=LOCATION")
+            raise UsageError(f"ENVPARITY_MIRRORS: {quote(item)} is not URL=LOCATION")
         out[url.rstrip("/")] = location
     return out
 

@@ -43,7 +43,7 @@ def quote(value: object) -> str:
     if isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
-        if value.bit_length() <= 132:  # at most 40 digits
+        if abs(value) < 10**40:  # at most 40 digits
             return repr(value)
         try:
             return f"an integer of {len(str(abs(value)))} digits"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from orchestrator import files, gpus, lock, process
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
+from orchestrator.messages import quote
 from orchestrator.probe import fingerprint
 from orchestrator.probe.compare import Verdict, compare
 from orchestrator.spec import TARGET_NAMES, Spec
@@ -86,7 +87,7 @@ def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
         return chosen
     for n in names:
         if n not in TARGET_NAMES:
-            raise UsageError(f"unknown target {n!r}; targets are {', '.join(TARGET_NAMES)}")
+            raise UsageError(f"unknown target {quote(n)}; targets are {', '.join(TARGET_NAMES)}")
         if n not in spec.targets:
             raise UsageError(f"target {n!r} is not in {spec.path.name}; add [targets.{n}]")
     return list(dict.fromkeys(names))

@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.determinism import audit
 from orchestrator.errors import UsageError
+from orchestrator.messages import quote
 from orchestrator.probe import fingerprint
 from orchestrator.probe.recorder import DeterminismSettings, Recorder, default_determinism
 
@@ -27,7 +28,7 @@ _REF = re.compile(
 def resolve(reference: str) -> Callable[[Recorder], None]:
     """Import ``package.module:function``; a clear ``UsageError`` if it is not there."""
     if not _REF.fullmatch(reference):  # the whole value, no trailing newline
-        raise UsageError(f"--probe {reference!r}: expected 'package.module:function'")
+        raise UsageError(f"--probe {quote(reference)}: expected 'package.module:function'")
     module_name, _, function_name = reference.partition(":")
     try:
         module = importlib.import_module(module_name)

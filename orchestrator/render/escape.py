@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import shlex
 
+from orchestrator.messages import quote
+
 
 def _no_controls(value: str, where: str) -> None:
     bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:  # the loader refuses these first; this guards the renderers' contract
-        raise ValueError(f"{where}: control character {bad!r} in {value!r}")
+        raise ValueError(f"{where}: control character {bad!r} in {quote(value)}")
 
 
 def _no_nul(value: str, where: str) -> None:
     if "\x00" in value:  # a Nix string cannot hold NUL: the evaluator's strings end there
-        raise ValueError(f"{where}: NUL character in {value[:40]!r}")
+        raise ValueError(f"{where}: NUL character in {quote(value)}")
 
 
 def nix_string(value: str) -> str:
