@@ -37,7 +37,8 @@ TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 # Every shape is matched against the whole value (``fullmatch``: no trailing newline slips
 # past a ``$``) and in ASCII (``re.ASCII``: ``\d`` is 0-9, never an Arabic-Indic digit).
 def _ascii(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.ASCII)
+    # \Z as well: a caller that uses .match (init does) gets a whole-value match too
+    return re.compile(rf"(?:{pattern})\Z", re.ASCII)
 
 
 _NAME_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -766,7 +766,9 @@ class TestCredentials:
         assert "--extra-index-url https://***@127.0.0.1:9/simple" in said[-1]
         monkeypatch.delenv("PIP_INDEX_URL")
         monkeypatch.delenv("UV_INDEX_URL")
-        run("lock", mirror="/opt/wheels", code=0)  # the local wheel folder: resolves offline-ish
+        wheels = tmp_path / "wheels"  # an empty folder of wheels: six comes from PyPI
+        wheels.mkdir()
+        run("lock", mirror=str(wheels), code=0)
         monkeypatch.setenv("PIP_INDEX_URL", secret_mirror)
         run("render", mirror=secret_mirror, code=0)
         run("check", mirror=secret_mirror, code=0)
