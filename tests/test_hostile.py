@@ -1041,6 +1041,7 @@ def test_any_hostile_string_in_any_field_is_refused_or_parses(
     else:
         assert code == 0, message
         read_back_every_file(folder, field, rendered_value)
+        f.check(folder, rendered_value)  # the exact value back: Nix, the hook and RUN lines run
     assert canaries(root) == [], "a hostile value ran"
     if STATS:
         with open(STATS, "a", encoding="utf-8") as fh:
