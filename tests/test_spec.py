@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_the_repository_spec_loads() -> None:
     s = spec.load(REPO / "environment.toml")
     assert s.flavors == ("cu130", "cpu")
     assert s.flavor_of("venv") == "cpu" and s.flavor_of("devcontainer") == "cu130"
-    assert s.dependency("torch") is not None and s.dependency("torch").specifier == "==2.13.0"
+    torch = s.dependency("torch")
+    assert torch is not None and torch.specifier == "==2.13.0"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,10 @@ def test_digest_changes_with_what_matters_only() -> None:
 
 
 def test_cli_reports_bad_spec_with_exit_2_and_no_traceback(
-    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    write_spec: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     write_spec(MINIMAL.replace("python", "pyton"))
     monkeypatch.chdir(tmp_path)
