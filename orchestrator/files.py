@@ -208,7 +208,7 @@ def refuse_links(root: Path, *paths: str) -> None:
     """Raise ``UnsafePath`` listing ``link_problems(root, *paths)``, if any."""
     problems = link_problems(root, *paths)
     if problems:
-        raise UnsafePath("refusing to write through a symbolic link:\n  " + "\n  ".join(problems))
+        raise UnsafePath("refusing to write, nothing written:\n  " + "\n  ".join(problems))
 
 
 def check_output(path: Path) -> None:
@@ -226,14 +226,6 @@ def check_output(path: Path) -> None:
             f"{path}: exists and is {_kind(mode)}; envparity writes only new or regular "
             "files (give another path)"
         )
-
-
-def make_folder(root: Path, rel: str) -> Path:
-    """``root/rel`` as a real folder, made if missing; ``UnsafePath`` if a link is on the way."""
-    refuse_links(root, rel)
-    folder = root / rel
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @dataclass(frozen=True)
@@ -255,11 +247,7 @@ def plan(
     """
     files = list(files)
     remove = [p for p in dict.fromkeys(remove) if p not in {f.path for f in files}]
-    unsafe = link_problems(root, *[f.path for f in files], *remove)
-    if unsafe:
-        raise UnsafePath(
-            "refusing to write through a symbolic link, nothing written:\n  " + "\n  ".join(unsafe)
-        )
+    refuse_links(root, *[f.path for f in files], *remove)
     refused: list[str] = []
     writes, results = [], []
     for f in files:

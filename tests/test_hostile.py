@@ -8,6 +8,12 @@ replaced by recorders) and passes exactly the value as one argument; bash source
 .env.example and gets exactly the value; Docker's parser reads the Dockerfile. Values
 that would run something (``$(touch PWNED)``, backticks, ``${builtins.abort ...}``) leave a
 trace if they ever do.
+
+Then one class per kind of attack (docs/hardening.md has the figures): shape checks that must
+match the whole value in ASCII, bounded input, credentials (a planted token must reach no
+output and no file), symbolic links and special files, and a Hypothesis property test that
+draws hostile strings for every field. ``ENVPARITY_HOSTILE_STATS=FILE`` makes the corpus and
+the property test append each outcome to FILE.
 """
 
 from __future__ import annotations
@@ -839,7 +845,7 @@ class TestSymlinks:
         code, out, err = render_in(repo, capsys, "render", *(["--force"] if force else []))
         assert (code, out) == (2, "")
         assert err == (
-            "envparity: error\nrefusing to write through a symbolic link, nothing written:\n"
+            "envparity: error\nrefusing to write, nothing written:\n"
             f"  {link}: is a symbolic link; envparity writes only real files and folders inside "
             "the repository (replace the link by a real folder or file)\n"
         )
