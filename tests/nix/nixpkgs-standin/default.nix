@@ -77,8 +77,9 @@ let
   pythons = lib.genAttrs (map (m: "python3${toString m}") (builtins.genList (i: i + 8) 8))
     (name: package { inherit name; });
 
-  cudaPackageSet = version:
+  cudaPackageSet = v:
     let
+      version = builtins.replaceStrings [ "_" ] [ "." ] v;
       redist = name: package { name = "cuda${version}-${name}"; license = licenses.nvidiaCudaRedist; outputs = [ "out" "lib" ]; };
       split = lib.genAttrs [
         "cuda_cccl" "cuda_crt" "cuda_cudart" "cuda_cupti" "cuda_nvcc" "cuda_nvrtc" "cuda_nvtx"
@@ -91,11 +92,12 @@ let
       tensorrt = package { name = "cuda${version}-tensorrt"; license = licenses.nvidiaTensorrt; };
       # the deprecated wrapper over the split packages (redist-wrapper.nix)
       cudatoolkit = package { name = "cuda-merged-${version}"; license = licenses.nvidiaCudaRedist; };
-      cudaMajorMinorVersion = builtins.replaceStrings [ "_" ] [ "." ] version;
+      cudaMajorMinorVersion = version;
     };
-  # The cudaPackages_X_Y of pkgs/top-level/cuda-packages.nix at the pin; older ones are gone from
-  # nixpkgs (aliases that throw).
-  cudaPresent = [ "12_6" "12_8" "12_9" "13_0" "13_1" "13_2" "13_3" "13_4" ];
+  # The cudaPackages_X_Y of pkgs/top-level/cuda-packages.nix (the newest version read also has
+  # 13_4, which orchestrator/data/compat.toml does not know yet); older ones are gone from nixpkgs
+  # (aliases that throw).
+  cudaPresent = [ "12_6" "12_8" "12_9" "13_0" "13_1" "13_2" "13_3" ];
   cudaRemoved = [ "11_7" "11_8" "12_0" "12_1" "12_2" "12_3" "12_4" "12_5" ];
   cuda =
     builtins.listToAttrs (map (v: { name = "cudaPackages_${v}"; value = cudaPackageSet v; }) cudaPresent)
@@ -120,10 +122,10 @@ let
   self = pythons // cuda // named [
     # system packages: every nixpkgs attribute of orchestrator/data/system_packages.toml, and a
     # few more the tests' specs use
-    "cacert" "cmake" "curl" "ffmpeg" "gcc" "git" "git-lfs" "gnumake" "htop" "jq" "ninja"
+    "cacert" "cmake" "curl" "gcc" "git" "git-lfs" "gnumake" "htop" "jq" "ninja"
     "openssh" "pkg-config" "ripgrep" "tmux" "unzip" "uv" "vim" "wget"
   ] // lib.genAttrs [
-    "glib" "libglvnd" "libsm" "libsndfile" "libx11" "libxcb" "libxext" "libxrender" "openblas"
+    "ffmpeg" "glib" "libglvnd" "libsm" "libsndfile" "libx11" "libxcb" "libxext" "libxrender" "openblas"
     "openssl" "zlib"
   ] (name: package { inherit name; outputs = [ "out" "lib" ]; }) // {
     inherit lib mkShell;
