@@ -4,17 +4,22 @@
 # (gitignored) without touching the system's apt or dpkg state.
 #
 #   - apt runs with a private sources list, lists, cache and an empty dpkg status, so it resolves
-#     nix-bin with all of its trixie dependencies (glibc included) and only downloads them;
+#     nix-bin (and patchelf) with all of their trixie dependencies, glibc included, and only
+#     downloads them;
 #   - each .deb is unpacked with `dpkg -x` into .ci/nix-trixie/root;
-#   - .ci/nix-trixie/bin/{nix,nix-instantiate,...} run trixie's binary through trixie's own loader
-#     and libraries, with its own store, state and configuration under .ci/nix-trixie, so the
-#     system's Nix 2.8 and its store database are left alone.
+#   - trixie's patchelf, run through trixie's loader, points trixie's `nix` at that loader and
+#     those libraries (interpreter and RPATH): it runs, and re-runs itself (Nix's build hook is
+#     its own executable), without the host's glibc and without LD_LIBRARY_PATH, which would leak
+#     trixie's libraries into the host programs Nix starts;
+#   - .ci/nix-trixie/bin/{nix,nix-instantiate,...} run it with its own store, state and
+#     configuration under .ci/nix-trixie, so the system's Nix 2.8 and its store are left alone.
 #
 # Idempotent: when .ci/nix-trixie/bin/nix answers, nothing is done. Prints the version.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="$PWD/.ci/nix-trixie"
+TMP="$DIR.tmp"
 MIRROR="${ENVPARITY_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 if [ -x "$DIR/bin/nix" ] && "$DIR/bin/nix" --version >/dev/null 2>&1; then
@@ -22,51 +27,54 @@ if [ -x "$DIR/bin/nix" ] && "$DIR/bin/nix" --version >/dev/null 2>&1; then
     exit 0
 fi
 
-rm -rf "$DIR.tmp"
-mkdir -p "$DIR.tmp/apt/parts" "$DIR.tmp/apt/lists/partial" "$DIR.tmp/apt/cache/archives/partial" "$DIR.tmp/root"
-echo "deb $MIRROR trixie main" > "$DIR.tmp/apt/sources.list"
-: > "$DIR.tmp/apt/status"
+rm -rf "$TMP"
+mkdir -p "$TMP/apt/parts" "$TMP/apt/lists/partial" "$TMP/apt/cache/archives/partial" "$TMP/root"
+echo "deb $MIRROR trixie main" > "$TMP/apt/sources.list"
+: > "$TMP/apt/status"
 APT=(
-    -o "Dir::Etc::SourceList=$DIR.tmp/apt/sources.list"
-    -o "Dir::Etc::SourceParts=$DIR.tmp/apt/parts"
-    -o "Dir::Etc::Preferences=$DIR.tmp/apt/preferences"
-    -o "Dir::Etc::PreferencesParts=$DIR.tmp/apt/parts"
-    -o "Dir::State::Lists=$DIR.tmp/apt/lists"
-    -o "Dir::State::status=$DIR.tmp/apt/status"
-    -o "Dir::Cache=$DIR.tmp/apt/cache"
+    -o "Dir::Etc::SourceList=$TMP/apt/sources.list"
+    -o "Dir::Etc::SourceParts=$TMP/apt/parts"
+    -o "Dir::Etc::Preferences=$TMP/apt/preferences"
+    -o "Dir::Etc::PreferencesParts=$TMP/apt/parts"
+    -o "Dir::State::Lists=$TMP/apt/lists"
+    -o "Dir::State::status=$TMP/apt/status"
+    -o "Dir::Cache=$TMP/apt/cache"
     -o "APT::Architecture=amd64"
     -o "APT::Install-Recommends=false"
     -o "DPkg::Lock::Timeout=300"
 )
 apt-get "${APT[@]}" -q update
-apt-get "${APT[@]}" -q -y --download-only install nix-bin
-for deb in "$DIR.tmp"/apt/cache/archives/*.deb; do
-    dpkg -x "$deb" "$DIR.tmp/root"
+apt-get "${APT[@]}" -q -y --download-only install nix-bin patchelf
+for deb in "$TMP"/apt/cache/archives/*.deb; do
+    dpkg -x "$deb" "$TMP/root"
 done
 
+# Paths as they will be once $TMP is moved to $DIR.
 ROOT="$DIR/root"
-mkdir -p "$DIR.tmp/bin" "$DIR.tmp/etc" "$DIR.tmp/store" "$DIR.tmp/var/nix" "$DIR.tmp/var/log/nix"
+LIBS="$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu"
+(
+    cd "$TMP/root"
+    ./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+        --library-path "$TMP/root/usr/lib/x86_64-linux-gnu:$TMP/root/lib/x86_64-linux-gnu" \
+        ./usr/bin/patchelf --set-interpreter "$ROOT/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+        --force-rpath --set-rpath "$LIBS" ./usr/bin/nix
+)
+
+mkdir -p "$TMP/bin" "$TMP/etc" "$TMP/store" "$TMP/var/nix" "$TMP/var/log/nix"
 # Single-user, no sandbox (no user namespaces on these machines), no build users, flakes on.
-cat > "$DIR.tmp/etc/nix.conf" <<'EOF'
-experimental-features = nix-command flakes
-sandbox = false
-build-users-group =
-EOF
-# Nix picks its behaviour from argv[0] (nix-instantiate, nix-build, ... are the one `nix` binary);
-# trixie's loader passes it on with --argv0.
+printf '%s\n' "experimental-features = nix-command flakes" "sandbox = false" \
+    "build-users-group =" > "$TMP/etc/nix.conf"
+# nix-instantiate, nix-build, ... are links to `nix`, which picks its behaviour from its name.
 for name in nix nix-instantiate nix-build nix-store nix-shell nix-env; do
-    cat > "$DIR.tmp/bin/$name" <<EOF
-#!/bin/sh
-# trixie's nix-bin through trixie's loader and libraries; its own store (written by .ci/nix-trixie.sh)
-export NIX_STORE_DIR="$DIR/store" NIX_STATE_DIR="$DIR/var/nix" NIX_LOG_DIR="$DIR/var/log/nix"
-export NIX_CONF_DIR="$DIR/etc"
-exec "$ROOT/usr/lib64/ld-linux-x86-64.so.2" --argv0 "$name" \\
-    --library-path "$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu" \\
-    "$ROOT/usr/bin/nix" "\$@"
-EOF
-    chmod +x "$DIR.tmp/bin/$name"
+    {
+        echo '#!/bin/sh'
+        echo "# trixie's nix-bin with its own store (written by .ci/nix-trixie.sh)"
+        echo "export NIX_STORE_DIR='$DIR/store' NIX_STATE_DIR='$DIR/var/nix'"
+        echo "export NIX_LOG_DIR='$DIR/var/log/nix' NIX_CONF_DIR='$DIR/etc'"
+        echo "exec '$ROOT/usr/bin/$name' \"\$@\""
+    } > "$TMP/bin/$name"
+    chmod +x "$TMP/bin/$name"
 done
-rm -rf "$DIR.tmp/apt"
-rm -rf "$DIR"
-mv "$DIR.tmp" "$DIR"
+rm -rf "$TMP/apt" "$DIR"
+mv "$TMP" "$DIR"
 "$DIR/bin/nix" --version

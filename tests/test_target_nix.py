@@ -24,11 +24,11 @@ from orchestrator.errors import ToolError
 from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
-from orchestrator.targets.nix import NixTarget
+from orchestrator.targets.nix import INSTALL_NIX, NixTarget
 from tests.conftest import REPO
-from tests.real_tools import require
+from tests.real_tools import nix_on_path, require
 
-PINNED = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 WHEELS = "/opt/wheels"  # this machine's torch CPU wheel folder
 STEPS = 5
 
@@ -138,7 +138,7 @@ def test_command_enters_the_flake_from_its_folder_and_sets_the_environment_there
     assert argv == [
         "env", f"--chdir={tmp_path}",
         "nix", "develop", str(tmp_path), "--extra-experimental-features", "nix-command flakes",
-        "--command", "env", "B=x y", "PYTHONHASHSEED=5",
+        "--accept-flake-config", "--command", "env", "B=x y", "PYTHONHASHSEED=5",
         f"{tmp_path}/.venv/bin/python", "-m", "orchestrator", "probe",
     ]  # fmt: skip
     assert host_env == {}
@@ -150,9 +150,9 @@ def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     spec_path.write_text(SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8")
     target = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert target.unavailable() == "nix: not installed"
+    assert target.unavailable() == f"nix: not installed; {INSTALL_NIX}"
     monkeypatch.undo()
-    require("nix")
+    nix_on_path(monkeypatch)
     assert target.unavailable() == "nix: flake.nix is missing (run 'envparity render')"
     files.write_all(tmp_path, render.render_all(target.ctx.spec))
     assert target.unavailable() == "nix: locks/cpu.txt is missing (run 'envparity lock')"
@@ -163,20 +163,60 @@ def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert bare.unavailable() == "nix: the spec has no [targets.nix]"
 
 
+FAKE_NIX = """#!/bin/sh
+[ "$1" = --version ] && echo '{version}'
+"""
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("nix (Nix) 2.8.0", "nix: Nix 2.8.0 is too old (nixpkgs needs 2.18 or newer); "),
+        ("nix (Nix) 2.17", "nix: Nix 2.17 is too old (nixpkgs needs 2.18 or newer); "),
+        ("something else", "nix: `nix --version` does not give a version; "),
+        ("nix (Nix) 2.18.0", "nix: flake.nix is missing (run 'envparity render')"),
+        ("nix (Determinate Nix 3.8.2) 2.30.1", "nix: flake.nix is missing (run 'envparity render')"),
+    ],
+    ids=["debian 12", "2.17", "no version", "2.18", "a vendor's build"],
+)
+def test_unavailable_when_nix_is_older_than_nixpkgs_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, expected: str
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8"
+    )
+    target = NixTarget(
+        Context(spec=load(tmp_path / "environment.toml"), cache=tmp_path, runtime=REPO)
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nix").write_text(FAKE_NIX.format(version=version), encoding="utf-8")
+    (bin_dir / "nix").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    reason = target.unavailable()
+    if expected.endswith("; "):
+        assert reason == expected + INSTALL_NIX
+    else:
+        assert reason == expected
+
+
 @pytest.mark.slow
-def test_pinned_nixpkgs_cannot_be_fetched_here(tmp_path: Path) -> None:
-    require("nix")
+def test_pinned_nixpkgs_cannot_be_fetched_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nix_on_path(monkeypatch)
     target = NixTarget(_project(tmp_path, PINNED))
     reason = target.unavailable()
     assert reason is not None, "GitHub was reachable: run the nix target for real here"
-    assert reason.startswith(f"nix: nixpkgs {PINNED} cannot be fetched (unable to download ")
+    assert reason.startswith(f"nix: nixpkgs {PINNED} cannot be fetched (")
+    assert "unable to download 'https://github.com/NixOS/nixpkgs/archive/" in reason
 
 
 @pytest.mark.slow
 def test_probe_runs_twice_in_the_devshell_of_the_generated_flake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require("nix")
+    nix_on_path(monkeypatch)
     monkeypatch.setenv("NIX_CONFIG", "substituters =")  # no binary cache is reachable here
     standin = _standin(tmp_path / "standin")
     root = tmp_path / "project"

@@ -38,7 +38,8 @@ INSTALL_NIX = (
     "install Nix 2.18 or newer (https://nixos.org/download; on Debian 13 `apt install nix-bin` "
     "gives 2.26, Debian 12's is 2.8)"
 )
-_VERSION_RE = re.compile(r"\(Nix\) (\d+)\.(\d+)(?:\.(\d+))?")
+# `nix (Nix) 2.26.3`, or a vendor's `nix (Determinate Nix 3.8.2) 2.30.1`: Nix's version follows
+_VERSION_RE = re.compile(r"^nix \([^)]*\) (\d+)\.(\d+)(?:\.(\d+))?", re.MULTILINE)
 FLAKE = "flake.nix"
 FLAKE_LOCK = "flake.lock"
 VENV = ".venv"  # where the flake's shell hook builds the lock (orchestrator.render.flake)
@@ -82,10 +83,14 @@ class NixTarget(Target):
             check=False,
         )
         if fetched.returncode != 0:
-            errors = [line for line in fetched.stderr.splitlines() if line.startswith("error:")]
-            why = (
-                errors[-1].removeprefix("error: ") if errors else f"exit code {fetched.returncode}"
-            )
+            # Nix >= 2.18 nests its errors ("error:" alone, then indented "error: ..."): the
+            # last one with text is the innermost, the actual cause.
+            errors = [
+                line.strip().removeprefix("error:").strip()
+                for line in fetched.stderr.splitlines()
+                if line.strip().startswith("error:") and line.strip() != "error:"
+            ]
+            why = errors[-1] if errors else f"exit code {fetched.returncode}"
             return f"nix: nixpkgs {self.nixpkgs} cannot be fetched ({why})"
         return None
 
