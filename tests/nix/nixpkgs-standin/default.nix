@@ -9,8 +9,8 @@
 #   - pkgs/top-level/cuda-packages.nix: cudaPackages_12_6, 12_8, 12_9, 13_0 .. 13_4, each built by
 #     pkgs/development/cuda-modules from NVIDIA's redistributable manifests (split packages:
 #     cuda_nvcc, cuda_cudart, cuda_cccl, cuda_crt, libcublas, cudnn, libcusparse_lt, ...), with
-#     cudatoolkit kept as a wrapper over them (pkgs/development/cuda-modules/cudatoolkit/
-#     redist-wrapper.nix; doc/languages-frameworks/cuda.section.md calls the runfile deprecated);
+#     cudatoolkit still there (doc/languages-frameworks/cuda.section.md: deprecated, "All new
+#     projects should use the CUDA redistributables");
 #   - pkgs/development/cuda-modules/_cuda/lib/cuda.nix (commit 1991f5692977):
 #     _cuda.lib.allowUnfreeCudaPredicate, free licences or NVIDIA's, compound licences included
 #     (NixOS/nixpkgs#550208); lib/licenses/{licenses,operators}.nix: nvidiaCudaRedist's shortName
@@ -90,7 +90,7 @@ let
       cudnn = package { name = "cuda${version}-cudnn"; license = licenses.nvidiaCudnn; outputs = [ "out" "lib" ]; };
       libcusparse_lt = package { name = "cuda${version}-libcusparse_lt"; license = licenses.nvidiaCusparse_lt; };
       tensorrt = package { name = "cuda${version}-tensorrt"; license = licenses.nvidiaTensorrt; };
-      # the deprecated wrapper over the split packages (redist-wrapper.nix)
+      # the deprecated toolkit (cuda.section.md); generated flakes no longer use it
       cudatoolkit = package { name = "cuda-merged-${version}"; license = licenses.nvidiaCudaRedist; };
       cudaMajorMinorVersion = version;
     };
