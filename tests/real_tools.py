@@ -35,7 +35,9 @@ STANDIN = Path(__file__).resolve().parent / "nix" / "nixpkgs-standin"
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 SKIP_VAR = "ENVPARITY_SKIP_REAL_TOOLS"
 NIX_BIN = REPO / ".ci" / "nix-trixie" / "bin"  # written by .ci/nix-trixie.sh
-NIX_INSTALL = "Nix >= 2.18: run .ci/nix-trixie.sh (Debian trixie's nix-bin 2.26 into .ci/nix-trixie)"
+NIX_INSTALL = (
+    "Nix >= 2.18: run .ci/nix-trixie.sh (Debian trixie's nix-bin 2.26 into .ci/nix-trixie)"
+)
 INSTALL = {
     "nix": NIX_INSTALL,
     "nix-instantiate": NIX_INSTALL,

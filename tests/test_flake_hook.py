@@ -125,7 +125,12 @@ def fake_host(root: Path) -> tuple[Path, Path]:
     first, second = root / "host" / "lib1", root / "host" / "lib2"
     for folder in (first, second):
         folder.mkdir(parents=True)
-    for name in ("libcuda.so.570.86.15", "libnvidia-ml.so.570.86.15", "libc.so.6", "libstdc++.so.6"):
+    for name in (
+        "libcuda.so.570.86.15",
+        "libnvidia-ml.so.570.86.15",
+        "libc.so.6",
+        "libstdc++.so.6",
+    ):
         (first / name).write_text(name)
     (first / "libcuda.so.1").symlink_to("libcuda.so.570.86.15")
     (first / "libcuda.so").symlink_to("libcuda.so.1")
@@ -157,7 +162,9 @@ def test_driver_hook_links_only_the_host_drivers_libraries(tmp_path: Path) -> No
     (first / "libnvidia-ml.so.1").unlink()
     driver_folder(tmp_path, ENVPARITY_NIXOS_DRIVER=nixos, ENVPARITY_HOST_LIBS=str(first))
     assert sorted(p.name for p in driver.iterdir()) == [
-        "libcuda.so", "libcuda.so.1", "libcuda.so.570.86.15"
+        "libcuda.so",
+        "libcuda.so.1",
+        "libcuda.so.570.86.15",
     ]
 
 

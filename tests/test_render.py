@@ -8,6 +8,7 @@ Set ``ENVPARITY_UPDATE_GOLDEN=1`` to rewrite tests/golden/ from the current rend
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -212,11 +213,18 @@ def test_library_packages_and_nothing_of_cuda_go_on_the_library_path(
         for p in first.removeprefix("envparity_libs=").split(":")
     ]
     # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd)
-    assert folders == ["gcc-unwrapped-lib/lib", "zlib-lib/lib", "ffmpeg-lib/lib", "libglvnd-lib/lib"]
+    assert folders == [
+        "gcc-unwrapped-lib/lib",
+        "zlib-lib/lib",
+        "ffmpeg-lib/lib",
+        "libglvnd-lib/lib",
+    ]
     assert 'export LD_LIBRARY_PATH="$envparity_libs:$envparity_driver${LD_LIBRARY_PATH' in hook
     cpu_hook = str(_shell(rendered["cpu-minimal"], "shellHook"))
     assert "envparity_driver" not in cpu_hook
-    assert 'export LD_LIBRARY_PATH="$envparity_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' in cpu_hook
+    assert (
+        'export LD_LIBRARY_PATH="$envparity_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' in cpu_hook
+    )
 
 
 @pytest.mark.slow
@@ -401,7 +409,7 @@ def test_render_and_check_warn_about_an_unmapped_system_package(
 
 
 def _flake_lock(rev: str) -> str:
-    return real_tools.json.dumps(
+    return json.dumps(
         {
             "nodes": {
                 "nixpkgs": {

@@ -175,7 +175,10 @@ FAKE_NIX = """#!/bin/sh
         ("nix (Nix) 2.17", "nix: Nix 2.17 is too old (nixpkgs needs 2.18 or newer); "),
         ("something else", "nix: `nix --version` does not give a version; "),
         ("nix (Nix) 2.18.0", "nix: flake.nix is missing (run 'envparity render')"),
-        ("nix (Determinate Nix 3.8.2) 2.30.1", "nix: flake.nix is missing (run 'envparity render')"),
+        (
+            "nix (Determinate Nix 3.8.2) 2.30.1",
+            "nix: flake.nix is missing (run 'envparity render')",
+        ),
     ],
     ids=["debian 12", "2.17", "no version", "2.18", "a vendor's build"],
 )

@@ -57,7 +57,10 @@ else:  # pragma: no cover - exercised on 3.10 only
 #  - cache.flox.dev: Flox's cache, which redistributes CUDA builds of nixpkgs under an agreement
 #    with NVIDIA (discourse.nixos.org/t/69189, "Nix, Flox, Nvidia Opening Up CUDA Redistribution").
 CUDA_CACHES = (
-    ("https://cache.nixos-cuda.org", "cache.nixos-cuda.org:74DUi4Ye579gUqzH4ziL9IyiJBlDpMRn9MBN8oNan9M="),
+    (
+        "https://cache.nixos-cuda.org",
+        "cache.nixos-cuda.org:74DUi4Ye579gUqzH4ziL9IyiJBlDpMRn9MBN8oNan9M=",
+    ),
     ("https://cache.flox.dev", "flox-cache-public-1:7F4OyH7ZCnFhcze3fJdfyXYLQw/aV7GEed86nQ7IsOs="),
 )
 # The split CUDA packages the shell gets: the compiler, the runtime and its headers, CCCL
@@ -118,6 +121,7 @@ def nix_packages(spec: Spec) -> NixPackages:
     unmapped: list[str] = []
     for name in spec.system.packages:
         entry = known.get(name)
+        found: tuple[str, ...]
         if name in spec.system.nix:
             found = (spec.system.nix[name],)
             library = entry.library if entry else name.startswith("lib")
@@ -173,32 +177,38 @@ def flake_lock_drift(spec: Spec) -> str | None:
     return None
 
 
+_DRIVER_HOOK = """\
+# The GPU driver's libraries and nothing else from the host (see the note at the end).
+envparity_driver="${ENVPARITY_NIXOS_DRIVER:-@NIXOS@}"
+if [ ! -d "$envparity_driver" ]; then
+  envparity_driver="$PWD/@DRIVER_DIR@"
+  rm -rf "$envparity_driver" && mkdir -p "$envparity_driver"
+  for envparity_dir in ${ENVPARITY_HOST_LIBS:-@HOST_DIRS@}; do
+    for envparity_so in "$envparity_dir"/libcuda.so* "$envparity_dir"/libnvidia-*.so*; do
+      if [ -e "$envparity_so" ] && [ ! -e "$envparity_driver/${envparity_so##*/}" ]; then
+        ln -s "$envparity_so" "$envparity_driver/"
+      fi
+    done
+  done
+  if [ ! -e "$envparity_driver/libcuda.so.1" ]; then
+    echo "envparity: no NVIDIA driver (libcuda.so.1) found on this machine;" \\
+      "CUDA will not be usable in this shell" >&2
+  fi
+fi
+"""
+
+
 def driver_hook() -> str:
     """Shell code that sets ``envparity_driver`` to a folder holding the GPU driver's libraries:
     NixOS's ``/run/opengl-driver/lib`` when it exists, else ``.envparity/nix-driver`` (re)made
-    with links to the host driver's ``libcuda.so*`` and ``libnvidia-*.so*`` only. The search can
-    be changed with ``ENVPARITY_NIXOS_DRIVER`` and ``ENVPARITY_HOST_LIBS`` (space-separated)."""
-    return "\n".join(
-        [
-            "# The GPU driver's libraries and nothing else from the host (see the note at the end).",
-            f'envparity_driver="${{ENVPARITY_NIXOS_DRIVER:-{NIXOS_DRIVER_DIR}}}"',
-            'if [ ! -d "$envparity_driver" ]; then',
-            f'  envparity_driver="$PWD/{DRIVER_DIR}"',
-            '  rm -rf "$envparity_driver" && mkdir -p "$envparity_driver"',
-            f'  for envparity_dir in ${{ENVPARITY_HOST_LIBS:-{" ".join(HOST_LIBRARY_DIRS)}}}; do',
-            '    for envparity_so in "$envparity_dir"/libcuda.so* "$envparity_dir"/libnvidia-*.so*; do',
-            '      if [ -e "$envparity_so" ] && [ ! -e "$envparity_driver/${envparity_so##*/}" ]; then',
-            '        ln -s "$envparity_so" "$envparity_driver/"',
-            "      fi",
-            "    done",
-            "  done",
-            '  if [ ! -e "$envparity_driver/libcuda.so.1" ]; then',
-            '    echo "envparity: no NVIDIA driver (libcuda.so.1) found on this machine;" \\',
-            '      "CUDA will not be usable in this shell" >&2',
-            "  fi",
-            "fi",
-        ]
-    ) + "\n"
+    with links to the host driver's ``libcuda.so*`` and ``libnvidia-*.so*`` only (the first
+    folder of ``HOST_LIBRARY_DIRS`` holding a name wins). The search can be changed with
+    ``ENVPARITY_NIXOS_DRIVER`` and ``ENVPARITY_HOST_LIBS`` (space-separated folders)."""
+    return (
+        _DRIVER_HOOK.replace("@NIXOS@", NIXOS_DRIVER_DIR)
+        .replace("@DRIVER_DIR@", DRIVER_DIR)
+        .replace("@HOST_DIRS@", " ".join(HOST_LIBRARY_DIRS))
+    )
 
 
 def venv_hook(spec: Spec) -> str:
