@@ -468,3 +468,30 @@ def test_check_reports_a_flake_lock_that_is_not_at_the_pin(
         assert code == 0 and not any(line.startswith("flake.lock") for line in out)
     else:
         assert code == 1 and out[-1] == expected
+
+
+# The predicate flakes used before (licences as a list of shortNames) and nixpkgs' own.
+OLD_PREDICATE = (
+    'pkg: builtins.all (l: l.free or false || builtins.elem (l.shortName or "") '
+    '[ "CUDA EULA" "cuDNN EULA" ]) (nixpkgs.lib.toList (pkg.meta.license or [ ]))'
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("predicate", "accepted"),
+    [("pkgs._cuda.lib.allowUnfreeCudaPredicate", True), (OLD_PREDICATE, False)],
+    ids=["nixpkgs' predicate", "the hand-written one"],
+)
+def test_a_compound_licence_with_a_cuda_part_needs_nixpkgs_predicate(
+    predicate: str, accepted: bool
+) -> None:
+    # `CUDA EULA OR unfreeRedistributable` (compound licences: lib/licenses/operators.nix); the
+    # hand-written predicate sees one attribute set with no shortName and refuses it.
+    result = real_tools.nix_eval_json(
+        'let pkgs = import nixpkgs { system = "x86_64-linux"; '
+        f"config = {{ pkgs, ... }}: {{ allowUnfreePredicate = {predicate}; }}; }}; in "
+        "(builtins.tryEval pkgs.envparity-compound-licence.name).success",
+        cwd=REPO,
+    )
+    assert result is accepted
