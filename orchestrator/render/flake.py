@@ -10,8 +10,8 @@ the pin and the nixpkgs files it was read from):
   ``nvcc`` and the headers and libraries extensions compile and link against. It is not put on
   ``LD_LIBRARY_PATH``, where it would shadow the wheels' own copies.
 - Unfree: allowed by nixpkgs' own ``_cuda.lib.allowUnfreeCudaPredicate`` (free licences or
-  NVIDIA's, compound licences included), passed the way nixpkgs' CUDA docs do, as a ``config``
-  function of ``{ pkgs }``.
+  NVIDIA's, compound licences included), passed the way nixpkgs' CUDA docs do since
+  NixOS/nixpkgs#437723, as a ``config`` function of ``{ pkgs }``.
 - System packages: apt names mapped to nixpkgs attributes by ``orchestrator/data/
   system_packages.toml`` (``nix_packages``); library packages' ``lib/`` folders go on the
   shell's ``LD_LIBRARY_PATH``. Unmapped names are passed through and reported

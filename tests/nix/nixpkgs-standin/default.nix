@@ -15,7 +15,8 @@
 #     _cuda.lib.allowUnfreeCudaPredicate, free licences or NVIDIA's, compound licences included
 #     (NixOS/nixpkgs#550208); lib/licenses/{licenses,operators}.nix: nvidiaCudaRedist's shortName
 #     "CUDA EULA", and compound licences { licenseType = "compound"; operator; licenses; };
-#   - config may be a function of { pkgs } (how the nixpkgs CUDA docs pass the predicate);
+#   - config may be a function of { pkgs } (how the nixpkgs CUDA docs pass the predicate since
+#     NixOS/nixpkgs#437723);
 #   - pkgs/by-name: libsm, libxext, libxrender, libx11, libxcb, libglvnd, glib, openblas, cacert.
 { system, config ? { } }:
 let
