@@ -1,12 +1,15 @@
-"""The ``nix`` target: why it is unavailable here, the exact command it runs, and the generated
-flake entered for real with ``nix develop``, offline, on a stand-in nixpkgs.
+"""The ``nix`` target: why it is unavailable here (no Nix, a Nix older than 2.18, no flake, an
+unreachable nixpkgs), the exact command it runs, and the generated flake entered for real with
+``nix develop`` (Nix >= 2.18: Debian trixie's, from .ci/nix-trixie), offline, on a stand-in
+nixpkgs.
 
 GitHub is not reachable from these machines, so the pinned nixpkgs cannot be fetched. The
 stand-in below lets Nix evaluate and build the generated flake's devShell, run its shell hook
-(which builds ``.venv`` from the lock with uv) and run the probe in it. Its packages are links
-to this machine's Python and uv, and its mkShell is a plain derivation with a bash builder (as
+(which builds ``.venv`` from the lock with uv, and for a CUDA flake links the host driver's
+libraries) and run the probe in it. Its packages are links to this machine's Python and uv (the
+CUDA packages are empty), and its mkShell is a plain derivation with a bash builder (as
 ``nix develop`` requires): it proves the flake, the hook and the target's commands work, not
-that nixpkgs' own python311 and uv do.
+that nixpkgs' own python311, uv and CUDA packages do.
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ in
   uv = link "uv" {uv};
   zlib = libs "zlib";
   stdenv.cc.cc = libs "gcc-unwrapped";
+  # A CUDA flake's: the split packages (empty here) and nixpkgs' unfree predicate.
+  _cuda.lib.allowUnfreeCudaPredicate = pkg: true;
+  cudaPackages_13_0 = lib.genAttrs [ "cuda_nvcc" "cuda_cudart" "cuda_cccl" "libcublas" "cudnn" ]
+    (name: sh "cuda13.0-${{name}}" "mkdir -p $out");
   # nix develop needs a derivation built by bash that declares its outputs, as nixpkgs' do.
   mkShell = {{ name, packages ? [ ], ... }}@args:
     derivation (builtins.removeAttrs args [ "packages" ] // {{
@@ -101,12 +108,18 @@ in
 """
 
 
-def _project(root: Path, nixpkgs: str) -> Context:
+# CUDA 13.0 in the flake (packages, caches, driver links); the shell's .venv from the cpu lock.
+CUDA_SPEC = SPEC.replace("[dependencies]", '[cuda]\nversion = "13.0"\n\n[dependencies]') + (
+    'flavor = "cpu"\n'
+)
+
+
+def _project(root: Path, nixpkgs: str, spec_text: str = SPEC) -> Context:
     (root / "environment.toml").write_text(
-        SPEC.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
+        spec_text.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
     )
     spec = load(root / "environment.toml")
-    lock.lock(spec)
+    lock.lock(spec, flavors=[spec.flavor_of("nix")])
     files.write_all(root, render.render_all(spec))
     return Context(spec=spec, cache=root / ".envparity", runtime=REPO)
 
@@ -282,3 +295,46 @@ def test_probe_runs_twice_in_the_devshell_of_the_generated_flake(
         ToolError, match=r"^nix: the devShell's hook did not build .venv from locks/cpu.txt"
     ):
         target.provision()
+
+
+@pytest.mark.slow
+def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nix_on_path(monkeypatch)
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    ctx = _project(root, f"path:{standin}", CUDA_SPEC)
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "environment.toml", "flake.nix", "locks"])
+    host = tmp_path / "host-lib"  # a driver among other host libraries
+    host.mkdir()
+    for name in ("libcuda.so.580.65.06", "libnvidia-ml.so.580.65.06", "libc.so.6", "libz.so.1"):
+        (host / name).write_text(name)
+    (host / "libcuda.so.1").symlink_to("libcuda.so.580.65.06")
+    (host / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.580.65.06")
+
+    show = 'printf "%s\\n" "$LD_LIBRARY_PATH"; ls .envparity/nix-driver'
+    argv = NixTarget(ctx).develop(["sh", "-c", show])
+    result = process.run(
+        argv,
+        extra_env={
+            "ENVPARITY_HOST_LIBS": str(host),
+            "ENVPARITY_NIXOS_DRIVER": str(tmp_path / "not-nixos"),
+            "LD_LIBRARY_PATH": "",
+        },
+    )
+    path, *links = result.stdout.splitlines()[-5:]  # the hook says what it builds on stderr
+    folders = path.split(":")
+    assert [Path(f).parent.name.split("-", 1)[1] for f in folders[:-1]] == [
+        "gcc-unwrapped-lib",
+        "zlib-lib",
+    ]
+    assert folders[-1] == str(root / ".envparity" / "nix-driver")
+    assert links == [
+        "libcuda.so.1", "libcuda.so.580.65.06", "libnvidia-ml.so.1", "libnvidia-ml.so.580.65.06",
+    ]  # fmt: skip
+    assert str(host) not in path
