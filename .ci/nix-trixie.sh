@@ -15,6 +15,7 @@
 #     configuration under .ci/nix-trixie, so the system's Nix 2.8 and its store are left alone.
 #
 # Idempotent: when .ci/nix-trixie/bin/nix answers, nothing is done. Prints the version.
+# ENVPARITY_DEBIAN_MIRROR names another Debian mirror (default http://deb.debian.org/debian).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -495,3 +495,21 @@ def test_a_compound_licence_with_a_cuda_part_needs_nixpkgs_predicate(
         cwd=REPO,
     )
     assert result is accepted
+
+
+def test_a_flake_lock_pointing_at_a_local_nixpkgs_is_reported_with_its_path(
+    locked_cpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(locked_cpu, tmp_path, dirs_exist_ok=True)
+    lock = json.loads(_flake_lock("0" * 40))
+    lock["nodes"]["nixpkgs"]["locked"] = {"path": "/src/nixpkgs", "type": "path"}
+    (tmp_path / "flake.lock").write_text(json.dumps(lock), encoding="utf-8")
+    assert cli.main(["--spec", str(tmp_path / "environment.toml"), "check"]) == 1
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith(
+            f"flake.lock: nixpkgs is locked at path:/src/nixpkgs but environment.toml pins "
+            f"targets.nix.nixpkgs = '{PIN}'; "
+        )
+    )

@@ -163,15 +163,16 @@ def flake_lock_drift(spec: Spec) -> str | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         root = data["nodes"][data["root"]]
-        node = data["nodes"][root["inputs"]["nixpkgs"]]
-        rev = node["locked"].get("rev")
+        locked = data["nodes"][root["inputs"]["nixpkgs"]]["locked"]
+        rev = locked.get("rev")
+        where = rev or f"{locked.get('type')}:{locked.get('path') or locked.get('url')}"
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"flake.lock: cannot read the nixpkgs input's locked revision ({e!r}); {fix}"
     if pinned is None:  # a branch or another flake: nothing exact to compare with
         return None
     if rev != pinned.group(1):
         return (
-            f"flake.lock: nixpkgs is locked at {rev} but {spec.path.name} pins "
+            f"flake.lock: nixpkgs is locked at {where} but {spec.path.name} pins "
             f"targets.nix.nixpkgs = {target.nixpkgs!r}; {fix}"
         )
     return None
