@@ -63,7 +63,7 @@ class NixTarget(Target):
     def unavailable(self) -> str | None:
         if shutil.which("nix") is None and "nix" in self.spec.targets:
             return f"nix: not installed; {INSTALL_NIX}"
-        too_old = nix_too_old()
+        too_old = nix_too_old() if "nix" in self.spec.targets else None
         if too_old:
             return too_old
         missing = self.missing_inputs(FLAKE)
