@@ -234,42 +234,34 @@ def check_index_url(folder: Path, value: str) -> None:
     ]
 
 
+def nix_packages(folder: Path) -> tuple[list[str], set[str]]:
+    """The devShell's first packages (Python, uv), and the set of the others' names."""
+    names = nix(folder, "map (p: p.name) shell.nativeBuildInputs")
+    return names[:2], set(names[2:])
+
+
+def apt_installs(folder: Path) -> tuple[list[str], set[str]]:
+    """The apt-get install line's options, and the set of packages it installs (by bash)."""
+    call = dockerfile_run_calls(folder, "apt-get", ["apt-get", "rm"])[1]
+    return call[:4], set(call[4:])
+
+
+APT_INSTALL = ["apt-get", "install", "-y", "--no-install-recommends"]
+
+
 def check_system_package(folder: Path, value: str) -> None:
     add_nix_packages(folder, value)
-    assert nix(folder, "map (p: p.name) shell.nativeBuildInputs") == [
-        "python311",
-        "uv",
-        "git",
-        value,
-        "curl",
-    ]
-    assert dockerfile_run_calls(folder, "apt-get", ["apt-get", "rm"])[1] == [
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        *sorted(["ca-certificates", "git", "curl", value]),
-    ]
+    assert nix_packages(folder) == (["python311", "uv"], {"git", value, "curl"})
+    assert apt_installs(folder) == (APT_INSTALL, {"ca-certificates", "git", "curl", value})
 
 
 def check_nix_mapping(folder: Path, value: str) -> None:
     add_nix_packages(folder, value)
-    assert nix(folder, "map (p: p.name) shell.nativeBuildInputs") == [
-        "python311",
-        "uv",
-        "git",
-        value,
-    ]
+    assert nix_packages(folder) == (["python311", "uv"], {"git", value})
 
 
 def check_apt_mapping(folder: Path, value: str) -> None:
-    assert dockerfile_run_calls(folder, "apt-get", ["apt-get", "rm"])[1] == [
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        *sorted(["ca-certificates", "git", value]),
-    ]
+    assert apt_installs(folder) == (APT_INSTALL, {"ca-certificates", "git", value})
 
 
 def check_default(folder: Path, value: str) -> None:
