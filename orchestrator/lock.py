@@ -208,6 +208,7 @@ def lock(
 ) -> list[str]:
     """Resolve every flavor and system; write all locks or none. Returns the paths written."""
     refuse_incompatible(spec)
+    files.refuse_links(spec.root, *(t.path for t in lock_targets(spec, flavors)))  # before uv
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)

@@ -853,12 +853,19 @@ class TestSymlinks:
 
         repo, outside = layout
         (repo / "locks").symlink_to(outside / "keep")
-        monkeypatch.setattr(lock, "resolve", lambda *a, **k: "six==1.17.0\n")
+        resolved: list[object] = []
+
+        def resolve(*args: object, **kwargs: object) -> str:
+            resolved.append(args)
+            return "six==1.17.0\n"
+
+        monkeypatch.setattr(lock, "resolve", resolve)
         before = tree(outside)
         code, out, err = render_in(repo, capsys, "lock", "--force")
         assert (code, out) == (2, "")
         assert "  locks: is a symbolic link;" in err
         assert tree(outside) == before
+        assert resolved == [], "refused before resolving"
 
     @pytest.mark.parametrize(
         "link",
