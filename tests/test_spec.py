@@ -189,3 +189,18 @@ def test_loader_never_crashes_on_arbitrary_text(text: str) -> None:
         spec.loads(text)
     except SpecError as exc:
         assert exc.problems
+
+
+def test_every_shape_pattern_matches_whole_values_in_ascii() -> None:
+    """A pattern added later gets the same treatment: ASCII classes and an end anchor that no
+    trailing newline passes, for .match and .fullmatch callers alike."""
+    import re
+
+    patterns = {k: v for k, v in vars(spec).items() if k.endswith("_RE")}
+    assert len(patterns) >= 15
+    for name, pattern in patterns.items():
+        assert pattern.flags & re.ASCII, name
+        assert pattern.pattern.endswith(r"\Z"), name
+    assert spec._PYTHON_RE.match("3.11\n") is None
+    assert spec._PYTHON_RE.match("3.\u0661\u0661") is None
+    assert spec._PYTHON_RE.match("3.11") is not None
