@@ -782,7 +782,15 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
             r.known_keys(
                 tt,
                 p,
-                ("image", "extensions", "user", "shm_size", "install_project", "flavor", "required"),
+                (
+                    "image",
+                    "extensions",
+                    "user",
+                    "shm_size",
+                    "install_project",
+                    "flavor",
+                    "required",
+                ),
             )
             image = r.get(tt, "image", p, str, required=True, check=_image_problem)
             extensions = r.strings(
