@@ -23,10 +23,10 @@ from orchestrator import lock
 from orchestrator.render.escape import dockerfile_string, json_text, shell_line, shell_word
 from orchestrator.spec import DevcontainerTarget, Spec
 
-# uv is copied from its official image, pinned by digest. Source of the digest: public
-# Dockerfiles that pin this release with Dependabot (e.g. ones found by searching GitHub for
-# "ghcr.io/astral-sh/uv:0.13.0@sha256:"); nine independent repositories name the same one. The
-# registry itself is not reachable where this was written. ``UV_IMAGE`` is a build argument,
+# uv is copied from its official image, pinned by digest. Source of the digest: the Dockerfiles
+# of nine public repositories that pin this release, several kept by Dependabot (found by
+# searching public code for "ghcr.io/astral-sh/uv:0.13.0@sha256:"); all name this one. The
+# registry itself was not reachable where this was written. ``UV_IMAGE`` is a build argument,
 # so a mirror can be named (``ENVPARITY_UV_IMAGE`` for verify; ``--build-arg`` by hand).
 UV_RELEASE = "0.13.0"
 UV_DIGEST = "sha256:cdc6093146eb3ff6a40107b38f008b789e050e77ad87865e381d9917da55a168"
