@@ -429,6 +429,43 @@ def test_a_lock_change_downloads_only_what_changed(engine: str, tmp_path: Path) 
         process.run([podman, "rmi", "--force", tag], check=False)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("before", "passwd"),
+    [
+        # Ubuntu 24.04's case (the stand-in base has 'ubuntu' with uid 1000): dev takes 1000.
+        ("true", "dev:x:1000:1000::/home/dev:/bin/bash"),
+        # no uid-1000 user at all
+        ("userdel --remove ubuntu", "dev:x:1000:1000::/home/dev:/bin/bash"),
+        # the image has the spec's user already: left as it is
+        (
+            "userdel --remove ubuntu && useradd --uid 1000 --shell /bin/sh dev",
+            "dev:x:1000:1000::/home/dev:/bin/sh",
+        ),
+    ],
+)
+def test_the_user_gets_uid_1000_whatever_the_image_has(
+    engine: str, tmp_path: Path, before: str, passwd: str
+) -> None:
+    """The Dockerfile's user step, run by the base image's own shell after ``before``."""
+    (tmp_path / "environment.toml").write_text(SPEC, encoding="utf-8")
+    files.write_all(tmp_path, render.render_all(load(tmp_path / "environment.toml")))
+    steps = real_tools.dockerfile_instructions(tmp_path / ".devcontainer" / "Dockerfile")
+    (step,) = [c.value[0] for c in steps if c.cmd.upper() == "RUN" and "useradd" in c.value[0]]
+    shown = process.run(
+        [
+            engine,
+            "run",
+            "--rm",
+            images.BASE_IMAGE,
+            "sh",
+            "-c",
+            f"{before} && {step} && getent passwd 1000 && ! getent passwd ubuntu",
+        ]
+    )
+    assert shown.stdout.splitlines() == [passwd]
+
+
 # --------------------------------------------------------------------------- no engine needed
 
 
