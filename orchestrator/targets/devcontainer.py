@@ -18,11 +18,11 @@ everyone, ``up`` and ``exec`` read an override of ``devcontainer.json`` written 
   non-root container user (devcontainers/cli#1004): ``"--userns="`` is appended to ``runArgs``;
 - a GPU on podman: the CLI's own GPU detection asks ``podman info`` for Docker's nvidia runtime
   (which podman never reports; the template fails and so does ``up``), and the ``--gpus all``
-  it adds for ``gpu-availability all`` is not a podman 4 flag. So ``up`` always gets
-  ``--gpu-availability`` from what ``orchestrator.gpus`` knows (``all`` on Docker when an
-  NVIDIA GPU answers, else ``none``), and on podman a CUDA flavor with a GPU gets the GPUs
-  through CDI instead: ``--device=nvidia.com/gpu=all`` appended to ``runArgs`` (the host needs
-  a CDI spec: ``nvidia-ctk cdi generate``);
+  it adds for ``--gpu-availability all`` is no flag of podman 4.3 (not in its ``run --help``).
+  So ``up`` always gets ``--gpu-availability`` from what ``orchestrator.gpus`` knows (``all``
+  on Docker when an NVIDIA GPU answers, else ``none``), and on podman a CUDA flavor with a GPU
+  gets the GPUs through CDI instead: ``--device=nvidia.com/gpu=all`` appended to ``runArgs``
+  (the host needs a CDI spec: ``nvidia-ctk cdi generate``);
 - ``ENVPARITY_UV_IMAGE`` names a mirror of the uv image: passed as the Dockerfile's
   ``UV_IMAGE`` build argument.
 """
