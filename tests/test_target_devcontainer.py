@@ -386,6 +386,37 @@ def test_a_cuda_flavor_on_podman_asks_for_the_gpus_through_cdi(
 
 
 @pytest.mark.slow
+def test_a_cuda_flavor_on_docker_asks_the_cli_for_all_gpus(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Docker path, as far as it goes without a Docker daemon: a recorder named ``docker``
+    that runs podman (which speaks Docker's CLI). With a GPU reported, the target passes
+    --gpu-availability all (no override: no CDI device, no --userns=) and the CLI adds
+    --gpus all to its `run`. The CLI still recognises podman behind the name and adds
+    --userns=keep-id, which rootful podman refuses: the run fails there, after the flags."""
+    monkeypatch.setattr(gpus, "visible", lambda: True)
+    docker = Path(engine).parent / "docker"
+    docker.write_text(Path(engine).read_text(encoding="utf-8"), encoding="utf-8")
+    docker.chmod(0o755)
+    monkeypatch.setenv(ENGINE_ENV, str(docker))
+    ctx = _project(tmp_path, CUDA_SPEC)
+    target = DevcontainerTarget(ctx)
+    assert target.gpu_availability() == "all"
+    podman_calls(engine)
+    try:
+        with pytest.raises(ToolError, match=r"^devcontainer: 'devcontainer up' failed: ") as e:
+            target.provision()
+        assert "keep-id is only supported in rootless mode" in str(e.value)
+        assert CDI_HINT not in str(e.value)
+        run = podman_run(engine)
+        assert run[run.index("--gpus") + 1] == "all"
+        assert "--shm-size=8g" in run
+        assert not any("nvidia.com/gpu" in a or a == "--userns=" for a in run)
+    finally:
+        target.remove()
+
+
+@pytest.mark.slow
 def test_a_lock_change_downloads_only_what_changed(engine: str, tmp_path: Path) -> None:
     """uv's cache is a build cache mount: built again after a lock change (a new package),
     uv prepares that package alone; the rest comes from the cache of the first build. buildah
