@@ -4,14 +4,12 @@ images, documented variables, matching driver). Exit 1 if anything fails; warnin
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import check, compat, files, gpus, lock, render
+from orchestrator import check, compat, files, freshness, gpus
 from orchestrator.spec import Spec
 
 
@@ -44,49 +42,33 @@ def _generated(spec: Spec, r: Report) -> None:
         r.warn(w)
     for w in check.pinning_warnings(spec):
         r.warn(w.removeprefix("warning: "))
-    stale = lock.stale_locks(spec)
-    for s in stale:
-        r.fail(s, "envparity lock")
-    drift = files.drift(spec.root, render.render_all(spec))
-    for d in drift:
-        r.fail(f"{d.path}: out of date or missing", "envparity render")
-    if not stale and not drift:
+    state = freshness.freshness(spec)  # the same answer check and verify give
+    for line in state.stale_locks:
+        r.fail(line, "envparity lock")
+    for line in [f"{d.path}: out of date or missing" for d in state.drift] + list(state.orphans):
+        r.fail(line, "envparity render")
+    if state.current:
         r.ok("locks and generated files match the spec")
 
 
 def _interpreter(spec: Spec, r: Report) -> None:
-    r.section("This interpreter")
-    running = platform.python_version()
+    """The interpreter the user's code runs in (``freshness.user_interpreter``), as verify's
+    host target judges it."""
+    interpreter = freshness.user_interpreter()
+    r.section(f"The host interpreter ({interpreter.executable})")
+    problems = freshness.conformance(spec, interpreter)
+    target = freshness.host_lock(spec)
     want = spec.environment.python
-    if running == want or ".".join(running.split(".")[:2]) == want:
-        r.ok(f"Python {running} matches environment.python = {want!r}")
-    else:
-        r.fail(
-            f"Python {running} does not match environment.python = {want!r}",
-            "use the nix shell, the devcontainer or the venv target",
-        )
-    target = lock.LockTarget(spec.flavor_of("host"), spec.environment.systems[0])
-    body = lock.read_lock_body(spec, target)
-    if body is None:
+    if freshness.python_matches(want, interpreter.version):
+        r.ok(f"Python {interpreter.version} matches environment.python = {want!r}")
+    for problem in problems:
+        if problem.startswith("Python "):
+            r.fail(problem, "use the nix shell, the devcontainer or the venv target")
+        else:
+            r.fail(problem, freshness.install_command(spec, interpreter))
+    if not (spec.root / target.path).is_file():
         r.warn(f"{target.path} is missing: installed packages not checked", "envparity lock")
-        return
-    mismatched = []
-    for name, version in sorted(lock.pinned(body).items()):
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            mismatched.append(f"{name} is not installed (lock: {version})")
-            continue
-        if installed != version:
-            mismatched.append(f"{name} {installed} installed, lock pins {version}")
-    if mismatched:
-        r.warn(
-            f"{len(mismatched)} package(s) differ from {target.path}: "
-            + "; ".join(mismatched[:6])
-            + (" ..." if len(mismatched) > 6 else ""),
-            f"uv pip sync --require-hashes {target.path}, or verify with the venv target",
-        )
-    else:
+    elif not any(not p.startswith("Python ") for p in problems):
         r.ok(f"installed packages match {target.path}")
 
 

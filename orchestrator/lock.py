@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +107,14 @@ def source_args(spec: Spec, flavor: str) -> list[str]:
         if index.kind == "find-links":
             args += ["--find-links", location]
             continue
-        folder = _local_folder(location)
+        folder = local_folder(location)
         if folder is not None:
             location = simple_index(folder, mirror_of=index.url)
         args += ["--extra-index-url", location]
     return args
 
 
-def _local_folder(location: str) -> Path | None:
+def local_folder(location: str) -> Path | None:
     """The folder a mirror location names (a path or a ``file://`` URL); None for a remote URL."""
     if location.startswith("file://"):
         from urllib.parse import unquote, urlparse
@@ -341,13 +342,20 @@ def render_lock(spec: Spec, target: LockTarget, body: str) -> files.Generated:
 
 
 def lock(
-    spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None, force: bool = False
+    spec: Spec,
+    *,
+    upgrade: bool = False,
+    flavors: list[str] | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
 ) -> list[str]:
-    """Resolve every flavor and system; write all locks or none. Returns the paths written."""
+    """Resolve every flavor and system; write all locks or none. Returns the paths written.
+    ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     refuse_incompatible(spec)
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
+        progress(f"resolving {target.path} ({target.flavor}, {target.system}) with uv")
         generated.append(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )
