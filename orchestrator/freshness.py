@@ -104,23 +104,32 @@ class Interpreter:
 
 _QUERY = """\
 import importlib.metadata as m, json, platform, sys
-from packaging.utils import canonicalize_name as c
 print(json.dumps({"executable": sys.executable, "version": platform.python_version(),
-    "packages": {c(d.metadata["Name"]): d.version for d in m.distributions() if d.metadata["Name"]}}))
-"""
+    "packages": [[d.metadata["Name"], d.version] for d in m.distributions() if d.metadata["Name"]]}))
+"""  # run by another interpreter: stdlib only; names are canonicalised here
+
+
+def _canonical_packages(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{canonical name: version}; the first of two distributions with one name wins, as
+    Python's import system would find it first on ``sys.path``."""
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, str] = {}
+    for name, version in pairs:
+        out.setdefault(str(canonicalize_name(name)), version)
+    return out
 
 
 def _installed() -> dict[str, str]:
     import importlib.metadata
 
-    from packaging.utils import canonicalize_name
-
-    out: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            out.setdefault(str(canonicalize_name(name)), dist.version)
-    return out
+    return _canonical_packages(
+        [
+            (d.metadata["Name"], d.version)
+            for d in importlib.metadata.distributions()
+            if d.metadata["Name"]
+        ]
+    )
 
 
 def in_tool_environment() -> bool:
@@ -146,13 +155,9 @@ def user_interpreter() -> Interpreter:
             "envparity runs from a tool environment and no python3 is on PATH: "
             "activate the environment your code runs in"
         )
-    # packaging may be absent there: fall back to PEP 503 normalisation in the query itself.
-    script = _QUERY.replace(
-        "from packaging.utils import canonicalize_name as c",
-        "import re\nc = lambda n: re.sub(r'[-_.]+', '-', n).lower()",
-    )
-    data = json.loads(process.run([found, "-c", script]).stdout)
-    return Interpreter(data["executable"], data["version"], data["packages"])
+    data = json.loads(process.run([found, "-c", _QUERY]).stdout)
+    packages = _canonical_packages([(n, v) for n, v in data["packages"]])
+    return Interpreter(data["executable"], data["version"], packages)
 
 
 def host_lock(spec: Spec) -> lock.LockTarget:
