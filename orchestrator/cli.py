@@ -263,11 +263,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     def step(message: str) -> None:
         nonlocal started
-        if not started:  # started by the first step: a refusal before it prints only itself
+        # The spinner starts with the first step (a refusal before it prints only itself),
+        # and only on a terminal: piped output (CI logs) gets the plain lines alone.
+        if not started and console.is_terminal:
             progress.start()
             started = True
         progress.update(task, description=message)
-        progress.console.print(message)  # plain lines: no time or source tags, no markup
+        console.print(message)  # plain lines: no time or source tags, no markup
 
     try:
         result = verify.verify(
