@@ -174,12 +174,12 @@ def simple_index(folder: Path, *, mirror_of: str = "") -> str:
     if not (root / "index.html").is_file():
         shutil.rmtree(root, ignore_errors=True)  # an unfinished index from an older version
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-        for name, paths in projects.items():
+        for project, paths in projects.items():
             links = "".join(
                 f'<a href="{p.as_uri()}">{html.escape(p.name)}</a><br>\n' for p in paths
             )
-            (tmp / name).mkdir()
-            (tmp / name / "index.html").write_text(_page(links), encoding="utf-8")
+            (tmp / project).mkdir()
+            (tmp / project / "index.html").write_text(_page(links), encoding="utf-8")
         listing = "".join(f'<a href="{n}/">{n}</a><br>\n' for n in projects)
         (tmp / "index.html").write_text(_page(listing), encoding="utf-8")
         try:
