@@ -164,3 +164,39 @@ def test_the_cache_folder_keeps_itself_out_of_git(session: tuple[Path, list[str]
     )
     assert ".envparity" not in status.stdout, done.stdout + status.stdout
     assert "environment.toml" in status.stdout
+
+
+def test_a_host_that_differs_from_the_lock_fails_verify_unless_accepted(
+    session: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    import shutil
+
+    project = tmp_path / "drift"
+    shutil.copytree(session[0], project, ignore=shutil.ignore_patterns("venvs"))
+    spec = project / "environment.toml"
+    installed = version("numpy")
+    older = "2.3.5" if installed != "2.3.5" else "2.3.4"
+    spec.write_text(spec.read_text().replace(f'numpy = "=={installed}"', f'numpy = "=={older}"'))
+    assert envparity(project, "lock").returncode == 0
+    expected = (
+        f"FAIL host: does not match the spec (1 package(s) differ from locks/cpu.txt: numpy "
+        f"{installed} installed, lock pins {older}); fix it (envparity doctor says how) or pass "
+        "--accept-host-drift"
+    )
+    failed = envparity(project, "verify", "--targets", "host", columns=200)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert expected in failed.stdout
+    assert "differs from the spec" in next(
+        line for line in failed.stdout.splitlines() if line.split()[:1] == ["host"]
+    )
+    doctor = envparity(project, "doctor", columns=200)
+    assert (
+        f"  FAIL  1 package(s) differ from locks/cpu.txt: numpy {installed} installed, "
+        f"lock pins {older}" in doctor.stdout
+    )
+    accepted = envparity(project, "verify", "--targets", "host", "--accept-host-drift", columns=200)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert (
+        f"host: differs from the spec (accepted): 1 package(s) differ from locks/cpu.txt: numpy "
+        f"{installed} installed, lock pins {older}" in accepted.stdout
+    )
