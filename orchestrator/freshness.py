@@ -15,6 +15,7 @@ the drift is accepted (``--accept-host-drift``).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -142,19 +143,35 @@ def in_tool_environment() -> bool:
 @cache
 def user_interpreter() -> Interpreter:
     """The interpreter the user's code runs in, which the ``host`` target and ``doctor`` judge:
-    the one running envparity, unless that is an isolated tool environment; then the
-    ``python3`` on ``PATH`` (asked in a subprocess). Raises ``ToolError`` if that cannot run."""
-    if not in_tool_environment():
-        return Interpreter(sys.executable, platform.python_version(), _installed())
+
+    1. the activated virtual environment's (``$VIRTUAL_ENV/bin/python``) when one is active
+       and envparity runs from another environment;
+    2. else, when envparity runs from an isolated tool environment (``in_tool_environment``),
+       the ``python3`` on ``PATH``;
+    3. else the interpreter running envparity.
+
+    Another interpreter is asked in a subprocess (about 0.1 s). Raises ``ToolError`` when it
+    cannot be found or run."""
     from orchestrator import process
     from orchestrator.errors import ToolError
 
-    found = shutil.which("python3") or shutil.which("python")
+    active = os.environ.get("VIRTUAL_ENV")
+    found: str | None = None
+    if active and Path(active).resolve() != Path(sys.prefix).resolve():
+        found = str(Path(active) / "bin" / "python")
+        if not Path(found).is_file():
+            raise ToolError(
+                f"VIRTUAL_ENV={active} has no bin/python: activate a working environment"
+            )
+    elif in_tool_environment():
+        found = shutil.which("python3") or shutil.which("python")
+        if found is None:
+            raise ToolError(
+                "envparity runs from a tool environment and no python3 is on PATH: "
+                "activate the environment your code runs in"
+            )
     if found is None:
-        raise ToolError(
-            "envparity runs from a tool environment and no python3 is on PATH: "
-            "activate the environment your code runs in"
-        )
+        return Interpreter(sys.executable, platform.python_version(), _installed())
     data = json.loads(process.run([found, "-c", _QUERY]).stdout)
     packages = _canonical_packages([(n, v) for n, v in data["packages"]])
     return Interpreter(data["executable"], data["version"], packages)

@@ -470,7 +470,9 @@ class TestDoctorJudgesTheUsersEnvironmentAndItsFixWorks:
         subprocess.run(args + (["packaging", "-e", str(REPO)] if envparity else []), check=True)
         return python
 
-    @pytest.mark.parametrize("layout", ["envparity installed in the project's venv", "uv tool"])
+    @pytest.mark.parametrize(
+        "layout", ["envparity installed in the project's venv", "uv tool", "activated venv"]
+    )
     def test_doctor_fix_makes_the_env_match_and_keeps_envparity(
         self, layout: str, tmp_path: Path
     ) -> None:
@@ -482,11 +484,14 @@ class TestDoctorJudgesTheUsersEnvironmentAndItsFixWorks:
         assert cli.main(["--spec", str(project_dir / "environment.toml"), "lock"]) == 0
         user = self._venv(tmp_path / "user", "iniconfig==1.1.1", envparity=layout != "uv tool")
         runner = user
+        env = {**os.environ, "PATH": f"{user.parent}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("VIRTUAL_ENV", None)
         if layout == "uv tool":
             runner = self._venv(tmp_path / "tool", envparity=True)
             (tmp_path / "tool" / "uv-receipt.toml").write_text("[tool]\n")  # as uv tool writes
-        env = {**os.environ, "PATH": f"{user.parent}{os.pathsep}{os.environ['PATH']}"}
-        env.pop("VIRTUAL_ENV", None)
+        elif layout == "activated venv":  # envparity elsewhere, the user's venv activated
+            runner = self._venv(tmp_path / "elsewhere", envparity=True)
+            env = {**os.environ, "VIRTUAL_ENV": str(user.parent.parent)}
 
         def doctor() -> str:
             done = subprocess.run(
