@@ -56,20 +56,20 @@ def _interpreter(spec: Spec, r: Report) -> None:
     host target judges it."""
     interpreter = freshness.user_interpreter()
     r.section(f"The host interpreter ({interpreter.executable})")
-    problems = freshness.conformance(spec, interpreter)
-    target = freshness.host_lock(spec)
-    want = spec.environment.python
-    if freshness.python_matches(want, interpreter.version):
-        r.ok(f"Python {interpreter.version} matches environment.python = {want!r}")
-    for problem in problems:
-        if problem.startswith("Python "):
-            r.fail(problem, "use the nix shell, the devcontainer or the venv target")
-        else:
-            r.fail(problem, freshness.install_command(spec, interpreter))
-    if not (spec.root / target.path).is_file():
-        r.warn(f"{target.path} is missing: installed packages not checked", "envparity lock")
-    elif not any(not p.startswith("Python ") for p in problems):
-        r.ok(f"installed packages match {target.path}")
+    found = freshness.conformance(spec, interpreter)
+    if found.python:
+        r.fail(found.python, "use the nix shell, the devcontainer or the venv target")
+    else:
+        r.ok(
+            f"Python {interpreter.version} matches environment.python = {spec.environment.python!r}"
+        )
+    if not found.lock:
+        lock_path = freshness.host_lock(spec).path
+        r.warn(f"{lock_path} is missing: installed packages not checked", "envparity lock")
+    elif found.packages:
+        r.fail(found.packages, freshness.install_command(spec, interpreter))
+    else:
+        r.ok(f"installed packages match {found.lock}")
 
 
 def _launch(spec: Spec, r: Report) -> None:

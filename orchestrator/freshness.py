@@ -190,21 +190,38 @@ def python_matches(want: str, running: str) -> bool:
     return running == want or ".".join(running.split(".")[:2]) == want
 
 
-def conformance(spec: Spec, interpreter: Interpreter) -> list[str]:
-    """How ``interpreter`` differs from the spec: one line for the Python release, one for the
-    packages (the first six named); [] when it conforms. A missing lock is freshness's
-    business: the packages are then not judged."""
-    out = []
+@dataclass(frozen=True)
+class Conformance:
+    """How an interpreter differs from the spec; empty strings where it conforms."""
+
+    python: str = (
+        ""  # "Python 3.12.1 (/usr/bin/python3) does not match environment.python = '3.11'"
+    )
+    packages: str = (
+        ""  # "2 package(s) differ from locks/cpu.txt: a 1.0 installed, lock pins 2.0; ..."
+    )
+    lock: str = ""  # the lock judged against ("locks/cpu.txt"); "" when it is missing
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for p in (self.python, self.packages) if p]
+
+
+def conformance(spec: Spec, interpreter: Interpreter) -> Conformance:
+    """How ``interpreter`` differs from the spec: its Python release, and its packages against
+    the host lock (the first six named). A missing lock is freshness's business: the packages
+    are then not judged (``lock`` is "")."""
     want = spec.environment.python
-    if not python_matches(want, interpreter.version):
-        out.append(
-            f"Python {interpreter.version} ({interpreter.executable}) does not match "
-            f"environment.python = {want!r}"
-        )
+    python = (
+        ""
+        if python_matches(want, interpreter.version)
+        else f"Python {interpreter.version} ({interpreter.executable}) does not match "
+        f"environment.python = {want!r}"
+    )
     target = host_lock(spec)
     body = lock.read_lock_body(spec, target)
     if body is None:
-        return out
+        return Conformance(python=python)
     mismatched = []
     for name, version in sorted(lock.pinned(body).items()):
         installed = interpreter.packages.get(name)
@@ -212,13 +229,14 @@ def conformance(spec: Spec, interpreter: Interpreter) -> list[str]:
             mismatched.append(f"{name} is not installed (lock: {version})")
         elif installed != version:
             mismatched.append(f"{name} {installed} installed, lock pins {version}")
-    if mismatched:
-        out.append(
-            f"{len(mismatched)} package(s) differ from {target.path}: "
-            + "; ".join(mismatched[:6])
-            + (" ..." if len(mismatched) > 6 else "")
-        )
-    return out
+    packages = (
+        f"{len(mismatched)} package(s) differ from {target.path}: "
+        + "; ".join(mismatched[:6])
+        + (" ..." if len(mismatched) > 6 else "")
+        if mismatched
+        else ""
+    )
+    return Conformance(python=python, packages=packages, lock=target.path)
 
 
 def install_command(spec: Spec, interpreter: Interpreter) -> str:

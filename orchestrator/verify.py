@@ -314,7 +314,7 @@ def preflight(spec: Spec, chosen: list[str]) -> list[str]:
         )
     if "host" not in chosen:
         return []
-    return freshness.conformance(spec, freshness.user_interpreter())
+    return freshness.conformance(spec, freshness.user_interpreter()).problems
 
 
 def verify(

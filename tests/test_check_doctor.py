@@ -395,7 +395,7 @@ class TestHostConformance:
         interpreter = freshness.Interpreter(
             "/x/python", python, {k: v.replace("PINNED", pinned) for k, v in packages.items()}
         )
-        assert freshness.conformance(s, interpreter) == [
+        assert freshness.conformance(s, interpreter).problems == [
             e.replace("PINNED", pinned) for e in expected
         ]
 
