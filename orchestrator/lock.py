@@ -114,6 +114,21 @@ def source_args(spec: Spec, flavor: str) -> list[str]:
     return args
 
 
+def mirror_notes(spec: Spec, flavor: str) -> list[str]:
+    """One line per index a local folder stands in for, naming what uv's messages call it."""
+    out = []
+    mirror = mirrors()
+    for index in sources(spec, flavor):
+        location = mirror.get(index.url.rstrip("/"))
+        folder = None if location is None or index.kind == "find-links" else local_folder(location)
+        if folder is not None:
+            out.append(
+                f"{simple_index(folder, mirror_of=index.url)} is {folder} served as an index: "
+                f"ENVPARITY_MIRRORS has it stand in for {index.url}"
+            )
+    return out
+
+
 def local_folder(location: str) -> Path | None:
     """The folder a mirror location names (a path or a ``file://`` URL); None for a remote URL."""
     if location.startswith("file://"):
@@ -234,7 +249,13 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         ]
         if upgrade:
             args.append("--upgrade")
-        process.run(args, extra_env={"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"})
+        try:
+            process.run(args, extra_env={"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"})
+        except process.CommandFailed as exc:
+            notes = mirror_notes(spec, target.flavor)
+            if not notes:
+                raise
+            raise ToolError(f"{exc}\n" + "\n".join(notes)) from None
         body = out.read_text(encoding="utf-8")
     body = body.replace(str(req), "environment.toml")
     _check_flavor(spec, target, body)

@@ -301,3 +301,24 @@ def test_a_mirror_that_is_not_a_folder_is_a_usage_error(
         f"ENVPARITY_MIRRORS: {tmp_path / 'nope'} (the mirror of "
         "https://download.pytorch.org/whl/cpu) is not a folder" in capsys.readouterr().err
     )
+
+
+def test_a_version_the_mirror_lacks_is_refused_as_the_index_would_and_says_what_the_mirror_is(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The index rule: torch is on the first index (the mirror), so PyPI is not asked for it.
+    _need_torch_wheel()
+    make_spec(write_spec, deps='torch = "==2.12.0"', extra=CPU_INDEX)
+    monkeypatch.setenv(
+        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert "there is no version of torch==2.12.0" in err
+    index = lock.simple_index(TORCH_WHEEL.parent)
+    assert err.rstrip().endswith(
+        f"{index} is {TORCH_WHEEL.parent} served as an index: ENVPARITY_MIRRORS has it stand in "
+        "for https://download.pytorch.org/whl/cpu"
+    )
+    assert err.count("envparity:") == 1
+    assert not (tmp_path / "locks").exists()
