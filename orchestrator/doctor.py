@@ -155,14 +155,19 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _targets(spec: Spec, r: Report) -> None:
+    """The targets ``verify`` with no ``--targets`` would run (host and venv when the spec has
+    no table), and whether each can run here."""
+    from orchestrator import verify
     from orchestrator.targets import TARGETS
     from orchestrator.targets.base import RUNTIME_DIR, Context
 
     r.section("Targets")
+    chosen = verify.choose_targets(spec, None)
+    spec = verify.with_defaults(spec, chosen)
     ctx = Context(
         spec=spec, cache=spec.root / RUNTIME_DIR, runtime=spec.root / RUNTIME_DIR / "runtime"
     )
-    for name in spec.targets:
+    for name in chosen:
         cls = TARGETS.get(name)
         reason = cls(ctx).unavailable() if cls else f"{name}: not supported by this envparity"
         if reason:
