@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import EnvparityError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -228,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"run: cannot run {command[0]}: {exc.strerror}") from None
 
 
-def _console(*, stderr: bool = False):  # type: ignore[no-untyped-def]
+def _console(*, stderr: bool = False) -> Console:
     """A rich console that prints text as given: no markup, no emoji codes, no highlighting
     (user text such as ``nosuchmod:train:`` or ``[extra]`` is never read as markup)."""
     from rich.console import Console
