@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from orchestrator import compat, freshness
 from orchestrator.errors import SpecError
+from orchestrator.render.flake import flake_warnings
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
 
 
@@ -51,12 +52,16 @@ def check(spec: Spec) -> Report:
     report = Report()
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
+    report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
     state = freshness.freshness(spec)
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)
     if state.current:
         report.lines.append(f"ok: {state.summary}")
-    else:
+        return report
+    if not state.files_current:
         report.lines.append(state.summary)
-        report.exit_code = 1
+    if state.flake_lock:  # flake.lock is written by nix and committed: reported, never rewritten
+        report.lines.append(state.flake_lock)
+    report.exit_code = 1
     return report

@@ -47,6 +47,8 @@ def _generated(spec: Spec, r: Report) -> None:
         r.fail(line, "envparity lock")
     for line in [f"{d.path}: out of date or missing" for d in state.drift] + list(state.orphans):
         r.fail(line, "envparity render")
+    if state.flake_lock:
+        r.fail(state.flake_lock)
     if state.current:
         r.ok("locks and generated files match the spec")
 

@@ -1,8 +1,9 @@
 """Is everything current, and does the host conform? The one answer check, doctor and verify use.
 
 Freshness: every lock made from the spec as it is now (``lock.stale_locks``), every generated
-file equal to what ``render`` would write (``files.drift``), and no generated file left over
-from an earlier spec (a lock of a removed flavor, ``.env.example`` after ``[variables]`` went).
+file equal to what ``render`` would write (``files.drift``), no generated file left over from
+an earlier spec (a lock of a removed flavor, ``.env.example`` after ``[variables]`` went), and
+a committed ``flake.lock`` locking the nixpkgs the spec pins (``render.flake.flake_lock_drift``).
 ``check`` prints it as diffs (exit 1), ``doctor`` as failures, ``verify`` refuses to start.
 
 Conformance: whether the interpreter the user's code runs in (the ``host`` target) is what the
@@ -35,20 +36,27 @@ class Freshness:
     stale_locks: tuple[str, ...] = ()  # "locks/cpu.txt: stale (...)", orphaned locks included
     drift: tuple[files.Drift, ...] = ()  # generated files that differ, each with its diff
     orphans: tuple[str, ...] = ()  # generated files the spec no longer produces
+    flake_lock: str = ""  # flake.lock locking another nixpkgs than the pin, with its fix
     generated: int = 0  # how many files (locks and rendered) the spec produces
     spec_name: str = "environment.toml"
 
     @property
-    def current(self) -> bool:
+    def files_current(self) -> bool:
+        """Every file envparity writes is current (flake.lock, which nix writes, aside)."""
         return not (self.stale_locks or self.drift or self.orphans)
 
     @property
+    def current(self) -> bool:
+        return self.files_current and not self.flake_lock
+
+    @property
     def problems(self) -> list[str]:
-        """One line per out-of-date file, locks first."""
+        """One line per out-of-date file, locks first, flake.lock last."""
         return (
             list(self.stale_locks)
             + [f"{d.path}: out of date or missing" for d in self.drift]
             + list(self.orphans)
+            + ([self.flake_lock] if self.flake_lock else [])
         )
 
     @property
@@ -60,7 +68,7 @@ class Freshness:
 
     @property
     def summary(self) -> str:
-        if self.current:
+        if self.files_current:
             return f"{self.generated} generated files match {self.spec_name}"
         return (
             f"{len(self.stale_locks)} stale lock(s), {len(self.drift) + len(self.orphans)} "
@@ -74,9 +82,11 @@ def freshness(spec: Spec) -> Freshness:
     Raises ``files.Unreadable`` (exit 2) for a file that exists but cannot be read as text.
     """
     from orchestrator import render
+    from orchestrator.render.flake import flake_lock_drift
 
     rendered = render.render_all(spec)
     return Freshness(
+        flake_lock=flake_lock_drift(spec) or "",
         stale_locks=tuple(lock.stale_locks(spec)),
         drift=tuple(files.drift(spec.root, rendered)),
         orphans=tuple(

@@ -308,9 +308,9 @@ def preflight(spec: Spec, chosen: list[str]) -> list[str]:
     lock.refuse_incompatible(spec)
     state = freshness.freshness(spec)
     if not state.current:
+        fixes = f"; run {' and '.join(repr(f) for f in state.fixes)}" if state.fixes else ""
         raise CheckFailed(
-            f"verify would test stale files; run {' and '.join(repr(f) for f in state.fixes)}:\n  "
-            + "\n  ".join(state.problems)
+            f"verify would test stale files{fixes}:\n  " + "\n  ".join(state.problems)
         )
     if "host" not in chosen:
         return []
