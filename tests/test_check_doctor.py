@@ -288,6 +288,10 @@ def _delete_dockerfile(path: Path) -> None:
     (path.parent / ".devcontainer/Dockerfile").unlink()
 
 
+def _unreadable_flake_lock(path: Path) -> None:
+    (path.parent / "flake.lock").write_text("{}\n")  # written by nix, committed: checked too
+
+
 class TestCheckDoctorAndVerifyAgree:
     """check, doctor and verify's preflight give one answer (``freshness.freshness``)."""
 
@@ -301,6 +305,10 @@ class TestCheckDoctorAndVerifyAgree:
             ),
             (_hand_edit_flake, "flake.nix: out of date or missing"),
             (_delete_dockerfile, ".devcontainer/Dockerfile: out of date or missing"),
+            (
+                _unreadable_flake_lock,
+                "flake.lock: cannot read the nixpkgs input's locked revision (KeyError('nodes'))",
+            ),
         ],
     )
     def test_each_drift_fails_all_three(
