@@ -200,3 +200,22 @@ def test_a_host_that_differs_from_the_lock_fails_verify_unless_accepted(
         f"host: differs from the spec (accepted): 1 package(s) differ from locks/cpu.txt: numpy "
         f"{installed} installed, lock pins {older}" in accepted.stdout
     )
+
+
+def test_a_default_host_of_a_cuda_spec_is_skipped_without_a_gpu_saying_how_to_verify_it(
+    write_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator import gpus, spec, verify
+    from orchestrator.targets.base import Context
+    from orchestrator.targets.host import HostTarget
+
+    monkeypatch.setattr(gpus, "visible", lambda: False)
+    s = spec.load(
+        write_spec('[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "13.0"\n')
+    )
+    s = verify.with_defaults(s, verify.choose_targets(s, None))
+    host = HostTarget(Context(spec=s, cache=s.root / ".envparity", runtime=s.root))
+    assert host.unavailable() == (
+        "host: the cu130 flavor needs an NVIDIA GPU and none is visible here; "
+        'set [targets.host] flavor = "cpu" to verify it on the CPU'
+    )
