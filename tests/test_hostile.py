@@ -896,7 +896,7 @@ class TestSymlinks:
         target = outside / "file.txt" if link.endswith(".lock") else outside / "keep"
         (repo / link).symlink_to(target)
         (repo / "environment.toml").write_text(SPEC_HEAD + "[targets.host]\n", encoding="utf-8")
-        monkeypatch.setattr(verify, "preflight", lambda spec: None)  # no locks needed to get here
+        monkeypatch.setattr(verify, "preflight", lambda spec, chosen: [])  # no locks needed here
         before = tree(outside)
         code, out, err = render_in(repo, capsys, "verify")
         assert (code, out) == (2, "")
