@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from orchestrator.determinism_settings import DeterminismSettings, check_values
 from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
 
@@ -125,24 +126,8 @@ class System:
     apt: Mapping[str, str] = field(default_factory=dict)  # package -> Debian/Ubuntu package
 
 
-@dataclass(frozen=True, kw_only=True)
-class Determinism:
-    seed: int = 0
-    deterministic_algorithms: bool = True
-    tf32: bool = False
-    cudnn_benchmark: bool = False
-    threads: int | None = None
-
-    def launch_env(self) -> dict[str, str]:
-        """The variables to set before Python starts (see orchestrator.launch)."""
-        from orchestrator.launch import launch_environment
-
-        return launch_environment(
-            self.seed,
-            deterministic_algorithms=self.deterministic_algorithms,
-            tf32=self.tf32,
-            threads=self.threads,
-        )
+# The [determinism] table is one typed value, owned by orchestrator.determinism_settings.
+Determinism = DeterminismSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -669,30 +654,27 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     if t is None:
         return Determinism()
     p = "determinism"
-    r.known_keys(t, p, ("seed", "deterministic_algorithms", "tf32", "cudnn_benchmark", "threads"))
-    d = Determinism()
-    seed = r.get(
-        t,
-        "seed",
-        p,
-        int,
-        d.seed,
-        check=lambda s: None if 0 <= s < 2**32 else f"{s} is outside 0..4294967295",
-    )
-    threads = r.get(
-        t,
-        "threads",
-        p,
-        int,
-        check=_between(1, 1024),
-    )
-    return Determinism(
-        seed=d.seed if seed is None else seed,
-        deterministic_algorithms=bool(r.get(t, "deterministic_algorithms", p, bool, True)),
-        tf32=bool(r.get(t, "tf32", p, bool, False)),
-        cudnn_benchmark=bool(r.get(t, "cudnn_benchmark", p, bool, False)),
-        threads=threads,
-    )
+    defaults = Determinism().to_dict()
+    r.known_keys(t, p, tuple(defaults))
+    values: dict[str, Any] = {
+        "seed": r.get(t, "seed", p, int, defaults["seed"]),
+        "tf32": r.get(t, "tf32", p, bool, False),
+        "cudnn_benchmark": r.get(t, "cudnn_benchmark", p, bool, False),
+        "threads": r.get(t, "threads", p, int),
+        "deterministic_algorithms": t.get("deterministic_algorithms", True),
+    }
+    mode = values["deterministic_algorithms"]
+    if not (isinstance(mode, bool) or mode == "warn"):
+        r.problem(
+            f"{p}.deterministic_algorithms",
+            f'expected a boolean or "warn", got {_type_name(mode)} {mode!r}',
+        )
+        values["deterministic_algorithms"] = True
+    found = check_values(values)  # the ranges, worded once by the settings' owner
+    for key, message in found:
+        r.problem(f"{p}.{key}", message)
+        values[key] = defaults[key]
+    return Determinism(**values)
 
 
 def _between(lo: int, hi: int) -> Callable[[int], str | None]:
