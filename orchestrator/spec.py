@@ -79,6 +79,9 @@ class Environment:
 class Cuda:
     version: str
     cudnn: str | None = None
+    # GPUs this environment must run on, by compute capability ("8.6", "12.0"): checked
+    # against the torch build's architectures before anything is installed (compat).
+    compute_capabilities: tuple[str, ...] = ()
 
     @property
     def flavor(self) -> str:
@@ -217,6 +220,10 @@ class Spec:
         """A plain, JSON-able dict of everything that determines the outputs."""
         data = asdict(self)
         data.pop("path")
+        if data["cuda"] is not None and not data["cuda"]["compute_capabilities"]:
+            # Added later, and never rendered: absent when unset, so the inputs hash of
+            # every spec without it (and so every generated file) stays what it was.
+            del data["cuda"]["compute_capabilities"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -367,6 +374,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_CAPABILITY_RE = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+
+
 def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if regex.match(value) else f"{value!r} is not {what}"
@@ -500,7 +510,7 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
     t = r.table(data, "cuda", "")
     if t is None:
         return None
-    r.known_keys(t, "cuda", ("version", "cudnn"))
+    r.known_keys(t, "cuda", ("version", "cudnn", "compute_capabilities"))
     version = r.get(
         t,
         "version",
@@ -512,7 +522,17 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
     cudnn = r.get(
         t, "cudnn", "cuda", str, check=_shape(_CUDNN_RE, 'a cuDNN version such as "9" or "9.10"')
     )
-    return None if version is None else Cuda(version=version, cudnn=cudnn)
+    capabilities = r.strings(
+        t,
+        "compute_capabilities",
+        "cuda",
+        check=_shape(_CAPABILITY_RE, 'a compute capability major.minor such as "8.6" or "12.0"'),
+    )
+    return (
+        None
+        if version is None
+        else Cuda(version=version, cudnn=cudnn, compute_capabilities=capabilities)
+    )
 
 
 def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
