@@ -49,6 +49,7 @@ def check(spec: Spec) -> Report:
     report = Report()
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
+    report.lines += [f"warning: {w}" for w in spec.determinism.warnings()]
     stale = lock.stale_locks(spec)
     generated = render.render_all(spec)
     drift = files.drift(spec.root, generated)

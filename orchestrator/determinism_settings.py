@@ -76,6 +76,30 @@ class DeterminismSettings:
         """torch's ``warn_only``: ``True`` for ``"warn"``."""
         return self.deterministic_algorithms == "warn"
 
+    def warnings(self) -> list[str]:
+        """Settings that leave results free to differ between machines or runs, one line each
+        naming the ``[determinism]`` key (``envparity check`` prints them)."""
+        out: list[str] = []
+        if self.cudnn_benchmark:
+            out.append(
+                "determinism.cudnn_benchmark is true: cuDNN times candidate convolution "
+                "algorithms in every process and may pick a different one each run; set it to "
+                "false for repeatable results"
+            )
+        if self.threads is None:
+            out.append(
+                "determinism.threads is not set: torch then uses one thread per core, and the "
+                "thread count changes CPU results (1 vs 2 threads diverge at step 2 of the "
+                "built-in probe on 2 cores); set it, e.g. threads = 1, for the same numbers on "
+                "every machine"
+            )
+        if self.deterministic_algorithms == "warn":
+            out.append(
+                'determinism.deterministic_algorithms is "warn": an op without a deterministic '
+                "kernel runs anyway, with a warning; its results may differ between runs"
+            )
+        return out
+
     def launch_env(self) -> dict[str, str]:
         """The variables to set before Python starts, sorted (``orchestrator.launch``)."""
         from orchestrator.launch import launch_environment

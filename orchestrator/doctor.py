@@ -101,6 +101,8 @@ def _launch(spec: Spec, r: Report) -> None:
         )
     else:
         r.ok("every launch variable is set as the spec says")
+    for w in spec.determinism.warnings():
+        r.warn(w)
     if importlib.util.find_spec("torch") is None:
         r.warn("torch is not importable here: the in-process determinism audit was skipped")
         return

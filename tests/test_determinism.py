@@ -343,3 +343,36 @@ def test_the_spec_refuses_a_bad_determinism_value_with_its_key(table: str, messa
     with pytest.raises(SpecError) as info:
         spec.loads(MINIMAL + f"\n[determinism]\n{table}\n", path="environment.toml")
     assert [str(p) for p in info.value.problems] == [message]
+
+
+def test_settings_warn_about_what_lets_results_differ() -> None:
+    assert DeterminismSettings(threads=1).warnings() == []
+    assert DeterminismSettings(
+        cudnn_benchmark=True, deterministic_algorithms="warn"
+    ).warnings() == [
+        "determinism.cudnn_benchmark is true: cuDNN times candidate convolution algorithms in "
+        "every process and may pick a different one each run; set it to false for repeatable "
+        "results",
+        "determinism.threads is not set: torch then uses one thread per core, and the thread "
+        "count changes CPU results (1 vs 2 threads diverge at step 2 of the built-in probe on 2 "
+        "cores); set it, e.g. threads = 1, for the same numbers on every machine",
+        'determinism.deterministic_algorithms is "warn": an op without a deterministic kernel '
+        "runs anyway, with a warning; its results may differ between runs",
+    ]
+
+
+def test_check_prints_the_determinism_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator import cli
+
+    (tmp_path / "environment.toml").write_text(
+        '[environment]\nname = "w"\npython = "3.11"\n[determinism]\ncudnn_benchmark = true\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    cli.main(["check"])  # no locks yet: exit 1, but the warnings come first
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("warning: determinism.")] == [
+        "warning: " + w for w in DeterminismSettings(cudnn_benchmark=True).warnings()
+    ]
+    assert len(DeterminismSettings(cudnn_benchmark=True).warnings()) == 2
