@@ -88,7 +88,7 @@ def seed_everything(
     import torch
 
     base = seed if isinstance(seed, DeterminismSettings) else DeterminismSettings(seed=seed)
-    given = {
+    given: dict[str, Any] = {
         "deterministic_algorithms": deterministic_algorithms,
         "tf32": tf32,
         "cudnn_benchmark": cudnn_benchmark,

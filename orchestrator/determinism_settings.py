@@ -159,7 +159,7 @@ class DeterminismSettings:
             key, message = found[0]
             message = message.removeprefix(f"{values[key]} is ")  # the option names the value
             raise ValueError(f"--{key.replace('_', '-')} {values[key]}: {message}")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 def check_values(values: Mapping[str, object]) -> list[tuple[str, str]]:

@@ -134,7 +134,7 @@ def test_probe_arguments_name_the_bad_option() -> None:
 
 
 def test_flag_findings_name_a_flag_switched_on_and_off_during_training() -> None:
-    good = {
+    good: dict[str, object] = {
         "deterministic_algorithms": True,
         "cudnn_benchmark": False,
         "cudnn_deterministic": True,

@@ -344,7 +344,7 @@ def _data_parallel(
         dist.broadcast(labels, 0)  # rank 0's numbering (str hash order) for every rank
         labels = labels.cpu()
         train_set = ProbeData(images[:TRAIN_SIZE], tokens[:TRAIN_SIZE], labels[:TRAIN_SIZE], False)
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
             train_set, num_replicas=world, rank=rank, shuffle=True, seed=settings.seed
         )
         loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
@@ -354,9 +354,10 @@ def _data_parallel(
         if rec is not None:
             rec.initial(module)
             kernel_checks(rec, device)
+        module.train()
         model = DistributedDataParallel(module, device_ids=[rank] if cuda else None)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        model.train()
+        loss_fn = nn.CrossEntropyLoss()
         step, epoch = 0, 0
         while step < steps:
             sampler.set_epoch(epoch)
@@ -367,8 +368,8 @@ def _data_parallel(
                 if rec is not None:
                     rec.batch(*batch)
                 optimizer.zero_grad(set_to_none=True)
-                logits = model(image.to(device), token.to(device))
-                loss = F.cross_entropy(logits, label.to(device))
+                logits: torch.Tensor = model(image.to(device), token.to(device))
+                loss = loss_fn(logits, label.to(device))
                 loss.backward()
                 optimizer.step()
                 mean = loss.detach().clone()
