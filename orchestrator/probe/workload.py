@@ -115,7 +115,7 @@ class CPUDropout(nn.Module):
         self.p, self.generator = p, generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape, generator=self.generator) >= self.p
         return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
@@ -350,7 +350,7 @@ def _data_parallel(
         loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
             train_set, batch_size=BATCH // world, sampler=sampler
         )
-        module = ProbeNet(torch.Generator(), dropout=0.0).to(device)
+        module = ProbeNet(torch.Generator(), dropout=0.0).to(device)  # no masks drawn
         if rec is not None:
             rec.initial(module)
             kernel_checks(rec, device)
