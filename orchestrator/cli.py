@@ -35,6 +35,13 @@ def _err(message: str) -> None:
     )
 
 
+def _say(line: str) -> None:
+    """A report line on stdout, with every URL's credentials shown as ***."""
+    from orchestrator.messages import redact
+
+    print(redact(line))
+
+
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from orchestrator import spec
 
@@ -132,7 +139,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check.check(spec)
     for line in report.lines:
-        print(line)
+        _say(line)
     return report.exit_code
 
 
@@ -141,7 +148,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = doctor.doctor(Path(args.spec or "environment.toml"))
     for line in report.lines:
-        print(line)
+        _say(line)  # its fix commands name mirrors, which may carry credentials
     return report.exit_code
 
 
@@ -252,10 +259,12 @@ def _console(*, stderr: bool = False) -> Console:
 
 def _print_lines(lines: list[str], *, style: str) -> None:
     """The first line styled (when rich and a terminal are there), the rest plain."""
+    from orchestrator.messages import redact
+
     console = _console()
-    console.print(lines[0], style=style, markup=False)
+    console.print(redact(lines[0]), style=style, markup=False)
     for line in lines[1:]:
-        console.print(line, markup=False)
+        console.print(redact(line), markup=False)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
