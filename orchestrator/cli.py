@@ -120,7 +120,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     fingerprint.check_writable(out)  # before training, not after
-    data = run.run_probe(
+    fp = run.run_probe(
         probe=args.probe,
         seed=run.DEFAULT_SEED if args.seed is None else args.seed,
         steps=run.DEFAULT_STEPS if args.steps is None else args.steps,
@@ -132,13 +132,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
             "threads": args.threads,
         },
     )
-    fingerprint.write(out, data)
-    for finding in data["audit"]:
+    fingerprint.write(out, fp.to_dict())
+    for finding in fp.audit:
         _err(f"audit: {finding}")
-    probe, losses = data["probe"], data["stages"]["losses"]
     print(
-        f"wrote {out}: {probe['name']} seed {probe['seed']}, {probe['steps']} steps on "
-        f"{probe['device']}, last loss {float.fromhex(losses[-1])!r}, {data['seconds']:.2f} s"
+        f"wrote {out}: {fp.probe} seed {fp.seed}, {fp.steps} steps on {fp.device}, "
+        f"last loss {fp.losses[-1]!r}, {fp.seconds or 0.0:.2f} s"
     )
     return 0
 

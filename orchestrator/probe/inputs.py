@@ -1,0 +1,143 @@
+"""What a probe run read besides its environment: project code and data files, with digests.
+
+* Code: every module in ``sys.modules`` whose file lies under the project folder (the current
+  folder), plus the probe's own module wherever it is, outside the interpreter's prefix and
+  any site-packages. Keyed by module name, so the same code under another folder (verify's
+  runtime copy) compares equal.
+* Data: every file opened for reading under the project folder while the probe ran, seen by
+  an audit hook on the ``open`` event (PEP 578), except Python sources and bytecode, shared
+  libraries, files inside the interpreter's prefix or site-packages, ``.git`` and
+  ``.envparity``. A changed data file is therefore named even when the steps never touch the
+  entries that changed. Files opened only in DataLoader worker processes are not seen (the
+  hook records in the process that opens); open them in the dataset's ``__init__``.
+
+``stale`` re-hashes what a fingerprint recorded, for verify's cache. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from orchestrator.probe.fingerprint import CodeFile, Inputs
+
+_SKIP_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd", ".pth")
+_SKIP_PARTS = frozenset({"__pycache__", ".git", ".envparity", ".nox", ".venv", ".tox"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def sha256_file(path: Path) -> str:
+    """``sha256:`` of the file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(2**20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _excluded_roots() -> list[Path]:
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    return sorted(r.resolve() for r in roots)
+
+
+def _outside_environment(path: Path, excluded: list[Path]) -> bool:
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        return False
+    return not any(path.is_relative_to(r) for r in excluded)
+
+
+class _OpenedFiles:
+    """Paths opened for reading, collected by an audit hook (which cannot be removed: it
+    stops collecting when ``active`` is off)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.paths: set[str] = set()
+
+    def hook(self, event: str, args: tuple[object, ...]) -> None:
+        if event != "open" or not self.active:
+            return
+        path, mode, flags = (*args, None, None, None)[:3]
+        if not isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, int):
+            return
+        if isinstance(mode, str) and any(c in mode for c in "wax+"):
+            return
+        if isinstance(flags, int) and flags & _WRITE_FLAGS:
+            return
+        self.paths.add(os.fsdecode(path))
+
+
+_OPENED = _OpenedFiles()
+_HOOKED = False
+
+
+@contextmanager
+def recording() -> Iterator[_OpenedFiles]:
+    """Collect the files opened for reading inside the block."""
+    global _HOOKED
+    if not _HOOKED:
+        sys.addaudithook(_OPENED.hook)
+        _HOOKED = True
+    _OPENED.paths = set()
+    _OPENED.active = True
+    try:
+        yield _OPENED
+    finally:
+        _OPENED.active = False
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def collect(root: Path, opened: set[str], probe_module: str) -> Inputs:
+    """The code and data inputs of a run in project folder ``root`` (see the module doc)."""
+    root = root.resolve()
+    excluded = _excluded_roots()
+    code: dict[str, CodeFile] = {}
+    for name, module in sorted(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name == "__mp_main__" or not isinstance(file, str) or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        inside = _relative(path, root)
+        if name != probe_module and (inside is None or not _outside_environment(path, excluded)):
+            continue
+        if path.is_file():
+            code[name] = CodeFile(inside or str(path), sha256_file(path))
+    data: dict[str, str] = {}
+    for raw in sorted(opened):
+        path = Path(raw if os.path.isabs(raw) else os.path.join(root, raw)).resolve()
+        inside = _relative(path, root)
+        if (
+            inside is None
+            or path.suffix in _SKIP_SUFFIXES
+            or _SKIP_PARTS.intersection(Path(inside).parts)
+            or not _outside_environment(path, excluded)
+            or not path.is_file()
+        ):
+            continue
+        data[inside] = sha256_file(path)
+    return Inputs(code=code, data=data)
+
+
+def stale(inputs: Inputs, root: Path) -> list[str]:
+    """The recorded project files (relative paths) that changed or vanished since the run."""
+    changed = []
+    for rel, digest in sorted(inputs.files().items()):
+        if os.path.isabs(rel):
+            continue  # outside the project: part of the environment's key
+        path = root / rel
+        try:
+            if sha256_file(path) != digest:
+                changed.append(rel)
+        except OSError:
+            changed.append(rel)
+    return changed
