@@ -237,7 +237,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             progress.console.log(message)
 
         result = verify.verify(
-            spec, names=args.targets, strict=args.strict, fresh=args.fresh, progress=step
+            spec,
+            names=args.targets,
+            strict=args.strict,
+            fresh=args.fresh,
+            probe=args.probe,
+            progress=step,
         )
     report.print_table(result, Console())
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
@@ -345,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)"
+    )
+    p.add_argument(
+        "--probe", metavar="MOD:FN", help="the probe to run (default: the spec's [verify] probe)"
     )
     return parser
 

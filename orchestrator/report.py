@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.probe.capture import diff
 from orchestrator.probe.compare import PairVerdict, Verdict
+from orchestrator.probe.fingerprint import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,26 +24,30 @@ def _torch(t: TargetResult) -> str:
     if not t.runs:
         return "-"
     env = t.runs[0].fingerprint.environment
-    return str(env.get("packages", {}).get("torch", "?"))
+    return printable(env.packages.get("torch", env.torch_version))
 
 
 def _python(t: TargetResult) -> str:
     if not t.runs:
         return "-"
-    py = t.runs[0].fingerprint.environment.get("python", {})
-    return str(py.get("version", "?")).split()[0] if isinstance(py, dict) else "?"
+    return printable(t.runs[0].fingerprint.environment.python.version.split()[0])
 
 
 def _short(t: TargetResult) -> str:
     if not t.runs:
         return "-"
-    final = str(t.runs[0].fingerprint.stages.get("final_params", ""))
-    return final.removeprefix("sha256:")[:12]
+    return t.runs[0].fingerprint.stages.final_params.removeprefix("sha256:")[:12]
+
+
+def probe_line(result: VerifyResult) -> str:
+    """Which probe ran, how: ``probe orchestrator.probe.workload:train, 30 steps, seed 0``."""
+    spec = result.spec
+    return f"probe {result.probe}, {spec.verify.steps} steps, seed {spec.determinism.seed}"
 
 
 def _pair_text(p: PairVerdict) -> str:
     if p.kind == "bitwise":
-        return "bitwise identical"
+        return "bitwise identical" + (" (with warnings)" if p.warnings else "")
     if p.kind == "tolerance":
         return f"within tolerance ({p.reason})" if p.reason else "within tolerance"
     where = f"{p.stage}" + (f" step {p.step}" if p.step is not None else "")
@@ -51,7 +56,7 @@ def _pair_text(p: PairVerdict) -> str:
 
 def _verdict_text(t: TargetResult) -> str:
     if t.status != "ok":
-        return f"{t.status}: {t.reason}"
+        return f"{t.status}: {printable(t.reason)}"
     assert t.verdict is not None
     return "; ".join(sorted({_pair_text(p) for p in t.verdict.pairs}))
 
@@ -60,7 +65,10 @@ def print_table(result: VerifyResult, console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"envparity verify: {result.spec.environment.name}")
+    table = Table(
+        title=f"envparity verify: {printable(result.spec.environment.name)}",
+        caption=probe_line(result),
+    )
     for col in ("target", "python", "torch", "device", "fingerprint", "runs"):
         table.add_column(col, no_wrap=True)
     table.add_column("verdict")
@@ -77,8 +85,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
         table.add_row(*(Text(c) for c in cells), style=style)
     console.print(table)
     lines: list[str] = [
-        f"{t.name} {t.status}: {t.reason}" for t in result.targets if t.status != "ok"
+        f"{t.name} {t.status}: {printable(t.reason)}" for t in result.targets if t.status != "ok"
     ]
+    lines += [f"{t.name}: note: {printable(n)}" for t in result.targets for n in t.notes]
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs, strict=True):
@@ -86,10 +95,11 @@ def print_table(result: VerifyResult, console: Console) -> None:
             if p.kind == "diverged" and p.values:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
+            lines += [f"  warning: {w}" for w in p.warnings]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
         console.print(line, markup=False, highlight=False)
     for problem in result.problems:
-        console.print(Text.assemble(("FAIL ", "bold red"), problem))
+        console.print(Text.assemble(("FAIL ", "bold red"), printable(problem)))
     if not result.problems:
         console.print(
             Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
@@ -230,6 +240,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 .status{{font-weight:bold}} .legend{{list-style:none;padding:0;display:flex;gap:1.5em;flex-wrap:wrap}}</style>
 </head><body>
 <h1>envparity verify: {name}</h1>
+<p id="probe">{html.escape(probe_line(result))}</p>
 <p class="status" id="status">{html.escape(status)}</p>
 <table id="targets"><tr><th>target</th><th>python</th><th>torch</th><th>device</th><th>fingerprint</th><th>verdict</th></tr>
 {"".join(rows)}</table>
