@@ -457,7 +457,7 @@ def _fingerprint(data: object, source: str) -> Fingerprint:
         environment=_environment(_get(d, "environment", ""), "environment"),
         stages=_stages(_get(d, "stages", ""), steps),
         audit=_list(_get(d, "audit", ""), "audit", _str),
-        inputs=_inputs(d["inputs"]) if version >= 2 else Inputs(),
+        inputs=_inputs(_get(d, "inputs", "")) if version >= 2 else Inputs(),
         seconds=None if seconds is None else float(seconds),
     )
 
