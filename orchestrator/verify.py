@@ -240,7 +240,8 @@ def reusable(path: Path, root: Path) -> tuple[fingerprint.Fingerprint | None, st
     try:
         fp = fingerprint.load(path)
     except fingerprint.FingerprintError as exc:
-        return None, f"cached fingerprint {path.name} is unreadable ({exc}); probing again"
+        problem = str(exc).removeprefix(f"{fingerprint.printable(path)}: ")
+        return None, f"cached fingerprint {path.name} is unreadable ({problem}); probing again"
     changed = inputs.stale(fp.inputs, root)
     if changed:
         shown = ", ".join(changed[:3]) + (
