@@ -61,7 +61,7 @@ def resolve(reference: str) -> Callable[[Recorder], None]:
             f"--probe {reference}: {module_name}.{function_name}{inspect.signature(function)} "
             "is not a probe: a probe takes one argument, the Recorder"
         ) from None
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def pick_device(device: str) -> str:
