@@ -8,8 +8,7 @@ import html
 import math
 from typing import TYPE_CHECKING
 
-from orchestrator.probe.capture import diff
-from orchestrator.probe.compare import PairVerdict, Verdict
+from orchestrator.probe.compare import PairVerdict, Verdict, differences_between
 from orchestrator.probe.fingerprint import printable
 
 if TYPE_CHECKING:
@@ -177,14 +176,14 @@ def _differences(result: VerifyResult) -> str:
     ok = [t for t in result.targets if t.runs]
     if len(ok) < 2:
         return "<p>Only one environment ran: nothing to compare across.</p>"
-    ref = ok[0].runs[0].fingerprint.environment
+    ref = ok[0].runs[0].fingerprint
     blocks = []
     for t in ok[1:]:
-        found = diff(ref, t.runs[0].fingerprint.environment)
+        found = differences_between(ref, t.runs[0].fingerprint)
         rows = (
             "".join(
-                f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(_cell(d.a))}</td>"
-                f"<td>{html.escape(_cell(d.b))}</td></tr>"
+                f"<tr><td><code>{html.escape(printable(d.key))}</code></td>"
+                f"<td>{html.escape(_cell(d.a))}</td><td>{html.escape(_cell(d.b))}</td></tr>"
                 for d in found[:200]
             )
             or '<tr><td colspan="3">none</td></tr>'

@@ -722,3 +722,43 @@ def test_installed_packages_are_read_from_site_packages_not_the_import_path() ->
     )
     done = process.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
     assert done.stdout == "True [] True True True\n"
+
+
+def test_inputs_are_the_files_read_under_the_project_and_the_data_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import os
+
+    from orchestrator.probe import inputs
+
+    def sha(text: str) -> str:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    (project / "data").mkdir(parents=True)
+    shared.mkdir()
+    (project / "data" / "train.csv").write_text("1,2\n")
+    (project / "helper.py").write_text("X = 1\n")
+    (shared / "vocab.txt").write_text("a b")
+    (tmp_path / "elsewhere.txt").write_text("not data")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("ENVPARITY_DATA_PATHS", str(shared))
+    with inputs.recording() as opened:
+        Path("data/train.csv").read_text()  # relative to the project folder
+        os.close(os.open(project / "data" / "train.csv", os.O_RDONLY))
+        (project / "out.txt").write_text("written, not read")
+        (project / "helper.py").read_text()  # a Python source: code, not data
+        (tmp_path / "elsewhere.txt").read_text()  # outside the project and the data paths
+        (shared / "vocab.txt").read_bytes()
+    (project / "data" / "later.txt").write_text("read after the run")
+    (project / "data" / "later.txt").read_text()
+    found = inputs.collect(project, opened.paths, "")
+    assert dict(found.data) == {
+        "data/train.csv": sha("1,2\n"),
+        str(shared.resolve() / "vocab.txt"): sha("a b"),
+    }
+    assert inputs.stale(found, project) == []
+    (project / "data" / "train.csv").write_text("1,3\n")
+    (shared / "vocab.txt").unlink()
+    assert inputs.stale(found, project) == ["data/train.csv"]  # vocab: gone, so not checked

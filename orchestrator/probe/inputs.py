@@ -3,8 +3,10 @@
 * Code: every module in ``sys.modules`` whose file lies under the project folder (the current
   folder), plus the probe's own module wherever it is, outside the interpreter's prefix and
   any site-packages. Keyed by module name, so the same code under another folder (verify's
-  runtime copy) compares equal.
-* Data: every file opened for reading under the project folder while the probe ran, seen by
+  runtime copy) compares equal. Of envparity itself only the modules that touch the numbers
+  are kept (``NUMERIC_MODULES``): a new CLI is not "the code differs".
+* Data: every file opened for reading under the project folder (or a folder named in
+  ``ENVPARITY_DATA_PATHS``, separated by ``os.pathsep``) while the probe ran, seen by
   an audit hook on the ``open`` event (PEP 578), except Python sources and bytecode, shared
   libraries, files inside the interpreter's prefix or site-packages, ``.git`` and
   ``.envparity``. A changed data file is therefore named even when the steps never touch the
@@ -25,6 +27,10 @@ from pathlib import Path
 
 from orchestrator.probe.fingerprint import CodeFile, Inputs
 
+DATA_PATHS = "ENVPARITY_DATA_PATHS"  # more folders whose files are recorded, absolute paths
+NUMERIC_MODULES = frozenset(
+    {"orchestrator.determinism", "orchestrator.probe.recorder", "orchestrator.probe.workload"}
+)
 _SKIP_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd", ".pth")
 _SKIP_PARTS = frozenset({"__pycache__", ".git", ".envparity", ".nox", ".venv", ".tox"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -106,16 +112,22 @@ def collect(root: Path, opened: set[str], probe_module: str) -> Inputs:
         file = getattr(module, "__file__", None)
         if name == "__mp_main__" or not isinstance(file, str) or not file.endswith(".py"):
             continue
+        real = getattr(getattr(module, "__spec__", None), "name", None) or name
+        if real.split(".")[0] == "orchestrator" and real not in NUMERIC_MODULES:
+            continue
         path = Path(file).resolve()
         inside = _relative(path, root)
         if name != probe_module and (inside is None or not _outside_environment(path, excluded)):
             continue
         if path.is_file():
             code[name] = CodeFile(inside or str(path), sha256_file(path))
+    extra = [Path(p).resolve() for p in os.environ.get(DATA_PATHS, "").split(os.pathsep) if p]
     data: dict[str, str] = {}
     for raw in sorted(opened):
         path = Path(raw if os.path.isabs(raw) else os.path.join(root, raw)).resolve()
         inside = _relative(path, root)
+        if inside is None and any(path.is_relative_to(e) for e in extra):
+            inside = str(path)
         if (
             inside is None
             or path.suffix in _SKIP_SUFFIXES
@@ -132,8 +144,8 @@ def stale(inputs: Inputs, root: Path) -> list[str]:
     """The recorded project files (relative paths) that changed or vanished since the run."""
     changed = []
     for rel, digest in sorted(inputs.files().items()):
-        if os.path.isabs(rel):
-            continue  # outside the project: part of the environment's key
+        if os.path.isabs(rel) and not os.path.exists(rel):
+            continue  # outside the project and not here (inside a container): not checked
         path = root / rel
         try:
             if sha256_file(path) != digest:
