@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -762,3 +763,11 @@ def test_inputs_are_the_files_read_under_the_project_and_the_data_paths(
     (project / "data" / "train.csv").write_text("1,3\n")
     (shared / "vocab.txt").unlink()
     assert inputs.stale(found, project) == ["data/train.csv"]  # vocab: gone, so not checked
+
+
+def test_a_fingerprint_round_trips_through_its_file(tmp_path: Path) -> None:
+    original = fp("x.json", code={"mymodel": digest(3)}, data_files={"data/a.csv": digest(4)})
+    loaded = fingerprint.load(write_fp(tmp_path / "x.json", original))
+    assert loaded == dataclasses.replace(original, source=str(tmp_path / "x.json"))
+    assert loaded.to_dict() == original.to_dict()
+    assert loaded.to_dict()["version"] == 2
