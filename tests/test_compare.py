@@ -771,3 +771,17 @@ def test_a_fingerprint_round_trips_through_its_file(tmp_path: Path) -> None:
     assert loaded == dataclasses.replace(original, source=str(tmp_path / "x.json"))
     assert loaded.to_dict() == original.to_dict()
     assert loaded.to_dict()["version"] == 2
+
+
+def test_a_version_1_fingerprint_still_loads_and_its_missing_inputs_are_no_difference(
+    tmp_path: Path,
+) -> None:
+    data = fp("old.json").to_dict()
+    data["version"] = 1
+    del data["inputs"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    loaded = fingerprint.load(old)
+    assert loaded.inputs == fingerprint.Inputs()
+    verdict = compare([loaded, fp("new.json")])
+    assert (verdict.kind, verdict.worst.differences) == ("bitwise", ())

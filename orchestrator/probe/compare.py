@@ -373,21 +373,25 @@ def category(key: str) -> str:
     return next((cat for prefix, cat in _CATEGORIES if key.startswith(prefix)), "platform")
 
 
+def _code_digests(fp: Fingerprint) -> dict[str, str]:
+    return {name: f.sha256 for name, f in fp.inputs.code.items()}
+
+
 def differences_between(ref: Fingerprint, fp: Fingerprint) -> list[Difference]:
     """Every difference between two runs besides their results: code and data files (by
     digest), the probe's seed, device and ``[determinism]`` flags, and the environments."""
     found: list[Difference] = []
-    for kind, a_files, b_files in (
-        (
-            "code",
-            {k: f.sha256 for k, f in ref.inputs.code.items()},
-            {k: f.sha256 for k, f in fp.inputs.code.items()},
-        ),
-        ("data", dict(ref.inputs.data), dict(fp.inputs.data)),
-    ):
-        for key in sorted(set(a_files) | set(b_files)):
-            if a_files.get(key) != b_files.get(key):
-                found.append(Difference(f"{kind}.{key}", a_files.get(key), b_files.get(key)))
+    # Version-1 files recorded no inputs (a version-2 file always has the probe's own module):
+    # compare them only when both runs recorded them.
+    if ref.inputs.code and fp.inputs.code:
+        pairs = (
+            ("code", _code_digests(ref), _code_digests(fp)),
+            ("data", dict(ref.inputs.data), dict(fp.inputs.data)),
+        )
+        for kind, a_files, b_files in pairs:
+            for key in sorted(set(a_files) | set(b_files)):
+                if a_files.get(key) != b_files.get(key):
+                    found.append(Difference(f"{kind}.{key}", a_files.get(key), b_files.get(key)))
     for what in ("seed", "device"):
         a, b = getattr(ref, what), getattr(fp, what)
         if a != b:
