@@ -364,6 +364,65 @@ def test_a_changed_data_file_is_caught_even_when_no_result_changes(
     assert more.worst.causes[0].startswith("data: data.data/vocab.txt: sha256:")
 
 
+WORKERS_PROBE = """\
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from orchestrator.determinism import dataloader_kwargs, seed_everything
+
+
+class Shards(Dataset):
+    \"\"\"Opens its shard files lazily, in whichever process asks for an item.\"\"\"
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        with open(f"shards/{i % 4}.txt", encoding="utf-8") as handle:
+            value = float(len(handle.read()))
+        return torch.full((4,), value)
+
+
+def train(rec):
+    seed_everything(rec.seed, **rec.determinism)
+    model = nn.Linear(4, 1)
+    rec.initial(model)
+    loader = DataLoader(Shards(), batch_size=4, num_workers=2, **dataloader_kwargs(rec.seed))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batches = iter(loader)
+    for _ in range(rec.steps):
+        x = next(batches)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+"""
+
+
+def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    for i in range(4):
+        (tmp_path / "shards" / f"{i}.txt").write_text("x" * (i + 1))
+    (tmp_path / "myprobe.py").write_text(WORKERS_PROBE)
+    out = tmp_path / "fp.json"
+    args = [
+        envparity_script(),
+        "probe",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--probe",
+        "myprobe:train",
+    ]
+    process.run(args, extra_env=BASE_ENV, cwd=tmp_path, timeout=120)
+    recorded = fingerprint.load(out).inputs.data
+    assert recorded == {f"shards/{i}.txt": fingerprint_of("x" * (i + 1)) for i in range(4)}
+
+
 # --------------------------------------------------------------------------- a second environment
 
 

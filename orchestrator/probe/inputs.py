@@ -10,8 +10,8 @@
   an audit hook on the ``open`` event (PEP 578), except Python sources and bytecode, shared
   libraries, files inside the interpreter's prefix or site-packages, ``.git`` and
   ``.envparity``. A changed data file is therefore named even when the steps never touch the
-  entries that changed. Files opened only in DataLoader worker processes are not seen (the
-  hook records in the process that opens); open them in the dataset's ``__init__``.
+  entries that changed. Forked DataLoader workers inherit the hook and report what they open
+  through a spill file; workers started by ``spawn``/``forkserver`` are not seen.
 
 ``stale`` re-hashes what a fingerprint recorded, for verify's cache. Stdlib only.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,14 +59,23 @@ def _outside_environment(path: Path, excluded: list[Path]) -> bool:
 
 class _OpenedFiles:
     """Paths opened for reading, collected by an audit hook (which cannot be removed: it
-    stops collecting when ``active`` is off)."""
+    stops collecting when ``active`` is off).
+
+    Forked children (DataLoader workers) inherit the hook; they append what they open to a
+    spill file, one path per line (``O_APPEND`` writes of a line are not interleaved), which
+    the recording process reads at the end.
+    """
 
     def __init__(self) -> None:
         self.active = False
         self.paths: set[str] = set()
+        self.pid = os.getpid()
+        self.spill: str | None = None
+        self._fds: dict[int, int] = {}  # pid -> spill file descriptor, in each child
+        self._busy = False
 
     def hook(self, event: str, args: tuple[object, ...]) -> None:
-        if event != "open" or not self.active:
+        if event != "open" or not self.active or self._busy:
             return
         path, mode, flags = (*args, None, None, None)[:3]
         if not isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, int):
@@ -74,7 +84,32 @@ class _OpenedFiles:
             return
         if isinstance(flags, int) and flags & _WRITE_FLAGS:
             return
-        self.paths.add(os.fsdecode(path))
+        name = os.path.abspath(os.fsdecode(path))
+        pid = os.getpid()
+        if pid == self.pid:
+            self.paths.add(name)
+        elif self.spill is not None and "\n" not in name:
+            self._busy = True  # os.open below raises an "open" event of its own
+            try:
+                if pid not in self._fds:
+                    self._fds[pid] = os.open(self.spill, os.O_WRONLY | os.O_APPEND)
+                os.write(self._fds[pid], (name + "\n").encode(errors="surrogateescape"))
+            except OSError:
+                pass  # a child that cannot report: its files go unrecorded
+            finally:
+                self._busy = False
+
+    def children(self) -> set[str]:
+        """What forked children reported."""
+        if self.spill is None:
+            return set()
+        try:
+            with open(self.spill, "rb") as handle:
+                return {
+                    line.decode(errors="surrogateescape") for line in handle.read().splitlines()
+                }
+        except OSError:
+            return set()
 
 
 _OPENED = _OpenedFiles()
@@ -83,17 +118,23 @@ _HOOKED = False
 
 @contextmanager
 def recording() -> Iterator[_OpenedFiles]:
-    """Collect the files opened for reading inside the block."""
+    """Collect the files opened for reading inside the block, by this process and its forked
+    children; ``.paths`` holds them all when the block ends."""
     global _HOOKED
     if not _HOOKED:
         sys.addaudithook(_OPENED.hook)
         _HOOKED = True
-    _OPENED.paths = set()
+    fd, spill = tempfile.mkstemp(prefix="envparity-opened-", suffix=".txt")
+    os.close(fd)
+    _OPENED.paths, _OPENED.pid, _OPENED.spill, _OPENED._fds = set(), os.getpid(), spill, {}
     _OPENED.active = True
     try:
         yield _OPENED
     finally:
         _OPENED.active = False
+        _OPENED.paths |= _OPENED.children()
+        _OPENED.spill = None
+        os.unlink(spill)
 
 
 def _relative(path: Path, root: Path) -> str | None:
