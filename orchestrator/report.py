@@ -231,6 +231,18 @@ def render_html(result: VerifyResult) -> str:
             f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5]
         )
         causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
+    verdicts = [t.verdict for t in result.targets if t.verdict] + (
+        [result.across] if result.across else []
+    )
+    notes = [f"{t.name}: {n}" for t in result.targets for n in t.notes]
+    notes += sorted({f"warning: {w}" for v in verdicts for p in v.pairs for w in p.warnings})
+    notes_html = (
+        "<h2>Notes</h2><ul id='notes'>"
+        + "".join(f"<li>{html.escape(printable(n))}</li>" for n in notes)
+        + "</ul>"
+        if notes
+        else ""
+    )
     name = html.escape(result.spec.environment.name)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
@@ -241,6 +253,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 <h1>envparity verify: {name}</h1>
 <p id="probe">{html.escape(probe_line(result))}</p>
 <p class="status" id="status">{html.escape(status)}</p>
+{notes_html}
 <table id="targets"><tr><th>target</th><th>python</th><th>torch</th><th>device</th><th>fingerprint</th><th>verdict</th></tr>
 {"".join(rows)}</table>
 <h2>Loss per step, every run</h2>

@@ -439,6 +439,8 @@ class TestCachedFingerprints:
             f"host: note: cached fingerprint {cached.name} is unreadable ({problem}" in done.stdout
         )
         assert json.loads(cached.read_text())["format"] == "envparity-fingerprint"
+        html = (user / ".envparity/report.html").read_text()
+        assert f"<ul id='notes'><li>host: cached fingerprint {cached.name} is unreadable" in html
 
 
 def test_a_venv_marked_complete_without_its_interpreter_is_rebuilt(project: Path) -> None:
