@@ -124,8 +124,11 @@ def recording() -> Iterator[_OpenedFiles]:
     if not _HOOKED:
         sys.addaudithook(_OPENED.hook)
         _HOOKED = True
-    fd, spill = tempfile.mkstemp(prefix="envparity-opened-", suffix=".txt")
-    os.close(fd)
+    try:
+        fd, spill = tempfile.mkstemp(prefix="envparity-opened-", suffix=".txt")
+        os.close(fd)
+    except OSError:  # no writable temporary folder: what workers open goes unrecorded
+        spill = None
     _OPENED.paths, _OPENED.pid, _OPENED.spill, _OPENED._fds = set(), os.getpid(), spill, {}
     _OPENED.active = True
     try:
@@ -134,7 +137,8 @@ def recording() -> Iterator[_OpenedFiles]:
         _OPENED.active = False
         _OPENED.paths |= _OPENED.children()
         _OPENED.spill = None
-        os.unlink(spill)
+        if spill is not None:
+            os.unlink(spill)
 
 
 def _relative(path: Path, root: Path) -> str | None:
