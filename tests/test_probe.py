@@ -423,6 +423,45 @@ def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None
     assert recorded == {f"shards/{i}.txt": fingerprint_of("x" * (i + 1)) for i in range(4)}
 
 
+TORCH_SEEDED_ONLY = """\
+import torch
+
+
+def train(rec):
+    torch.manual_seed(rec.seed)  # Python's random and NumPy's global RNG left unseeded
+    model = torch.nn.Linear(4, 1)
+    rec.initial(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    for _ in range(rec.steps):
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+"""
+
+
+def test_an_unseeded_rng_nothing_drew_from_is_a_warning_not_a_divergence(tmp_path: Path) -> None:
+    (tmp_path / "myprobe.py").write_text(TORCH_SEEDED_ONLY)
+
+    def run(i: int) -> Fingerprint:
+        out = tmp_path / f"{i}.json"
+        args = [envparity_script(), "probe", "--out", str(out), "--steps", "3"]
+        process.run([*args, "--probe", "myprobe:train"], extra_env=BASE_ENV, cwd=tmp_path)
+        return fingerprint.load(out)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.map(run, range(2))
+    verdict = compare([a, b])
+    assert (verdict.kind, verdict.equivalent) == ("bitwise", True)
+    assert [w.split(" RNG state")[0] for w in verdict.worst.warnings] == [
+        "rng_initial: the numpy/python",
+        "rng_final: the numpy/python",
+    ]
+
+
 # --------------------------------------------------------------------------- a second environment
 
 
