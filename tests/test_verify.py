@@ -123,9 +123,7 @@ def test_cold_verify_provisions_probes_twice_each_and_reports(project: Path) -> 
     assert "venv: installing cpu.txt (hash-checked)" in out
     for target in ("host", "venv"):
         assert f"{target}: probe run 1 of 2" in out and f"{target}: probe run 2 of 2" in out
-        row = next(
-            line for line in out.splitlines() if line.startswith(("│ " + target, "| " + target))
-        )
+        row = next(line for line in out.splitlines() if line.split()[:1] == [target])
         assert "2.13.0+cpu" in row and "bitwise" in row
     assert "host vs venv: bitwise identical" in out
     assert len(fingerprints(project)) == 4
@@ -139,7 +137,7 @@ def test_second_verify_reuses_everything(project: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "probe run" not in again.stderr and "installing" not in again.stderr
     assert "venv: reusing cpu-" in again.stderr
-    assert "2 (cached)" in again.stdout
+    assert "2 cached" in again.stdout
     assert fingerprints(project) == before
 
 
@@ -237,7 +235,7 @@ def test_unknown_and_absent_targets_are_usage_errors(project: Path) -> None:
     ):
         verify.choose_targets(spec, ["docker"])
     with pytest.raises(
-        UsageError, match=r"target 'nix' is not in environment.toml; add \[targets.nix\]"
+        UsageError, match=r"target 'nix' needs settings environment.toml does not have; add:\n"
     ):
         verify.choose_targets(spec, ["nix"])
 
@@ -391,7 +389,7 @@ class TestCachedFingerprints:
         html = (user / ".envparity/report.html").read_text()
         assert '<p id="probe">probe myprobe:train, 4 steps, seed 0</p>' in html
         again = verify_host(user)
-        assert "probe run" not in again.stderr and "2 (cached)" in again.stdout
+        assert "probe run" not in again.stderr and "2 cached" in again.stdout
 
     @pytest.mark.parametrize(
         ("path", "edit"),
@@ -412,8 +410,8 @@ class TestCachedFingerprints:
         file.write_text(edit(file.read_text()))
         done = verify_host(user)
         assert f"host: {path} changed since the cached run" in done.stderr
-        assert "host: probe run 1 of 2" in done.stderr and "(cached)" not in done.stdout
-        assert "2 (cached)" in verify_host(user).stdout
+        assert "host: probe run 1 of 2" in done.stderr and "2 cached" not in done.stdout
+        assert "2 cached" in verify_host(user).stdout
 
     @pytest.mark.parametrize(
         ("content", "problem"),
@@ -456,5 +454,5 @@ def test_a_venv_marked_complete_without_its_interpreter_is_rebuilt(project: Path
         in done.stderr
     )
     assert "venv: installing cpu.txt (hash-checked)" in done.stderr
-    assert "venv: probe run 1 of 2" in done.stderr and "(cached)" not in done.stdout
+    assert "venv: probe run 1 of 2" in done.stderr and "2 cached" not in done.stdout
     assert (venv / "bin" / "python").is_file()
