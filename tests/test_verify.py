@@ -325,7 +325,10 @@ def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -
         "tf32 = true\ncudnn_benchmark = true\nthreads = 1\n"
     )
     assert verify.determinism_flags(load(custom)) == [
-        "--no-deterministic-algorithms",
+        "--seed",
+        "5",
+        "--deterministic-algorithms",
+        "false",
         "--tf32",
         "--cudnn-benchmark",
         "--threads",
@@ -343,7 +346,7 @@ from orchestrator.determinism import seed_everything
 
 
 def train(rec):
-    seed_everything(rec.seed, **rec.determinism)
+    seed_everything(rec.determinism)
     with open("data/classes.txt", encoding="utf-8") as handle:
         classes = handle.read().split()
     model = build(len(classes))

@@ -64,6 +64,7 @@ _WEIGHTS: dict[str, dict[str, int]] = {
     "packages": {"init": 20, "data": 30, "numerics": 40},
     "platform": {"init": 15, "data": 15, "numerics": 30},
     "probe_itself": {"init": 50, "data": 60, "numerics": 50},
+    "parallel": {"init": 10, "data": 60, "numerics": 95},
 }
 
 # Capture keys -> category; the first matching prefix wins.
@@ -71,6 +72,7 @@ _CATEGORIES = (
     ("code.", "code"),
     ("data.", "data"),
     ("probe.seed", "seed"),
+    ("probe.world_size", "parallel"),
     ("probe.determinism.threads", "threads"),
     ("probe.determinism.", "flags"),
     ("python.hash_seed", "hash_seed"),
@@ -145,6 +147,8 @@ class PairVerdict:
     differences: tuple[str, ...] = ()
     # bitwise/tolerance only: differences that changed no result but could (an RNG state)
     warnings: tuple[str, ...] = ()
+    # kernel outputs (rec.output) that differ, by name: which kernel changed, and how far
+    outputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +163,7 @@ class PairVerdict:
             "causes": list(self.causes),
             "differences": list(self.differences),
             "warnings": list(self.warnings),
+            "outputs": list(self.outputs),
         }
 
 
@@ -244,6 +249,7 @@ def _pair(
     loose = tol["rtol"] > 0.0 or tol["atol"] > 0.0
     first = _first_difference(ref, fp, loose, tol)
     a, b = ref.source, fp.source
+    outputs = tuple(_output_differences(ref, fp))
     if first is None:
         differences = tuple(str(d) for d in differences_between(ref, fp))
         warnings = tuple(_rng_warnings(ref, fp))
@@ -256,6 +262,7 @@ def _pair(
                 reason="every result identical",
                 differences=differences,
                 warnings=warnings,
+                outputs=outputs,
             )
         return PairVerdict(
             a,
@@ -265,6 +272,7 @@ def _pair(
             reason=reason,
             differences=differences,
             warnings=warnings,
+            outputs=outputs,
         )
     stage, step, values, what = first
     return PairVerdict(
@@ -277,7 +285,24 @@ def _pair(
         tolerance=tol,
         reason=what,
         causes=tuple(likely_causes(ref, fp, stage)),
+        outputs=outputs,
     )
+
+
+def _output_differences(a: Fingerprint, b: Fingerprint) -> list[str]:
+    """Kernel outputs (``rec.output``) recorded by both runs whose bytes differ, with how far
+    apart their norms are: ``softmax_37: norm 0.99 vs 0.99 (relative difference 1e-07)``."""
+    found = []
+    for name in sorted(set(a.stages.outputs) & set(b.stages.outputs)):
+        x, y = a.stages.outputs[name], b.stages.outputs[name]
+        if x.digest == y.digest:
+            continue
+        if x.dtype != y.dtype:
+            found.append(f"{name}: dtype {x.dtype} vs {y.dtype}")
+            continue
+        fx, fy = float.fromhex(x.norm), float.fromhex(y.norm)
+        found.append(f"{name}: norm {fx!r} vs {fy!r} ({_rel(fx, fy)})")
+    return found
 
 
 def _first_difference(
@@ -392,7 +417,7 @@ def differences_between(ref: Fingerprint, fp: Fingerprint) -> list[Difference]:
             for key in sorted(set(a_files) | set(b_files)):
                 if a_files.get(key) != b_files.get(key):
                     found.append(Difference(f"{kind}.{key}", a_files.get(key), b_files.get(key)))
-    for what in ("seed", "device"):
+    for what in ("seed", "device", "world_size"):
         a, b = getattr(ref, what), getattr(fp, what)
         if a != b:
             found.append(Difference(f"probe.{what}", a, b))
@@ -489,9 +514,13 @@ def verdict_lines(verdict: Verdict) -> list[str]:
                 lines.append(f"    {other}: {pair.values[1]}")
             lines.append("  likely causes, most likely first:")
             lines += [f"    {i}. {cause}" for i, cause in enumerate(pair.causes, 1)]
+            if pair.outputs:
+                lines.append("  kernel outputs that differ:")
+                lines += [f"    {o}" for o in pair.outputs]
         else:
             lines.append(f"  {pair.reason}")
             lines += [f"  warning: {w}" for w in pair.warnings]
+            lines += [f"  kernel output differs: {o}" for o in pair.outputs]
             if pair.differences:
                 lines.append("  although the runs differ in:")
                 lines += [f"    {d}" for d in pair.differences]

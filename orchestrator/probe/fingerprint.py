@@ -132,6 +132,15 @@ def _leaves(value: JsonValue, path: str) -> Iterator[tuple[str, JsonValue]]:
 
 
 @dataclass(frozen=True)
+class KernelOutput:
+    """``rec.output(name, tensor)``: a kernel's output on fixed inputs."""
+
+    digest: str  # sha256:... of dtype, shape and bytes
+    dtype: str  # "float32", "bfloat16"
+    norm: str  # float64 L2 norm as float.hex()
+
+
+@dataclass(frozen=True)
 class Stages:
     """Digests and exact values of every stage of the run, in run order."""
 
@@ -142,11 +151,13 @@ class Stages:
     final_params: str
     metrics: Mapping[str, str]  # name -> float.hex()
     rng_final: Mapping[str, str]
+    outputs: Mapping[str, KernelOutput] = field(default_factory=dict)  # none in older files
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "initial_params": self.initial_params,
             "rng_initial": dict(self.rng_initial),
+            "outputs": {name: vars(o).copy() for name, o in sorted(self.outputs.items())},
             "data_order": list(self.data_order),
             "losses": list(self.losses),
             "final_params": self.final_params,
@@ -203,6 +214,7 @@ class Fingerprint:
     determinism: Mapping[str, Scalar] = field(default_factory=dict)
     inputs: Inputs = field(default_factory=Inputs)
     seconds: float | None = None  # training time; informational
+    world_size: int | None = None  # data-parallel processes (--world-size); None: one process
 
     @property
     def losses(self) -> list[float]:
@@ -219,6 +231,7 @@ class Fingerprint:
                 "steps": self.steps,
                 "device": self.device,
                 "determinism": dict(self.determinism),
+                **({} if self.world_size is None else {"world_size": self.world_size}),
             },
             "stages": self.stages.to_dict(),
             "audit": list(self.audit),
@@ -382,9 +395,26 @@ def _environment(value: object, where: str) -> Environment:
     )
 
 
+_OUTPUT_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def _kernel_output(value: object, where: str) -> KernelOutput:
+    o = _object(value, where)
+    w = where + "."
+    return KernelOutput(
+        digest=_digest(_get(o, "digest", w), w + "digest"),
+        dtype=_str(_get(o, "dtype", w), w + "dtype", _DOTTED, "a dtype name"),
+        norm=_hex_float(_get(o, "norm", w), w + "norm"),
+    )
+
+
 def _stages(value: object, steps: int) -> Stages:
     s = _object(value, "stages")
     w = "stages."
+    outputs = _map(s.get("outputs", {}), w + "outputs", _kernel_output)
+    for name in outputs:
+        if not _OUTPUT_NAME.fullmatch(name):
+            raise _Bad(f"stages.outputs: key {name!r} is not lower-case letters, digits and _")
     losses = _list(_get(s, "losses", w), w + "losses", _hex_float)
     data_order = _list(_get(s, "data_order", w), w + "data_order", _digest)
     # data_order is empty when the probe never calls rec.batch (optional), else one per step
@@ -399,6 +429,7 @@ def _stages(value: object, steps: int) -> Stages:
         final_params=_digest(_get(s, "final_params", w), w + "final_params"),
         metrics=_identifier_map(_get(s, "metrics", w), w + "metrics", _hex_float),
         rng_final=_identifier_map(_get(s, "rng_final", w), w + "rng_final", _digest),
+        outputs=outputs,
     )
 
 
@@ -442,6 +473,9 @@ def _fingerprint(data: object, source: str) -> Fingerprint:
     probe = _object(_get(d, "probe", ""), "probe")
     w = "probe."
     steps = _int(_get(probe, "steps", w), w + "steps", low=1)
+    world_size = probe.get("world_size")
+    if world_size is not None:
+        world_size = _int(world_size, w + "world_size", low=1)
     seconds = d.get("seconds")
     if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)):
         _fail("seconds", "a number", seconds)
@@ -459,6 +493,7 @@ def _fingerprint(data: object, source: str) -> Fingerprint:
         audit=_list(_get(d, "audit", ""), "audit", _str),
         inputs=_inputs(_get(d, "inputs", "")) if version >= 2 else Inputs(),
         seconds=None if seconds is None else float(seconds),
+        world_size=world_size,
     )
 
 
