@@ -160,8 +160,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from orchestrator.probe import fingerprint, run
 
     out = Path(args.out)
-    files.check_output(out)  # no link, device or folder: before training, not after
-    fingerprint.check_writable(out)
+    fingerprint.check_writable(out)  # before training, not after
+    files.check_output(out)  # nor a link or a device
     try:
         determinism = DeterminismSettings.from_arguments(args)
     except ValueError as exc:
@@ -216,8 +216,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from orchestrator.probe import capture, fingerprint
 
     out = Path(args.out)
-    files.check_output(out)  # no link, device or folder: before the capture, not after
-    fingerprint.check_writable(out)
+    fingerprint.check_writable(out)  # before the capture, not after
+    files.check_output(out)  # nor a link or a device
     fingerprint.write(out, capture.capture())
     print(f"wrote {out}")
     return 0
