@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator import compat, files, lock, render
+from orchestrator import compat, files, lock, references, render
 from orchestrator.errors import SpecError
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
 
@@ -58,10 +58,16 @@ def check(spec: Spec) -> Report:
         drift.append(files.Drift(path, ""))
         report.lines.append(f"{path}: no longer produced by {spec.path.name}")
     report.lines += stale
-    if stale or drift:
+    # after the locks: a reference is judged against the lock as it is now
+    stale_refs = references.stale(spec)
+    report.lines += stale_refs
+    if stale or drift or stale_refs:
         fixes = (["envparity lock"] if stale else []) + (["envparity render"] if drift else [])
+        fixes += ["envparity verify --record"] if stale_refs else []
         report.lines.append(
-            f"{len(stale)} stale lock(s), {len(drift)} drifted file(s); run: {' && '.join(fixes)}"
+            f"{len(stale)} stale lock(s), {len(drift)} drifted file(s)"
+            + (f", {len(stale_refs)} stale reference(s)" if stale_refs else "")
+            + f"; run: {' && '.join(fixes)}"
         )
         report.exit_code = 1
     else:
