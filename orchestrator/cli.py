@@ -428,9 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the runs to fingerprints/<hardware class>/ as references (when all agree)",
     )
     p.add_argument("--out", metavar="DIR", help="also copy each run's fingerprint to DIR")
-    p.add_argument(
-        "--sequential", action="store_true", help="provision one target after another"
-    )
+    p.add_argument("--sequential", action="store_true", help="provision one target after another")
 
     p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
     p.add_argument("provider", choices=("github",))

@@ -58,7 +58,9 @@ def register(
             setup(session)
             session.run("envparity", "--spec", spec_arg, *args)
         else:
-            session.run(sys.executable, "-m", "orchestrator", "--spec", spec_arg, *args, external=True)
+            session.run(
+                sys.executable, "-m", "orchestrator", "--spec", spec_arg, *args, external=True
+            )
 
     @nox.session(name="probe", python=py, venv_backend=backend)
     @nox.parametrize("target", targets, ids=targets)

@@ -189,6 +189,7 @@ def record(
 
     A class's other targets keep their references. Returns the files written.
     """
+    machine = re.sub(r"[;\s]+$", "", machine)  # verify.hardware() ends in "; " without GPUs
     now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     by_class: dict[str, list[tuple[str, Path]]] = {}
     for target, path in recorded:
@@ -252,16 +253,23 @@ class Comparison:
     def diverged(self) -> bool:
         return self.pair.kind == "diverged"
 
-    def line(self) -> str:
-        tol = "same class" if self.same_class else "other class, cross_device_rtol"
+    def verdict(self) -> str:
+        """``bitwise identical (same hardware class)``, ``DIVERGED at losses step 3: ...``."""
         text = {"bitwise": "bitwise identical", "tolerance": "within tolerance"}.get(
             self.pair.kind, "DIVERGED"
         )
-        line = f"{self.target} [{self.hw_class}] vs {self.against} ({tol}): {text}"
         if self.diverged:
-            where = self.pair.stage + (f" step {self.pair.step}" if self.pair.step is not None else "")
-            line += f" at {where}: {self.pair.reason}"
-        return line
+            step = f" step {self.pair.step}" if self.pair.step is not None else ""
+            text += f" at {self.pair.stage}{step}: {self.pair.reason}"
+        how = (
+            "same hardware class"
+            if self.same_class
+            else f"other hardware class, cross_device_rtol={self.pair.tolerance.get('rtol', 0):g}"
+        )
+        return f"{text} ({how})"
+
+    def line(self) -> str:
+        return f"{self.target} vs {self.against}: {self.verdict()}"
 
 
 @dataclass
@@ -271,9 +279,7 @@ class ReferenceReport:
 
     @property
     def problems(self) -> list[str]:
-        return [
-            f"{c.target}: diverged from {c.against}" for c in self.comparisons if c.diverged
-        ]
+        return [f"{c.target}: diverged from {c.against}" for c in self.comparisons if c.diverged]
 
     def lines(self) -> list[str]:
         return [c.line() for c in self.comparisons] + self.notes
@@ -284,8 +290,7 @@ class ReferenceReport:
         out = [f"## {title}: {verdict}", ""]
         out += ["| target | class | compared with | verdict |", "|---|---|---|---|"]
         for c in self.comparisons:
-            text = c.line().split("): ", 1)[1]
-            out.append(f"| {c.target} | {c.hw_class} | {_md(c.against)} | {_md(text)} |")
+            out.append(f"| {c.target} | {c.hw_class} | {_md(c.against)} | {_md(c.verdict())} |")
         out += [""] + [f"- {_md(n)}" for n in self.notes]
         return "\n".join(out) + "\n"
 
@@ -296,9 +301,7 @@ def _md(text: str) -> str:
 
 def _pair(a: Fingerprint, b: Fingerprint, tol: Tolerances, same: bool) -> PairVerdict:
     rtol = tol.rtol if same else tol.cross_device_rtol
-    verdict = compare(
-        [a, b], rtol=rtol, atol=tol.atol, cross_device_rtol=tol.cross_device_rtol
-    )
+    verdict = compare([a, b], rtol=rtol, atol=tol.atol, cross_device_rtol=tol.cross_device_rtol)
     return verdict.pairs[0]
 
 
@@ -342,7 +345,8 @@ def compare_with_references(
             except UsageError as exc:  # another probe or step count: not comparable
                 report.notes.append(f"{target}: not compared with {ref.describe()}: {exc}")
                 continue
-            report.comparisons.append(Comparison(target, own, ref.describe(), same, pair))
+            against = f"reference {ref.describe()}"
+            report.comparisons.append(Comparison(target, own, against, same, pair))
     report.notes += [
         f"no reference for hardware class {c} in {FOLDER}/ yet (run 'envparity verify --record' "
         "on this machine and commit it)"
@@ -373,7 +377,7 @@ def compare_runs(runs: Sequence[tuple[str, Fingerprint]], tol: Tolerances) -> Re
         except UsageError as exc:
             report.notes.append(f"{target} ({fp.source}) not compared: {exc}")
             continue
-        against = f"{base_target} run {base.source}"
+        against = f"{base_target} ({base.source})"
         report.comparisons.append(Comparison(target, hw_class, against, same, pair))
     return report
 

@@ -79,6 +79,7 @@ def print_table(result: VerifyResult, console: Console) -> None:
     lines: list[str] = [
         f"{t.name} {t.status}: {t.reason}" for t in result.targets if t.status != "ok"
     ]
+    lines += [f"{t.name}: {t.note}" for t in result.targets if t.note and t.status == "ok"]
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs, strict=True):

@@ -45,7 +45,9 @@ def matrix(spec: Spec) -> list[dict[str, Any]]:
     """The probe jobs: ``{"name", "target", "runs-on"}``, hosted first, then GPU runners."""
     settings = spec.ci or CiSettings()
     chosen = [t for t in CI_TARGETS if t in spec.targets]
-    out: list[dict[str, Any]] = [{"name": t, "target": t, "runs-on": "ubuntu-latest"} for t in chosen]
+    out: list[dict[str, Any]] = [
+        {"name": t, "target": t, "runs-on": "ubuntu-latest"} for t in chosen
+    ]
     if settings.gpu_runner_labels:
         out += [
             {"name": f"{t}-gpu", "target": t, "runs-on": list(settings.gpu_runner_labels)}
