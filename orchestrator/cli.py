@@ -118,6 +118,11 @@ def cmd_ci(args: argparse.Namespace) -> int:
     from orchestrator.render import ci
 
     spec = _spec(args)
+    if spec.ci is None:
+        raise UsageError(
+            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do) so that render and "
+            f"check keep {ci.WORKFLOW} up to date"
+        )
     lock.refuse_incompatible(spec)
     generated = ci.render_workflow(spec)
     if args.check:
@@ -207,8 +212,12 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
         raise UsageError(f"compare --references {folder}: no such folder")
     runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
     among = references.compare_runs(runs, tolerances)
-    firsts = list({name: fp for name, fp in reversed(runs)}.items())[::-1]
-    against = references.compare_with_references(spec, firsts, tolerances, root=folder)
+    firsts: dict[str, Any] = {}  # each target's first run, against the references
+    for name, fp in runs:
+        firsts.setdefault(name, fp)
+    against = references.compare_with_references(
+        spec, list(firsts.items()), tolerances, root=folder
+    )
     report = references.ReferenceReport(
         among.comparisons + against.comparisons, among.notes + against.notes
     )

@@ -890,7 +890,7 @@ def _or(value: float | None, default: float) -> float:
 
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}$")
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}$")
 
 
 def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
