@@ -184,7 +184,10 @@ class TestDrift:
         assert envparity(tmp_path, "check").returncode == 0
         workflow.write_text(workflow.read_text().replace("fail-fast: false", "fail-fast: true"))
         check = envparity(tmp_path, "check")
-        assert check.returncode == 1 and "-      fail-fast: true\n+      fail-fast: false" in check.stdout
+        assert (
+            check.returncode == 1
+            and "-      fail-fast: true\n+      fail-fast: false" in check.stdout
+        )
         again = envparity(tmp_path, "ci", "github")
         assert again.returncode == 2
         assert f"{ci.WORKFLOW}: edited by hand since envparity wrote it" in again.stderr
