@@ -1,7 +1,8 @@
 """``envparity check``: is everything generated from the spec current and possible?
 
-Compatibility problems are refusals (exit 2, like any bad spec); stale locks and drifted files
-are check failures (exit 1) shown as diffs; pinning advice is printed as warnings (exit 0).
+Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files and
+stale references (``references.stale``) are check failures (exit 1); pinning advice is printed
+as warnings (exit 0).
 """
 
 from __future__ import annotations
