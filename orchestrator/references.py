@@ -337,15 +337,15 @@ def compare_with_references(
         if own not in usable:
             missing.add(own)
         for hw_class, refs in sorted(usable.items()):
-            ref = _pick(refs, target)
-            assert ref is not None
+            chosen = _pick(refs, target)
+            assert chosen is not None
             same = hw_class == own
             try:
-                pair = _pair(ref.fingerprint, fp, tol, same)
+                pair = _pair(chosen.fingerprint, fp, tol, same)
             except UsageError as exc:  # another probe or step count: not comparable
-                report.notes.append(f"{target}: not compared with {ref.describe()}: {exc}")
+                report.notes.append(f"{target}: not compared with {chosen.describe()}: {exc}")
                 continue
-            against = f"reference {ref.describe()}"
+            against = f"reference {chosen.describe()}"
             report.comparisons.append(Comparison(target, own, against, same, pair))
     report.notes += [
         f"no reference for hardware class {c} in {FOLDER}/ yet (run 'envparity verify --record' "

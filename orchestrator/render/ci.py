@@ -150,7 +150,7 @@ def workflow(spec: Spec) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     """SafeDumper writing multi-line strings as literal blocks (``|``), as people write them."""
 
 
