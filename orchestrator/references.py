@@ -127,15 +127,55 @@ def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
 
 
 def stale_reason(spec: Spec, ref: Reference) -> str | None:
-    """Why ``ref`` cannot be compared under ``spec`` (None when it can)."""
+    """Why ``ref`` cannot be compared under ``spec`` (None when it can).
+
+    Stale: the target is gone; the spec inputs differ (``reference_inputs``); the target now
+    installs another flavor's lock; or the lock pins another version of a package the
+    reference's run had installed (packages added to the lock since do not count: the
+    recorded run did not have them, so they did not take part in its numbers). ``host``
+    installs nothing from the lock: a changed host shows as a divergence, with its cause.
+    """
     if ref.target not in spec.targets:
         return f"target {ref.target!r} is no longer in {spec.path.name}"
     inputs, lock_digest, lock_path = reference_inputs(spec, ref.target)
     if ref.inputs != inputs:
         return f"recorded from other {spec.path.name} inputs (seed, determinism, steps or probe)"
-    if ref.lock != lock_digest or ref.lock_file != lock_path:
-        return f"recorded from another lock ({ref.lock_file} has changed since)"
+    if ref.target == "host" or ref.lock == lock_digest:
+        return None
+    if ref.lock_file != lock_path:
+        return (
+            f"recorded from another lock ({ref.lock_file}; {ref.target} now installs {lock_path})"
+        )
+    changed = changed_pins(spec, ref, lock_path)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"recorded from another lock: {lock_path} now pins {changed[0]}{more}"
     return None
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
+    """``"numpy 2.4.6 (the reference ran with 2.4.5)"`` for each package of the reference's
+    run that the lock at ``lock_path`` now pins at another version; [] when none (or no lock)."""
+    from orchestrator import lock
+
+    text = files.read(spec.root / lock_path, lock_path)
+    if text is None:
+        return [f"nothing ({lock_path} is missing)"]
+    header = files.read_header(text)
+    pins = lock.pinned(header.body if header else text)
+    had = {
+        _canonical(name): str(version)
+        for name, version in (ref.fingerprint.environment.get("packages") or {}).items()
+    }
+    return [
+        f"{name} {version} (the reference ran with {had[name]})"
+        for name, version in sorted(pins.items())
+        if name in had and had[name] != version
+    ]
 
 
 # --------------------------------------------------------------------------- loading and saving

@@ -265,26 +265,34 @@ class TestStale:
 
     def test_a_reference_from_another_lock_is_noted_not_compared(self, project: Path) -> None:
         hw = the_class(project)
-        meta = project / "fingerprints" / hw / "reference.json"
+        meta, venv = (project / "fingerprints" / hw / n for n in ("reference.json", "venv.json"))
 
         def other_lock(text: str) -> str:
             data = json.loads(text)
-            data["targets"]["host"]["lock"] = "0" * 64
+            data["targets"]["venv"]["lock"] = "0" * 64
+            return json.dumps(data)
+
+        def older_numpy(text: str) -> str:
+            data = json.loads(text)
+            data["environment"]["packages"]["numpy"] = "2.4.5"
             return json.dumps(data)
 
         with edited(meta, other_lock):
-            check = envparity(project, "check")
-            done = envparity(project, "verify", "--targets", "host")
+            # a lock that changed without changing what the recorded run had: still current
+            assert envparity(project, "check").returncode == 0
+            with edited(venv, older_numpy):
+                check = envparity(project, "check")
+                done = envparity(project, "verify", "--targets", "venv")
         assert check.returncode == 1
         assert (
-            f"fingerprints/{hw}/host: stale reference: recorded from another lock "
-            "(locks/cu130.txt has changed since)" in check.stdout
+            f"fingerprints/{hw}/venv: stale reference: recorded from another lock: "
+            "locks/cu130.txt now pins numpy 2.4.6 (the reference ran with 2.4.5)" in check.stdout
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert f"reference {hw}/host (recorded" in done.stdout and (
+        assert f"reference {hw}/venv (recorded" in done.stdout and (
             "is stale, not compared: recorded from another lock" in done.stdout
         )
-        assert f"host vs reference {hw}/venv" in done.stdout  # the class's current one
+        assert f"venv vs reference {hw}/host" in done.stdout  # the class's current one
 
     def test_check_passes_when_references_match(self, project: Path) -> None:
         done = envparity(project, "check")
