@@ -71,7 +71,8 @@ def register(
     @nox.session(name="verify", python=py, venv_backend=backend)
     def verify(session: Any) -> None:
         """Every target, compared with each other and with fingerprints/."""
-        chosen = ["--targets", *verify_targets] if verify_targets and not session.posargs else []
+        asked = "--targets" in session.posargs
+        chosen = ["--targets", *verify_targets] if verify_targets and not asked else []
         envparity(session, "verify", *chosen, *session.posargs)
 
     @nox.session(name="compare", python=py, venv_backend=backend)
