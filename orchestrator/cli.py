@@ -190,6 +190,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
     fps = [fingerprint.load(path) for path in args.fingerprints]
     if args.references is not None:
+        if args.json:
+            raise UsageError("compare: --json and --references cannot be combined")
         return _compare_with_references(args, fps, tolerances)
     verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
     if args.json:

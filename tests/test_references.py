@@ -246,6 +246,25 @@ class TestCompareWithReferences:
         )
 
 
+class TestCompareCommand:
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--references", "missing"], "compare --references missing: no such folder"),
+            (
+                ["--references", "fingerprints", "--json"],
+                "compare: --json and --references cannot be combined",
+            ),
+        ],
+    )
+    def test_bad_usage_is_one_clear_error(
+        self, project: Path, args: list[str], message: str
+    ) -> None:
+        run = str(project / "fingerprints" / the_class(project) / "host.json")
+        done = envparity(project, "compare", *args, run)
+        assert (done.returncode, done.stderr) == (2, f"envparity: {message}\n")
+
+
 class TestStale:
     def test_check_reports_a_reference_from_other_spec_inputs(self, project: Path) -> None:
         hw = the_class(project)
@@ -306,3 +325,12 @@ class TestStale:
             done = envparity(project, "check")
         assert done.returncode == 2
         assert done.stderr == f"envparity: {meta}: targets: expected an object\n"
+
+
+def test_the_repository_references_are_current() -> None:
+    from orchestrator.spec import load
+    from tests.conftest import REPO
+
+    refs = references.load_all(REPO / "fingerprints")
+    assert {r.target for r in refs} >= {"host", "venv"}
+    assert references.stale(load(REPO / "environment.toml")) == []
