@@ -246,6 +246,30 @@ def test_hadolint_passes_every_dockerfile(rendered: dict[str, Path], name: str) 
     real_tools.hadolint(rendered[name] / ".devcontainer" / "Dockerfile")
 
 
+@pytest.mark.parametrize("name", SPECS)
+def test_dockerfile_pins_uv_by_digest_and_keeps_uv_cache_between_builds(
+    rendered: dict[str, Path], name: str
+) -> None:
+    """As BuildKit's parser reads it: uv's image is a build argument defaulting to the digest
+    pin, a stage of its own; the lock is installed with uv's cache as a cache mount."""
+    from orchestrator.render.devcontainer import UV_IMAGE
+
+    spec = tomllib.loads(SPECS[name])
+    steps = real_tools.dockerfile_instructions(rendered[name] / ".devcontainer" / "Dockerfile")
+    assert [(c.cmd.upper(), c.value) for c in steps[:3]] == [
+        ("ARG", (f"UV_IMAGE={UV_IMAGE}",)),
+        ("FROM", ("${UV_IMAGE}", "AS", "uv")),
+        ("FROM", (spec["targets"]["devcontainer"]["image"],)),
+    ]
+    assert "@sha256:" in UV_IMAGE
+    copy = [c for c in steps if c.cmd.upper() == "COPY" and c.flags]
+    assert [(c.flags, c.value) for c in copy] == [
+        (("--from=uv",), ("/uv", "/uvx", "/usr/local/bin/"))
+    ]
+    sync = [c for c in steps if c.cmd.upper() == "RUN" and "uv pip sync" in c.value[0]]
+    assert [c.flags for c in sync] == [("--mount=type=cache,target=/root/.cache/uv",)]
+
+
 def test_dockerfile_env_matches_devcontainer_container_env(rendered: dict[str, Path]) -> None:
     folder = rendered["cuda-12.8"]
     container_env = real_tools.load_json5(folder / ".devcontainer" / "devcontainer.json")[
