@@ -163,8 +163,8 @@ _Dumper.add_representer(str, _str)
 
 
 def render_workflow(spec: Spec) -> files.Generated:
-    """``.github/workflows/envparity.yml`` with envparity's header (inputs: [ci], the targets,
-    the flavors; not the locks, which the jobs read when they run)."""
+    """``.github/workflows/envparity.yml`` with envparity's header (inputs: [ci] and each
+    target's flavor, all the workflow is made from; not the locks, read when the jobs run)."""
     data = spec.to_dict()
     body = yaml.dump(
         workflow(spec), Dumper=_Dumper, sort_keys=False, width=100, default_flow_style=False
@@ -173,8 +173,7 @@ def render_workflow(spec: Spec) -> files.Generated:
         {
             "format": CI_FORMAT,
             "ci": data.get("ci"),
-            "targets": data["targets"],
-            "flavors": {t: spec.flavor_of(t) for t in spec.targets},
+            "flavors": {t: spec.flavor_of(t) for t in sorted(spec.targets)},
         }
     )
     return files.Generated(
