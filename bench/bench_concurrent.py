@@ -1,7 +1,7 @@
 """A cold three-target verify, provisioning sequential vs concurrent (``verify.run_targets``).
 
-Targets: host, venv (cpu lock) and a second venv of the cu130 flavor whose lock takes the
-same CPU torch wheel (so nothing multi-GB is downloaded; its probe runs on the CPU, as a CUDA
+Targets: host, venv (cpu lock) and a second venv of the cu130 flavor whose lock, through a
+mirror of the cu130 index holding only the local CPU wheel, takes the same CPU torch wheel (so nothing multi-GB is downloaded; its probe runs on the CPU, as a CUDA
 target does on a machine without a GPU). No devcontainer or Nix target: on these machines
 podman and Nix belong to other benchmarks and would compete for the same two cores.
 Cold = ``fresh``: both venvs rebuilt from the warm uv cache, every probe run executed.
@@ -21,6 +21,7 @@ from timing import interleaved, report
 sys.path.insert(0, str(ROOT))
 
 STEPS = 10
+CU130_INDEX = "https://download.pytorch.org/whl/cu130"
 SPEC = f"""\
 [environment]
 name = "bench-concurrent"
@@ -36,7 +37,11 @@ numpy = "==2.4.6"
 
 [[index]]
 url = "{CPU_INDEX}"
-flavors = ["cpu", "cuda"]
+flavors = ["cpu"]
+
+[[index]]
+url = "{CU130_INDEX}"
+flavors = ["cuda"]
 
 [targets.host]
 flavor = "cpu"
@@ -53,6 +58,9 @@ def main() -> None:
     import tempfile
 
     os.environ.update(environment())
+    # the cu130 index read from the same wheel folder: its lock pins the CPU wheel (checked below)
+    folder_of_wheels = os.environ["ENVPARITY_MIRRORS"].split("=", 1)[1]
+    os.environ["ENVPARITY_MIRRORS"] += f" {CU130_INDEX}={folder_of_wheels}"
     from orchestrator import spec as spec_module
     from orchestrator import verify
     from orchestrator.spec import Target as TargetSettings
@@ -73,6 +81,7 @@ def main() -> None:
     (folder / "environment.toml").write_text(SPEC)
     envparity(folder, "lock")
     envparity(folder, "render")
+    assert "torch==2.13.0+cpu " in (folder / "locks" / "cu130.txt").read_text()
     spec = spec_module.load(folder / "environment.toml")
     spec = dataclasses.replace(
         spec,

@@ -223,6 +223,12 @@ def render_html(result: VerifyResult) -> str:
             f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5]
         )
         causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
+    notes = [f"{t.name}: {t.note}" for t in result.targets if t.note and t.status == "ok"]
+    notes += result.references.lines() if result.references is not None else []
+    references = "".join(f"<li>{html.escape(line)}</li>" for line in notes)
+    references = (
+        f"<h2>Notes and references</h2><ul id='references'>{references}</ul>" if notes else ""
+    )
     name = html.escape(result.spec.environment.name)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
@@ -234,6 +240,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 <p class="status" id="status">{html.escape(status)}</p>
 <table id="targets"><tr><th>target</th><th>python</th><th>torch</th><th>device</th><th>fingerprint</th><th>verdict</th></tr>
 {"".join(rows)}</table>
+{references}
 <h2>Loss per step, every run</h2>
 {divergence}
 {_svg(result)}

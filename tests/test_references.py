@@ -1,9 +1,10 @@
 """Reference fingerprints (``verify --record``, ``fingerprints/``, ``check``), and CUDA-flavor
 targets verified on the CPU of a machine without a GPU.
 
-The project has a CUDA toolkit (cu130 is its default flavor) but takes torch from the PyTorch
-CPU index for every flavor, through this machine's wheel folder: its cu130 lock installs the
-CPU wheel, so the CUDA-flavor decision logic runs for real without downloading CUDA torch.
+The project has a CUDA toolkit (cu130 is its default flavor, from the PyTorch cu130 index); on
+this machine both PyTorch indexes are mirrored by the local wheel folder, which holds only the
+CPU wheel: its cu130 lock pins that wheel (checked before anything is installed), so the
+CUDA-flavor logic runs for real without downloading CUDA torch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import pytest
 from orchestrator import gpus, references, verify
 from orchestrator.probe.fingerprint import Fingerprint
 from orchestrator.spec import loads
-from tests.test_verify import CPU_INDEX, envparity
+from tests.test_verify import CPU_INDEX, mirror
+from tests.test_verify import envparity as envparity_cpu
+
+CU130_INDEX = "https://download.pytorch.org/whl/cu130"
 
 SPEC = f"""\
 [environment]
@@ -38,7 +42,11 @@ numpy = "==2.4.6"
 
 [[index]]
 url = "{CPU_INDEX}"
-flavors = ["cpu", "cuda"]
+flavors = ["cpu"]
+
+[[index]]
+url = "{CU130_INDEX}"
+flavors = ["cuda"]
 
 [targets.host]
 [targets.venv]
@@ -46,6 +54,16 @@ flavors = ["cpu", "cuda"]
 [verify]
 steps = {{steps}}
 """
+
+
+def envparity(project: Path, *args: str) -> Any:
+    """``tests.test_verify.envparity`` with the cu130 index mirrored by the same folder."""
+    folder = mirror().split("=", 1)[1]
+    mirrors = f"{CPU_INDEX}={folder} {CU130_INDEX}={folder}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tests.test_verify.mirror", lambda: mirrors)
+        return envparity_cpu(project, *args)
+
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -131,6 +149,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for verb in ("lock", "render"):
         done = envparity(folder, verb)
         assert done.returncode == 0, done.stderr
+    for flavor in ("cpu", "cu130"):  # never let verify install a CUDA torch here
+        assert "torch==2.13.0+cpu " in (folder / f"locks/{flavor}.txt").read_text()
     first = envparity(folder, "verify", "--record")
     assert first.returncode == 0, first.stdout + first.stderr
     (folder / "record.txt").write_text(first.stdout)
@@ -183,6 +203,9 @@ class TestRecord:
             )
         assert "host vs venv: bitwise identical" in out
         assert "skipped" not in out and "torch sees no CUDA device" not in out
+        html = (project / ".envparity" / "report.html").read_text()
+        assert "venv: GPU part not verified here" in html
+        assert "venv vs reference cpu-" in html
 
 
 class TestCompareWithReferences:
