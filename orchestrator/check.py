@@ -1,17 +1,17 @@
 """``envparity check``: is everything generated from the spec current and possible?
 
 Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files and
-stale references (``references.stale``) are check failures (exit 1); pinning advice is printed
-as warnings (exit 0).
+stale references in ``fingerprints/`` (``references.stale``) are check failures (exit 1);
+pinning advice is printed as warnings (exit 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator import compat, files, lock, references, render
+from orchestrator import compat, freshness, references
 from orchestrator.errors import SpecError
-from orchestrator.render.flake import flake_lock_drift, flake_warnings
+from orchestrator.render.flake import flake_warnings
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
 
 
@@ -45,6 +45,8 @@ def pinning_warnings(spec: Spec) -> list[str]:
 
 
 def check(spec: Spec) -> Report:
+    """Compatibility (refused: ``SpecError``, exit 2), then freshness (``freshness.freshness``,
+    the same answer doctor and verify use): diffs and stale files make exit 1."""
     problems = compat.check(spec)
     if problems:
         raise SpecError(problems)
@@ -52,32 +54,23 @@ def check(spec: Spec) -> Report:
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
-    stale = lock.stale_locks(spec)
-    generated = render.render_all(spec)
-    drift = files.drift(spec.root, generated)
-    for d in drift:
-        report.lines.append(d.diff.rstrip("\n"))
-    for path in render.orphans(spec, generated):
-        drift.append(files.Drift(path, ""))
-        report.lines.append(f"{path}: no longer produced by {spec.path.name}")
-    report.lines += stale
-    # after the locks: a reference is judged against the lock as it is now
+    state = freshness.freshness(spec)
+    report.lines += [d.diff.rstrip("\n") for d in state.drift]
+    report.lines += list(state.orphans) + list(state.stale_locks)
+    # not part of freshness: verify must still run (--record is the fix); judged against the
+    # locks as they are now
     stale_refs = references.stale(spec)
     report.lines += stale_refs
-    if stale or drift or stale_refs:
-        fixes = (["envparity lock"] if stale else []) + (["envparity render"] if drift else [])
-        fixes += ["envparity verify --record"] if stale_refs else []
+    if state.current and not stale_refs:
+        report.lines.append(f"ok: {state.summary}")
+        return report
+    if not state.files_current:
+        report.lines.append(state.summary)
+    if stale_refs:
         report.lines.append(
-            f"{len(stale)} stale lock(s), {len(drift)} drifted file(s)"
-            + (f", {len(stale_refs)} stale reference(s)" if stale_refs else "")
-            + f"; run: {' && '.join(fixes)}"
+            f"{len(stale_refs)} stale reference(s); run: envparity verify --record"
         )
-        report.exit_code = 1
-    else:
-        n = len(lock.lock_targets(spec)) + len(generated)
-        report.lines.append(f"ok: {n} generated files match {spec.path.name}")
-    lock_drift = flake_lock_drift(spec)
-    if lock_drift:  # flake.lock is written by nix and committed: reported, never rewritten
-        report.lines.append(lock_drift)
-        report.exit_code = 1
+    if state.flake_lock:  # flake.lock is written by nix and committed: reported, never rewritten
+        report.lines.append(state.flake_lock)
+    report.exit_code = 1
     return report

@@ -135,7 +135,9 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
     recorded run did not have them, so they did not take part in its numbers). ``host``
     installs nothing from the lock: a changed host shows as a divergence, with its cause.
     """
-    if ref.target not in spec.targets:
+    from orchestrator.verify import DEFAULT_TARGETS  # host and venv run without a table
+
+    if ref.target not in spec.targets and ref.target not in DEFAULT_TARGETS:
         return f"target {ref.target!r} is no longer in {spec.path.name}"
     inputs, lock_digest, lock_path = reference_inputs(spec, ref.target)
     if ref.inputs != inputs:

@@ -302,7 +302,7 @@ class TestStale:
                 "verify --record' to record it again" in done.stdout
             )
         assert done.stdout.rstrip().endswith(
-            "0 stale lock(s), 0 drifted file(s), 2 stale reference(s); run: envparity verify --record"
+            "2 stale reference(s); run: envparity verify --record"
         )
 
     def test_a_reference_from_another_lock_is_noted_not_compared(self, project: Path) -> None:
