@@ -67,9 +67,7 @@ def check(spec: Spec) -> Report:
     if not state.files_current:
         report.lines.append(state.summary)
     if stale_refs:
-        report.lines.append(
-            f"{len(stale_refs)} stale reference(s); run: envparity verify --record"
-        )
+        report.lines.append(f"{len(stale_refs)} stale reference(s); run: envparity verify --record")
     if state.flake_lock:  # flake.lock is written by nix and committed: reported, never rewritten
         report.lines.append(state.flake_lock)
     report.exit_code = 1

@@ -301,9 +301,7 @@ class TestStale:
                 "environment.toml inputs (seed, determinism, steps or probe); run 'envparity "
                 "verify --record' to record it again" in done.stdout
             )
-        assert done.stdout.rstrip().endswith(
-            "2 stale reference(s); run: envparity verify --record"
-        )
+        assert done.stdout.rstrip().endswith("2 stale reference(s); run: envparity verify --record")
 
     def test_a_reference_from_another_lock_is_noted_not_compared(self, project: Path) -> None:
         hw = the_class(project)
