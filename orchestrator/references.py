@@ -106,8 +106,9 @@ class Reference:
 
 def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
     """What a target's fingerprints depend on besides hardware: (inputs hash, lock content
-    hash, lock path). The inputs are the seed and [determinism], the probe and its source,
-    the steps and the target's flavor."""
+    hash, lock path). The inputs are the seed and [determinism], the probe and its source (for
+    the built-in probe, envparity's ``probe/workload.py`` and ``probe/recorder.py``), the steps
+    and the target's flavor."""
     from orchestrator import lock
     from orchestrator.verify import probe_source
 
@@ -118,12 +119,23 @@ def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
             "determinism": data["determinism"],
             "steps": spec.verify.steps,
             "probe": spec.verify.probe or "",
-            "probe_source": probe_source(spec),
+            "probe_source": probe_source(spec) or _builtin_probe_source(),
             "flavor": flavor,
         }
     )
     lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
     return inputs, lock.lock_digest(spec, flavor), lock_path
+
+
+def _builtin_probe_source() -> str:
+    """A hash of the built-in probe's code: a change to it is a new probe, not a divergence."""
+    here = Path(__file__).resolve().parent / "probe"
+    return files.inputs_hash(
+        {name: files.sha256((here / name).read_text(encoding="utf-8")) for name in _BUILTIN}
+    )
+
+
+_BUILTIN = ("workload.py", "recorder.py")
 
 
 def stale_reason(spec: Spec, ref: Reference) -> str | None:
@@ -141,7 +153,10 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
         return f"target {ref.target!r} is no longer in {spec.path.name}"
     inputs, lock_digest, lock_path = reference_inputs(spec, ref.target)
     if ref.inputs != inputs:
-        return f"recorded from other {spec.path.name} inputs (seed, determinism, steps or probe)"
+        return (
+            f"recorded from other {spec.path.name} inputs (seed, determinism, steps or probe) "
+            "or another version of the probe's code"
+        )
     if ref.target == "host" or ref.lock == lock_digest:
         return None
     if ref.lock_file != lock_path:

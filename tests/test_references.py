@@ -298,8 +298,9 @@ class TestStale:
         for target in ("host", "venv"):
             assert (
                 f"fingerprints/{hw}/{target}: stale reference: recorded from other "
-                "environment.toml inputs (seed, determinism, steps or probe); run 'envparity "
-                "verify --record' to record it again" in done.stdout
+                "environment.toml inputs (seed, determinism, steps or probe) or another version "
+                "of the probe's code; run 'envparity verify --record' to record it again"
+                in done.stdout
             )
         assert done.stdout.rstrip().endswith("2 stale reference(s); run: envparity verify --record")
 
