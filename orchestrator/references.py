@@ -63,15 +63,14 @@ def hardware_class(fp: Fingerprint) -> str:
     """
     env = fp.environment
     if fp.device == "cuda":
-        gpus = env.get("gpus") or []
-        if not gpus or not isinstance(gpus[0], dict):
+        if not env.gpus:
             raise FingerprintError(f"{fp.source}: a CUDA run without environment.gpus")
-        gpu = gpus[0]
-        cc = str(gpu.get("capability", "?")).replace(".", "")
-        driver = str((env.get("collect_env") or {}).get("nvidia_driver_version") or "unknown")
-        return f"gpu-{_slug(str(gpu.get('name', '?')))}-sm{cc}-driver{driver.split('.')[0]}"
-    model = str((env.get("platform") or {}).get("cpu_model") or "unknown")
-    isa = str((env.get("torch") or {}).get("cpu_capability") or "unknown")
+        gpu = env.gpus[0]
+        cc = gpu.capability.replace(".", "")
+        driver = str(env.collect_env.get("nvidia_driver_version") or "unknown")
+        return f"gpu-{_slug(gpu.name)}-sm{cc}-driver{driver.split('.')[0]}"
+    model = str(env.platform.get("cpu_model") or "unknown")
+    isa = str(env.torch.get("cpu_capability") or "unknown")
     return f"cpu-{_slug(model)}-{_slug(isa)}"
 
 
@@ -186,7 +185,7 @@ def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     pins = lock.pinned(header.body if header else text)
     had = {
         _canonical(name): str(version)
-        for name, version in (ref.fingerprint.environment.get("packages") or {}).items()
+        for name, version in ref.fingerprint.environment.packages.items()
     }
     return [
         f"{name} {version} (the reference ran with {had[name]})"
@@ -211,7 +210,7 @@ def load_all(root: Path) -> list[Reference]:
         return []
     out: list[Reference] = []
     for meta_path in sorted(root.glob(f"*/{META}")):
-        meta = fingerprint.read_json(meta_path)
+        meta = _meta(meta_path)
         if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
             raise FingerprintError(
                 f"{meta_path}: not an envparity reference (format {meta.get('format')!r} "
@@ -239,6 +238,13 @@ def load_all(root: Path) -> list[Reference]:
     return out
 
 
+def _meta(path: Path) -> dict[str, Any]:
+    data = fingerprint.read_json(path)
+    if not isinstance(data, dict):
+        raise FingerprintError(f"{path}: not an envparity reference (not a JSON object)")
+    return data
+
+
 def record(
     spec: Spec, recorded: Sequence[tuple[str, Path]], *, machine: str, now: str | None = None
 ) -> list[Path]:
@@ -256,7 +262,7 @@ def record(
         where = folder(spec) / hw_class
         meta_path = where / META
         meta: dict[str, Any] = (
-            fingerprint.read_json(meta_path)
+            _meta(meta_path)
             if meta_path.is_file()
             else {"format": META_FORMAT, "version": META_VERSION, "targets": {}}
         )

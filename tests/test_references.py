@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrator import gpus, references, verify
+from orchestrator.probe import fingerprint as fp_module
 from orchestrator.probe.fingerprint import Fingerprint
 from orchestrator.spec import loads
 from tests.test_verify import CPU_INDEX, mirror
@@ -69,16 +70,31 @@ STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 def fake_fingerprint(**environment: Any) -> Fingerprint:
-    device = "cuda" if environment.get("gpus") else "cpu"
+    gpus = tuple(
+        fp_module.Gpu(name=g["name"], capability=g["capability"], sm_count=1, memory=1)
+        for g in environment.get("gpus", [])
+    )
+    env = fp_module.Environment(
+        python=fp_module.PythonInfo("3.11.7", "CPython", "python", "fixed:0"),
+        platform=environment.get("platform", {}),
+        launch={},
+        numpy={},
+        torch=environment.get("torch", {}),
+        flags={},
+        gpus=gpus,
+        collect_env=environment.get("collect_env", {}),
+        packages={},
+    )
+    stages = fp_module.Stages("sha256:0", {}, (), (), "sha256:0", {}, {})
     return Fingerprint(
         source="fp.json",
         probe="p",
         seed=0,
         steps=1,
-        device=device,
-        environment=environment,
-        stages={},
-        audit=[],
+        device="cuda" if gpus else "cpu",
+        environment=env,
+        stages=stages,
+        audit=(),
     )
 
 
@@ -198,7 +214,7 @@ class TestRecord:
         out = (project / "record.txt").read_text()
         for target in ("host", "venv"):
             assert (
-                f"{target}: GPU part not verified here: no NVIDIA GPU visible, the cu130 build "
+                f"{target}: note: GPU part not verified here: no NVIDIA GPU visible, the cu130 build "
                 "ran on the CPU" in out
             )
         assert "host vs venv: bitwise identical" in out
