@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from orchestrator.determinism_settings import DeterminismSettings, check_values
 from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
-from orchestrator.messages import clip, quote
+from orchestrator.messages import clip, quote, redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -713,7 +713,8 @@ _url_shape = _shape(
     "an http(s):// or file:// URL or an absolute path (no spaces, quotes, '$' or backticks)",
 )
 CREDENTIALS_ADVICE = (
-    "credentials in a URL would be written into flake.nix, the Dockerfile and messages: "
+    "credentials in a URL would be written into generated files (flake.nix, the Dockerfile, "
+    "the CI workflow) and messages: "
     "write the URL without them and let uv find them, in a ~/.netrc entry for the host "
     "(uv and pip read it), with 'uv auth login HOST', or in a keyring "
     "(UV_KEYRING_PROVIDER=subprocess); envparity hands indexes to uv unnamed "
@@ -998,8 +999,19 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}$")
+_LABEL_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_REQUIREMENT_RE = _ascii(r"[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}")
+
+
+_requirement_shape = _shape(_REQUIREMENT_RE, "a requirement or path (e.g. 'envparity==0.1.0', '.')")
+
+
+def _requirement_problem(value: str) -> str | None:
+    """The shape; and no URL with userinfo: the workflow file is committed."""
+    shape = _requirement_shape(value)
+    if shape is None and redact(value) != value:
+        return f"{quote(value)} holds credentials; {CREDENTIALS_ADVICE}"
+    return shape
 
 
 def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
@@ -1016,7 +1028,7 @@ def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
             p,
             str,
             d.envparity,
-            check=_shape(_REQUIREMENT_RE, "a requirement or path (e.g. 'envparity==0.1.0', '.')"),
+            check=_requirement_problem,
         )
         or d.envparity,
         gpu_runner_labels=r.strings(

@@ -733,6 +733,21 @@ class TestCredentials:
         assert TOKEN not in err and "***@" in err
         assert "~/.netrc" in err and "UV_INDEX_<NAME>_USERNAME" in err
 
+    def test_a_ci_requirement_with_userinfo_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from orchestrator.spec import CREDENTIALS_ADVICE
+
+        spec = tmp_path / "environment.toml"
+        requirement = f"envparity @ https://user:{TOKEN}@git.example.org/envparity.whl"
+        spec.write_text(SPEC_HEAD + f'[ci]\nenvparity = "{requirement}"\n', encoding="utf-8")
+        code, out, err = render_in(tmp_path, capsys, "render")
+        assert (code, out) == (2, "")
+        assert err == (
+            f"envparity: {spec}: ci.envparity: 'envparity @ https://***@git.example.org/"
+            f"envparity.whl' holds credentials; {CREDENTIALS_ADVICE}\n"
+        )
+
     def test_a_planted_token_reaches_no_output_and_no_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
