@@ -29,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError, UsageError
-from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft
+from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
 from orchestrator.spec import Dependency
@@ -72,6 +72,16 @@ def convert(source: Path | None, *, name: str | None) -> Converted:
         draft.notes.append(
             f"python: {draft.origin} does not say; set to this interpreter's {draft.python}"
         )
+    if draft.cuda is None:  # CUDA-only packages (nvidia-*-cuXY) with no CUDA flavor to hold them
+        for key, dep in list(draft.deps.items()):
+            if dep.flavors == ("cuda",):
+                del draft.deps[key]
+                draft.skip(
+                    draft_where(draft),
+                    dep.requirement(),
+                    "a CUDA-only package, and nothing says which CUDA toolkit; add [cuda] "
+                    'and this package with flavors = ["cuda"]',
+                )
     _add_pytorch_indexes(draft)
     text = render(draft)
     specs.loads(text)  # every text we hand out must load; a failure here is a bug in this package
@@ -92,6 +102,10 @@ def write_spec(path: Path, text: str, *, force: bool) -> None:
         files.atomic_write(path, text)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def draft_where(draft: Draft) -> Where:
+    return Where(draft.origin, "")
 
 
 def _running_python() -> str:

@@ -67,7 +67,9 @@ _CONDA_SYSTEM = frozenset(
 _TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<version>\d{1,2}\.\d)")
 _CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>\d{1,2}\.\d)")
 _SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?$")
-_CONDA_PLATFORM_RE = re.compile(r"^#\s*platform:\s*(linux|osx|win)-\w+\s*$|^#\s*platform:\s*noarch\s*$", re.I)
+_CONDA_PLATFORM_RE = re.compile(
+    r"^#\s*platform:\s*(linux|osx|win)-\w+\s*$|^#\s*platform:\s*noarch\s*$", re.I
+)
 
 
 def is_spec_list(text: str) -> bool:

@@ -69,6 +69,21 @@ def local_build(local: str) -> str | None:
     return m["build"] if m else None
 
 
+_LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "extra": ""}
+
+
+def for_linux(markers: str) -> bool:
+    """False when ``markers`` name a platform and exclude Linux (envparity's only platform)."""
+    from packaging.markers import InvalidMarker, Marker
+
+    if not re.search(r"sys_platform|platform_system|os_name", markers):
+        return True
+    try:
+        return Marker(markers).evaluate(_LINUX)
+    except InvalidMarker:  # pragma: no cover - callers pass parsed markers
+        return True
+
+
 def cuda_only(name: str) -> bool:
     """True for packages that only a CUDA build uses (nvidia-*-cuXY runtime wheels, CuPy)."""
     return bool(_CUDA_ONLY_RE.match(canonical(name)))
@@ -129,9 +144,20 @@ class Draft:
 
     def add(self, dep: Dependency, where: Where) -> None:
         """Add a dependency; a CUDA-only package (nvidia-*-cuXY) is kept to the CUDA flavor."""
+        key = canonical(dep.name)
+        if dep.markers and not for_linux(dep.markers):
+            self.skip(
+                where,
+                dep.requirement(),
+                "for another platform; envparity environments run on Linux",
+            )
+            return
         if cuda_only(dep.name) and not dep.flavors:
             dep = replace(dep, flavors=("cuda",))
-        key = canonical(dep.name)
+            pinned = re.fullmatch(r"==(\d+)\.(\d+)(\.[\d.]+)?", dep.specifier)
+            if re.fullmatch(r"nvidia-cuda-runtime-cu\d+", key) and pinned:
+                origin = f"{dep.requirement()} ({where})"
+                self.set_cuda(f"{pinned[1]}.{pinned[2]}", origin, where)
         kept = self.deps.get(key)
         if kept is None:
             self.deps[key] = dep
@@ -247,7 +273,7 @@ _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "<=", "<", "!=")
 
 def ordered(specifiers: SpecifierSet) -> str:
     """A specifier set written in a stable, readable order: ``>=2.1.0,<3.0.0``."""
-    return ",".join(str(s) for s in sorted_specifiers(specifiers))
+    return ",".join(dict.fromkeys(str(s) for s in sorted_specifiers(specifiers)))
 
 
 def sorted_specifiers(specifiers: SpecifierSet) -> list[Specifier]:

@@ -35,6 +35,7 @@ from orchestrator.init.draft import (
     Where,
     canonical,
     cuda_of_tag,
+    for_linux,
     local_build,
     ordered,
     pep440,
@@ -68,17 +69,6 @@ DEV_GROUP = (
     "a development group, left out of the environment under test; add what it needs to "
     "[dependencies]"
 )
-_LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "extra": ""}
-
-
-def for_linux(markers: str) -> bool:
-    """False when ``markers`` name a platform and exclude Linux (envparity's only platform)."""
-    if not re.search(r"sys_platform|platform_system|os_name", markers):
-        return True
-    try:
-        return Marker(markers).evaluate(_LINUX)
-    except InvalidMarker:  # pragma: no cover - callers pass parsed markers
-        return True
 
 
 def _build_flavor(build: str | None) -> str | None:
