@@ -229,7 +229,9 @@ def test_requirements_index_options_become_index_entries_without_credentials() -
 
 def test_credentials_never_reach_a_not_converted_comment() -> None:
     text, _ = convert(
-        {"requirements.txt": "--extra-index-url https://${USER}:${TOKEN}@host.example/${PATH}\nsix\n"},
+        {
+            "requirements.txt": "--extra-index-url https://${USER}:${TOKEN}@host.example/${PATH}\nsix\n"
+        },
         "requirements.txt",
     )
     assert "TOKEN" not in text
@@ -759,7 +761,8 @@ test = ["pytest>=8"]
         ),
         pytest.param(
             '[tool.poetry.dependencies]\nmine = {path = ".", develop = true}\n',
-            "pyproject.toml: tool.poetry.dependencies.mine: \"mine = { path = '.' }\": " + UNLOCKABLE,
+            "pyproject.toml: tool.poetry.dependencies.mine: \"mine = { path = '.' }\": "
+            + UNLOCKABLE,
             id="path-dependency",
         ),
         pytest.param(

@@ -310,9 +310,13 @@ class TestCorpus:
 
 
 def _envparity(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    wheels = os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    wheels = (
+        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    )
     if not any(Path(wheels).glob("torch-2.13.0+cpu-*.whl")):
-        pytest.fail(f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS to a folder holding it")
+        pytest.fail(
+            f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS to a folder holding it"
+        )
     env = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU}={wheels}", "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
@@ -328,7 +332,12 @@ def _envparity(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
     """init -> lock -> render -> check, for every CPU file of the corpus: the real uv."""
-    assert CPU_CASES == ["req_cpu_small.txt", "env_cpu.yml", "conda_explicit.txt", "pep621_cpu.toml"]
+    assert CPU_CASES == [
+        "req_cpu_small.txt",
+        "env_cpu.yml",
+        "conda_explicit.txt",
+        "pep621_cpu.toml",
+    ]
     for name in CPU_CASES:
         folder = tmp_path / name.replace(".", "-")
         folder.mkdir()

@@ -140,6 +140,7 @@ class _Pep621:
         self.not_index: dict[str, str] = {}  # canonical package -> why it cannot be locked
         self.extra_flavor: dict[str, str] = {}  # accelerator extra -> "cpu" / "cuda"
         self.extra_build: dict[str, str] = {}  # accelerator extra -> its build (cu128 ...)
+        self.extra_indexes: list[tuple[str, str, str, Where]] = []  # extra, url, origin, where
 
     def where(self, key: str) -> Where:
         return Where(self.display, key)
@@ -164,8 +165,7 @@ class _Pep621:
         for i, line in enumerate(deps):
             self._requirement(line, self.where(f"project.dependencies[{i}]"), None)
         optional = project.get("optional-dependencies")
-        if isinstance(optional, dict):
-            self._extras(optional)
+        self._extras(optional if isinstance(optional, dict) else {})
         for key, value in self.uv.items():
             if key not in ("index", "sources", "conflicts", "package", "dev-dependencies"):
                 self.draft.skip(self.where(f"tool.uv.{key}"), repr(value), "no spec equivalent")
@@ -262,7 +262,11 @@ class _Pep621:
         origin = f"uv index {label!r}, the source of {package}" + (
             f" with the extra {extra!r}" if isinstance(extra, str) else ""
         )
-        self.draft.add_index(url, "index", origin + "; here it serves every package", where)
+        origin += "; here it serves every package"
+        if isinstance(extra, str):  # added once the extras are chosen: one CUDA flavor
+            self.extra_indexes.append((extra, url, origin, where))
+        else:
+            self.draft.add_index(url, "index", origin, where)
 
     def _extras(self, optional: dict[str, Any]) -> None:
         for extra in optional:
@@ -270,8 +274,18 @@ class _Pep621:
             if extra not in self.extra_flavor and named and self.extra_flavor:
                 self.extra_flavor[extra] = _build_flavor(named["build"]) or "cuda"
                 self.extra_build[extra] = named["build"]
-        cuda_extras = [e for e, f in self.extra_flavor.items() if f == "cuda" and e in optional]
+        cuda_extras = [e for e, f in self.extra_flavor.items() if f == "cuda"]
         chosen_cuda = max(cuda_extras, key=self._cuda_rank, default=None)
+        for extra, url, origin, where in self.extra_indexes:
+            if self.extra_flavor[extra] == "cuda" and extra != chosen_cuda:
+                self.draft.skip(
+                    where,
+                    f"{url} for the extra {extra!r}",
+                    f"another CUDA build; the spec has one CUDA flavor, from the extra "
+                    f"{chosen_cuda!r}",
+                )
+            else:
+                self.draft.add_index(url, "index", origin, where)
         for extra, items in optional.items():
             where = self.where(f"project.optional-dependencies.{extra}")
             flavor = self.extra_flavor.get(extra)
