@@ -84,7 +84,7 @@ def from_pyproject(draft: Draft, path: Path) -> None:
         data = tomllib.loads(read_text(path, display))
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
-    tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+    tool = _table(data.get("tool"))
     poetry = tool.get("poetry")
     project = data.get("project")
     has_poetry = isinstance(poetry, dict) and "dependencies" in poetry
@@ -102,8 +102,7 @@ def from_pyproject(draft: Draft, path: Path) -> None:
             ]
         )
     if isinstance(project, dict):
-        uv = tool.get("uv") if isinstance(tool.get("uv"), dict) else {}
-        _Pep621(draft, display, path, uv).read(project)
+        _Pep621(draft, display, path, _table(tool.get("uv"))).read(project)
     if isinstance(poetry, dict):
         _Poetry(draft, display).read(poetry)
     groups = data.get("dependency-groups")
@@ -114,6 +113,10 @@ def from_pyproject(draft: Draft, path: Path) -> None:
                 Where(display, f"dependency-groups.{group}"),
                 [_item_text(i) for i in items] if isinstance(items, list) else [str(items)],
             )
+
+
+def _table(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _item_text(item: object) -> str:
