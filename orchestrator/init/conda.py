@@ -10,9 +10,10 @@ conda's version grammar is mapped to PEP 440 here: ``2.0.*`` -> ``==2.0.*``, ``=
 alternative, with a note. conda names that differ from PyPI's are renamed (``pytorch`` ->
 ``torch``); the CUDA toolkit packages (``pytorch-cuda``, ``cudatoolkit``, ``cuda-version``)
 set ``[cuda]``; a pytorch build string such as ``py3.10_cuda11.8_cudnn8.7.0_0`` does too.
-In a spec list, where every line carries a build string, packages whose build is not a
-Python build (``h1234abc_0`` rather than ``py310h..._0``/``pyhd8ed1ab_0``) are native
-libraries the PyPI wheels bundle: they are listed in one ``not converted`` line.
+A package whose build string is not a Python build (``h1234abc_0`` rather than
+``py310h..._0``/``pyhd8ed1ab_0``), as ``conda list --export`` and ``conda env export`` write
+for every package, is a native library the PyPI wheels bundle: such packages are listed in
+one ``not converted`` line.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class _CondaReader:
         self.builds: list[str] = []
         self.native: list[str] = []
 
-    def package(self, item: str, where: Where, *, native_by_build: bool = False) -> None:
+    def package(self, item: str, where: Where) -> None:
         from rattler import MatchSpec
         from rattler.exceptions import InvalidMatchSpecError
 
@@ -134,11 +135,7 @@ class _CondaReader:
                     "[system] packages come from each target's package set; the version is not kept",
                 )
             return
-        if (
-            name in _CONDA_ONLY
-            or name.startswith("lib")
-            or (native_by_build and build and not build.startswith("py") and name != "python")
-        ):
+        if name in _CONDA_ONLY or (build and not build.startswith("py") and name != "python"):
             self.native.append(name)
             return
         specifier, note = conda_specifier(match.version)
@@ -353,9 +350,9 @@ def from_spec_list(draft: Draft, path: Path) -> None:
             if spec is None:
                 draft.problem(where, f"{line!r} is not a conda package URL (.conda or .tar.bz2)")
                 continue
-            conda.package(spec, where, native_by_build=True)
+            conda.package(spec, where)
         else:
-            conda.package(line, where, native_by_build=True)
+            conda.package(line, where)
     conda.finish(Where(display, ""))
     if explicit:
         draft.notes.append(
