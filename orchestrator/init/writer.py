@@ -219,6 +219,7 @@ def _targets(w: _Doc, d: Draft) -> None:
     targets.add("host", host)
     targets.add("venv", venv)
     w.doc.add("targets", targets)
+    w.blank()
     w.comment("[targets.devcontainer]")
     w.comment('image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:<digest>"')
     w.comment("[targets.nix]")
