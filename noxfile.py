@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,12 +29,29 @@ nox.options.reuse_existing_virtualenvs = True
 SPEC = spec.load(ROOT / "environment.toml")
 PYTHON = SPEC.environment.python_minor
 
-# A machine whose pip reads a local wheel folder (PIP_FIND_LINKS) and cannot reach the PyTorch
-# CPU index uses that folder as its mirror: the lock's hashes decide what is accepted.
-if "ENVPARITY_MIRRORS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
-    os.environ["ENVPARITY_MIRRORS"] = (
-        "https://download.pytorch.org/whl/cpu=" + os.environ["PIP_FIND_LINKS"]
-    )
+
+def _pip_find_links() -> str:
+    """PIP_FIND_LINKS, else pip's configured ``global.find-links`` (as .ci/run reads it)."""
+    if os.environ.get("PIP_FIND_LINKS"):
+        return os.environ["PIP_FIND_LINKS"]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+# A machine whose pip reads a local wheel folder (PIP_FIND_LINKS, or pip's find-links setting)
+# and cannot reach the PyTorch CPU index uses that folder as its mirror: the lock's hashes
+# decide what is accepted.
+if "ENVPARITY_MIRRORS" not in os.environ and (_links := _pip_find_links()):
+    os.environ["ENVPARITY_MIRRORS"] = "https://download.pytorch.org/whl/cpu=" + _links
 
 
 # The devcontainers CLI the tests and the devcontainer target run: npm package, pinned.
