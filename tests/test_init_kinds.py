@@ -292,6 +292,15 @@ class TestUv:
             "environment under test; add what it needs to [dependencies])"
         )
 
+    def test_malformed_uv_tables_are_refused_together(self) -> None:
+        assert refused(
+            "pyproject.toml",
+            "[project]\nname = 'x'\ndependencies = ['six']\n[tool.uv]\nsources = 3\nindex = 'x'\n",
+        ) == (
+            "pyproject.toml: tool.uv.index: expected an array of tables\n"
+            "pyproject.toml: tool.uv.sources: expected a table"
+        )
+
     def test_an_unknown_index_is_refused(self) -> None:
         assert (
             refused(

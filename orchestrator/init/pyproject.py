@@ -202,7 +202,10 @@ class _Pep621:
 
     def _uv_indexes(self) -> None:
         indexes = self.uv.get("index", [])
-        for i, index in enumerate(indexes if isinstance(indexes, list) else []):
+        if not isinstance(indexes, list):
+            self.draft.problem(self.where("tool.uv.index"), "expected an array of tables")
+            indexes = []
+        for i, index in enumerate(indexes):
             where = self.where(f"tool.uv.index[{i}]")
             if not (isinstance(index, dict) and isinstance(index.get("url"), str)):
                 self.draft.problem(where, "expected a table with a 'url' string")
@@ -218,6 +221,7 @@ class _Pep621:
     def _uv_sources(self) -> None:
         sources = self.uv.get("sources", {})
         if not isinstance(sources, dict):
+            self.draft.problem(self.where("tool.uv.sources"), "expected a table")
             return
         for package, value in sources.items():
             entries = value if isinstance(value, list) else [value]
