@@ -459,6 +459,13 @@ class _Poetry:
         source = value.get("source") if isinstance(value, dict) else None
         if isinstance(source, str) and source.lower() != "pypi":
             self.used.setdefault(source, []).append(name)
+        if (
+            flavor is None
+            and isinstance(value, dict)
+            and set(value) <= {"source", "markers", "python", "platform"}
+            and canonical(name) in self.draft.deps
+        ):
+            return  # Poetry 2: [project] lists it; this table only chooses its source
         if flavor is None:
             self.draft.add(dep, where)
         else:
