@@ -344,6 +344,32 @@ class TestConda:
         assert deps(s) == expected
         assert (s.cuda.version if s.cuda else None) == cuda
 
+    @pytest.mark.parametrize(
+        ("version_spec", "pep440", "note"),
+        [
+            (None, "", ""),
+            ("*", "", ""),
+            ("2.0.0.*", "==2.0.0", ""),  # conda's =2.0.0: a full release means that release
+            ("1.24.*", "==1.24.*", ""),  # conda's =1.24: any 1.24.x
+            ("==1.24.0", "==1.24.0", ""),
+            (">=1.24,<2", ">=1.24,<2", ""),
+            (">=1.2.*", ">=1.2", ""),
+            ("1!2.0.*", "==1!2.0.*", ""),
+            (
+                ">=1.2|<1.0",
+                ">=1.2",
+                "conda's '|' (either) has no PEP 440 equivalent; kept the first alternative, >=1.2",
+            ),
+            ("==1.1.1w", None, ""),  # openssl's letters: no PEP 440 version
+        ],
+    )
+    def test_versions_as_rattler_normalises_them(
+        self, version_spec: str | None, pep440: str | None, note: str
+    ) -> None:
+        from orchestrator.init.conda import conda_specifier
+
+        assert conda_specifier(version_spec) == (pep440, note)
+
     def test_either_keeps_the_first_alternative_and_says_so(self) -> None:
         converted, s = convert("environment.yml", "dependencies:\n  - pillow 9.*|10.*\n")
         assert deps(s) == {"pillow": ("pillow==9.*", ())}
