@@ -330,6 +330,16 @@ class TestConda:
             ("numpy 1.24.3 py310h5f9d8c6_0", ("numpy", "numpy==1.24.3"), None),
             ("pytorch=2.0.1=py3.10_cuda11.8_cudnn8.7.0_0", ("torch", "torch==2.0.1"), "11.8"),
             ("py-opencv", ("opencv-python", "opencv-python"), None),
+            (
+                "conda-forge::pytorch=2.1.2=cuda118_py310h6f4ad4e_300",
+                ("torch", "torch==2.1.2"),
+                "11.8",
+            ),
+            (
+                "conda-forge::pytorch=2.1.2=cpu_mkl_py310hd7fc8f7_100",
+                ("torch", "torch==2.1.2"),
+                None,
+            ),
             ("librosa=0.10.1", ("librosa", "librosa==0.10.1"), None),
             ("libjpeg-turbo=2.1.4=h166bdaf_0", None, None),  # a native build: conda-only
         ],

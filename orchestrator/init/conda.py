@@ -10,8 +10,8 @@ conda's version grammar is mapped to PEP 440 here: ``2.0.*`` -> ``==2.0.*``, ``=
 alternative, with a note. conda names that differ from PyPI's are renamed (``pytorch`` ->
 ``torch``); the CUDA toolkit packages (``pytorch-cuda``, ``cudatoolkit``, ``cuda-version``)
 set ``[cuda]``; a pytorch build string such as ``py3.10_cuda11.8_cudnn8.7.0_0`` does too.
-A package whose build string is not a Python build (``h1234abc_0`` rather than
-``py310h..._0``/``pyhd8ed1ab_0``), as ``conda list --export`` and ``conda env export`` write
+A package whose build string names no Python (``h1234abc_0`` rather than
+``py310h..._0``, ``pyhd8ed1ab_0`` or conda-forge's ``cuda118_py310h..._0``), as ``conda list --export`` and ``conda env export`` write
 for every package, is a native library the PyPI wheels bundle: such packages are listed in
 one ``not converted`` line.
 """
@@ -65,7 +65,10 @@ _CONDA_ONLY = frozenset(
 _CONDA_SYSTEM = frozenset(
     {"cmake", "curl", "ffmpeg", "git", "git-lfs", "graphviz", "make", "unzip", "wget", "zip"}
 )
-_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<version>\d{1,2}\.\d)")
+# pytorch channel builds say py3.10_cuda11.8_cudnn8.7.0_0; conda-forge's cuda118_py310h1234_0.
+_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<major>\d{1,2})\.?(?P<minor>\d)(?:_|py|$)")
+# A Python package's build names its Python: py310h..., pyhd8ed1ab_0, cuda118_py310h...
+_PYTHON_BUILD_RE = re.compile(r"py(?:\d|h|_)")
 _CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>\d{1,2}\.\d)")
 _SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?$")
 _CONDA_PLATFORM_RE = re.compile(
@@ -135,7 +138,9 @@ class _CondaReader:
                     "[system] packages come from each target's package set; the version is not kept",
                 )
             return
-        if name in _CONDA_ONLY or (build and not build.startswith("py") and name != "python"):
+        if name in _CONDA_ONLY or (
+            build and not _PYTHON_BUILD_RE.search(build) and name != "python"
+        ):
             self.native.append(name)
             return
         specifier, note = conda_specifier(match.version)
@@ -152,7 +157,7 @@ class _CondaReader:
             self.builds.append(f"{name} {build}")
             if name in ("pytorch", "pytorch-gpu") and (m := _TORCH_BUILD_CUDA_RE.search(build)):
                 origin = f"the build {build} of {name} ({where})"
-                self.draft.set_cuda(m["version"], origin, where)
+                self.draft.set_cuda(f"{m['major']}.{m['minor']}", origin, where)
         self.draft.add(Dependency(name=_CONDA_TO_PYPI.get(name, name), specifier=specifier), where)
 
     def _cuda(
