@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from orchestrator import compat, files, lock, render
 from orchestrator.errors import SpecError
+from orchestrator.render.flake import flake_lock_drift, flake_warnings
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
 
 
@@ -49,6 +50,7 @@ def check(spec: Spec) -> Report:
     report = Report()
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
+    report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
     stale = lock.stale_locks(spec)
     generated = render.render_all(spec)
     drift = files.drift(spec.root, generated)
@@ -67,4 +69,8 @@ def check(spec: Spec) -> Report:
     else:
         n = len(lock.lock_targets(spec)) + len(generated)
         report.lines.append(f"ok: {n} generated files match {spec.path.name}")
+    lock_drift = flake_lock_drift(spec)
+    if lock_drift:  # flake.lock is written by nix and committed: reported, never rewritten
+        report.lines.append(lock_drift)
+        report.exit_code = 1
     return report

@@ -71,10 +71,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from orchestrator import files, lock, render
+    from orchestrator.render.flake import flake_warnings
 
     spec = _spec(args)
     lock.refuse_incompatible(spec)
     rendered = render.render_all(spec)
+    for warning in flake_warnings(spec):
+        _err(f"warning: {warning}")
     orphans = render.orphans(spec, rendered)
     if args.check:
         drift = files.drift(spec.root, rendered)

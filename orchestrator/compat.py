@@ -9,6 +9,7 @@ cannot prove either way (releases outside it, facts marked unverified) is a warn
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from orchestrator.errors import Problem
-from orchestrator.spec import Spec
+from orchestrator.spec import DevcontainerTarget, Spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -217,7 +218,7 @@ class _Request:
 
 def check(spec: Spec) -> list[Problem]:
     """Every combination the spec asks for that the table proves does not exist."""
-    problems = _unknown_cuda(spec)
+    problems = _unknown_cuda(spec) + _cuda_sources(spec)
     request = _request(spec)
     if problems or request is None:
         return problems
@@ -451,6 +452,81 @@ def _local_label(spec: Spec, request: _Request) -> list[Problem]:
                 )
             )
     return out
+
+
+# The CUDA a base image carries, from its tag: nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04.
+_CUDA_IMAGE_TAG_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.\d+)*(?:-|$)")
+# The build a PyTorch wheel index serves: https://download.pytorch.org/whl/cu128 (or whl/cpu;
+# also under whl/nightly/ and whl/test/).
+_TORCH_INDEX_RE = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,4}|cpu)/?$")
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+def _cuda_sources(spec: Spec) -> list[Problem]:
+    """The devcontainer's CUDA image and the PyTorch indexes must be the spec's CUDA (or CPU)."""
+    file = _display(spec.path)
+    out = []
+    dc = spec.targets.get("devcontainer")
+    flavor = spec.flavor_of("devcontainer")
+    if isinstance(dc, DevcontainerTarget) and spec.cuda is not None and flavor.startswith("cu"):
+        name, tag = _image_tag(dc.image)
+        found = _CUDA_IMAGE_TAG_RE.match(tag) if name.rsplit("/", 1)[-1] == "cuda" else None
+        if found and f"{int(found[1])}.{int(found[2])}" != spec.cuda.version:
+            have = f"{int(found[1])}.{int(found[2])}"
+            out.append(
+                Problem(
+                    file,
+                    "targets.devcontainer.image",
+                    f"the image's tag {tag!r} is CUDA {have} but cuda.version is "
+                    f"{spec.cuda.version!r}: use a {spec.cuda.version}.x tag of {name}, "
+                    f'or set cuda.version = "{have}"',
+                )
+            )
+    for i, index in enumerate(spec.indexes):
+        found = _TORCH_INDEX_RE.search(index.url)
+        if found is None:
+            continue
+        serves = found[1]
+        for f in spec.flavors:
+            if not index.applies_to(f) or serves == f:
+                continue
+            what = "the CPU" if serves == "cpu" else f"the CUDA {_cuda_of(serves)}"
+            if f.startswith("cu") and serves.startswith("cu"):
+                fix = f"use {PYTORCH_INDEX}/{f}"
+            elif f.startswith("cu"):
+                fix = 'limit it with flavors = ["cpu"]'
+            elif spec.cuda is not None:
+                fix = f'limit it with flavors = ["{spec.cuda.flavor}"]'
+            else:
+                fix = f"use {PYTORCH_INDEX}/cpu"
+            out.append(
+                Problem(
+                    file,
+                    f"index[{i}].url",
+                    f"{index.url!r} serves {what} builds of torch but applies to the {f} "
+                    f"flavor{_cuda_note(spec, f)}; {fix}",
+                )
+            )
+    return out
+
+
+def _image_tag(image: str) -> tuple[str, str]:
+    """``registry/name:tag@digest`` -> (``registry/name``, ``tag``); the tag is "" if none."""
+    ref = image.split("@", 1)[0]
+    name, colon, tag = ref.rpartition(":")
+    return (name, tag) if colon and "/" not in tag else (ref, "")
+
+
+def _cuda_of(flavor: str) -> str:
+    """``"cu128"`` -> ``"12.8"``; ``"cu92"`` -> ``"9.2"``."""
+    digits = flavor[2:]
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def _cuda_note(spec: Spec, flavor: str) -> str:
+    if flavor.startswith("cu") and spec.cuda is not None:
+        return f" (cuda.version {spec.cuda.version!r})"
+    return ""
 
 
 def _unverified_lacking(request: _Request, versions: Iterable[str]) -> bool:

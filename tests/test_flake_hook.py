@@ -1,6 +1,7 @@
-"""The flake's shell hook, run by bash with a recording stand-in for uv: it builds .venv from
-the lock once, rebuilds when the lock's hash changes, and never takes a failed build for a
-finished one."""
+"""The flake's shell hook, run by bash: with a recording stand-in for uv it builds .venv from the
+lock once, rebuilds when the lock's hash changes, and never takes a failed build for a finished
+one; with fake driver files it links only the GPU driver's libraries into .envparity/nix-driver
+(or takes NixOS's /run/opengl-driver/lib)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from orchestrator import spec
-from orchestrator.render.flake import venv_hook
+from orchestrator.render.flake import driver_hook, venv_hook
 
 SPEC = """\
 [environment]
@@ -25,7 +26,7 @@ url = "https://download.pytorch.org/whl/cpu"
 flavors = ["cpu"]
 
 [targets.nix]
-nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+nixpkgs = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 """
 
 FAKE_UV = """#!/bin/sh
@@ -99,3 +100,96 @@ def test_hook_leaves_a_venv_it_did_not_make_alone(tmp_path: Path) -> None:
     calls, err = enter(tmp_path, hook)
     assert calls == [] and mine.is_dir()
     assert "envparity: .venv was not made by envparity; leaving it as it is" in err
+
+
+# --------------------------------------------------------------------------- the GPU driver
+
+
+def driver_folder(root: Path, **env: str) -> tuple[str, str]:
+    """Run the flake's driver hook with bash in ``root``; return ``envparity_driver`` and stderr."""
+    script = driver_hook() + 'printf %s "$envparity_driver"'
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=root,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout, done.stderr
+
+
+def fake_host(root: Path) -> tuple[Path, Path]:
+    """Two host library folders: a driver's libraries (with the soname links a driver package
+    installs) among other libraries, and a second copy of libcuda that must not win."""
+    first, second = root / "host" / "lib1", root / "host" / "lib2"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    for name in (
+        "libcuda.so.570.86.15",
+        "libnvidia-ml.so.570.86.15",
+        "libc.so.6",
+        "libstdc++.so.6",
+    ):
+        (first / name).write_text(name)
+    (first / "libcuda.so.1").symlink_to("libcuda.so.570.86.15")
+    (first / "libcuda.so").symlink_to("libcuda.so.1")
+    (first / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.570.86.15")
+    (second / "libcuda.so.1").write_text("another driver")
+    return first, second
+
+
+def test_driver_hook_links_only_the_host_drivers_libraries(tmp_path: Path) -> None:
+    first, second = fake_host(tmp_path)
+    nixos = str(tmp_path / "no-such-nixos-driver")
+    folder, err = driver_folder(
+        tmp_path, ENVPARITY_NIXOS_DRIVER=nixos, ENVPARITY_HOST_LIBS=f"{first} {second}"
+    )
+    driver = tmp_path / ".envparity" / "nix-driver"
+    assert folder == str(driver) and err == ""
+    links = {p.name: os.readlink(p) for p in driver.iterdir()}
+    assert links == {  # libc and libstdc++ stay out; the first folder's libcuda wins
+        name: str(first / name)
+        for name in (
+            "libcuda.so", "libcuda.so.1", "libcuda.so.570.86.15",
+            "libnvidia-ml.so.1", "libnvidia-ml.so.570.86.15",
+        )
+    }  # fmt: skip
+    assert (driver / "libcuda.so.1").read_text() == "libcuda.so.570.86.15"
+
+    # The driver changed (say, an upgrade removed the old version): the folder is remade.
+    (first / "libnvidia-ml.so.570.86.15").unlink()
+    (first / "libnvidia-ml.so.1").unlink()
+    driver_folder(tmp_path, ENVPARITY_NIXOS_DRIVER=nixos, ENVPARITY_HOST_LIBS=str(first))
+    assert sorted(p.name for p in driver.iterdir()) == [
+        "libcuda.so",
+        "libcuda.so.1",
+        "libcuda.so.570.86.15",
+    ]
+
+
+def test_driver_hook_says_when_there_is_no_driver(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    folder, err = driver_folder(
+        tmp_path,
+        ENVPARITY_NIXOS_DRIVER=str(tmp_path / "none"),
+        ENVPARITY_HOST_LIBS=str(empty),
+    )
+    assert folder == str(tmp_path / ".envparity" / "nix-driver")
+    assert list(Path(folder).iterdir()) == []
+    assert err == (
+        "envparity: no NVIDIA driver (libcuda.so.1) found on this machine; "
+        "CUDA will not be usable in this shell\n"
+    )
+
+
+def test_driver_hook_uses_the_nixos_driver_folder_when_there_is_one(tmp_path: Path) -> None:
+    first, _ = fake_host(tmp_path)
+    nixos = tmp_path / "run" / "opengl-driver" / "lib"
+    nixos.mkdir(parents=True)
+    folder, err = driver_folder(
+        tmp_path, ENVPARITY_NIXOS_DRIVER=str(nixos), ENVPARITY_HOST_LIBS=str(first)
+    )
+    assert (folder, err) == (str(nixos), "")
+    assert not (tmp_path / ".envparity").exists()

@@ -270,7 +270,7 @@ def check_description(folder: Path, value: str) -> None:
 
 
 def check_image(folder: Path, value: str) -> None:
-    assert dockerfile(folder, "FROM") == [(value,)]
+    assert dockerfile(folder, "FROM") == [("${UV_IMAGE}", "AS", "uv"), (value,)]
 
 
 def check_extension(folder: Path, value: str) -> None:
@@ -280,8 +280,10 @@ def check_extension(folder: Path, value: str) -> None:
 def check_user(folder: Path, value: str) -> None:
     assert devcontainer(folder)["remoteUser"] == value
     assert dockerfile(folder, "USER") == [(value,)]
-    assert dockerfile_run_calls(folder, "useradd", ["useradd"]) == [
-        ["useradd", "--create-home", "--shell", "/bin/bash", value]
+    # userdel is recorded too (never run): this machine may have a uid-1000 user of its own.
+    calls = dockerfile_run_calls(folder, "useradd", ["useradd", "userdel"])
+    assert [c for c in calls if c[0] == "useradd"] == [
+        ["useradd", "--create-home", "--shell", "/bin/bash", "--uid", "1000", value]
     ]
 
 

@@ -8,6 +8,7 @@ Set ``ENVPARITY_UPDATE_GOLDEN=1`` to rewrite tests/golden/ from the current rend
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ import tomllib
 from orchestrator import cli
 
 REPO = real_tools.REPO
+PIN = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"  # nixos-unstable 2026-10-01
 GOLDEN = Path(__file__).resolve().parent / "golden" / "dogfood"
 
 CPU_MINIMAL = """\
@@ -31,11 +33,11 @@ python = "3.12"
 numpy = ">=2"
 
 [targets.nix]
-nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+nixpkgs = "{pin}"
 
 [targets.devcontainer]
 image = "python:3.12-slim-bookworm"
-"""
+""".replace("{pin}", PIN)
 
 CUDA_12_8 = """\
 [environment]
@@ -87,8 +89,8 @@ extensions = ["ms-python.python", "ms-toolsai.jupyter"]
 user = "researcher"
 
 [targets.nix]
-nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
-""".replace("{digest}", "0123456789abcdef" * 4)
+nixpkgs = "{pin}"
+""".replace("{digest}", "0123456789abcdef" * 4).replace("{pin}", PIN)
 
 MULTI_SYSTEM = """\
 [environment]
@@ -107,12 +109,12 @@ deterministic_algorithms = false
 tf32 = true
 
 [targets.nix]
-nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+nixpkgs = "{pin}"
 
 [targets.devcontainer]
 image = "ghcr.io/example/base:2.1"
 extensions = []
-"""
+""".replace("{pin}", PIN)
 
 SPECS = {
     "dogfood": (REPO / "environment.toml").read_text(encoding="utf-8"),
@@ -173,27 +175,56 @@ def test_multi_system_flake_has_a_dev_shell_for_each_system(rendered: dict[str, 
     assert shells == {"aarch64-linux": "multi.arch", "x86_64-linux": "multi.arch"}
 
 
+def _shell(folder: Path, attr: str) -> object:
+    return real_tools.nix_eval_json(
+        "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
+        f".devShells.x86_64-linux.default.{attr}",
+        cwd=folder,
+    )
+
+
 @pytest.mark.slow
-def test_cuda_flake_takes_toolkit_and_cudnn_from_the_matching_package_set(
+def test_cuda_flake_takes_the_split_cuda_packages_and_maps_apt_names(
     rendered: dict[str, Path],
 ) -> None:
-    shell = real_tools.nix_eval_json(
+    # build-essential, git, libgl1, ffmpeg, openssh-client, curl (overridden as itself)
+    names = real_tools.nix_eval_json(
         "map (p: p.name) ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
         ".devShells.x86_64-linux.default.nativeBuildInputs",
         cwd=rendered["cuda-12.8"],
     )
-    assert shell == [
-        "python312",
-        "uv",
-        "gcc",
-        "git",
-        "libGL",
-        "ffmpeg",
-        "openssh",
-        "curl",
-        "cudatoolkit-12_8",
-        "cudnn-12_8",
+    assert names == [
+        "python312", "uv",
+        "curl", "ffmpeg", "gcc", "git", "gnumake", "libglvnd", "openssh",
+        "cuda12.8-cuda_nvcc", "cuda12.8-cuda_cudart", "cuda12.8-cuda_cccl",
+        "cuda12.8-libcublas", "cuda12.8-cudnn",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_library_packages_and_nothing_of_cuda_go_on_the_library_path(
+    rendered: dict[str, Path],
+) -> None:
+    hook = str(_shell(rendered["cuda-12.8"], "shellHook"))
+    first = hook.splitlines()[0]
+    assert first.startswith("envparity_libs=")
+    folders = [  # /nix/store/<hash>-<name>/lib -> <name>/lib
+        Path(p).parent.name.split("-", 1)[1] + "/lib"
+        for p in first.removeprefix("envparity_libs=").split(":")
     ]
+    # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd)
+    assert folders == [
+        "gcc-unwrapped-lib/lib",
+        "zlib-lib/lib",
+        "ffmpeg-lib/lib",
+        "libglvnd-lib/lib",
+    ]
+    assert 'export LD_LIBRARY_PATH="$envparity_libs:$envparity_driver${LD_LIBRARY_PATH' in hook
+    cpu_hook = str(_shell(rendered["cpu-minimal"], "shellHook"))
+    assert "envparity_driver" not in cpu_hook
+    assert (
+        'export LD_LIBRARY_PATH="$envparity_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' in cpu_hook
+    )
 
 
 @pytest.mark.slow
@@ -211,6 +242,30 @@ def test_devcontainer_json_is_valid_and_read_by_the_devcontainer_cli(
 @pytest.mark.parametrize("name", SPECS)
 def test_hadolint_passes_every_dockerfile(rendered: dict[str, Path], name: str) -> None:
     real_tools.hadolint(rendered[name] / ".devcontainer" / "Dockerfile")
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_dockerfile_pins_uv_by_digest_and_keeps_uv_cache_between_builds(
+    rendered: dict[str, Path], name: str
+) -> None:
+    """As BuildKit's parser reads it: uv's image is a build argument defaulting to the digest
+    pin, a stage of its own; the lock is installed with uv's cache as a cache mount."""
+    from orchestrator.render.devcontainer import UV_IMAGE
+
+    spec = tomllib.loads(SPECS[name])
+    steps = real_tools.dockerfile_instructions(rendered[name] / ".devcontainer" / "Dockerfile")
+    assert [(c.cmd.upper(), c.value) for c in steps[:3]] == [
+        ("ARG", (f"UV_IMAGE={UV_IMAGE}",)),
+        ("FROM", ("${UV_IMAGE}", "AS", "uv")),
+        ("FROM", (spec["targets"]["devcontainer"]["image"],)),
+    ]
+    assert "@sha256:" in UV_IMAGE
+    copy = [c for c in steps if c.cmd.upper() == "COPY" and c.flags]
+    assert [(c.flags, c.value) for c in copy] == [
+        (("--from=uv",), ("/uv", "/uvx", "/usr/local/bin/"))
+    ]
+    sync = [c for c in steps if c.cmd.upper() == "RUN" and "uv pip sync" in c.value[0]]
+    assert [c.flags for c in sync] == [("--mount=type=cache,target=/root/.cache/uv",)]
 
 
 def test_dockerfile_env_matches_devcontainer_container_env(rendered: dict[str, Path]) -> None:
@@ -293,9 +348,19 @@ BROKEN_FLAKES = {
     ),
     "an unfree package outside CUDA": ('pkgs."git"', 'pkgs."unrar"', "has an unfree license"),
     "an unknown nixpkgs config option": (
-        "config.allowUnfreePredicate",
-        "config.allowUnfreePredicat",
+        "allowUnfreePredicate =",
+        "allowUnfreePredicat =",
         "allowUnfreePredicat unknown",
+    ),
+    "no unfree predicate (CUDA is unfree)": (
+        "pkgs._cuda.lib.allowUnfreeCudaPredicate",
+        "(p: false)",
+        "'cuda12.8-cuda_nvcc' has an unfree license",
+    ),
+    "a CUDA package the set does not have": (
+        "cuda.cuda_cccl",
+        "cuda.cuda_ccl",
+        "attribute 'cuda_ccl' missing",
     ),
     "a misspelt lib function": (
         "makeLibraryPath",
@@ -316,3 +381,159 @@ def test_flake_check_against_the_standin_fails_on(
     (tmp_path / "flake.nix").write_text(text.replace(old, new, 1), encoding="utf-8")
     with pytest.raises(AssertionError, match=message):
         real_tools.nix_flake_check(tmp_path)
+
+
+# --------------------------------------------------------------------------- system packages
+
+
+@pytest.mark.slow
+def test_every_nixpkgs_attribute_of_the_apt_map_is_in_the_standin() -> None:
+    from orchestrator.render.escape import nix_list
+    from orchestrator.render.flake import system_package_map
+
+    attrs = sorted({a for p in system_package_map().values() for a in p.nix})
+    found = real_tools.nix_eval_json(
+        f'let pkgs = import nixpkgs {{ system = "x86_64-linux"; }}; in '
+        f"builtins.filter (n: !(pkgs ? ${{n}})) {nix_list(attrs)}",
+        cwd=REPO,
+    )
+    assert found == []
+
+
+UNMAPPED = CPU_MINIMAL.replace(
+    "[targets.nix]", '[system]\npackages = ["git", "libfoo7", "libsm6"]\n\n[targets.nix]'
+)
+UNMAPPED_WARNING = (
+    "envparity: warning: environment.toml: system.packages: 'libfoo7' has no known nixpkgs "
+    "attribute; flake.nix uses pkgs.libfoo7, which may not exist: add [system] nix = "
+    '{ "libfoo7" = "<nixpkgs attribute>" }\n'
+)
+
+
+def test_render_and_check_warn_about_an_unmapped_system_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    render_into(tmp_path, UNMAPPED)
+    assert capsys.readouterr().err == UNMAPPED_WARNING
+    text = (tmp_path / "flake.nix").read_text(encoding="utf-8")
+    assert 'pkgs."libfoo7"' in text and 'pkgs."libsm"' in text  # passed through; mapped
+    libs = 'makeLibraryPath [ pkgs.stdenv.cc.cc.lib pkgs.zlib pkgs."libfoo7" pkgs."libsm" ]'
+    assert libs in text  # lib* names count as libraries
+    cli.main(["--spec", str(tmp_path / "environment.toml"), "check"])
+    out = capsys.readouterr().out
+    assert UNMAPPED_WARNING.removeprefix("envparity: ") in out
+
+    fixed = UNMAPPED.replace('"libsm6"]', '"libsm6"]\nnix = { "libfoo7" = "foo" }')
+    render_into(tmp_path, fixed)
+    assert capsys.readouterr().err == ""
+    assert 'pkgs."foo"' in (tmp_path / "flake.nix").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- flake.lock
+
+
+def _flake_lock(rev: str) -> str:
+    return json.dumps(
+        {
+            "nodes": {
+                "nixpkgs": {
+                    "locked": {"owner": "NixOS", "repo": "nixpkgs", "rev": rev, "type": "github"},
+                    "original": {"owner": "NixOS", "repo": "nixpkgs", "rev": rev, "type": "github"},
+                },
+                "root": {"inputs": {"nixpkgs": "nixpkgs"}},
+            },
+            "root": "root",
+            "version": 7,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def locked_cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CPU_MINIMAL locked (uv, PyPI metadata) and rendered: what `check` finds current."""
+    folder = render_into(tmp_path_factory.mktemp("locked"), CPU_MINIMAL)
+    assert cli.main(["--spec", str(folder / "environment.toml"), "lock"]) == 0
+    return render_into(folder, CPU_MINIMAL)  # the files record the lock they were made from
+
+
+@pytest.mark.parametrize(
+    ("lock_text", "expected"),
+    [
+        (None, None),
+        (_flake_lock(PIN.rsplit("/", 1)[1]), None),
+        (
+            _flake_lock("0" * 40),
+            f"flake.lock: nixpkgs is locked at {'0' * 40} but environment.toml pins "
+            f"targets.nix.nixpkgs = '{PIN}'; run: nix flake update nixpkgs (or delete "
+            "flake.lock; the next nix develop writes it)",
+        ),
+        (
+            "{}",
+            "flake.lock: cannot read the nixpkgs input's locked revision (KeyError('nodes')); "
+            "run: nix flake update nixpkgs (or delete flake.lock; the next nix develop writes it)",
+        ),
+    ],
+    ids=["absent", "at the pin", "another revision", "unreadable"],
+)
+def test_check_reports_a_flake_lock_that_is_not_at_the_pin(
+    locked_cpu: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lock_text: str | None,
+    expected: str | None,
+) -> None:
+    shutil.copytree(locked_cpu, tmp_path, dirs_exist_ok=True)
+    if lock_text is not None:
+        (tmp_path / "flake.lock").write_text(lock_text, encoding="utf-8")
+    capsys.readouterr()
+    code = cli.main(["--spec", str(tmp_path / "environment.toml"), "check"])
+    out = capsys.readouterr().out.splitlines()
+    if expected is None:
+        assert code == 0 and not any(line.startswith("flake.lock") for line in out)
+    else:
+        assert code == 1 and out[-1] == expected
+
+
+# The predicate flakes used before (licences as a list of shortNames) and nixpkgs' own.
+OLD_PREDICATE = (
+    'pkg: builtins.all (l: l.free or false || builtins.elem (l.shortName or "") '
+    '[ "CUDA EULA" "cuDNN EULA" ]) (nixpkgs.lib.toList (pkg.meta.license or [ ]))'
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("predicate", "accepted"),
+    [("pkgs._cuda.lib.allowUnfreeCudaPredicate", True), (OLD_PREDICATE, False)],
+    ids=["nixpkgs' predicate", "the hand-written one"],
+)
+def test_a_compound_licence_with_a_cuda_part_needs_nixpkgs_predicate(
+    predicate: str, accepted: bool
+) -> None:
+    # `CUDA EULA OR unfreeRedistributable` (compound licences: lib/licenses/operators.nix); the
+    # hand-written predicate sees one attribute set with no shortName and refuses it.
+    result = real_tools.nix_eval_json(
+        'let pkgs = import nixpkgs { system = "x86_64-linux"; '
+        f"config = {{ pkgs, ... }}: {{ allowUnfreePredicate = {predicate}; }}; }}; in "
+        "(builtins.tryEval pkgs.envparity-compound-licence.name).success",
+        cwd=REPO,
+    )
+    assert result is accepted
+
+
+def test_a_flake_lock_pointing_at_a_local_nixpkgs_is_reported_with_its_path(
+    locked_cpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(locked_cpu, tmp_path, dirs_exist_ok=True)
+    lock = json.loads(_flake_lock("0" * 40))
+    lock["nodes"]["nixpkgs"]["locked"] = {"path": "/src/nixpkgs", "type": "path"}
+    (tmp_path / "flake.lock").write_text(json.dumps(lock), encoding="utf-8")
+    assert cli.main(["--spec", str(tmp_path / "environment.toml"), "check"]) == 1
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith(
+            f"flake.lock: nixpkgs is locked at path:/src/nixpkgs but environment.toml pins "
+            f"targets.nix.nixpkgs = '{PIN}'; "
+        )
+    )

@@ -1,12 +1,15 @@
-"""The ``nix`` target: why it is unavailable here, the exact command it runs, and the generated
-flake entered for real with ``nix develop``, offline, on a stand-in nixpkgs.
+"""The ``nix`` target: why it is unavailable here (no Nix, a Nix older than 2.18, no flake, an
+unreachable nixpkgs), the exact command it runs, and the generated flake entered for real with
+``nix develop`` (Nix >= 2.18: Debian trixie's, from .ci/nix-trixie), offline, on a stand-in
+nixpkgs.
 
 GitHub is not reachable from these machines, so the pinned nixpkgs cannot be fetched. The
 stand-in below lets Nix evaluate and build the generated flake's devShell, run its shell hook
-(which builds ``.venv`` from the lock with uv) and run the probe in it. Its packages are links
-to this machine's Python and uv, and its mkShell is a plain derivation with a bash builder (as
+(which builds ``.venv`` from the lock with uv, and for a CUDA flake links the host driver's
+libraries) and run the probe in it. Its packages are links to this machine's Python and uv (the
+CUDA packages are empty), and its mkShell is a plain derivation with a bash builder (as
 ``nix develop`` requires): it proves the flake, the hook and the target's commands work, not
-that nixpkgs' own python311 and uv do.
+that nixpkgs' own python311, uv and CUDA packages do.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from orchestrator.errors import ToolError
 from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
-from orchestrator.targets.nix import NixTarget
+from orchestrator.targets.nix import INSTALL_NIX, NixTarget
 from tests.conftest import REPO
-from tests.real_tools import require
+from tests.real_tools import nix_on_path, require
 
-PINNED = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 WHEELS = "/opt/wheels"  # this machine's torch CPU wheel folder
 STEPS = 5
 
@@ -88,6 +91,10 @@ in
   uv = link "uv" {uv};
   zlib = libs "zlib";
   stdenv.cc.cc = libs "gcc-unwrapped";
+  # A CUDA flake's: the split packages (empty here) and nixpkgs' unfree predicate.
+  _cuda.lib.allowUnfreeCudaPredicate = pkg: true;
+  cudaPackages_13_0 = lib.genAttrs [ "cuda_nvcc" "cuda_cudart" "cuda_cccl" "libcublas" "cudnn" ]
+    (name: sh "cuda13.0-${{name}}" "mkdir -p $out");
   # nix develop needs a derivation built by bash that declares its outputs, as nixpkgs' do.
   mkShell = {{ name, packages ? [ ], ... }}@args:
     derivation (builtins.removeAttrs args [ "packages" ] // {{
@@ -101,12 +108,18 @@ in
 """
 
 
-def _project(root: Path, nixpkgs: str) -> Context:
+# CUDA 13.0 in the flake (packages, caches, driver links); the shell's .venv from the cpu lock.
+CUDA_SPEC = SPEC.replace("[dependencies]", '[cuda]\nversion = "13.0"\n\n[dependencies]') + (
+    'flavor = "cpu"\n'
+)
+
+
+def _project(root: Path, nixpkgs: str, spec_text: str = SPEC) -> Context:
     (root / "environment.toml").write_text(
-        SPEC.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
+        spec_text.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
     )
     spec = load(root / "environment.toml")
-    lock.lock(spec)
+    lock.lock(spec, flavors=[spec.flavor_of("nix")])
     files.write_all(root, render.render_all(spec))
     return Context(spec=spec, cache=root / ".envparity", runtime=REPO)
 
@@ -138,7 +151,7 @@ def test_command_enters_the_flake_from_its_folder_and_sets_the_environment_there
     assert argv == [
         "env", f"--chdir={tmp_path}",
         "nix", "develop", str(tmp_path), "--extra-experimental-features", "nix-command flakes",
-        "--command", "env", "B=x y", "PYTHONHASHSEED=5",
+        "--accept-flake-config", "--command", "env", "B=x y", "PYTHONHASHSEED=5",
         f"{tmp_path}/.venv/bin/python", "-m", "orchestrator", "probe",
     ]  # fmt: skip
     assert host_env == {}
@@ -150,9 +163,9 @@ def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     spec_path.write_text(SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8")
     target = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert target.unavailable() == "nix: not installed"
+    assert target.unavailable() == f"nix: not installed; {INSTALL_NIX}"
     monkeypatch.undo()
-    require("nix")
+    nix_on_path(monkeypatch)
     assert target.unavailable() == "nix: flake.nix is missing (run 'envparity render')"
     files.write_all(tmp_path, render.render_all(target.ctx.spec))
     assert target.unavailable() == "nix: locks/cpu.txt is missing (run 'envparity lock')"
@@ -163,20 +176,63 @@ def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert bare.unavailable() == "nix: the spec has no [targets.nix]"
 
 
+FAKE_NIX = """#!/bin/sh
+[ "$1" = --version ] && echo '{version}'
+"""
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("nix (Nix) 2.8.0", "nix: Nix 2.8.0 is too old (nixpkgs needs 2.18 or newer); "),
+        ("nix (Nix) 2.17", "nix: Nix 2.17 is too old (nixpkgs needs 2.18 or newer); "),
+        ("something else", "nix: `nix --version` does not give a version; "),
+        ("nix (Nix) 2.18.0", "nix: flake.nix is missing (run 'envparity render')"),
+        (
+            "nix (Determinate Nix 3.8.2) 2.30.1",
+            "nix: flake.nix is missing (run 'envparity render')",
+        ),
+    ],
+    ids=["debian 12", "2.17", "no version", "2.18", "a vendor's build"],
+)
+def test_unavailable_when_nix_is_older_than_nixpkgs_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, expected: str
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8"
+    )
+    target = NixTarget(
+        Context(spec=load(tmp_path / "environment.toml"), cache=tmp_path, runtime=REPO)
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nix").write_text(FAKE_NIX.format(version=version), encoding="utf-8")
+    (bin_dir / "nix").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    reason = target.unavailable()
+    if expected.endswith("; "):
+        assert reason == expected + INSTALL_NIX
+    else:
+        assert reason == expected
+
+
 @pytest.mark.slow
-def test_pinned_nixpkgs_cannot_be_fetched_here(tmp_path: Path) -> None:
-    require("nix")
+def test_pinned_nixpkgs_cannot_be_fetched_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nix_on_path(monkeypatch)
     target = NixTarget(_project(tmp_path, PINNED))
     reason = target.unavailable()
     assert reason is not None, "GitHub was reachable: run the nix target for real here"
-    assert reason.startswith(f"nix: nixpkgs {PINNED} cannot be fetched (unable to download ")
+    assert reason.startswith(f"nix: nixpkgs {PINNED} cannot be fetched (")
+    assert "unable to download 'https://github.com/NixOS/nixpkgs/archive/" in reason
 
 
 @pytest.mark.slow
 def test_probe_runs_twice_in_the_devshell_of_the_generated_flake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require("nix")
+    nix_on_path(monkeypatch)
     monkeypatch.setenv("NIX_CONFIG", "substituters =")  # no binary cache is reachable here
     standin = _standin(tmp_path / "standin")
     root = tmp_path / "project"
@@ -239,3 +295,46 @@ def test_probe_runs_twice_in_the_devshell_of_the_generated_flake(
         ToolError, match=r"^nix: the devShell's hook did not build .venv from locks/cpu.txt"
     ):
         target.provision()
+
+
+@pytest.mark.slow
+def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nix_on_path(monkeypatch)
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    ctx = _project(root, f"path:{standin}", CUDA_SPEC)
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "environment.toml", "flake.nix", "locks"])
+    host = tmp_path / "host-lib"  # a driver among other host libraries
+    host.mkdir()
+    for name in ("libcuda.so.580.65.06", "libnvidia-ml.so.580.65.06", "libc.so.6", "libz.so.1"):
+        (host / name).write_text(name)
+    (host / "libcuda.so.1").symlink_to("libcuda.so.580.65.06")
+    (host / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.580.65.06")
+
+    show = 'printf "%s\\n" "$LD_LIBRARY_PATH"; ls .envparity/nix-driver'
+    argv = NixTarget(ctx).develop(["sh", "-c", show])
+    result = process.run(
+        argv,
+        extra_env={
+            "ENVPARITY_HOST_LIBS": str(host),
+            "ENVPARITY_NIXOS_DRIVER": str(tmp_path / "not-nixos"),
+            "LD_LIBRARY_PATH": "",
+        },
+    )
+    path, *links = result.stdout.splitlines()[-5:]  # the hook says what it builds on stderr
+    folders = path.split(":")
+    assert [Path(f).parent.name.split("-", 1)[1] for f in folders[:-1]] == [
+        "gcc-unwrapped-lib",
+        "zlib-lib",
+    ]
+    assert folders[-1] == str(root / ".envparity" / "nix-driver")
+    assert links == [
+        "libcuda.so.1", "libcuda.so.580.65.06", "libnvidia-ml.so.1", "libnvidia-ml.so.580.65.06",
+    ]  # fmt: skip
+    assert str(host) not in path

@@ -1,8 +1,18 @@
 """``.devcontainer/devcontainer.json`` and ``.devcontainer/Dockerfile``.
 
 The Dockerfile installs the lock before anything else is copied (the layer is rebuilt only
-when the lock changes), hash-checked by uv, into ``/opt/venv`` owned by a non-root user; the
-launch environment is baked in with ``ENV`` and repeated in ``containerEnv``.
+when the lock changes), hash-checked by uv, into ``/opt/venv`` owned by a non-root user; uv's
+cache is a BuildKit/buildah cache mount, so a changed lock downloads only what changed. The
+user gets uid 1000 (an image's own uid-1000 user, such as Ubuntu 24.04's ``ubuntu``, is
+removed first), the uid ``updateRemoteUserUID`` maps to the host user's. The launch
+environment is baked in with ``ENV`` and repeated in ``containerEnv``.
+
+devcontainer.json gives the container ``--shm-size`` (``[targets.devcontainer] shm_size``):
+Docker's and podman's default ``/dev/shm`` of 64 MB makes DataLoader workers, which pass
+batches through shared memory, die with a bus error. ``--shm-size`` rather than ``--ipc=host``:
+it keeps the container's IPC namespace of its own (no shared memory or semaphores of the
+host's processes visible or writable) and works the same on Docker and rootless podman; the
+tmpfs takes memory only for what is written, so a generous cap costs nothing until used.
 """
 
 from __future__ import annotations
@@ -10,12 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator import lock
-from orchestrator.render.escape import dockerfile_string, json_text, shell_line
+from orchestrator.render.escape import dockerfile_string, json_text, shell_line, shell_word
 from orchestrator.spec import DevcontainerTarget, Spec
 
-# uv is copied from its official image at this release (the image is pinned by tag: a digest
-# would have to be looked up, and envparity never invents one).
-UV_IMAGE = "ghcr.io/astral-sh/uv:0.13.9"
+# uv is copied from its official image, pinned by digest. Source of the digest: the Dockerfiles
+# of nine public repositories that pin this release, several kept by Dependabot (found by
+# searching public code for "ghcr.io/astral-sh/uv:0.13.0@sha256:"); all name this one. The
+# registry itself was not reachable where this was written. ``UV_IMAGE`` is a build argument,
+# so a mirror can be named (``ENVPARITY_UV_IMAGE`` for verify; ``--build-arg`` by hand).
+UV_RELEASE = "0.13.0"
+UV_DIGEST = "sha256:cdc6093146eb3ff6a40107b38f008b789e050e77ad87865e381d9917da55a168"
+UV_IMAGE = f"ghcr.io/astral-sh/uv:{UV_RELEASE}@{UV_DIGEST}"
+UV_IMAGE_ARG = "UV_IMAGE"
+UV_CACHE = "/root/.cache/uv"  # uv's cache for root, where the lock is installed
+USER_UID = 1000  # the first user's uid on most Linux hosts: what updateRemoteUserUID maps
 VENV = "/opt/venv"
 LOCK_IN_IMAGE = "/tmp/envparity-lock.txt"
 # system package name -> Debian/Ubuntu package, where they differ
@@ -44,10 +62,29 @@ def render_devcontainer_json(spec: Spec) -> str:
             }
         },
         "remoteUser": t.user,
+        # /dev/shm for DataLoader workers (64 MB by default); see the module docstring.
+        "runArgs": [f"--shm-size={t.shm_size}"],
         "updateRemoteUserUID": True,
     }
-    if spec.flavor_of("devcontainer").startswith("cu"):
+    flavor = spec.flavor_of("devcontainer")
+    if flavor.startswith("cu"):
+        # true, not "optional": without a GPU the CLI still starts the container (on CPU) but
+        # says that one was required, which is what a CUDA flavor means.
         data["hostRequirements"] = {"gpu": True}
+    if t.install_project:
+        # The workspace is mounted at run time, so the project is installed then, editable,
+        # into the image's venv; its dependencies come from the lock (--no-deps).
+        data["postCreateCommand"] = [
+            "uv",
+            "pip",
+            "install",
+            "--python",
+            f"{VENV}/bin/python",
+            *lock.install_args(spec, flavor),
+            "--no-deps",
+            "--editable",
+            ".",
+        ]
     return json_text(data)
 
 
@@ -86,7 +123,12 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         *lock.install_args(spec, flavor),
         LOCK_IN_IMAGE,
     ]
+    user = shell_word(t.user)
     lines = [
+        "# uv's official image, pinned by digest; --build-arg UV_IMAGE=... names a mirror.",
+        f"ARG {UV_IMAGE_ARG}={UV_IMAGE}",
+        f"FROM ${{{UV_IMAGE_ARG}}} AS uv",
+        "",
         f"FROM {t.image}",
         "",
         "ARG DEBIAN_FRONTEND=noninteractive",
@@ -96,13 +138,20 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         f"    && apt-get install -y --no-install-recommends {shell_line(apt)} \\",
         "    && rm -rf /var/lib/apt/lists/*",
         "",
-        f"COPY --from={UV_IMAGE} /uv /uvx /usr/local/bin/",
-        f"RUN useradd --create-home --shell /bin/bash {t.user}",
+        "COPY --from=uv /uv /uvx /usr/local/bin/",
+        f"# The user gets uid {USER_UID}, which updateRemoteUserUID maps to the host user's; an image's",
+        f"# own uid-{USER_UID} user (Ubuntu 24.04 ships 'ubuntu') is removed first.",
+        f'RUN existing="$(id -nu {USER_UID} 2>/dev/null || true)" \\',
+        f'    && if [ -n "$existing" ] && [ "$existing" != {user} ]; then userdel --remove "$existing"; fi \\',
+        f"    && if ! id -u {user} >/dev/null 2>&1; then \\",
+        f"        useradd --create-home --shell /bin/bash --uid {USER_UID} {user}; fi",
         "",
-        "# Python packages from the lock, before any code: rebuilt only when the lock changes.",
+        "# Python packages from the lock, before any code: rebuilt only when the lock changes;",
+        "# uv's cache is kept between builds (a cache mount), so only changed packages download.",
         f"ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_INSTALL_DIR=/opt/python VIRTUAL_ENV={VENV}",
         *copy_lock,
-        f"RUN uv venv --python {spec.environment.python} {VENV} \\",
+        f"RUN --mount=type=cache,target={UV_CACHE} \\",
+        f"    uv venv --python {spec.environment.python} {VENV} \\",
         f"    && {shell_line(sync)} \\",
         f"    && rm {LOCK_IN_IMAGE} \\",
         f"    && chown -R {t.user}:{t.user} {VENV}",

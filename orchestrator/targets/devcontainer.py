@@ -10,10 +10,21 @@ lock) is the one it was started for; otherwise, or with ``--fresh``, it is repla
 is recorded only after ``up`` succeeded, so an interrupted ``up`` is never reused.
 
 Engines: ``ENVPARITY_DOCKER_PATH`` when set; else ``docker`` when its daemon answers; else
-``podman``. Rootful podman refuses the ``--userns=keep-id`` that the devcontainers CLI adds
-for a non-root container user (devcontainers/cli#1004); there ``up`` and ``exec`` read an
-override of ``devcontainer.json`` with ``"runArgs": ["--userns="]`` appended, written under
-``.envparity/devcontainer/`` (the generated file is left as it is).
+``podman``. Where the engine or this machine needs settings the generated file cannot carry for
+everyone, ``up`` and ``exec`` read an override of ``devcontainer.json`` written under
+``.envparity/devcontainer/`` (the generated file is left as it is):
+
+- rootful podman refuses the ``--userns=keep-id`` that the devcontainers CLI adds for a
+  non-root container user (devcontainers/cli#1004): ``"--userns="`` is appended to ``runArgs``;
+- a GPU on podman: the CLI's own GPU detection asks ``podman info`` for Docker's nvidia runtime
+  (which podman never reports; the template fails and so does ``up``), and the ``--gpus all``
+  it adds for ``--gpu-availability all`` is no flag of podman 4.3 (not in its ``run --help``).
+  So ``up`` always gets ``--gpu-availability`` from what ``orchestrator.gpus`` knows (``all``
+  on Docker when an NVIDIA GPU answers, else ``none``), and on podman a CUDA flavor with a GPU
+  gets the GPUs through CDI instead: ``--device=nvidia.com/gpu=all`` appended to ``runArgs``
+  (the host needs a CDI spec: ``nvidia-ctk cdi generate``);
+- ``ENVPARITY_UV_IMAGE`` names a mirror of the uv image: passed as the Dockerfile's
+  ``UV_IMAGE`` build argument.
 """
 
 from __future__ import annotations
@@ -25,13 +36,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import files, process
+from orchestrator import files, gpus, process
 from orchestrator.errors import ToolError
-from orchestrator.render.devcontainer import VENV
+from orchestrator.render.devcontainer import UV_IMAGE_ARG, VENV
 from orchestrator.targets.base import Context, Target
 
 CLI_ENV = "ENVPARITY_DEVCONTAINER_CLI"
 ENGINE_ENV = "ENVPARITY_DOCKER_PATH"
+UV_IMAGE_ENV = "ENVPARITY_UV_IMAGE"
+CDI_GPUS = "--device=nvidia.com/gpu=all"
+CDI_HINT = (
+    "podman has no CDI spec for the NVIDIA GPUs: generate one with "
+    "'sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml' (NVIDIA Container Toolkit)"
+)
 CONFIG = ".devcontainer/devcontainer.json"
 DOCKERFILE = ".devcontainer/Dockerfile"
 PYTHON = f"{VENV}/bin/python"  # the interpreter the generated Dockerfile installs the lock into
@@ -74,6 +91,7 @@ class DevcontainerTarget(Target):
         self._engine: str | None = None
         self._selection: list[str] | None = None
         self._container: Container | None = None
+        self._override_settings: tuple[list[str], dict[str, str]] | None = None
 
     @property
     def root(self) -> Path:
@@ -123,12 +141,14 @@ class DevcontainerTarget(Target):
         return None
 
     def key(self) -> str:
-        return files.inputs_hash(
-            {
-                path: files.sha256((self.root / path).read_text(encoding="utf-8"))
-                for path in (CONFIG, DOCKERFILE, str(self.lock_file.relative_to(self.root)))
-            }
-        )[:16]
+        inputs: dict[str, object] = {
+            path: files.sha256((self.root / path).read_text(encoding="utf-8"))
+            for path in (CONFIG, DOCKERFILE, str(self.lock_file.relative_to(self.root)))
+        }
+        extra_args, build_args = self._overrides()
+        if extra_args or build_args:  # the key of a plain configuration is as it always was
+            inputs["override"] = {"runArgs": extra_args, "build.args": build_args}
+        return files.inputs_hash(inputs)[:16]
 
     # ------------------------------------------------------------------ provisioning
 
@@ -142,15 +162,37 @@ class DevcontainerTarget(Target):
             self._selection = args
         return self._selection
 
+    def gpu_availability(self) -> str:
+        """``up``'s ``--gpu-availability``: ``all`` on Docker when an NVIDIA GPU answers here,
+        else ``none`` (never ``detect``: on podman the CLI's detection fails; see above)."""
+        return "all" if not self._podman() and gpus.visible() else "none"
+
+    def _podman(self) -> bool:
+        return Path(self.engine).name == "podman"
+
     def _rootful_podman(self) -> bool:
-        if Path(self.engine).name != "podman":
+        if not self._podman():
             return False
         info = process.run([self.engine, "info", "--format", "{{.Host.Security.Rootless}}"])
         return info.stdout.strip() == "false"
 
+    def _overrides(self) -> tuple[list[str], dict[str, str]]:
+        """What the override adds: runArgs appended, and build args (empty: no override)."""
+        if self._override_settings is None:
+            extra: list[str] = []
+            if self._rootful_podman():
+                extra.append("--userns=")
+            flavor = self.spec.flavor_of(self.name)
+            if self._podman() and flavor.startswith("cu") and gpus.visible():
+                extra.append(CDI_GPUS)
+            uv_image = os.environ.get(UV_IMAGE_ENV)
+            self._override_settings = (extra, {UV_IMAGE_ARG: uv_image} if uv_image else {})
+        return self._override_settings
+
     def _override_config(self) -> Path | None:
-        """On rootful podman, devcontainer.json with ``--userns=`` appended to its runArgs."""
-        if not self._rootful_podman():
+        """devcontainer.json with the override's runArgs and build args; None if none."""
+        extra, build_args = self._overrides()
+        if not extra and not build_args:
             return None
         text = (self.root / CONFIG).read_text(encoding="utf-8")
         header = files.read_header(text)
@@ -158,11 +200,16 @@ class DevcontainerTarget(Target):
             config = json.loads(header.body if header else text)
         except json.JSONDecodeError as exc:
             raise ToolError(
-                f"devcontainer: {CONFIG} is not plain JSON ({exc}); rootful podman needs an "
+                f"devcontainer: {CONFIG} is not plain JSON ({exc}); this engine needs an "
                 "override written from it (run 'envparity render' to regenerate it)"
             ) from None
         # The CLI reads relative paths in an override against the workspace's devcontainer.json.
-        config["runArgs"] = [*config.get("runArgs", []), "--userns="]
+        config["runArgs"] = [*config.get("runArgs", []), *extra]
+        if build_args:
+            config["build"] = {
+                **config.get("build", {}),
+                "args": {**config.get("build", {}).get("args", {}), **build_args},
+            }
         path = self.state_dir / "devcontainer.json"
         files.atomic_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
         return path
@@ -176,7 +223,7 @@ class DevcontainerTarget(Target):
             recorded = None
         reuse = not self.ctx.fresh and recorded == key
         state.unlink(missing_ok=True)  # recorded again only once `up` has succeeded
-        args = [self.cli, "up", *self.selection()]
+        args = [self.cli, "up", *self.selection(), "--gpu-availability", self.gpu_availability()]
         if reuse:
             self.ctx.progress("devcontainer: starting the existing container (devcontainer up)")
         else:
@@ -190,7 +237,10 @@ class DevcontainerTarget(Target):
         if result.returncode != 0 or outcome.get("outcome") != "success":
             log = "\n".join("  " + line for line in _log_tail(result.stderr))
             message = outcome.get("message") or f"exit code {result.returncode}"
-            raise ToolError(f"devcontainer: 'devcontainer up' failed: {message}\n{log}".rstrip())
+            hint = f"\n{CDI_HINT}" if "unresolvable CDI devices" in result.stderr else ""
+            raise ToolError(
+                f"devcontainer: 'devcontainer up' failed: {message}\n{log}".rstrip() + hint
+            )
         cid, workspace, user = (
             str(outcome.get(k, "")) for k in ("containerId", "remoteWorkspaceFolder", "remoteUser")
         )

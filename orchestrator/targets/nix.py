@@ -8,13 +8,19 @@ as ``nix develop ... --command env K=V ... .venv/bin/python ...``, with the laun
 set for that process alone. The hook works in the current folder, so every command starts
 with ``env --chdir=<spec folder>``: it runs the same from wherever verify is started.
 
-Where the pinned nixpkgs cannot be fetched (no network, or no access to GitHub) the target is
-unavailable, saying so, rather than failing half-way through a build.
+Every ``nix`` command passes ``--accept-flake-config``: without it Nix ignores the flake's
+``nixConfig`` (the CUDA binary caches) and builds CUDA packages from source.
+
+The target is unavailable, saying why and what to install, when ``nix`` is missing or older
+than ``MIN_NIX`` (nixpkgs refuses older ones: its ``lib/minfeatures.nix`` asks for 2.18), and
+when the pinned nixpkgs cannot be fetched (no network, or no access to GitHub), rather than
+failing half-way through a build.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +30,16 @@ from orchestrator.spec import NixTarget as NixSettings
 from orchestrator.targets.base import Target
 
 FEATURES = ["--extra-experimental-features", "nix-command flakes"]
+# Trust the flake's nixConfig (its CUDA binary caches); Nix ignores it otherwise.
+ACCEPT_CONFIG = ["--accept-flake-config"]
+# The oldest Nix that current nixpkgs evaluates with (nixpkgs lib/minfeatures.nix, since 2025-08).
+MIN_NIX = (2, 18)
+INSTALL_NIX = (
+    "install Nix 2.18 or newer (https://nixos.org/download; on Debian 13 `apt install nix-bin` "
+    "gives 2.26, Debian 12's is 2.8)"
+)
+# `nix (Nix) 2.26.3`, or a vendor's `nix (Determinate Nix 3.8.2) 2.30.1`: Nix's version follows
+_VERSION_RE = re.compile(r"^nix \([^)]*\) (\d+)\.(\d+)(?:\.(\d+))?", re.MULTILINE)
 FLAKE = "flake.nix"
 FLAKE_LOCK = "flake.lock"
 VENV = ".venv"  # where the flake's shell hook builds the lock (orchestrator.render.flake)
@@ -46,7 +62,10 @@ class NixTarget(Target):
 
     def unavailable(self) -> str | None:
         if shutil.which("nix") is None and "nix" in self.spec.targets:
-            return "nix: not installed"
+            return f"nix: not installed; {INSTALL_NIX}"
+        too_old = nix_too_old() if "nix" in self.spec.targets else None
+        if too_old:
+            return too_old
         missing = self.missing_inputs(FLAKE)
         if missing:
             return missing
@@ -64,10 +83,14 @@ class NixTarget(Target):
             check=False,
         )
         if fetched.returncode != 0:
-            errors = [line for line in fetched.stderr.splitlines() if line.startswith("error:")]
-            why = (
-                errors[-1].removeprefix("error: ") if errors else f"exit code {fetched.returncode}"
-            )
+            # Nix >= 2.18 nests its errors ("error:" alone, then indented "error: ..."): the
+            # last one with text is the innermost, the actual cause.
+            errors = [
+                line.strip().removeprefix("error:").strip()
+                for line in fetched.stderr.splitlines()
+                if line.strip().startswith("error:") and line.strip() != "error:"
+            ]
+            why = errors[-1] if errors else f"exit code {fetched.returncode}"
             return f"nix: nixpkgs {self.nixpkgs} cannot be fetched ({why})"
         return None
 
@@ -85,7 +108,10 @@ class NixTarget(Target):
         """``nix develop`` on the spec's flake, from the spec's folder, running ``argv`` in its
         default devShell."""
         root = str(self.root)
-        return ["env", f"--chdir={root}", "nix", "develop", root, *FEATURES, "--command", *argv]
+        return [
+            "env", f"--chdir={root}",
+            "nix", "develop", root, *FEATURES, *ACCEPT_CONFIG, "--command", *argv,
+        ]  # fmt: skip
 
     def provision(self) -> None:
         marker = self.root / VENV_MARKER
@@ -112,3 +138,26 @@ class NixTarget(Target):
         exe = str(self.root / VENV / "bin" / "python") if argv[0] == "python" else argv[0]
         assignments = [f"{name}={value}" for name, value in sorted(env.items())]
         return self.develop(["env", *assignments, exe, *argv[1:]]), {}
+
+
+def nix_version() -> tuple[int, ...] | None:
+    """The installed Nix's version from ``nix --version`` (``nix (Nix) 2.26.3`` -> (2, 26, 3)),
+    or ``None`` when the output does not say."""
+    result = process.run(["nix", "--version"], check=False)
+    match = _VERSION_RE.search(result.stdout)
+    if result.returncode != 0 or match is None:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def nix_too_old() -> str | None:
+    """Why the installed Nix cannot evaluate current nixpkgs, with what to install; ``None``
+    when it can."""
+    version = nix_version()
+    if version is None:
+        return f"nix: `nix --version` does not give a version; {INSTALL_NIX}"
+    if version < MIN_NIX:
+        shown = ".".join(map(str, version))
+        wanted = ".".join(map(str, MIN_NIX))
+        return f"nix: Nix {shown} is too old (nixpkgs needs {wanted} or newer); {INSTALL_NIX}"
+    return None

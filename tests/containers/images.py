@@ -7,7 +7,12 @@ No image registry is reachable here, so the devcontainer tests make:
   this machine's CA certificates, named by ``SSL_CERT_FILE`` (https to PyPI passes only
   through them), and the local torch CPU wheel in ``WHEELS``, which test specs name as a
   find-links source (the PyTorch CPU index is not reachable).
-- ``render.devcontainer.UV_IMAGE``: ``/uv`` and ``/uvx`` of that uv release, from its PyPI wheel.
+  Like Ubuntu 24.04's images it has a user with uid 1000 (``ubuntu``), which the generated
+  Dockerfile must move out of the way of its own user.
+- ``UV_IMAGE``: ``/uv`` and ``/uvx`` of the uv release the Dockerfile pins
+  (``render.devcontainer.UV_RELEASE``), from its PyPI wheel. The Dockerfile names uv's image by
+  digest, which no image built here can have, so tests name this one through the Dockerfile's
+  ``UV_IMAGE`` build argument (``ENVPARITY_UV_IMAGE``), as a user names a mirror.
 
 Each is built once per machine and reused while its ``RECIPE_LABEL`` matches this file.
 """
@@ -22,11 +27,13 @@ import time
 from pathlib import Path
 
 from orchestrator import process
-from orchestrator.render.devcontainer import UV_IMAGE
+from orchestrator.render.devcontainer import UV_RELEASE
 
 HERE = Path(__file__).resolve().parent
 CONTAINERS_CONF = HERE / "containers.conf"
 BASE_IMAGE = "localhost/envparity-test-base:bookworm"
+UV_IMAGE = f"localhost/envparity-test-uv:{UV_RELEASE}"
+UID_1000_USER = "ubuntu"  # as in Ubuntu 24.04's images
 WHEELS = Path("/opt/wheels")  # this machine's torch CPU wheel folder (pip's find-links here)
 TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -89,6 +96,9 @@ def ensure_base_image(engine: str) -> float | None:
         for cert in HOST_CA.glob("*.crt"):
             shutil.copy2(cert, root / "usr/local/share/ca-certificates" / cert.name)
         process.run(["chroot", str(root), "update-ca-certificates"])
+        process.run(
+            ["chroot", str(root), "useradd", "--create-home", "--uid", "1000", UID_1000_USER]
+        )
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (root / cache).glob("*"):
                 if item.is_file():
@@ -108,10 +118,10 @@ def ensure_base_image(engine: str) -> float | None:
 
 
 def ensure_uv_image(engine: str) -> None:
-    """Tag uv's release ``UV_IMAGE`` names (``/uv``, ``/uvx``, from PyPI) as that image."""
+    """Build ``UV_IMAGE``: ``/uv`` and ``/uvx`` of ``UV_RELEASE``, from PyPI."""
     if _current(engine, UV_IMAGE):
         return
-    version = UV_IMAGE.rpartition(":")[2]
+    version = UV_RELEASE
     with tempfile.TemporaryDirectory(prefix="envparity-uv-") as tmp:
         installed = Path(tmp, "uv")
         process.run(

@@ -1,26 +1,66 @@
 # `import nixpkgs { system; config; }` for the stand-in: a package set in which every package is
 # a tiny derivation (never built) carrying meta.license, so an unfree package is refused unless
 # config allows it, as nixpkgs does. Names not listed here fail evaluation: that catches typos.
+#
+# It mirrors the attribute layout of the pinned nixpkgs (nixos-unstable c59305bab206, 2026-10-01;
+# docs/targets.md says how it was chosen), read from these nixpkgs files (NixOS/nixpkgs as stored
+# by the search tool; commits named where the tool named them):
+#   - default.nix + lib/minfeatures.nix: Nix older than 2.18 is refused before anything else;
+#   - pkgs/top-level/cuda-packages.nix: cudaPackages_12_6, 12_8, 12_9, 13_0 .. 13_4, each built by
+#     pkgs/development/cuda-modules from NVIDIA's redistributable manifests (split packages:
+#     cuda_nvcc, cuda_cudart, cuda_cccl, cuda_crt, libcublas, cudnn, libcusparse_lt, ...), with
+#     cudatoolkit still there (doc/languages-frameworks/cuda.section.md: deprecated, "All new
+#     projects should use the CUDA redistributables");
+#   - pkgs/development/cuda-modules/_cuda/lib/cuda.nix (commit 1991f5692977):
+#     _cuda.lib.allowUnfreeCudaPredicate, free licences or NVIDIA's, compound licences included
+#     (NixOS/nixpkgs#550208); lib/licenses/{licenses,operators}.nix: nvidiaCudaRedist's shortName
+#     "CUDA EULA", and compound licences { licenseType = "compound"; operator; licenses; };
+#   - config may be a function of { pkgs } (how the nixpkgs CUDA docs pass the predicate since
+#     NixOS/nixpkgs#437723);
+#   - pkgs/by-name: libsm, libxext, libxrender, libx11, libxcb, libglvnd, glib, openblas, cacert.
 { system, config ? { } }:
 let
   lib = import ./lib.nix;
+  requiredNix = "2.18";
   systems = [ "x86_64-linux" "aarch64-linux" ];
+  cfg = if builtins.isFunction config then config { pkgs = self; } else config;
   knownConfig = [ "allowUnfree" "allowUnfreePredicate" "cudaSupport" "cudaCapabilities" ];
-  unknownConfig = builtins.filter (k: !builtins.elem k knownConfig) (builtins.attrNames config);
+  unknownConfig = builtins.filter (k: !builtins.elem k knownConfig) (builtins.attrNames cfg);
 
-  free = { shortName = "MIT"; free = true; };
-  # The licences nixpkgs gives CUDA redistributables (lib.licenses.nvidiaCudaRedist and the
-  # cuDNN override of it in pkgs/development/cuda-modules).
-  cudaEula = { shortName = "CUDA EULA"; free = false; };
-  cudnnEula = { shortName = "cuDNN EULA"; free = false; };
-  unfreeRedistributable = { shortName = "unfreeRedistributable"; free = false; };
+  licenses = {
+    mit = { shortName = "mit"; free = true; licenseType = "simple"; };
+    # lib/licenses/licenses.nix
+    nvidiaCudaRedist = { shortName = "CUDA EULA"; free = false; licenseType = "simple"; };
+    # the NVIDIA licences of pkgs/development/cuda-modules/_cuda/lib (cuDNN, cuSPARSELt, TensorRT)
+    nvidiaCudnn = { shortName = "cuDNN EULA"; free = false; licenseType = "simple"; };
+    nvidiaCusparse_lt = { shortName = "cuSPARSELt EULA"; free = false; licenseType = "simple"; };
+    nvidiaTensorrt = { shortName = "TensorRT EULA"; free = false; licenseType = "simple"; };
+    unfreeRedistributable = { shortName = "unfreeRedistributable"; free = false; licenseType = "simple"; };
+    OR = ls: { licenseType = "compound"; operator = "OR"; licenses = ls; };
+    AND = ls: { licenseType = "compound"; operator = "AND"; licenses = ls; };
+  };
+  cudaLicenses = with licenses; [ nvidiaCudaRedist nvidiaCudnn nvidiaCusparse_lt nvidiaTensorrt ];
 
+  # lib.licenses.evaluateProperty, permissive: OR needs one, AND needs all.
+  evaluate = f: l:
+    if (l.licenseType or "simple") == "compound" then
+      (if l.operator == "OR" then builtins.any else builtins.all) (evaluate f) l.licenses
+    else f l;
+  isCompound = l: builtins.isAttrs l && (l.licenseType or "simple") == "compound";
+  # _cuda.lib.allowUnfreeCudaPredicate
+  allowUnfreeCudaPredicate = package:
+    let l = package.meta.license; in
+    if isCompound l then evaluate (x: x.free || builtins.elem x cudaLicenses) l
+    else builtins.all (x: x.free || builtins.elem (x.shortName or null) (map (c: c.shortName) cudaLicenses))
+      (lib.toList l);
+
+  isFree = l: if isCompound l then evaluate (x: x.free) l else builtins.all (x: x.free) (lib.toList l);
   allowed = pkg:
-    builtins.all (l: l.free or true) (lib.toList (pkg.meta.license or [ ]))
-    || config.allowUnfree or false
-    || (config ? allowUnfreePredicate && config.allowUnfreePredicate pkg);
+    isFree pkg.meta.license
+    || cfg.allowUnfree or false
+    || (cfg ? allowUnfreePredicate && cfg.allowUnfreePredicate pkg);
 
-  package = { name, license ? free, outputs ? [ "out" ] }:
+  package = { name, license ? licenses.mit, outputs ? [ "out" ] }:
     let
       drv = derivation {
         inherit name system outputs;
@@ -28,10 +68,9 @@ let
         args = [ "-c" "for o in $outputs; do echo stand-in > \"\${!o}\"; done" ];
       };
       pkg = drv // { pname = name; meta = { inherit license; }; };
-      shortNames = map (l: l.shortName or "?") (lib.toList license);
     in
     if allowed pkg then pkg
-    else throw "Package '${name}' has an unfree license (${builtins.concatStringsSep ", " shortNames}), refusing to evaluate.";
+    else throw "Package '${name}' has an unfree license, refusing to evaluate.";
 
   named = names: lib.genAttrs names (name: package { inherit name; });
 
@@ -39,12 +78,26 @@ let
   pythons = lib.genAttrs (map (m: "python3${toString m}") (builtins.genList (i: i + 8) 8))
     (name: package { inherit name; });
 
-  cudaPackageSet = version: {
-    cudatoolkit = package { name = "cudatoolkit-${version}"; license = cudaEula; };
-    cudnn = package { name = "cudnn-${version}"; license = cudnnEula; };
-  };
-  # The cudaPackages_X_Y that nixpkgs has (see orchestrator/data/compat.toml, nixpkgs = "present");
-  # the removed ones throw, as nixpkgs' aliases do.
+  cudaPackageSet = v:
+    let
+      version = builtins.replaceStrings [ "_" ] [ "." ] v;
+      redist = name: package { name = "cuda${version}-${name}"; license = licenses.nvidiaCudaRedist; outputs = [ "out" "lib" ]; };
+      split = lib.genAttrs [
+        "cuda_cccl" "cuda_crt" "cuda_cudart" "cuda_cupti" "cuda_nvcc" "cuda_nvrtc" "cuda_nvtx"
+        "libcublas" "libcufft" "libcurand" "libcusolver" "libcusparse" "libnvjitlink"
+      ] redist;
+    in
+    split // {
+      cudnn = package { name = "cuda${version}-cudnn"; license = licenses.nvidiaCudnn; outputs = [ "out" "lib" ]; };
+      libcusparse_lt = package { name = "cuda${version}-libcusparse_lt"; license = licenses.nvidiaCusparse_lt; };
+      tensorrt = package { name = "cuda${version}-tensorrt"; license = licenses.nvidiaTensorrt; };
+      # the deprecated toolkit (cuda.section.md); generated flakes no longer use it
+      cudatoolkit = package { name = "cuda-merged-${version}"; license = licenses.nvidiaCudaRedist; };
+      cudaMajorMinorVersion = version;
+    };
+  # The cudaPackages_X_Y of pkgs/top-level/cuda-packages.nix (the newest version read also has
+  # 13_4, which orchestrator/data/compat.toml does not know yet); older ones are gone from nixpkgs
+  # (aliases that throw).
   cudaPresent = [ "12_6" "12_8" "12_9" "13_0" "13_1" "13_2" "13_3" ];
   cudaRemoved = [ "11_7" "11_8" "12_0" "12_1" "12_2" "12_3" "12_4" "12_5" ];
   cuda =
@@ -66,18 +119,33 @@ let
       builder = "/bin/sh";
       args = [ "-c" "echo stand-in > $out" ];
     });
-in
-if !builtins.elem system systems then throw "stand-in nixpkgs: unsupported system '${system}'"
-else if unknownConfig != [ ] then
-  throw "stand-in nixpkgs: config option(s) ${builtins.concatStringsSep ", " unknownConfig} unknown here"
-else
-  pythons // cuda // named [
-    # system packages the tests' specs use; add more as specs need them
-    "cmake" "curl" "ffmpeg" "gcc" "git" "git-lfs" "glib" "gnumake" "htop" "jq" "libGL"
-    "openssh" "pkg-config" "ripgrep" "tmux" "unzip" "uv" "vim" "wget" "zlib"
-  ] // {
-    inherit lib mkShell config;
+
+  self = pythons // cuda // named [
+    # system packages: every nixpkgs attribute of orchestrator/data/system_packages.toml, and a
+    # few more the tests' specs use
+    "cacert" "cmake" "curl" "gcc" "git" "git-lfs" "gnumake" "htop" "jq" "ninja"
+    "openssh" "pkg-config" "ripgrep" "tmux" "unzip" "uv" "vim" "wget"
+  ] // lib.genAttrs [
+    "ffmpeg" "glib" "libglvnd" "libsm" "libsndfile" "libx11" "libxcb" "libxext" "libxrender" "openblas"
+    "openssl" "zlib"
+  ] (name: package { inherit name; outputs = [ "out" "lib" ]; }) // {
+    inherit lib mkShell;
+    config = cfg;
+    _cuda.lib = { inherit allowUnfreeCudaPredicate; };
     stdenv.cc.cc = package { name = "gcc-unwrapped"; outputs = [ "out" "lib" ]; };
     # unfree and not CUDA: a flake that allows it has an unfree predicate that is too wide
-    unrar = package { name = "unrar"; license = unfreeRedistributable; };
-  }
+    unrar = package { name = "unrar"; license = licenses.unfreeRedistributable; };
+    # a compound licence with a CUDA part (a test fixture, not a nixpkgs package): the predicate
+    # must accept it, as nixpkgs' does since NixOS/nixpkgs#550208
+    envparity-compound-licence = package {
+      name = "envparity-compound-licence";
+      license = licenses.OR [ licenses.nvidiaCudaRedist licenses.unfreeRedistributable ];
+    };
+  };
+in
+if !(builtins ? nixVersion) || builtins.compareVersions requiredNix builtins.nixVersion == 1 then
+  abort "This version of Nixpkgs requires Nix >= ${requiredNix} (nixpkgs-standin, as lib/minfeatures.nix), this is ${builtins.nixVersion or "unknown"}"
+else if !builtins.elem system systems then throw "stand-in nixpkgs: unsupported system '${system}'"
+else if unknownConfig != [ ] then
+  throw "stand-in nixpkgs: config option(s) ${builtins.concatStringsSep ", " unknownConfig} unknown here"
+else self
