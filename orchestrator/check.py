@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator import compat, files, lock, render
+from orchestrator import compat, freshness
 from orchestrator.errors import SpecError
-from orchestrator.render.flake import flake_lock_drift, flake_warnings
+from orchestrator.render.flake import flake_warnings
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
 
 
@@ -44,6 +44,8 @@ def pinning_warnings(spec: Spec) -> list[str]:
 
 
 def check(spec: Spec) -> Report:
+    """Compatibility (refused: ``SpecError``, exit 2), then freshness (``freshness.freshness``,
+    the same answer doctor and verify use): diffs and stale files make exit 1."""
     problems = compat.check(spec)
     if problems:
         raise SpecError(problems)
@@ -51,26 +53,15 @@ def check(spec: Spec) -> Report:
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
-    stale = lock.stale_locks(spec)
-    generated = render.render_all(spec)
-    drift = files.drift(spec.root, generated)
-    for d in drift:
-        report.lines.append(d.diff.rstrip("\n"))
-    for path in render.orphans(spec, generated):
-        drift.append(files.Drift(path, ""))
-        report.lines.append(f"{path}: no longer produced by {spec.path.name}")
-    report.lines += stale
-    if stale or drift:
-        fixes = (["envparity lock"] if stale else []) + (["envparity render"] if drift else [])
-        report.lines.append(
-            f"{len(stale)} stale lock(s), {len(drift)} drifted file(s); run: {' && '.join(fixes)}"
-        )
-        report.exit_code = 1
-    else:
-        n = len(lock.lock_targets(spec)) + len(generated)
-        report.lines.append(f"ok: {n} generated files match {spec.path.name}")
-    lock_drift = flake_lock_drift(spec)
-    if lock_drift:  # flake.lock is written by nix and committed: reported, never rewritten
-        report.lines.append(lock_drift)
-        report.exit_code = 1
+    state = freshness.freshness(spec)
+    report.lines += [d.diff.rstrip("\n") for d in state.drift]
+    report.lines += list(state.orphans) + list(state.stale_locks)
+    if state.current:
+        report.lines.append(f"ok: {state.summary}")
+        return report
+    if not state.files_current:
+        report.lines.append(state.summary)
+    if state.flake_lock:  # flake.lock is written by nix and committed: reported, never rewritten
+        report.lines.append(state.flake_lock)
+    report.exit_code = 1
     return report

@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import EnvparityError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,7 +67,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
     for path in lock.lock(
-        spec, upgrade=args.upgrade, flavors=args.flavor or None, force=args.force
+        spec,
+        upgrade=args.upgrade,
+        flavors=args.flavor or None,
+        force=args.force,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
     ):
         print(f"wrote {path}")
     return 0
@@ -91,11 +99,29 @@ def cmd_render(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1 if drift or orphans else 0
-    for path, status in files.write_all(spec.root, rendered, force=args.force):
+    written = files.write_all(spec.root, rendered, force=args.force)
+    for path, status in written:
         print(f"{status:>9} {path}")
-    for path in files.remove_orphans(spec.root, orphans, force=args.force):
+    removed = files.remove_orphans(spec.root, orphans, force=args.force)
+    for path in removed:
         print(f"  removed {path}")
+    print(_render_summary(spec.path.name, written, removed), file=sys.stderr)
     return 0
+
+
+def _render_summary(spec_name: str, written: list[tuple[str, str]], removed: list[str]) -> str:
+    """One line saying what ``render`` did, also when the spec asks for no generated file."""
+    if not written and not removed:
+        return (
+            f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer] "
+            "or [variables] (locks are written by 'envparity lock')"
+        )
+    changed = sum(1 for _, status in written if status != "unchanged")
+    return (
+        f"render: wrote {changed} of {len(written)} generated file(s)"
+        + (f", removed {len(removed)}" if removed else "")
+        + (" (the rest were current)" if changed < len(written) else "")
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -211,11 +237,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"run: cannot run {command[0]}: {exc.strerror}") from None
 
 
-def _print_lines(lines: list[str], *, style: str) -> None:
-    """The first line styled (when rich and a terminal are there), the rest plain."""
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console that prints text as given: no markup, no emoji codes, no highlighting
+    (user text such as ``nosuchmod:train:`` or ``[extra]`` is never read as markup)."""
     from rich.console import Console
 
-    console = Console(highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, emoji=False, markup=False, soft_wrap=True)
+
+
+def _print_lines(lines: list[str], *, style: str) -> None:
+    """The first line styled (when rich and a terminal are there), the rest plain."""
+    console = _console()
     console.print(lines[0], style=style, markup=False)
     for line in lines[1:]:
         console.print(line, markup=False)
@@ -223,30 +255,47 @@ def _print_lines(lines: list[str], *, style: str) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     spec = _spec(args)
-    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from orchestrator import files, report, verify
 
-    console = Console(stderr=True)
-    with Progress(
+    console = _console(stderr=True)
+    progress = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=None)
+    )
+    task = progress.add_task("starting", total=None)
+    started = False
 
-        def step(message: str) -> None:
-            progress.update(task, description=message)
-            progress.console.log(message)
+    def step(message: str) -> None:
+        nonlocal started
+        # The spinner starts with the first step (a refusal before it prints only itself),
+        # and only on a terminal: piped output (CI logs) gets the plain lines alone.
+        if not started and console.is_terminal:
+            progress.start()
+            started = True
+        progress.update(task, description=message)
+        console.print(message)  # plain lines: no time or source tags, no markup
 
+    try:
         result = verify.verify(
-            spec, names=args.targets, strict=args.strict, fresh=args.fresh, progress=step
+            spec,
+            names=args.targets,
+            strict=args.strict,
+            fresh=args.fresh,
+            accept_host_drift=args.accept_host_drift,
+            progress=step,
         )
-    report.print_table(result, Console())
+    finally:
+        if started:
+            progress.stop()
+    report.print_table(result, _console())
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
+    if not args.report:
+        verify.make_cache(html_path.parent)
     files.atomic_write(html_path, report.render_html(result))
     print(f"report: {html_path}")
     return result.exit_code
@@ -351,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)"
+    )
+    p.add_argument(
+        "--accept-host-drift",
+        action="store_true",
+        help="report, but do not fail on, a host whose Python or packages differ from the spec",
     )
     return parser
 

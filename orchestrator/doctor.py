@@ -4,14 +4,12 @@ images, documented variables, matching driver). Exit 1 if anything fails; warnin
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import check, compat, files, gpus, lock, render
+from orchestrator import check, compat, files, freshness, gpus
 from orchestrator.spec import Spec
 
 
@@ -44,50 +42,36 @@ def _generated(spec: Spec, r: Report) -> None:
         r.warn(w)
     for w in check.pinning_warnings(spec):
         r.warn(w.removeprefix("warning: "))
-    stale = lock.stale_locks(spec)
-    for s in stale:
-        r.fail(s, "envparity lock")
-    drift = files.drift(spec.root, render.render_all(spec))
-    for d in drift:
-        r.fail(f"{d.path}: out of date or missing", "envparity render")
-    if not stale and not drift:
+    state = freshness.freshness(spec)  # the same answer check and verify give
+    for line in state.stale_locks:
+        r.fail(line, "envparity lock")
+    for line in [f"{d.path}: out of date or missing" for d in state.drift] + list(state.orphans):
+        r.fail(line, "envparity render")
+    if state.flake_lock:
+        r.fail(state.flake_lock)
+    if state.current:
         r.ok("locks and generated files match the spec")
 
 
 def _interpreter(spec: Spec, r: Report) -> None:
-    r.section("This interpreter")
-    running = platform.python_version()
-    want = spec.environment.python
-    if running == want or ".".join(running.split(".")[:2]) == want:
-        r.ok(f"Python {running} matches environment.python = {want!r}")
+    """The interpreter the user's code runs in (``freshness.user_interpreter``), as verify's
+    host target judges it."""
+    interpreter = freshness.user_interpreter()
+    r.section(f"The host interpreter ({interpreter.executable})")
+    found = freshness.conformance(spec, interpreter)
+    if found.python:
+        r.fail(found.python, "use the nix shell, the devcontainer or the venv target")
     else:
-        r.fail(
-            f"Python {running} does not match environment.python = {want!r}",
-            "use the nix shell, the devcontainer or the venv target",
+        r.ok(
+            f"Python {interpreter.version} matches environment.python = {spec.environment.python!r}"
         )
-    target = lock.LockTarget(spec.flavor_of("host"), spec.environment.systems[0])
-    body = lock.read_lock_body(spec, target)
-    if body is None:
-        r.warn(f"{target.path} is missing: installed packages not checked", "envparity lock")
-        return
-    mismatched = []
-    for name, version in sorted(lock.pinned(body).items()):
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            mismatched.append(f"{name} is not installed (lock: {version})")
-            continue
-        if installed != version:
-            mismatched.append(f"{name} {installed} installed, lock pins {version}")
-    if mismatched:
-        r.warn(
-            f"{len(mismatched)} package(s) differ from {target.path}: "
-            + "; ".join(mismatched[:6])
-            + (" ..." if len(mismatched) > 6 else ""),
-            f"uv pip sync --require-hashes {target.path}, or verify with the venv target",
-        )
+    if not found.lock:
+        lock_path = freshness.host_lock(spec).path
+        r.warn(f"{lock_path} is missing: installed packages not checked", "envparity lock")
+    elif found.packages:
+        r.fail(found.packages, freshness.install_command(spec, interpreter))
     else:
-        r.ok(f"installed packages match {target.path}")
+        r.ok(f"installed packages match {found.lock}")
 
 
 def _launch(spec: Spec, r: Report) -> None:
@@ -173,14 +157,19 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _targets(spec: Spec, r: Report) -> None:
+    """The targets ``verify`` with no ``--targets`` would run (host and venv when the spec has
+    no table), and whether each can run here."""
+    from orchestrator import verify
     from orchestrator.targets import TARGETS
     from orchestrator.targets.base import RUNTIME_DIR, Context
 
     r.section("Targets")
+    chosen = verify.choose_targets(spec, None)
+    spec = verify.with_defaults(spec, chosen)
     ctx = Context(
         spec=spec, cache=spec.root / RUNTIME_DIR, runtime=spec.root / RUNTIME_DIR / "runtime"
     )
-    for name in spec.targets:
+    for name in chosen:
         cls = TARGETS.get(name)
         reason = cls(ctx).unavailable() if cls else f"{name}: not supported by this envparity"
         if reason:

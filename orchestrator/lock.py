@@ -7,13 +7,18 @@ whoever installs it, so a mirror can stand in for an index without changing the 
 
 Mirrors: ``ENVPARITY_MIRRORS="URL=LOCATION ..."`` makes resolution and installs read
 ``LOCATION`` wherever the spec names ``URL`` (an air-gapped mirror, or a local wheel folder
-in tests). The lock is unchanged by a mirror: the files, and so the hashes, are the same.
+in tests). A mirror behaves like the source it stands in for: a folder standing in for an
+index is served to uv as a PEP 503 simple index (``file://``), so uv's index rules hold (the
+first index that has a package is the only one asked for it) instead of the find-links rule
+(a folder's files merged with PyPI's, newest wins). The lock is unchanged by a mirror: the
+files, and so the hashes, are the same.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +94,119 @@ def mirrors() -> dict[str, str]:
 
 
 def source_args(spec: Spec, flavor: str) -> list[str]:
-    """uv arguments naming the package sources of a flavor, with mirrors applied."""
+    """uv arguments naming the package sources of a flavor, with mirrors applied.
+
+    Each source keeps its kind whatever its location: an index mirrored by a local folder of
+    distributions is passed as a generated ``file://`` simple index of that folder
+    (``simple_index``), never as find-links. Raises ``UsageError`` for a mirror folder that
+    does not exist.
+    """
     args: list[str] = []
     mirror = mirrors()
     for index in sources(spec, flavor):
         location = mirror.get(index.url.rstrip("/"), index.url)
-        local = not re.match(r"^[a-z+]+://", location)
-        if index.kind == "find-links" or local:
+        if index.kind == "find-links":
             args += ["--find-links", location]
-        else:
-            args += ["--extra-index-url", location]
+            continue
+        folder = local_folder(location)
+        if folder is not None:
+            location = simple_index(folder, mirror_of=index.url)
+        args += ["--extra-index-url", location]
     return args
+
+
+def mirror_notes(spec: Spec, flavor: str) -> list[str]:
+    """One line per index a local folder stands in for, naming what uv's messages call it."""
+    out = []
+    mirror = mirrors()
+    for index in sources(spec, flavor):
+        location = mirror.get(index.url.rstrip("/"))
+        folder = None if location is None or index.kind == "find-links" else local_folder(location)
+        if folder is not None:
+            out.append(
+                f"{simple_index(folder, mirror_of=index.url)} is {folder} served as an index: "
+                f"ENVPARITY_MIRRORS has it stand in for {index.url}"
+            )
+    return out
+
+
+def local_folder(location: str) -> Path | None:
+    """The folder a mirror location names (a path or a ``file://`` URL); None for a remote URL."""
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(location).path))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
+        return None
+    return Path(location)
+
+
+def simple_index(folder: Path, *, mirror_of: str = "") -> str:
+    """A ``file://`` URL of a PEP 503 simple index serving the distributions in ``folder``.
+
+    A folder that already is a simple index (it has an ``index.html``) is used as it is.
+    Otherwise the index pages are generated under the system's temporary folder, keyed by
+    the folder's path and the names, sizes and times of its files, and reused while those
+    stay the same; pages link to the files where they are (no copies, no hashes: uv hashes
+    the files it locks). Raises ``UsageError`` when ``folder`` is not a folder.
+    """
+    import html
+    import shutil
+    import tempfile
+
+    from packaging.utils import (
+        InvalidSdistFilename,
+        InvalidWheelFilename,
+        parse_sdist_filename,
+        parse_wheel_filename,
+    )
+
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise UsageError(
+            f"ENVPARITY_MIRRORS: {folder} (the mirror of {mirror_of or 'an index'}) is not a folder"
+        )
+    if (folder / "index.html").is_file():
+        return folder.as_uri()
+    projects: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.name.endswith(".whl"):
+                name = parse_wheel_filename(path.name)[0]
+            elif path.name.endswith((".tar.gz", ".zip")):
+                name = parse_sdist_filename(path.name)[0]
+            else:
+                continue
+        except (InvalidWheelFilename, InvalidSdistFilename):
+            continue  # not a distribution: an index would not list it either
+        projects.setdefault(str(name), []).append(path)
+    stamp = {
+        "folder": str(folder),
+        "files": [
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for ps in projects.values() for p in ps
+        ],
+    }
+    root = Path(tempfile.gettempdir()) / f"envparity-simple-{files.inputs_hash(stamp)[:16]}"
+    if not (root / "index.html").is_file():
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished index from an older version
+        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+        for project, paths in projects.items():
+            links = "".join(
+                f'<a href="{p.as_uri()}">{html.escape(p.name)}</a><br>\n' for p in paths
+            )
+            (tmp / project).mkdir()
+            (tmp / project / "index.html").write_text(_page(links), encoding="utf-8")
+        listing = "".join(f'<a href="{n}/">{n}</a><br>\n' for n in projects)
+        (tmp / "index.html").write_text(_page(listing), encoding="utf-8")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process made the same index first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root.as_uri()
+
+
+def _page(body: str) -> str:
+    return f"<!DOCTYPE html>\n<html><body>\n{body}</body></html>\n"
 
 
 def install_args(spec: Spec, flavor: str) -> list[str]:
@@ -143,15 +250,27 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         ]
         if upgrade:
             args.append("--upgrade")
-        process.run(args, extra_env={"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"})
+        try:
+            process.run(args, extra_env={"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"})
+        except process.CommandFailed as exc:
+            notes = mirror_notes(spec, target.flavor)
+            if not notes:
+                raise
+            raise ToolError(f"{exc}\n" + "\n".join(notes)) from None
         body = out.read_text(encoding="utf-8")
     body = body.replace(str(req), "environment.toml")
     _check_flavor(spec, target, body)
     return body
 
 
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
-    """Refuse a lock whose packages are not the flavor's: CUDA in cpu, another CUDA in cuXY."""
+    """Refuse a lock whose packages are not the flavor's: CUDA in cpu, another CUDA in cuXY.
+
+    The advice fits the spec in hand: add the PyTorch index when the flavor has none, make it
+    an index when it is find-links, fill the mirror when a mirror stands in for it."""
     pins = pinned(body)
     # The CUDA runtime wheels a CUDA build of torch pulls in (other nvidia-* packages, such
     # as nvidia-ml-py, are fine in a cpu lock).
@@ -171,25 +290,66 @@ def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
             raise ToolError(
                 f"{target.path}: the {target.flavor} flavor resolved the CUDA {got} runtime "
                 f"(nvidia-cuda-runtime {runtime}), not CUDA {spec.cuda.version}: PyPI's torch is built "
-                f"for CUDA {got}. Take torch from the PyTorch index for CUDA {spec.cuda.version}:\n"
-                f'  [[index]]\n  url = "https://download.pytorch.org/whl/{target.flavor}"\n'
-                '  flavors = ["cuda"]'
+                f"for CUDA {got}. "
+                + _index_advice(
+                    spec, target.flavor, f"the PyTorch index for CUDA {spec.cuda.version}"
+                )
             )
     if target.flavor == "cpu" and cuda_pkgs:
         raise ToolError(
             f"{target.path}: the cpu flavor resolved CUDA packages ({', '.join(cuda_pkgs[:3])}, ...): "
-            "on Linux, PyPI's torch is a CUDA build. Add the PyTorch CPU index to environment.toml:\n"
-            '  [[index]]\n  url = "https://download.pytorch.org/whl/cpu"\n  flavors = ["cpu"]'
+            f"torch {pins.get('torch', '?')} is PyPI's CUDA build. "
+            + _index_advice(spec, "cpu", "the PyTorch CPU index")
         )
 
 
+def _index_advice(spec: Spec, flavor: str, what: str) -> str:
+    """How to take torch from PyTorch's index for ``flavor``, given what the spec has now."""
+    url = PYTORCH_INDEX + flavor
+    index = next((i for i in sources(spec, flavor) if i.url.rstrip("/") == url), None)
+    if index is None:
+        scope = '["cpu"]' if flavor == "cpu" else '["cuda"]'
+        return (
+            f"Take torch from {what}: add it to {spec.path.name}:\n"
+            f'  [[index]]\n  url = "{url}"\n  flavors = {scope}'
+        )
+    if index.kind == "find-links":
+        return (
+            f'{spec.path.name} names {url} with kind = "find-links": uv merges find-links with '
+            "PyPI and takes the newest version, which is PyPI's. Make it an index: remove "
+            '"kind" (or set kind = "index")'
+        )
+    mirror = mirrors().get(url)
+    if mirror is not None:
+        return (
+            f"{spec.path.name} names {what} ({url}), mirrored by ENVPARITY_MIRRORS at {mirror}, "
+            f"which holds no torch wheel for Python {spec.environment.python} on {target_platform(spec)}: "
+            f"put the {flavor} wheels there, or unset ENVPARITY_MIRRORS to use the index itself"
+        )
+    return (
+        f"{spec.path.name} names {what} ({url}), which offered no torch matching "
+        f"{_torch_requirement(spec)}: pin a torch release that index has"
+    )
+
+
+def target_platform(spec: Spec) -> str:
+    return " and ".join(_PLATFORM[s] for s in spec.environment.systems)
+
+
+def _torch_requirement(spec: Spec) -> str:
+    dep = spec.dependency("torch")
+    return dep.requirement() if dep is not None else "torch (pulled in by another package)"
+
+
 def pinned(body: str) -> dict[str, str]:
-    """{canonical name: version} of every pin in a lock body."""
+    """{canonical name (PEP 503): version} of every pin in a lock body."""
+    from packaging.utils import canonicalize_name
+
     out = {}
     for line in body.splitlines():
         m = _PIN_RE.match(line)
         if m:
-            out[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+            out[str(canonicalize_name(m[1]))] = m[2]
     return out
 
 
@@ -204,13 +364,20 @@ def render_lock(spec: Spec, target: LockTarget, body: str) -> files.Generated:
 
 
 def lock(
-    spec: Spec, *, upgrade: bool = False, flavors: list[str] | None = None, force: bool = False
+    spec: Spec,
+    *,
+    upgrade: bool = False,
+    flavors: list[str] | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
 ) -> list[str]:
-    """Resolve every flavor and system; write all locks or none. Returns the paths written."""
+    """Resolve every flavor and system; write all locks or none. Returns the paths written.
+    ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     refuse_incompatible(spec)
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
+        progress(f"resolving {target.path} ({target.flavor}, {target.system}) with uv")
         generated.append(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )

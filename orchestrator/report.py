@@ -53,31 +53,57 @@ def _verdict_text(t: TargetResult) -> str:
     if t.status != "ok":
         return f"{t.status}: {t.reason}"
     assert t.verdict is not None
-    return "; ".join(sorted({_pair_text(p) for p in t.verdict.pairs}))
+    parts = sorted({_pair_text(p) for p in t.verdict.pairs})
+    if t.drift:
+        parts.append("differs from the spec" + (" (accepted)" if t.drift_accepted else ""))
+    return "; ".join(parts)
 
 
 def print_table(result: VerifyResult, console: Console) -> None:
+    """The table, then each reason and cause once, then the outcome. Every cell is plain text
+    (never markup). The table fits 80 columns (CI's width) with the verdict wrapped, not cut:
+    no outer border, one space between columns, the digest (of the final parameters) in 8
+    hex digits; the HTML report has 12."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"envparity verify: {result.spec.environment.name}")
-    for col in ("target", "python", "torch", "device", "fingerprint", "runs"):
+    table = Table(
+        title=Text(f"envparity verify: {result.spec.environment.name}"),
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for col in ("target", "python", "torch", "device", "runs", "digest"):
         table.add_column(col, no_wrap=True)
-    table.add_column("verdict")
+    table.add_column("verdict", min_width=17, ratio=1)
     for t in result.targets:
         device = t.runs[0].fingerprint.device if t.runs else "-"
-        runs = f"{len(t.runs)}" + (" (cached)" if t.runs and all(r.cached for r in t.runs) else "")
+        runs = f"{len(t.runs)}" + (" cached" if t.runs and all(r.cached for r in t.runs) else "")
         style = {
             "ok": "green" if t.verdict and t.verdict.equivalent else "red",
             "skipped": "yellow",
             "failed": "red",
         }[t.status]
+        if t.status == "ok" and t.drift and not t.drift_accepted:
+            style = "red"
         verdict = t.status if t.status != "ok" else _verdict_text(t)
-        cells = (t.name, _python(t), _torch(t), device, _short(t), runs, verdict)
+        cells = (t.name, _python(t), _torch(t), device, runs, _short(t)[:8] or "-", verdict)
         table.add_row(*(Text(c) for c in cells), style=style)
     console.print(table)
+    problems = result.problems
+    # A reason printed in a FAIL line below is not printed here too.
     lines: list[str] = [
-        f"{t.name} {t.status}: {t.reason}" for t in result.targets if t.status != "ok"
+        f"{t.name} {t.status}: {t.reason}"
+        for t in result.targets
+        if t.status != "ok" and not any(p.startswith(f"{t.name}: ") for p in problems)
+    ]
+    lines += [
+        f"{t.name}: differs from the spec (accepted): {d}"
+        for t in result.targets
+        if t.drift_accepted
+        for d in t.drift
     ]
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
@@ -87,10 +113,10 @@ def print_table(result: VerifyResult, console: Console) -> None:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
-        console.print(line, markup=False, highlight=False)
-    for problem in result.problems:
+        console.print(Text(line))
+    for problem in problems:
         console.print(Text.assemble(("FAIL ", "bold red"), problem))
-    if not result.problems:
+    if not problems:
         console.print(
             Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
         )

@@ -261,7 +261,9 @@ def _jsonable(value: object) -> object:
 
 
 def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    from packaging.utils import canonicalize_name  # imported when names are compared
+
+    return str(canonicalize_name(name))
 
 
 # --------------------------------------------------------------------------- loading

@@ -43,6 +43,8 @@ class TargetResult:
     required: bool = False
     runs: list[Run] = field(default_factory=list)
     verdict: Verdict | None = None  # runs of this target against each other
+    drift: list[str] = field(default_factory=list)  # how the environment differs from the spec
+    drift_accepted: bool = False  # --accept-host-drift: reported, not a failure
 
     @property
     def fingerprints(self) -> list[fingerprint.Fingerprint]:
@@ -67,6 +69,11 @@ class VerifyResult:
                 out.append(f"{t.name}: skipped ({t.reason}), but {why}")
             elif t.verdict is not None and not t.verdict.equivalent:
                 out.append(f"{t.name}: runs in the same environment differ")
+            if t.drift and not t.drift_accepted:
+                out.append(
+                    f"{t.name}: does not match the spec ({'; '.join(t.drift)}); "
+                    "fix it (envparity doctor says how) or pass --accept-host-drift"
+                )
         if self.across is not None and not self.across.equivalent:
             out.append("targets compute different results")
         if not any(t.status == "ok" for t in self.targets):
@@ -78,24 +85,55 @@ class VerifyResult:
         return 1 if self.problems else 0
 
 
+DEFAULT_TARGETS = ("host", "venv")  # need no settings: run with their defaults without a table
+_REQUIRED_KEYS = {
+    "devcontainer": 'image = "<registry/name:tag>@sha256:<digest>"   # the base image',
+    "nix": 'nixpkgs = "github:NixOS/nixpkgs/<40-hex commit>"',
+}
+
+
 def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
+    """The targets to verify, in the spec's order: those named, or else every target the spec
+    has a table for, or else host and venv. host and venv run with their defaults when the
+    spec has no table for them; devcontainer and nix need their settings (``UsageError``
+    naming the table and keys to add)."""
     if not names:
-        chosen = [n for n in TARGET_NAMES if n in spec.targets]
-        if not chosen:
-            raise UsageError(f"{spec.path.name}: no [targets.*] tables; add e.g. [targets.venv]")
-        return chosen
+        return [n for n in TARGET_NAMES if n in spec.targets] or list(DEFAULT_TARGETS)
     for n in names:
         if n not in TARGET_NAMES:
             raise UsageError(f"unknown target {n!r}; targets are {', '.join(TARGET_NAMES)}")
-        if n not in spec.targets:
-            raise UsageError(f"target {n!r} is not in {spec.path.name}; add [targets.{n}]")
+        if n not in spec.targets and n not in DEFAULT_TARGETS:
+            raise UsageError(
+                f"target {n!r} needs settings {spec.path.name} does not have; add:\n"
+                f"  [targets.{n}]\n  {_REQUIRED_KEYS[n]}\n"
+                "then run 'envparity render'"
+            )
     return list(dict.fromkeys(names))
+
+
+def with_defaults(spec: Spec, chosen: list[str]) -> Spec:
+    """``spec`` with a default table for each chosen target it has none for (host, venv)."""
+    from dataclasses import replace
+
+    from orchestrator.spec import Target as TargetSettings
+
+    missing = {n: TargetSettings(name=n) for n in chosen if n not in spec.targets}
+    return replace(spec, targets={**spec.targets, **missing}) if missing else spec
+
+
+def make_cache(cache: Path) -> None:
+    """Create the cache folder (``.envparity``) keeping itself out of git, as ``.venv`` and
+    ``.nox`` do: a ``.gitignore`` holding ``*`` inside it, written when it is missing."""
+    cache.mkdir(parents=True, exist_ok=True)
+    ignore = cache / ".gitignore"
+    if not ignore.exists():
+        files.atomic_write(ignore, "# Created by envparity: caches, never committed.\n*\n")
 
 
 @contextmanager
 def exclusive(cache: Path, progress: Callable[[str], None]) -> Iterator[None]:
     """Hold the cache's lock: a second verify waits instead of writing the same files."""
-    cache.mkdir(parents=True, exist_ok=True)
+    make_cache(cache)
     with open(cache / "verify.lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,18 +299,22 @@ def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
     return result
 
 
-def preflight(spec: Spec) -> None:
-    """Refuse impossible specs; fail on stale locks or generated files (verify would test those)."""
-    from orchestrator import render
+def preflight(spec: Spec, chosen: list[str]) -> list[str]:
+    """Refuse impossible specs; fail on stale locks or generated files (verify would test
+    those), by the same answer check and doctor give (``freshness.freshness``). Returns how
+    the host differs from the spec when it is chosen ([] when it conforms, or is not chosen)."""
+    from orchestrator import freshness
 
     lock.refuse_incompatible(spec)
-    stale = lock.stale_locks(spec)
-    stale += [f"{d.path}: out of date" for d in files.drift(spec.root, render.render_all(spec))]
-    if stale:
+    state = freshness.freshness(spec)
+    if not state.current:
+        fixes = f"; run {' and '.join(repr(f) for f in state.fixes)}" if state.fixes else ""
         raise CheckFailed(
-            "verify would test stale files; run 'envparity lock' and 'envparity render':\n  "
-            + "\n  ".join(stale)
+            f"verify would test stale files{fixes}:\n  " + "\n  ".join(state.problems)
         )
+    if "host" not in chosen:
+        return []
+    return freshness.conformance(spec, freshness.user_interpreter()).problems
 
 
 def verify(
@@ -281,10 +323,12 @@ def verify(
     names: list[str] | None = None,
     strict: bool = False,
     fresh: bool = False,
+    accept_host_drift: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> VerifyResult:
     chosen = choose_targets(spec, names)
-    preflight(spec)
+    spec = with_defaults(spec, chosen)
+    host_drift = preflight(spec, chosen)
     cache = spec.root / RUNTIME_DIR
     with exclusive(cache, progress):
         ctx = Context(
@@ -292,6 +336,9 @@ def verify(
         )
         hw = hardware()
         results = [verify_target(TARGETS[name](ctx), ctx, hw) for name in chosen]
+    for t in results:
+        if t.name == "host" and t.status == "ok":  # a host that did not run proves nothing
+            t.drift, t.drift_accepted = host_drift, accept_host_drift
     firsts = [t.runs[0].fingerprint for t in results if t.status == "ok" and t.runs]
     v = spec.verify
     across = (

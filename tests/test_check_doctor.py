@@ -4,6 +4,8 @@ with the real lock writer from a hand-made body, rendering never runs uv)."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +263,276 @@ def test_doctor_judges_the_driver_by_minor_version_compatibility(
     finally:
         gpus.nvidia_smi.cache_clear()
     assert line in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- one answer
+
+
+def _drop_variables(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(
+        text.split("[variables]")[0] + "[targets.host]" + text.split("[targets.host]")[1]
+    )
+
+
+def _change_dependency(path: Path) -> None:
+    path.write_text(path.read_text().replace('packaging = "==', 'packaging = ">='))
+
+
+def _hand_edit_flake(path: Path) -> None:
+    flake = path.parent / "flake.nix"
+    flake.write_text(flake.read_text() + "# mine\n")
+
+
+def _delete_dockerfile(path: Path) -> None:
+    (path.parent / ".devcontainer/Dockerfile").unlink()
+
+
+def _unreadable_flake_lock(path: Path) -> None:
+    (path.parent / "flake.lock").write_text("{}\n")  # written by nix, committed: checked too
+
+
+class TestCheckDoctorAndVerifyAgree:
+    """check, doctor and verify's preflight give one answer (``freshness.freshness``)."""
+
+    @pytest.mark.parametrize(
+        ("change", "line"),
+        [
+            (_drop_variables, ".env.example: no longer produced by environment.toml"),
+            (
+                _change_dependency,
+                "locks/cpu.txt: stale (environment.toml changed since it was locked)",
+            ),
+            (_hand_edit_flake, "flake.nix: out of date or missing"),
+            (_delete_dockerfile, ".devcontainer/Dockerfile: out of date or missing"),
+            (
+                _unreadable_flake_lock,
+                "flake.lock: cannot read the nixpkgs input's locked revision (KeyError('nodes'))",
+            ),
+        ],
+    )
+    def test_each_drift_fails_all_three(
+        self,
+        change,  # type: ignore[no-untyped-def]
+        line: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from orchestrator import verify
+        from orchestrator.errors import CheckFailed
+
+        path = project(tmp_path, monkeypatch)
+        change(path)
+        capsys.readouterr()
+        assert cli.main(["check"]) == 1
+        checked = capsys.readouterr().out
+        assert cli.main(["doctor"]) == 1
+        doctored = capsys.readouterr().out
+        with pytest.raises(CheckFailed) as refused:
+            verify.preflight(spec.load(path), [])
+        assert f"  FAIL  {line}" in doctored
+        assert f"  {line}" in str(refused.value)
+        assert line.split(":")[0] in checked
+        assert "locks and generated files match the spec" not in doctored
+
+    def test_all_current_passes_all_three(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from orchestrator import verify
+
+        path = project(tmp_path, monkeypatch)
+        _drop_variables(path)
+        assert cli.main(["render"]) == 0  # removes .env.example
+        capsys.readouterr()
+        assert cli.main(["check"]) == 0
+        cli.main(["doctor"])
+        assert "  ok    locks and generated files match the spec" in capsys.readouterr().out
+        assert verify.preflight(spec.load(path), []) == []
+
+
+# --------------------------------------------------------------------------- the host
+
+
+class TestHostConformance:
+    """The host is judged once (``freshness.conformance``): doctor fails on it, verify's host
+    row fails on it unless accepted."""
+
+    def _spec(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str = "3.11"):  # type: ignore[no-untyped-def]
+        return spec.load(project(tmp_path, monkeypatch, python=python))
+
+    @pytest.mark.parametrize(
+        ("python", "packages", "expected"),
+        [
+            ("3.11.7", {"packaging": "PINNED"}, []),
+            (
+                "3.12.1",
+                {"packaging": "PINNED"},
+                ["Python 3.12.1 (/x/python) does not match environment.python = '3.11'"],
+            ),
+            (
+                "3.11.7",
+                {"packaging": "1.0"},
+                [
+                    "1 package(s) differ from locks/cpu.txt: packaging 1.0 installed, lock pins PINNED"
+                ],
+            ),
+            (
+                "3.11.7",
+                {},
+                [
+                    "1 package(s) differ from locks/cpu.txt: packaging is not installed (lock: PINNED)"
+                ],
+            ),
+        ],
+    )
+    def test_conformance(
+        self,
+        python: str,
+        packages: dict[str, str],
+        expected: list[str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from importlib.metadata import version
+
+        from orchestrator import freshness
+
+        pinned = version("packaging")
+        s = self._spec(tmp_path, monkeypatch)
+        interpreter = freshness.Interpreter(
+            "/x/python", python, {k: v.replace("PINNED", pinned) for k, v in packages.items()}
+        )
+        assert freshness.conformance(s, interpreter).problems == [
+            e.replace("PINNED", pinned) for e in expected
+        ]
+
+    def test_doctor_and_verify_report_the_same_host_drift(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import platform
+
+        from orchestrator import verify
+
+        s = self._spec(tmp_path, monkeypatch, python="3.9")
+        monkeypatch.setenv("DATA_PATH", "/data")
+        drift = verify.preflight(s, ["host"])
+        assert drift == [
+            f"Python {platform.python_version()} ({sys.executable}) does not match "
+            "environment.python = '3.9'"
+        ]
+        capsys.readouterr()
+        assert cli.main(["doctor"]) == 1
+        assert f"  FAIL  {drift[0]}" in capsys.readouterr().out
+
+    @pytest.mark.parametrize("accepted", [False, True])
+    def test_verify_fails_the_host_row_unless_accepted(
+        self,
+        accepted: bool,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from rich.console import Console
+
+        from orchestrator import report, verify
+        from orchestrator.probe.compare import Verdict
+
+        s = self._spec(tmp_path, monkeypatch)
+        host = verify.TargetResult(
+            "host",
+            "ok",
+            verdict=Verdict(kind="bitwise", pairs=()),
+            drift=["Python 3.11.2 (/usr/bin/python3) does not match environment.python = '3.12'"],
+            drift_accepted=accepted,
+        )
+        result = verify.VerifyResult(s, [host], None, strict=False)
+        console = Console(width=80, record=True, highlight=False, emoji=False, markup=False)
+        report.print_table(result, console)
+        text = " ".join(console.export_text().split())  # lines wrap at 80 columns
+        if accepted:
+            assert result.problems == []
+            assert "differs from the spec (accepted)" in text
+            assert (
+                "host: differs from the spec (accepted): Python 3.11.2 (/usr/bin/python3) does "
+                "not match environment.python = '3.12'" in text
+            )
+        else:
+            assert result.problems == [
+                "host: does not match the spec (Python 3.11.2 (/usr/bin/python3) does not match "
+                "environment.python = '3.12'); fix it (envparity doctor says how) or pass "
+                "--accept-host-drift"
+            ]
+            assert "FAIL host: does not match the spec" in text
+
+
+class TestDoctorJudgesTheUsersEnvironmentAndItsFixWorks:
+    """With the real uv: doctor finds a package that differs from the lock, in the environment
+    the user's code runs in, and the command it suggests fixes it without removing envparity."""
+
+    SPEC = '[environment]\nname = "fix"\npython = "3.11"\n[dependencies]\niniconfig = "==2.0.0"\n'
+
+    def _venv(self, path: Path, *packages: str, envparity: bool) -> Path:
+        subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(path)], check=True)
+        python = path / "bin" / "python"
+        args = ["uv", "pip", "install", "--quiet", "--python", str(python), *packages]
+        subprocess.run(args + (["packaging", "-e", str(REPO)] if envparity else []), check=True)
+        return python
+
+    @pytest.mark.parametrize(
+        "layout", ["envparity installed in the project's venv", "uv tool", "activated venv"]
+    )
+    def test_doctor_fix_makes_the_env_match_and_keeps_envparity(
+        self, layout: str, tmp_path: Path
+    ) -> None:
+        if shutil.which("uv") is None:
+            pytest.fail("uv is not on PATH (pip install uv)")
+        project_dir = tmp_path / "project"
+        project_dir.mkdir()
+        (project_dir / "environment.toml").write_text(self.SPEC)
+        assert cli.main(["--spec", str(project_dir / "environment.toml"), "lock"]) == 0
+        user = self._venv(tmp_path / "user", "iniconfig==1.1.1", envparity=layout != "uv tool")
+        runner = user
+        env = {**os.environ, "PATH": f"{user.parent}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("VIRTUAL_ENV", None)
+        if layout == "uv tool":
+            runner = self._venv(tmp_path / "tool", envparity=True)
+            (tmp_path / "tool" / "uv-receipt.toml").write_text("[tool]\n")  # as uv tool writes
+        elif layout == "activated venv":  # envparity elsewhere, the user's venv activated
+            runner = self._venv(tmp_path / "elsewhere", envparity=True)
+            env = {**os.environ, "VIRTUAL_ENV": str(user.parent.parent)}
+
+        def doctor() -> str:
+            done = subprocess.run(
+                [str(runner), "-m", "orchestrator", "doctor"],
+                cwd=project_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            return done.stdout + done.stderr
+
+        before = doctor()
+        judged = user.with_name("python3") if layout == "uv tool" else user  # python3 on PATH
+        assert f"The host interpreter ({judged})" in before
+        assert (
+            "  FAIL  1 package(s) differ from locks/cpu.txt: iniconfig 1.1.1 installed, "
+            "lock pins 2.0.0" in before
+        )
+        fix = before.split("lock pins 2.0.0\n        -> ", 1)[1].splitlines()[0]
+        assert fix == shlex.join(
+            [
+                "uv",
+                "pip",
+                "install",
+                "--python",
+                str(judged),
+                "--require-hashes",
+                "-r",
+                "locks/cpu.txt",
+            ]
+        )
+        subprocess.run(shlex.split(fix), cwd=project_dir, env=env, check=True, capture_output=True)
+        after = doctor()
+        assert "  ok    installed packages match locks/cpu.txt" in after, after
+        for python in {user, runner}:  # envparity is still where it was installed
+            subprocess.run([str(python), "-c", "import orchestrator.cli"], check=True)

@@ -188,3 +188,137 @@ def test_other_nvidia_packages_are_fine_in_a_cpu_lock(
     make_spec(write_spec, deps='nvidia-ml-py = "*"')  # NVML bindings: no CUDA runtime, no torch
     assert run(tmp_path, monkeypatch, "lock") == 0
     assert "nvidia-ml-py" in lock.pinned((tmp_path / "locks/cpu.txt").read_text())
+
+
+TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
+CPU_INDEX = '\n[[index]]\nurl = "https://download.pytorch.org/whl/cpu"\nflavors = ["cpu"]\n'
+
+
+def _need_torch_wheel() -> None:
+    if not TORCH_WHEEL.is_file():
+        pytest.fail(
+            f"{TORCH_WHEEL} is missing: put the torch 2.13.0 CPU wheel for Python 3.11 there"
+        )
+
+
+def _simple_index_of(folder: Path, out: Path) -> Path:
+    """A PEP 503 simple index written by hand, the reference the mirror must behave like."""
+    (out / "torch").mkdir(parents=True)
+    links = "".join(f'<a href="{p.as_uri()}">{p.name}</a>\n' for p in sorted(folder.glob("*.whl")))
+    (out / "torch" / "index.html").write_text(f"<html><body>{links}</body></html>\n")
+    (out / "index.html").write_text('<html><body><a href="torch/">torch</a></body></html>\n')
+    return out
+
+
+@pytest.mark.parametrize("torch", ['"*"', '">=1.8"'])
+def test_a_folder_mirroring_the_cpu_index_behaves_like_that_index(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch: str
+) -> None:
+    # Passed as find-links, the folder's files were merged with PyPI's and PyPI's newer CUDA
+    # torch won; as an index, the first index that has torch is the only one asked for it.
+    _need_torch_wheel()
+    make_spec(write_spec, deps=f"torch = {torch}", extra=CPU_INDEX)
+    monkeypatch.setenv(
+        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    mirrored = files.read_header((tmp_path / "locks/cpu.txt").read_text())
+    assert mirrored is not None
+    assert lock.pinned(mirrored.body)["torch"] == "2.13.0+cpu"
+    digest = hashlib.sha256(TORCH_WHEEL.read_bytes()).hexdigest()
+    assert f"torch==2.13.0+cpu \\\n    --hash=sha256:{digest}\n" in mirrored.body
+    assert not [p for p in lock.pinned(mirrored.body) if p.startswith("nvidia-")]
+
+    # The same spec naming a file:// simple index of that folder locks the same body.
+    reference = _simple_index_of(TORCH_WHEEL.parent, tmp_path / "simple")
+    monkeypatch.delenv("ENVPARITY_MIRRORS")
+    (tmp_path / "environment.toml").write_text(
+        BASE.format(python="3.11", deps=f"torch = {torch}")
+        + CPU_INDEX.replace("https://download.pytorch.org/whl/cpu", reference.as_uri())
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    direct = files.read_header((tmp_path / "locks/cpu.txt").read_text())
+    assert direct is not None and direct.body == mirrored.body
+
+
+class TestCudaTorchInACpuLockIsRefusedWithAdviceForThisSpec:
+    """Each refusal says what to change in the spec at hand, never to add what it has."""
+
+    def _refusal(
+        self, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: str
+    ) -> str:  # type: ignore[no-untyped-def]
+        make_spec(write_spec, deps='torch = "==2.13.0"', extra=extra)
+        capsys.readouterr()
+        assert run(tmp_path, monkeypatch, "lock") == 2
+        assert not (tmp_path / "locks").exists()
+        err: str = capsys.readouterr().err
+        assert "locks/cpu.txt: the cpu flavor resolved CUDA packages" in err
+        assert "torch 2.13.0 is PyPI's CUDA build." in err
+        assert err.count("envparity:") == 1  # printed once
+        return err
+
+    def test_no_index_add_the_cpu_index(self, write_spec, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+        err = self._refusal(write_spec, tmp_path, monkeypatch, capsys, "")
+        assert "Take torch from the PyTorch CPU index: add it to environment.toml:" in err
+        assert (
+            '  [[index]]\n  url = "https://download.pytorch.org/whl/cpu"\n  flavors = ["cpu"]'
+            in err
+        )
+
+    def test_find_links_make_it_an_index(self, write_spec, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+        folder = tmp_path / "empty"
+        folder.mkdir()
+        monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={folder}")
+        extra = CPU_INDEX.replace('flavors = ["cpu"]', 'kind = "find-links"\nflavors = ["cpu"]')
+        err = self._refusal(write_spec, tmp_path, monkeypatch, capsys, extra)
+        assert 'names https://download.pytorch.org/whl/cpu with kind = "find-links"' in err
+        assert "add it to" not in err
+
+    def test_mirror_without_torch_fill_the_mirror(
+        self, write_spec, tmp_path, monkeypatch, capsys
+    ) -> None:  # type: ignore[no-untyped-def]
+        folder = tmp_path / "mirror"
+        _tiny_wheel(folder)  # a mirror holding something, but no torch
+        monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={folder}")
+        err = self._refusal(write_spec, tmp_path, monkeypatch, capsys, CPU_INDEX)
+        assert (
+            "environment.toml names the PyTorch CPU index (https://download.pytorch.org/whl/cpu), "
+            f"mirrored by ENVPARITY_MIRRORS at {folder}, which holds no torch wheel for Python 3.11 "
+            "on x86_64-manylinux_2_28: put the cpu wheels there" in err
+        )
+        assert "add it to" not in err
+
+
+def test_a_mirror_that_is_not_a_folder_is_a_usage_error(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_spec(write_spec, extra=CPU_INDEX)
+    monkeypatch.setenv(
+        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={tmp_path / 'nope'}"
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    assert (
+        f"ENVPARITY_MIRRORS: {tmp_path / 'nope'} (the mirror of "
+        "https://download.pytorch.org/whl/cpu) is not a folder" in capsys.readouterr().err
+    )
+
+
+def test_a_version_the_mirror_lacks_is_refused_as_the_index_would_and_says_what_the_mirror_is(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The index rule: torch is on the first index (the mirror), so PyPI is not asked for it.
+    _need_torch_wheel()
+    make_spec(write_spec, deps='torch = "==2.12.0"', extra=CPU_INDEX)
+    monkeypatch.setenv(
+        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert "there is no version of torch==2.12.0" in err
+    index = lock.simple_index(TORCH_WHEEL.parent)
+    assert err.rstrip().endswith(
+        f"{index} is {TORCH_WHEEL.parent} served as an index: ENVPARITY_MIRRORS has it stand in "
+        "for https://download.pytorch.org/whl/cpu"
+    )
+    assert err.count("envparity:") == 1
+    assert not (tmp_path / "locks").exists()

@@ -122,9 +122,7 @@ def test_cold_verify_provisions_probes_twice_each_and_reports(project: Path) -> 
     assert "venv: installing cpu.txt (hash-checked)" in out
     for target in ("host", "venv"):
         assert f"{target}: probe run 1 of 2" in out and f"{target}: probe run 2 of 2" in out
-        row = next(
-            line for line in out.splitlines() if line.startswith(("│ " + target, "| " + target))
-        )
+        row = next(line for line in out.splitlines() if line.split()[:1] == [target])
         assert "2.13.0+cpu" in row and "bitwise" in row
     assert "host vs venv: bitwise identical" in out
     assert len(fingerprints(project)) == 4
@@ -138,7 +136,7 @@ def test_second_verify_reuses_everything(project: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "probe run" not in again.stderr and "installing" not in again.stderr
     assert "venv: reusing cpu-" in again.stderr
-    assert "2 (cached)" in again.stdout
+    assert "2 cached" in again.stdout
     assert fingerprints(project) == before
 
 
@@ -236,7 +234,7 @@ def test_unknown_and_absent_targets_are_usage_errors(project: Path) -> None:
     ):
         verify.choose_targets(spec, ["docker"])
     with pytest.raises(
-        UsageError, match=r"target 'nix' is not in environment.toml; add \[targets.nix\]"
+        UsageError, match=r"target 'nix' needs settings environment.toml does not have; add:\n"
     ):
         verify.choose_targets(spec, ["nix"])
 

@@ -1,10 +1,10 @@
-"""``host``: the interpreter envparity runs in; nothing is provisioned (a GPU box, an existing env)."""
+"""``host``: the interpreter the user's code runs in (``freshness.user_interpreter``: the one
+running envparity, or the ``python3`` on PATH when envparity is an isolated tool); nothing is
+provisioned (a GPU box, an existing env). verify reports how it differs from the spec."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
+from orchestrator import freshness
 from orchestrator.targets.base import Target
 
 
@@ -12,25 +12,27 @@ class HostTarget(Target):
     name = "host"
 
     def unavailable(self) -> str | None:
-        if importlib.util.find_spec("torch") is None:
-            return f"host: torch is not importable by {sys.executable}"
-        return None
+        interpreter = freshness.user_interpreter()
+        if not interpreter.has("torch"):
+            return f"host: torch is not installed in {interpreter.executable}"
+        return self.gpu_missing()  # a CUDA flavor on a machine without a GPU: skipped, with the fix
 
     def provision(self) -> None:
         return None
 
     def command(self, argv: list[str], *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]], env
+        python = freshness.user_interpreter().executable
+        return [python if argv[0] == "python" else argv[0], *argv[1:]], env
 
     def key(self) -> str:
         """This interpreter and every distribution installed in it, with versions."""
-        import importlib.metadata
-
         from orchestrator import files
 
-        installed = sorted(
-            f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-        )
+        interpreter = freshness.user_interpreter()
         return files.inputs_hash(
-            {"python": sys.version, "executable": sys.executable, "installed": installed}
+            {
+                "python": interpreter.version,
+                "executable": interpreter.executable,
+                "installed": sorted(f"{n}=={v}" for n, v in interpreter.packages.items()),
+            }
         )

@@ -1,0 +1,268 @@
+"""Is everything current, and does the host conform? The one answer check, doctor and verify use.
+
+Freshness: every lock made from the spec as it is now (``lock.stale_locks``), every generated
+file equal to what ``render`` would write (``files.drift``), no generated file left over from
+an earlier spec (a lock of a removed flavor, ``.env.example`` after ``[variables]`` went), and
+a committed ``flake.lock`` locking the nixpkgs the spec pins (``render.flake.flake_lock_drift``).
+``check`` prints it as diffs (exit 1), ``doctor`` as failures, ``verify`` refuses to start.
+
+Conformance: whether the interpreter the user's code runs in (the ``host`` target) is what the
+spec describes: its Python release against ``environment.python`` and its installed packages
+against the host flavor's lock (every pin installed at the pinned version; packages the lock
+does not name are not judged). ``doctor`` fails on it, ``verify`` fails the host's row unless
+the drift is accepted (``--accept-host-drift``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from orchestrator import files, lock
+from orchestrator.spec import Spec
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What is out of date, each as one line naming the file; empty tuples when all is current."""
+
+    stale_locks: tuple[str, ...] = ()  # "locks/cpu.txt: stale (...)", orphaned locks included
+    drift: tuple[files.Drift, ...] = ()  # generated files that differ, each with its diff
+    orphans: tuple[str, ...] = ()  # generated files the spec no longer produces
+    flake_lock: str = ""  # flake.lock locking another nixpkgs than the pin, with its fix
+    generated: int = 0  # how many files (locks and rendered) the spec produces
+    spec_name: str = "environment.toml"
+
+    @property
+    def files_current(self) -> bool:
+        """Every file envparity writes is current (flake.lock, which nix writes, aside)."""
+        return not (self.stale_locks or self.drift or self.orphans)
+
+    @property
+    def current(self) -> bool:
+        return self.files_current and not self.flake_lock
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per out-of-date file, locks first, flake.lock last."""
+        return (
+            list(self.stale_locks)
+            + [f"{d.path}: out of date or missing" for d in self.drift]
+            + list(self.orphans)
+            + ([self.flake_lock] if self.flake_lock else [])
+        )
+
+    @property
+    def fixes(self) -> list[str]:
+        """The commands that bring everything up to date, in the order to run them."""
+        return (["envparity lock"] if self.stale_locks else []) + (
+            ["envparity render"] if self.drift or self.orphans else []
+        )
+
+    @property
+    def summary(self) -> str:
+        if self.files_current:
+            return f"{self.generated} generated files match {self.spec_name}"
+        return (
+            f"{len(self.stale_locks)} stale lock(s), {len(self.drift) + len(self.orphans)} "
+            f"drifted file(s); run: {' && '.join(self.fixes)}"
+        )
+
+
+def freshness(spec: Spec) -> Freshness:
+    """Compare every lock and generated file on disk with what the spec makes now (no network).
+
+    Raises ``files.Unreadable`` (exit 2) for a file that exists but cannot be read as text.
+    """
+    from orchestrator import render
+    from orchestrator.render.flake import flake_lock_drift
+
+    rendered = render.render_all(spec)
+    return Freshness(
+        flake_lock=flake_lock_drift(spec) or "",
+        stale_locks=tuple(lock.stale_locks(spec)),
+        drift=tuple(files.drift(spec.root, rendered)),
+        orphans=tuple(
+            f"{path}: no longer produced by {spec.path.name}"
+            for path in render.orphans(spec, rendered)
+        ),
+        generated=len(lock.lock_targets(spec)) + len(rendered),
+        spec_name=spec.path.name,
+    )
+
+
+# --------------------------------------------------------------------------- the host
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A Python interpreter and what is installed in it."""
+
+    executable: str
+    version: str  # platform.python_version(), e.g. "3.11.7"
+    packages: Mapping[str, str] = field(default_factory=dict)  # canonical name -> version
+
+    def has(self, name: str) -> bool:
+        return name in self.packages
+
+
+_QUERY = """\
+import importlib.metadata as m, json, platform, sys
+print(json.dumps({"executable": sys.executable, "version": platform.python_version(),
+    "packages": [[d.metadata["Name"], d.version] for d in m.distributions() if d.metadata["Name"]]}))
+"""  # run by another interpreter: stdlib only; names are canonicalised here
+
+
+def _canonical_packages(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{canonical name: version}; the first of two distributions with one name wins, as
+    Python's import system would find it first on ``sys.path``."""
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, str] = {}
+    for name, version in pairs:
+        out.setdefault(str(canonicalize_name(name)), version)
+    return out
+
+
+def _installed() -> dict[str, str]:
+    import importlib.metadata
+
+    return _canonical_packages(
+        [
+            (d.metadata["Name"], d.version)
+            for d in importlib.metadata.distributions()
+            if d.metadata["Name"]
+        ]
+    )
+
+
+def in_tool_environment() -> bool:
+    """True when envparity runs from an isolated tool environment (``uv tool install``, which
+    leaves ``uv-receipt.toml`` in it, or ``pipx``, which leaves ``pipx_metadata.json``)."""
+    prefix = Path(sys.prefix)
+    return (prefix / "uv-receipt.toml").is_file() or (prefix / "pipx_metadata.json").is_file()
+
+
+@cache
+def user_interpreter() -> Interpreter:
+    """The interpreter the user's code runs in, which the ``host`` target and ``doctor`` judge:
+
+    1. the activated virtual environment's (``$VIRTUAL_ENV/bin/python``) when one is active
+       and envparity runs from another environment;
+    2. else, when envparity runs from an isolated tool environment (``in_tool_environment``),
+       the ``python3`` on ``PATH``;
+    3. else the interpreter running envparity.
+
+    Another interpreter is asked in a subprocess (about 0.1 s). Raises ``ToolError`` when it
+    cannot be found or run."""
+    from orchestrator import process
+    from orchestrator.errors import ToolError
+
+    active = os.environ.get("VIRTUAL_ENV")
+    found: str | None = None
+    if active and Path(active).resolve() != Path(sys.prefix).resolve():
+        found = str(Path(active) / "bin" / "python")
+        if not Path(found).is_file():
+            raise ToolError(
+                f"VIRTUAL_ENV={active} has no bin/python: activate a working environment"
+            )
+    elif in_tool_environment():
+        found = shutil.which("python3") or shutil.which("python")
+        if found is None:
+            raise ToolError(
+                "envparity runs from a tool environment and no python3 is on PATH: "
+                "activate the environment your code runs in"
+            )
+    if found is None:
+        return Interpreter(sys.executable, platform.python_version(), _installed())
+    data = json.loads(process.run([found, "-c", _QUERY]).stdout)
+    packages = _canonical_packages([(n, v) for n, v in data["packages"]])
+    return Interpreter(data["executable"], data["version"], packages)
+
+
+def host_lock(spec: Spec) -> lock.LockTarget:
+    """The lock the host is judged against: its flavor's, for this machine's system when the
+    spec locks it, else the spec's first system's."""
+    systems = spec.environment.systems
+    here = f"{platform.machine()}-linux"
+    return lock.LockTarget(spec.flavor_of("host"), here if here in systems else systems[0])
+
+
+def python_matches(want: str, running: str) -> bool:
+    """``environment.python`` ("3.11" or "3.11.9") against a running release ("3.11.7")."""
+    return running == want or ".".join(running.split(".")[:2]) == want
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """How an interpreter differs from the spec; empty strings where it conforms."""
+
+    python: str = (
+        ""  # "Python 3.12.1 (/usr/bin/python3) does not match environment.python = '3.11'"
+    )
+    packages: str = (
+        ""  # "2 package(s) differ from locks/cpu.txt: a 1.0 installed, lock pins 2.0; ..."
+    )
+    lock: str = ""  # the lock judged against ("locks/cpu.txt"); "" when it is missing
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for p in (self.python, self.packages) if p]
+
+
+def conformance(spec: Spec, interpreter: Interpreter) -> Conformance:
+    """How ``interpreter`` differs from the spec: its Python release, and its packages against
+    the host lock (the first six named). A missing lock is freshness's business: the packages
+    are then not judged (``lock`` is "")."""
+    want = spec.environment.python
+    python = (
+        ""
+        if python_matches(want, interpreter.version)
+        else f"Python {interpreter.version} ({interpreter.executable}) does not match "
+        f"environment.python = {want!r}"
+    )
+    target = host_lock(spec)
+    body = lock.read_lock_body(spec, target)
+    if body is None:
+        return Conformance(python=python)
+    mismatched = []
+    for name, version in sorted(lock.pinned(body).items()):
+        installed = interpreter.packages.get(name)
+        if installed is None:
+            mismatched.append(f"{name} is not installed (lock: {version})")
+        elif installed != version:
+            mismatched.append(f"{name} {installed} installed, lock pins {version}")
+    packages = (
+        f"{len(mismatched)} package(s) differ from {target.path}: "
+        + "; ".join(mismatched[:6])
+        + (" ..." if len(mismatched) > 6 else "")
+        if mismatched
+        else ""
+    )
+    return Conformance(python=python, packages=packages, lock=target.path)
+
+
+def install_command(spec: Spec, interpreter: Interpreter) -> str:
+    """The command that makes ``interpreter``'s packages match the host lock and keeps what the
+    lock does not name (envparity itself among them): ``uv pip install -r``, not ``uv pip
+    sync``, which would uninstall everything else. Sources as the spec names them, or their
+    ``ENVPARITY_MIRRORS`` locations."""
+    import shlex
+
+    target = host_lock(spec)
+    mirror = lock.mirrors()
+    args = ["uv", "pip", "install", "--python", interpreter.executable, "--require-hashes"]
+    for index in lock.sources(spec, target.flavor):
+        location = mirror.get(index.url.rstrip("/"), index.url)
+        local = lock.local_folder(location) is not None
+        kind = "--find-links" if index.kind == "find-links" or local else "--extra-index-url"
+        args += [kind, location]
+    args += ["-r", target.path]
+    return shlex.join(args)
