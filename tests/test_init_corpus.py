@@ -252,11 +252,6 @@ CASES = {
     ),
 }
 CPU_CASES = [name for name, case in CASES.items() if case.cuda is None and not case.unlockable]
-# Locked through ENVPARITY_MIRRORS, the local wheel folder stands in for the PyTorch CPU index
-# as find-links, so an open torch range takes PyPI's newer CUDA build and the cpu lock is
-# refused (issue 8 item 3, mirrors): until mirrors behave like the index, only the files that
-# pin the torch this machine's folder holds (2.13.0) are locked end to end here.
-OPEN_TORCH_RANGE = ("poetry2_project_source.toml",)
 
 
 def _shown(d: spec.Dependency) -> str:
@@ -343,16 +338,16 @@ def _envparity(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
-    """init -> lock -> render -> check with the real uv, for the CPU files of the corpus
-    (but OPEN_TORCH_RANGE, above)."""
-    chosen = [name for name in CPU_CASES if name not in OPEN_TORCH_RANGE]
-    assert chosen == [
+    """init -> lock -> render -> check with the real uv, for every CPU file of the corpus (the
+    PyTorch CPU index is this machine's wheel folder, through ENVPARITY_MIRRORS)."""
+    assert CPU_CASES == [
         "req_cpu_small.txt",
         "env_cpu.yml",
         "conda_explicit.txt",
+        "poetry2_project_source.toml",
         "pep621_cpu.toml",
     ]
-    for name in chosen:
+    for name in CPU_CASES:
         folder = tmp_path / name.replace(".", "-")
         folder.mkdir()
         shutil.copy(CORPUS / name, folder / name)
