@@ -1,11 +1,12 @@
 """Benchmark the probe: whole-process time, and what it catches next to the article's check.
 
-Run from the repository root: ``python bench/bench_probe.py`` (about a minute on 2 cores).
+Run from the repository root: ``python bench/bench_probe.py`` (about two minutes on 2 cores).
 
 1. Wall time of ``python -m orchestrator probe --out X`` with default settings (30 steps,
    torch import included), best and median of 3.
 2. The same perturbations judged by the article's reproducibility test (final loss and
-   accuracy compared with ``np.isclose(rtol=1e-5)``) and by ``envparity compare``.
+   accuracy compared with ``np.isclose(rtol=1e-5)``) and by ``envparity compare``, the
+   data-parallel stage (``--world-size``) among them, with its whole-process time.
 """
 
 from __future__ import annotations
@@ -81,8 +82,24 @@ def main() -> None:
                 ref,
                 probe(d / "c.json", env={"ATEN_CPU_CAPABILITY": "default"})[0],
             ),
+            (
+                "ATEN_CPU_CAPABILITY=avx2",
+                ref,
+                probe(d / "a2.json", env={"ATEN_CPU_CAPABILITY": "avx2"})[0],
+            ),
             ("MKL_CBWR=COMPATIBLE", ref, probe(d / "m.json", env={"MKL_CBWR": "COMPATIBLE"})[0]),
         ]
+        one_thread = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # two ranks, two cores
+        ranks = [
+            probe(d / f"w{n}_{i}.json", "--world-size", str(n), env=one_thread)
+            for n, i in ((2, 0), (2, 1), (1, 0))
+        ]
+        print(
+            f"probe --world-size 2 (whole process, 1 thread per rank): {ranks[0][1]:.2f} s, "
+            f"{ranks[1][1]:.2f} s; --world-size 1: {ranks[2][1]:.2f} s"
+        )
+        cases.append(("world size 2, repeated", ranks[0][0], ranks[1][0]))
+        cases.append(("world size 1 instead of 2", ranks[0][0], ranks[2][0]))
         user = "examples.user_probe:train_unseeded_loader"
         cases.append(
             (

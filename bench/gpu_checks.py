@@ -1,4 +1,4 @@
-"""Every GPU check of the probe in one run, for a lent GPU machine (about 2 to 4 minutes).
+"""Every GPU check of the probe in one run, for a lent GPU machine (about 3 to 5 minutes).
 
 Run from the repository root::
 
@@ -15,11 +15,19 @@ b. deterministic algorithms off: the probe twice on CUDA: the verdict; and ``ind
    counting distinct result digests with deterministic mode on and off;
 c. the probe on the CPU against (a)'s CUDA run: the verdict and the relative loss difference
    at every step;
+   and, per kernel output of the probe (``rec.output``: softmax/layer norm over 37/100/257,
+   matmul_512, sdpa, autocast), whether CPU and CUDA agree and how far their norms are apart;
 d. the cost of deterministic mode: training steps per second of the probe's model on CUDA
    (batches prepared beforehand, timed after a warm-up), on against off;
-e. the GPU model, SM count, driver, torch, CUDA and cuDNN versions.
+e. the GPU model, SM count, driver, torch, CUDA and cuDNN versions, ``get_arch_list()`` and
+   whether the build has kernels for this GPU (``compat.runs_on``);
+f. TF32 allowed (``--tf32``) against (a)'s run: the verdict and which kernel outputs changed;
+g. ``--deterministic-algorithms warn`` against (a)'s run: the verdict and the audit;
+h. data-parallel training (``--world-size 2``) twice, and world size 1 against 2: NCCL on
+   CUDA when two GPUs are visible, else gloo on the CPU (recorded as ``device``).
 
-``gpu.json`` holds one key per part (``a``, ``b``, ``b_atomics``, ``c``, ``d``, ``e``).
+``gpu.json`` holds one key per part (``a``, ``b``, ``b_atomics``, ``c``, ``d``, ``e``, ``f``,
+``g``, ``h``).
 Each part runs alone: a failure is recorded as that part's error and the others still run,
 and a part that would start after the time budget is recorded as skipped. With ``--quick``
 every probe runs on the CPU for a few steps ("CPU vs CUDA" then compares two CPU runs).
@@ -46,8 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator import files, process  # noqa: E402
 from orchestrator.determinism import LAUNCH_VARIABLES  # noqa: E402
+from orchestrator.determinism_settings import DeterminismSettings  # noqa: E402
 from orchestrator.errors import ToolError  # noqa: E402
-from orchestrator.launch import launch_environment  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
 from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
@@ -90,17 +98,27 @@ class Checks:
     def environment(self, *, deterministic: bool) -> dict[str, str]:
         """This environment less inherited launch variables, plus the launch environment."""
         base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
-        launch = launch_environment(SEED, deterministic_algorithms=deterministic)
+        launch = settings(deterministic).launch_env()
         return {**base, **launch, "PYTHONPATH": str(REPO)}
 
-    def probe(self, name: str, device: str, *, deterministic: bool = True) -> Fingerprint:
+    def probe(
+        self,
+        name: str,
+        device: str,
+        *,
+        deterministic: bool | str = True,
+        tf32: bool = False,
+        world_size: int | None = None,
+    ) -> Fingerprint:
         out = self.out / "fingerprints" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "orchestrator", "probe", "--out", str(out)]
-        argv += ["--device", device, "--steps", str(self.steps), "--seed", str(SEED)]
-        if not deterministic:
-            argv.append("--no-deterministic-algorithms")
-        env = self.environment(deterministic=deterministic)
+        argv += ["--device", device, "--steps", str(self.steps)]
+        argv += settings(deterministic, tf32=tf32).probe_arguments()
+        argv += [] if world_size is None else ["--world-size", str(world_size)]
+        env = self.environment(deterministic=deterministic is not False)
+        if tf32:
+            env.pop("NVIDIA_TF32_OVERRIDE", None)
         process.run(argv, env=env, cwd=REPO, timeout=max(self.left(), 30))
         self.fingerprints[name] = fingerprint.load(out)
         return self.fingerprints[name]
@@ -143,7 +161,42 @@ class Checks:
             key: [float.fromhex(cpu.stages["metrics"][key]), float.fromhex(value)]
             for key, value in sorted(cuda.stages["metrics"].items())
         }
+        result["outputs"] = outputs_apart(cpu, cuda)
         return result
+
+    def reference(self) -> Fingerprint:
+        name = f"{self.device}_on_1"
+        return self.fingerprints.get(name) or self.probe(name, self.device)
+
+    def tf32(self) -> Result:
+        reference = self.reference()
+        allowed = self.probe(f"{self.device}_tf32", self.device, tf32=True)
+        result = verdict([reference, allowed])
+        result["outputs"] = outputs_apart(reference, allowed)
+        return result
+
+    def warn_mode(self) -> Result:
+        reference = self.reference()
+        warn = self.probe(f"{self.device}_warn", self.device, deterministic="warn")
+        result = verdict([reference, warn])
+        result["determinism"] = warn.determinism
+        result["audit"] = warn.audit
+        return result
+
+    def data_parallel(self) -> Result:
+        import torch
+
+        device = "cuda" if not self.quick and torch.cuda.device_count() >= 2 else "cpu"
+        two = [self.probe(f"ddp_{device}_2_{i}", device, world_size=2) for i in (1, 2)]
+        one = self.probe(f"ddp_{device}_1", device, world_size=1)
+        return {
+            "device": device,
+            "backend": "nccl" if device == "cuda" else "gloo",
+            "gpus_visible": torch.cuda.device_count(),
+            "two_vs_two": verdict(two),
+            "one_vs_two": verdict([one, two[0]]),
+            "one_vs_two_same_data_order": one.stages["data_order"] == two[0].stages["data_order"],
+        }
 
     def cost(self) -> Result:
         on = self.worker("timing", deterministic=True)
@@ -159,6 +212,25 @@ class Checks:
         except ToolError as exc:  # no nvidia-smi (the CPU dry run)
             result["nvidia_smi"] = str(exc)
         return result
+
+
+def settings(deterministic: bool | str, *, tf32: bool = False) -> DeterminismSettings:
+    mode: Any = deterministic
+    return DeterminismSettings(seed=SEED, deterministic_algorithms=mode, tf32=tf32)
+
+
+def outputs_apart(a: Fingerprint, b: Fingerprint) -> Result:
+    """Per kernel output both recorded: identical or not, and the relative norm difference."""
+    oa, ob = a.stages.get("outputs", {}), b.stages.get("outputs", {})
+    result: Result = {}
+    for name in sorted(set(oa) & set(ob)):
+        na, nb = float.fromhex(oa[name]["norm"]), float.fromhex(ob[name]["norm"])
+        result[name] = {
+            "identical": oa[name]["digest"] == ob[name]["digest"],
+            "relative_norm_difference": float(f"{abs(na - nb) / abs(na) if na else abs(nb):.3g}"),
+        }
+    result["only_in_second"] = sorted(set(ob) - set(oa))
+    return result
 
 
 def verdict(runs: list[Fingerprint]) -> Result:
@@ -234,7 +306,7 @@ def timing(device: str, quick: bool, deterministic: bool) -> Result:
     from orchestrator.probe import workload
 
     warmup, steps, rounds = (3, 10, 2) if quick else (30, 300, 3)
-    seed_everything(SEED, deterministic_algorithms=deterministic)
+    seed_everything(settings(deterministic))
     images, tokens, names = workload.make_data(SEED, workload.TRAIN_SIZE)
     labels = workload.label_numbers(names)
     data = workload.ProbeData(images, tokens, labels, augment=True)
@@ -245,7 +317,7 @@ def timing(device: str, quick: bool, deterministic: bool) -> Result:
         _, image, token, label = (torch.stack(column) for column in zip(*items, strict=True))
         batches.append((image.to(device), token.to(device), label.to(device)))
     model = workload.ProbeNet(torch.Generator().manual_seed(SEED)).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
     def synchronize() -> None:
@@ -285,14 +357,19 @@ def info(device: str) -> Result:
         "cudnn": cudnn.version() if cudnn.is_available() else None,
         "cuda_available": torch.cuda.is_available(),
     }
+    result["arch_list"] = torch.cuda.get_arch_list()
     if device == "cuda" and torch.cuda.is_available():
+        from orchestrator import compat
+
         props = torch.cuda.get_device_properties(0)
+        capability = f"{props.major}.{props.minor}"
         result |= {
             "gpu": props.name,
-            "capability": f"{props.major}.{props.minor}",
+            "capability": capability,
             "sm_count": props.multi_processor_count,
             "memory_gib": round(props.total_memory / 2**30, 1),
             "gpus_visible": torch.cuda.device_count(),
+            "runs_on": compat.runs_on(compat.archs_from_torch(result["arch_list"]), capability),
         }
     return result
 
@@ -319,6 +396,11 @@ def table(results: Result) -> list[str]:
         where = f" at {v['stage']}" + (f" step {v['step']}" if v["step"] is not None else "")
         return failed(v) or str(v["kind"]) + (where if v["stage"] else "")
 
+    def changed(outputs: Result) -> str:
+        return ", ".join(
+            k for k, v in outputs.items() if isinstance(v, dict) and not v["identical"]
+        )
+
     def counts(r: Result) -> str:
         return "; ".join(
             f"{mode.removeprefix('deterministic_')}: "
@@ -338,7 +420,8 @@ def table(results: Result) -> list[str]:
         f"c) cpu vs {device}",
         results["c"],
         lambda r: (
-            f"{kind(r)}; max relative loss difference {r['max_relative_loss_difference']:.3g}"
+            f"{kind(r)}; max relative loss difference {r['max_relative_loss_difference']:.3g}; "
+            f"outputs differing: {changed(r['outputs']) or 'none'}"
         ),
     )
     show(
@@ -354,7 +437,27 @@ def table(results: Result) -> list[str]:
         results["e"],
         lambda r: (
             f"{r.get('gpu', 'no GPU')} ({r.get('sm_count', '-')} SMs), torch {r['torch']}, "
-            f"CUDA {r['cuda']}, cuDNN {r['cudnn']}, nvidia-smi: {r['nvidia_smi'] or '-'}"
+            f"CUDA {r['cuda']}, cuDNN {r['cudnn']}, arch list {r['arch_list'] or '[]'} "
+            f"({r.get('runs_on', '-')} here), nvidia-smi: {r['nvidia_smi'] or '-'}"
+        ),
+    )
+    show(
+        f"f) {device} tf32 vs not",
+        results["f"],
+        lambda r: f"{kind(r)}; outputs changed: {changed(r['outputs']) or 'none'}",
+    )
+    show(
+        f"g) {device} warn mode vs on",
+        results["g"],
+        lambda r: f"{kind(r)}; audit: {'; '.join(r['audit']) or 'nothing'}",
+    )
+    show(
+        "h) data parallel (world size 2)",
+        results["h"],
+        lambda r: (
+            f"{r['backend']} on {r['device']}: 2 vs 2 {kind(r['two_vs_two'])}; "
+            f"1 vs 2 {kind(r['one_vs_two'])}, same data order: "
+            f"{r['one_vs_two_same_data_order']}"
         ),
     )
     width = max(len(name) for name, _ in rows)
@@ -364,7 +467,7 @@ def table(results: Result) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="CPU-only dry run, few steps")
-    parser.add_argument("--budget", type=float, default=220.0, help="seconds for all parts")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds for all parts")
     parser.add_argument("--worker", choices=("atomics", "timing", "info"), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--no-deterministic", action="store_true", help=argparse.SUPPRESS)
@@ -386,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         ("b_atomics", checks.atomics),
         ("c", checks.cpu_vs_cuda),
         ("d", checks.cost),
+        ("f", checks.tf32),
+        ("g", checks.warn_mode),
+        ("h", checks.data_parallel),
     ):
         checks.part(name, run)
         print(f"[{time.perf_counter() - checks.start:5.0f} s] part {name} done", flush=True)

@@ -63,7 +63,7 @@ def _fit(rec: Recorder, model: nn.Module, loader: DataLoader[tuple[torch.Tensor,
 
 def train(rec: Recorder) -> None:
     """Seeded throughout, with the spec's [determinism] flags: repeatable in one environment."""
-    seed_everything(rec.seed, **rec.determinism)
+    seed_everything(rec.determinism)
     loader = DataLoader(
         _data(rec.seed),
         batch_size=32,

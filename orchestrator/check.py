@@ -53,6 +53,7 @@ def check(spec: Spec) -> Report:
     report.lines += [f"warning: {w}" for w in compat.warnings(spec)]
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
+    report.lines += [f"warning: {w}" for w in spec.determinism.warnings()]
     state = freshness.freshness(spec)
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator import determinism_settings
+from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import EnvparityError, UsageError
 
 if TYPE_CHECKING:
@@ -151,17 +153,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     fingerprint.check_writable(out)  # before training, not after
+    try:
+        determinism = DeterminismSettings.from_arguments(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     data = run.run_probe(
         probe=args.probe,
-        seed=run.DEFAULT_SEED if args.seed is None else args.seed,
         steps=run.DEFAULT_STEPS if args.steps is None else args.steps,
         device=args.device,
-        determinism={
-            "deterministic_algorithms": args.deterministic_algorithms,
-            "tf32": args.tf32,
-            "cudnn_benchmark": args.cudnn_benchmark,
-            "threads": args.threads,
-        },
+        determinism=determinism,
+        world_size=args.world_size,
     )
     fingerprint.write(out, data)
     for finding in data["audit"]:
@@ -354,18 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--probe", metavar="MOD:FN", help="a user training function as the probe")
-    # The spec's [determinism] flags (defaults: the spec's), handed to the probe.
     p.add_argument(
-        "--no-deterministic-algorithms",
-        dest="deterministic_algorithms",
-        action="store_false",
-        help="leave torch's deterministic algorithms off",
+        "--world-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel training in N processes (gloo on CPU, NCCL on GPUs); default: one",
     )
-    p.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls/convs")
-    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time algorithms")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads")
+    # The spec's [determinism] settings (defaults: the spec's), handed to the probe.
+    determinism_settings.add_arguments(p)
 
     p = verb("compare", cmd_compare, "verdict over fingerprints: 0 equivalent, 1 divergent")
     p.add_argument("fingerprints", nargs="+", metavar="FILE")

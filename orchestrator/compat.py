@@ -41,6 +41,10 @@ class Build:
     cudnn: str | None
     source: str
     unverified: bool = False
+    # Compute capabilities with kernels ("8.6"; "12.0+PTX" also carries PTX); () = unknown.
+    archs: tuple[str, ...] = ()
+    archs_source: str = ""
+    archs_unverified: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +124,9 @@ def _parse_release(minor: str, entry: dict[str, Any]) -> Release:
             cudnn=b.get("cudnn"),
             source=b["source"],
             unverified=b.get("unverified", False),
+            archs=tuple(b.get("archs", ())),
+            archs_source=b.get("archs_source", ""),
+            archs_unverified=b.get("archs_unverified", False),
         )
         for cuda, b in entry.get("cuda", {}).items()
     }
@@ -222,6 +229,11 @@ def check(spec: Spec) -> list[Problem]:
     request = _request(spec)
     if problems or request is None:
         return problems
+    if request.cuda is not None and spec.cuda is not None:
+        for capability in spec.cuda.compute_capabilities:
+            refused, _ = gpu_verdict(request.admitted, request.cuda, capability)
+            if refused:
+                problems.append(Problem(request.file, "cuda.compute_capabilities", refused))
     problems += _local_label(spec, request)
     if not request.admitted:
         return problems
@@ -374,6 +386,12 @@ def _python_warnings(request: _Request) -> list[Problem]:
             "experimental on download.pytorch.org only (unverified here)",
         )
     ]
+
+
+def admitted_versions(spec: Spec) -> tuple[str, ...]:
+    """The table's torch releases the spec's torch requirement admits, oldest first."""
+    request = _request(spec)
+    return () if request is None else request.admitted
 
 
 def _request(spec: Spec) -> _Request | None:
@@ -706,3 +724,111 @@ def render_matrix() -> str:
             f">= {k.minor_compat} | `{k.nix_attr}` {k.nixpkgs} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- GPU architectures
+
+
+def runs_on(archs: Sequence[str], capability: str) -> str | None:
+    """How a build with kernels for ``archs`` runs on a GPU of compute ``capability``.
+
+    ``archs``: TORCH_CUDA_ARCH_LIST entries (``"8.6"``, ``"12.0+PTX"``). Returns ``"native"``
+    when it has a cubin of the GPU's major version and a minor at most the GPU's (NVIDIA's
+    binary compatibility: sm_86 code runs on an 8.9 GPU), ``"ptx"`` when only PTX of an older
+    or equal capability can be compiled for it at start-up (slow first start, results from a
+    JIT), ``None`` when it has nothing for it ("no kernel image is available").
+    Source: CUDA C++ Programming Guide, "Binary Compatibility" and "PTX Compatibility".
+    """
+    major, minor = _capability(capability)
+    ptx = False
+    for arch in archs:
+        base, _, suffix = arch.partition("+")
+        have = _capability(base)
+        if have[0] == major and have[1] <= minor:
+            return "native"
+        if suffix.upper() == "PTX" and have <= (major, minor):
+            ptx = True
+    return "ptx" if ptx else None
+
+
+def archs_from_torch(arch_list: Sequence[str]) -> tuple[str, ...]:
+    """``torch.cuda.get_arch_list()`` (``["sm_86", "sm_90a", "compute_90"]``) in table form
+    (``("8.6", "9.0", "9.0+PTX")``). ``sm_90a``-style variants count as their base."""
+    out: list[str] = []
+    for entry in arch_list:
+        kind, _, digits = entry.partition("_")
+        digits = digits.rstrip("af")
+        if not digits.isdigit() or len(digits) < 2:
+            continue
+        arch = f"{digits[:-1]}.{digits[-1]}"
+        out.append(arch + "+PTX" if kind == "compute" else arch)
+    return tuple(out)
+
+
+def sm_names(archs: Sequence[str]) -> str:
+    """``("8.6", "9.0+PTX")`` -> ``"sm_86, sm_90 (+PTX)"``."""
+    return ", ".join(
+        "sm_" + a.partition("+")[0].replace(".", "") + (" (+PTX)" if "+" in a else "")
+        for a in archs
+    )
+
+
+def builds_for(capability: str) -> list[str]:
+    """Every build in the table with kernels for ``capability``: ``"2.10+cu128"``, newest
+    release first; lists not tied to a release are marked ``(unverified)``."""
+    out: list[str] = []
+    for release in reversed(table().releases):
+        for build in release.builds.values():
+            if build.archs and runs_on(build.archs, capability) == "native":
+                mark = " (unverified)" if build.archs_unverified else ""
+                out.append(f"{release.minor}+cu{build.cuda.replace('.', '')}{mark}")
+    return out
+
+
+def gpu_verdict(
+    torch_versions: Sequence[str], cuda: str, capability: str
+) -> tuple[str | None, str | None]:
+    """``(refusal, warning)`` for a GPU of ``capability`` under the table's ``cuda`` build of
+    ``torch_versions`` (releases in the table). A refusal when every such build with a known
+    list lacks kernels for it; a warning when only PTX or unverified lists cover it, or when
+    no list is known. ``(None, None)``: it runs natively."""
+    builds = [
+        (v, b)
+        for v in torch_versions
+        if (r := table().release_of(v)) is not None and (b := r.builds.get(cuda)) is not None
+    ]
+    known = [(v, b) for v, b in builds if b.archs]
+    if not known:
+        return None, (
+            f"which GPUs torch {_span(torch_versions)} cu{cuda.replace('.', '')} has kernels "
+            f"for is not in the table: compute capability {capability} unchecked"
+            if builds
+            else None
+        )
+    fits = {v: runs_on(b.archs, capability) for v, b in known}
+    sm = "sm_" + capability.replace(".", "")
+    if any(f == "native" for f in fits.values()):
+        return None, None
+    others = builds_for(capability)
+    alternatives = ", ".join(others) if others else "none in the table"
+    build = known[-1][1]
+    what = (
+        f"torch {_span([v for v, _ in known])}+cu{cuda.replace('.', '')} has no kernels for "
+        f"compute capability {capability} ({sm}; it is built for {sm_names(build.archs)})"
+    )
+    if any(f == "ptx" for f in fits.values()):
+        return (
+            None,
+            f"{what} except PTX compiled at start-up; torch builds with {sm}: {alternatives}",
+        )
+    if all(b.archs_unverified for _, b in known) or len(known) < len(builds):
+        return None, f"{what}, as far as the table knows; torch builds with {sm}: {alternatives}"
+    return (
+        f"{what}: 'no kernel image is available'; torch builds that have them: {alternatives}",
+        None,
+    )
+
+
+def _capability(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)

@@ -23,9 +23,10 @@ import os
 import random
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from orchestrator.determinism_settings import DeterminismSettings, DeterministicMode
 from orchestrator.launch import SET_AT_LAUNCH
 
 # Variables that only take effect when set before the interpreter (or CUDA, or the OpenMP/BLAS
@@ -66,44 +67,57 @@ class Finding:
 
 
 def seed_everything(
-    seed: int,
+    seed: int | DeterminismSettings,
     *,
-    deterministic_algorithms: bool = True,
-    tf32: bool = False,
-    cudnn_benchmark: bool = False,
+    deterministic_algorithms: DeterministicMode | None = None,
+    tf32: bool | None = None,
+    cudnn_benchmark: bool | None = None,
     threads: int | None = None,
 ) -> SeedReport:
     """Seed Python, NumPy and torch and set torch's determinism and precision flags.
 
+    ``seed`` is a seed (the other settings then default to the spec's defaults) or a whole
+    ``DeterminismSettings`` (a probe's ``rec.determinism``, a spec's ``spec.determinism``);
+    keyword arguments given override it. ``deterministic_algorithms="warn"`` is torch's
+    ``warn_only=True``: an op without a deterministic implementation warns instead of raising.
     Returns every setting made. ``PYTHONHASHSEED`` is deliberately not touched: setting it
     here would change nothing for this interpreter (see ``orchestrator.launch``).
+    Raises ``ValueError`` for a value outside the spec's ranges.
     """
     import numpy as np
     import torch
 
+    base = seed if isinstance(seed, DeterminismSettings) else DeterminismSettings(seed=seed)
+    given: dict[str, Any] = {
+        "deterministic_algorithms": deterministic_algorithms,
+        "tf32": tf32,
+        "cudnn_benchmark": cudnn_benchmark,
+        "threads": threads,
+    }
+    s = replace(base, **{k: v for k, v in given.items() if v is not None})
     settings: dict[str, object] = {}
-    random.seed(seed)
-    settings["random.seed"] = seed
-    np.random.seed(seed % 2**32)
-    settings["numpy.random.seed"] = seed % 2**32
-    generator = np.random.default_rng(seed)
-    settings["numpy.random.default_rng"] = seed
-    torch.manual_seed(seed)  # seeds every CUDA device too, lazily
-    settings["torch.manual_seed"] = seed
+    random.seed(s.seed)
+    settings["random.seed"] = s.seed
+    np.random.seed(s.seed)
+    settings["numpy.random.seed"] = s.seed
+    generator = np.random.default_rng(s.seed)
+    settings["numpy.random.default_rng"] = s.seed
+    torch.manual_seed(s.seed)  # seeds every CUDA device too, lazily
+    settings["torch.manual_seed"] = s.seed
     if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-        settings["torch.cuda.manual_seed_all"] = seed
-    torch.use_deterministic_algorithms(deterministic_algorithms)
-    settings["torch.use_deterministic_algorithms"] = deterministic_algorithms
-    torch.backends.cudnn.deterministic = deterministic_algorithms
-    settings["torch.backends.cudnn.deterministic"] = deterministic_algorithms
-    torch.backends.cudnn.benchmark = cudnn_benchmark
-    settings["torch.backends.cudnn.benchmark"] = cudnn_benchmark
-    settings.update(_set_tf32(torch, tf32))
-    if threads is not None:
-        torch.set_num_threads(threads)
-        settings["torch.set_num_threads"] = threads
-    return SeedReport(seed=seed, settings=settings, numpy_generator=generator)
+        torch.cuda.manual_seed_all(s.seed)
+        settings["torch.cuda.manual_seed_all"] = s.seed
+    torch.use_deterministic_algorithms(s.deterministic, warn_only=s.warn_only)
+    settings["torch.use_deterministic_algorithms"] = s.deterministic_algorithms
+    torch.backends.cudnn.deterministic = s.deterministic
+    settings["torch.backends.cudnn.deterministic"] = s.deterministic
+    torch.backends.cudnn.benchmark = s.cudnn_benchmark
+    settings["torch.backends.cudnn.benchmark"] = s.cudnn_benchmark
+    settings.update(_set_tf32(torch, s.tf32))
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+        settings["torch.set_num_threads"] = s.threads
+    return SeedReport(seed=s.seed, settings=settings, numpy_generator=generator)
 
 
 def _set_tf32(torch: Any, tf32: bool) -> dict[str, object]:
@@ -300,3 +314,65 @@ def _tf32_enabled(torch: Any) -> bool:
             torch.backends.cudnn.conv.fp32_precision,
         )
     return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+
+
+# --------------------------------------------------------------------------- flags during training
+
+# A flag's value that breaks repeatability, and what it means (for flag_findings).
+_BAD_FLAG_VALUES: dict[str, tuple[object, str]] = {
+    "deterministic_algorithms": (False, "torch.use_deterministic_algorithms was off"),
+    "cudnn_benchmark": (True, "torch.backends.cudnn.benchmark was on"),
+    "cudnn_deterministic": (False, "torch.backends.cudnn.deterministic was off"),
+    "tf32": (True, "TF32 was allowed"),
+}
+
+
+def torch_flags() -> dict[str, object]:
+    """torch's determinism flags in this process now; ``{}`` if torch is not imported.
+
+    ``deterministic_algorithms`` is ``True``, ``"warn"`` or ``False`` (as in the spec);
+    ``tf32`` is whether cuBLAS or cuDNN may use TF32. Cheap (a few attribute reads): the
+    probe's recorder calls it at every step.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    on = torch.are_deterministic_algorithms_enabled()
+    warn = on and torch.is_deterministic_algorithms_warn_only_enabled()
+    return {
+        "deterministic_algorithms": "warn" if warn else bool(on),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "tf32": _tf32_enabled(torch),
+    }
+
+
+def flag_findings(history: list[tuple[str, dict[str, object]]]) -> list[Finding]:
+    """Flags that were in a state breaking repeatability at some point but not at the end.
+
+    ``history`` is ``Recorder.flag_history()``: ``(when, torch_flags())`` at each change.
+    ``audit()`` at the end of a run sees only the final state; this names, e.g.,
+    ``cudnn.benchmark`` switched on at step 3 and off again at step 5. Errors on a machine
+    with CUDA (where the flags select kernels), warnings elsewhere.
+    """
+    if not history:
+        return []
+    final = history[-1][1]
+    torch = sys.modules.get("torch")
+    severity = "error" if torch is not None and torch.cuda.is_available() else "warning"
+    findings: list[Finding] = []
+    for flag, (bad, what) in _BAD_FLAG_VALUES.items():
+        if final.get(flag) == bad:
+            continue  # still bad at the end: audit() reports it
+        when = [w for w, flags in history if flags.get(flag) == bad]
+        if when:
+            findings.append(
+                Finding(
+                    f"{flag.replace('_', '-')}-during-training",
+                    severity,
+                    f"{what} during training (from {when[0]}; "
+                    f"{len(when)} change(s) to it), though not at the end",
+                    "set it once, before training, and leave it",
+                )
+            )
+    return findings

@@ -85,6 +85,8 @@ def _launch(spec: Spec, r: Report) -> None:
         )
     else:
         r.ok("every launch variable is set as the spec says")
+    for w in spec.determinism.warnings():
+        r.warn(w)
     if importlib.util.find_spec("torch") is None:
         r.warn("torch is not importable here: the in-process determinism audit was skipped")
         return
@@ -150,6 +152,59 @@ def _gpu(spec: Spec, r: Report) -> None:
             )
         else:
             r.ok(f"{name}: driver {driver}" + (f" >= {need}" if need else ""))
+    _gpu_architectures(spec, r)
+
+
+def _gpu_architectures(spec: Spec, r: Report) -> None:
+    """Each GPU's compute capability against the kernels of the torch build: the running
+    torch's ``torch.cuda.get_arch_list()`` when it is a CUDA build, else the table's list for
+    the spec's torch and CUDA (``compat.gpu_verdict``)."""
+    found = gpus.compute_capabilities()
+    if not found or spec.cuda is None:
+        return
+    runtime = _runtime_archs()
+    for name, capability in found:
+        sm = "sm_" + capability.replace(".", "")
+        if runtime is not None:
+            version, archs = runtime
+            how = compat.runs_on(archs, capability)
+            if how == "native":
+                r.ok(f"{name} ({sm}): torch {version} has kernels for it")
+                continue
+            others = ", ".join(compat.builds_for(capability)) or "none in the table"
+            what = (
+                f"{name} ({sm}): torch {version} has no kernels for it (built for "
+                f"{compat.sm_names(archs)})"
+            )
+            if how == "ptx":
+                r.warn(
+                    f"{what} except PTX compiled at start-up", f"torch builds with {sm}: {others}"
+                )
+            else:
+                r.fail(what, f"install a torch build that has them: {others}")
+            continue
+        torch_dep = spec.dependency("torch")
+        versions = compat.admitted_versions(spec)
+        if torch_dep is None or not versions:
+            continue
+        refused, warning = compat.gpu_verdict(versions, spec.cuda.version, capability)
+        if refused:
+            r.fail(f"{name}: {refused}", "change [dependencies] torch or [cuda] version")
+        elif warning:
+            r.warn(f"{name}: {warning}")
+        else:
+            r.ok(f"{name} ({sm}): the spec's torch build has kernels for it")
+
+
+def _runtime_archs() -> tuple[str, tuple[str, ...]] | None:
+    """``(torch version, archs)`` of this interpreter's torch when it is a CUDA build; None
+    when torch is missing or a CPU build (whose ``get_arch_list()`` is empty)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    archs = compat.archs_from_torch(torch.cuda.get_arch_list())
+    return (str(torch.__version__), archs) if archs else None
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -13,6 +13,11 @@ Stdlib only: it is imported inside bare target environments.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.determinism_settings import DeterminismSettings
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Every variable launch_environment() may set.
 SET_AT_LAUNCH = (
@@ -23,24 +28,21 @@ SET_AT_LAUNCH = (
 )
 
 
-def launch_environment(
-    seed: int,
-    *,
-    deterministic_algorithms: bool = True,
-    tf32: bool = False,
-    threads: int | None = None,
-) -> dict[str, str]:
-    """The variables to set before starting Python, sorted by name."""
-    env = {"PYTHONHASHSEED": str(seed)}
-    if deterministic_algorithms:
+def launch_environment(settings: DeterminismSettings) -> dict[str, str]:
+    """The variables to set before starting Python for ``settings``, sorted by name.
+
+    ``settings.launch_env()`` is the usual way to call this.
+    """
+    env = {"PYTHONHASHSEED": str(settings.seed)}
+    if settings.deterministic:  # true or "warn"
         # cuBLAS picks reduction strategies per stream unless its workspace is fixed; torch
         # refuses deterministic mode on CUDA >= 10.2 without this (":16:8" also works, slower).
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    if not tf32:
+    if not settings.tf32:
         # Ampere+ GPUs may run float32 matmuls/convolutions in TF32; this turns that off in
         # cuBLAS and cuDNN for every library in the process, not only torch.
         env["NVIDIA_TF32_OVERRIDE"] = "0"
-    if threads is not None:
+    if settings.threads is not None:
         for name in THREAD_VARIABLES:
-            env[name] = str(threads)
+            env[name] = str(settings.threads)
     return dict(sorted(env.items()))

@@ -227,13 +227,8 @@ def run_key(target: Target, ctx: Context, hw: str) -> str:
 
 
 def determinism_flags(spec: Spec) -> list[str]:
-    """The spec's [determinism] as probe options (the seed is passed on its own)."""
-    d = spec.determinism
-    flags = [] if d.deterministic_algorithms else ["--no-deterministic-algorithms"]
-    flags += ["--tf32"] if d.tf32 else []
-    flags += ["--cudnn-benchmark"] if d.cudnn_benchmark else []
-    flags += ["--threads", str(d.threads)] if d.threads is not None else []
-    return flags
+    """The spec's [determinism] as probe options, the seed included."""
+    return spec.determinism.probe_arguments()
 
 
 def probe_once(target: Target, ctx: Context, out: Path) -> None:
@@ -247,8 +242,6 @@ def probe_once(target: Target, ctx: Context, out: Path) -> None:
         target.inside(out),
         "--steps",
         str(v.steps),
-        "--seed",
-        str(ctx.spec.determinism.seed),
     ]
     if v.probe:
         argv += ["--probe", v.probe]

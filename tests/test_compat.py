@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -458,3 +460,176 @@ def test_an_unverified_release_does_not_excuse_verified_ones_that_lack_the_build
         "CUDA 12.5 build; they have 11.7, 11.8, 12.1, 12.4, 12.6, 12.8, 12.9, 13.0 and 13.2 "
         '(use cuda.version = "12.6")'
     ]
+
+
+# --------------------------------------------------------------------------- GPU architectures
+
+RTX_5090 = "12.0"  # compute capability of the GeForce RTX 50 series (sm_120)
+CU121_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+@pytest.mark.parametrize(
+    ("archs", "capability", "expected"),
+    [
+        (("5.0", "8.6", "9.0"), "8.9", "native"),  # sm_86 code runs on Ada (8.9)
+        (("5.0", "8.6", "9.0"), "8.0", None),  # sm_86 code does not run on 8.0
+        (("5.0", "8.6", "9.0"), "12.0", None),
+        (("7.5", "9.0", "10.0", "12.0+PTX"), "12.0", "native"),
+        (("7.5", "9.0+PTX"), "12.0", "ptx"),  # PTX compiles for newer GPUs
+        (("7.5", "12.0+PTX"), "10.0", None),  # but not for older ones
+    ],
+)
+def test_runs_on_follows_binary_and_ptx_compatibility(
+    archs: tuple[str, ...], capability: str, expected: str | None
+) -> None:
+    assert compat.runs_on(archs, capability) == expected
+
+
+def test_archs_from_torch_reads_get_arch_list() -> None:
+    assert compat.archs_from_torch(["sm_86", "sm_90a", "sm_120", "compute_120"]) == (
+        "8.6",
+        "9.0",
+        "12.0",
+        "12.0+PTX",
+    )
+    assert compat.archs_from_torch([]) == ()  # a CPU build
+
+
+def test_every_arch_list_has_a_source() -> None:
+    for release in compat.table().releases:
+        for build in release.builds.values():
+            assert not build.archs or build.archs_source, (release.minor, build.cuda)
+
+
+def spec_with_gpus(torch: str, cuda: str, *capabilities: str) -> Spec:
+    listed = ", ".join(f'"{c}"' for c in capabilities)
+    return loads(
+        f'[environment]\nname = "t"\npython = "3.11"\n[cuda]\nversion = "{cuda}"\n'
+        f'compute_capabilities = [{listed}]\n[dependencies]\ntorch = "{torch}"\n',
+        path=F,
+    )
+
+
+def test_an_rtx_5090_with_torch_2_5_1_cu121_is_refused_naming_builds_that_work() -> None:
+    assert [str(p) for p in compat.check(spec_with_gpus("==2.5.1", "12.1", RTX_5090))] == [
+        "environment.toml: cuda.compute_capabilities: torch 2.5.1+cu121 has no kernels for "
+        "compute capability 12.0 (sm_120; it is built for sm_50, sm_60, sm_70, sm_75, sm_80, "
+        "sm_86, sm_90): 'no kernel image is available'; torch builds that have them: "
+        "2.11+cu128, 2.11+cu130 (unverified), 2.10+cu128, 2.8+cu128 (unverified), "
+        "2.8+cu129 (unverified)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("torch", "cuda", "capabilities"),
+    [
+        ("==2.5.1", "12.1", ("8.9", "9.0")),  # Ada runs sm_86 code; Hopper has sm_90
+        ("==2.10.0", "12.8", (RTX_5090,)),
+        ("==2.9.0", "12.8", (RTX_5090,)),  # no list in the table: a warning at most
+        ("==2.8.0", "12.6", (RTX_5090,)),  # an unverified list: a warning at most
+    ],
+)
+def test_gpus_the_build_runs_or_cannot_be_proven_not_to_pass(
+    torch: str, cuda: str, capabilities: tuple[str, ...]
+) -> None:
+    assert compat.check(spec_with_gpus(torch, cuda, *capabilities)) == []
+
+
+def test_the_loader_refuses_a_malformed_compute_capability() -> None:
+    with pytest.raises(SpecError) as info:
+        spec_with_gpus("==2.5.1", "12.1", "sm_120")
+    assert [str(p) for p in info.value.problems] == [
+        "environment.toml: cuda.compute_capabilities[0]: 'sm_120' is not a compute capability "
+        'major.minor such as "8.6" or "12.0"'
+    ]
+
+
+FAKE_SMI = """#!/bin/sh
+case "$1" in
+  -L) echo "GPU 0: NVIDIA GeForce RTX 5090 (UUID: GPU-0)" ;;
+  --query-gpu=name,compute_cap) echo "NVIDIA GeForce RTX 5090, 12.0" ;;
+  *) echo "NVIDIA GeForce RTX 5090, 570.86.10" ;;
+esac
+"""
+
+
+@pytest.fixture
+def rtx_5090(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project with a torch 2.5.1 + CUDA 12.1 spec on a machine whose nvidia-smi reports
+    one RTX 5090 (a shell script on PATH standing in for the driver's tool)."""
+    from orchestrator import gpus
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    gpus.nvidia_smi.cache_clear()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "environment.toml").write_text(
+        '[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "12.1"\n'
+        '[dependencies]\ntorch = "==2.5.1"\n'
+    )
+    monkeypatch.chdir(project)
+    yield project
+    gpus.nvidia_smi.cache_clear()
+
+
+def test_gpus_reads_compute_capabilities_from_nvidia_smi(rtx_5090: Path) -> None:
+    from orchestrator import gpus
+
+    assert gpus.compute_capabilities() == [("NVIDIA GeForce RTX 5090", "12.0")]
+
+
+def test_doctor_fails_an_rtx_5090_under_torch_2_5_1_cu121_from_the_table(
+    rtx_5090: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torch here is a CPU build (get_arch_list() is empty): the table decides."""
+    from orchestrator import cli
+
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "  FAIL  NVIDIA GeForce RTX 5090: torch 2.5.1+cu121 has no kernels for compute "
+        "capability 12.0 (sm_120; it is built for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, "
+        "sm_90): 'no kernel image is available'; torch builds that have them: 2.11+cu128, "
+    ) in out
+
+
+@pytest.mark.parametrize(
+    ("arch_list", "line"),
+    [
+        (
+            CU121_ARCHS,
+            "  FAIL  NVIDIA GeForce RTX 5090 (sm_120): torch 2.5.1+cu121 has no kernels for it "
+            "(built for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90)\n"
+            "        -> install a torch build that has them: 2.11+cu128, 2.11+cu130 "
+            "(unverified), 2.10+cu128, 2.8+cu128 (unverified), 2.8+cu129 (unverified)",
+        ),
+        (
+            [*CU121_ARCHS, "compute_90"],
+            "  warn  NVIDIA GeForce RTX 5090 (sm_120): torch 2.5.1+cu121 has no kernels for it "
+            "(built for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90, sm_90 (+PTX)) except "
+            "PTX compiled at start-up",
+        ),
+        (
+            ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
+            "  ok    NVIDIA GeForce RTX 5090 (sm_120): torch 2.5.1+cu121 has kernels for it",
+        ),
+    ],
+    ids=["cu121-fails", "ptx-warns", "cu128-ok"],
+)
+def test_doctor_uses_the_running_torchs_arch_list(
+    arch_list: list[str],
+    line: str,
+    rtx_5090: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orchestrator import cli, doctor
+
+    archs = compat.archs_from_torch(arch_list)
+    monkeypatch.setattr(doctor, "_runtime_archs", lambda: ("2.5.1+cu121", archs))
+    cli.main(["doctor"])
+    assert line in capsys.readouterr().out

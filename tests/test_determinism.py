@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import process
-from orchestrator.determinism import dataloader_kwargs, seed_everything
+from orchestrator.determinism import dataloader_kwargs, flag_findings, seed_everything, torch_flags
+from orchestrator.determinism_settings import DeterminismSettings, add_arguments
 from orchestrator.launch import launch_environment
 
 torch = pytest.importorskip("torch")
@@ -48,17 +49,111 @@ def test_seed_everything_sets_tf32_and_threads_when_asked() -> None:
 
 
 def test_seed_everything_takes_a_probes_determinism_settings() -> None:
-    """What a probe does with ``rec.determinism``: every key is a seed_everything option."""
-    from orchestrator.probe.recorder import default_determinism
-
-    settings = default_determinism()
-    settings["deterministic_algorithms"] = False
+    """What a probe does with ``rec.determinism``; keywords override the value."""
+    settings = DeterminismSettings(seed=3, deterministic_algorithms=False)
     try:
-        report = seed_everything(3, **settings)
+        report = seed_everything(settings)
+        assert report.seed == 3
         assert report.settings["torch.use_deterministic_algorithms"] is False
         assert not torch.are_deterministic_algorithms_enabled()
+        report = seed_everything(settings, deterministic_algorithms=True)
+        assert torch.are_deterministic_algorithms_enabled()
     finally:
         seed_everything(0)
+
+
+def test_warn_mode_runs_an_op_without_a_deterministic_kernel_and_warns() -> None:
+    """``deterministic_algorithms = "warn"``: torch's warn_only, a warning instead of an error."""
+
+    def put() -> None:  # Tensor.put_(accumulate=False) has no deterministic kernel anywhere
+        torch.zeros(4).put_(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))
+
+    try:
+        report = seed_everything(0, deterministic_algorithms="warn")
+        assert report.settings["torch.use_deterministic_algorithms"] == "warn"
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch_flags()["deterministic_algorithms"] == "warn"
+        with pytest.warns(UserWarning, match="put_ does not have a deterministic implementation"):
+            put()
+        seed_everything(0)
+        with pytest.raises(RuntimeError, match="put_ does not have a deterministic implementation"):
+            put()
+    finally:
+        seed_everything(0)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"seed": -1}, "seed: -1 is outside 0..4294967295"),
+        ({"seed": 2**32}, "seed: 4294967296 is outside 0..4294967295"),
+        ({"threads": 0}, "threads: 0 is not between 1 and 1024"),
+        (
+            {"deterministic_algorithms": "yes"},
+            "deterministic_algorithms: expected true, false or \"warn\", got 'yes'",
+        ),
+        ({"tf32": 1}, "tf32: expected true or false, got 1"),
+    ],
+)
+def test_settings_refuse_values_outside_the_specs_ranges(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        DeterminismSettings(**values)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        DeterminismSettings(),
+        DeterminismSettings(seed=5, deterministic_algorithms="warn", threads=1),
+        DeterminismSettings(
+            seed=9, deterministic_algorithms=False, tf32=True, cudnn_benchmark=True
+        ),
+    ],
+)
+def test_probe_arguments_read_back_to_the_same_settings(settings: DeterminismSettings) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(settings.probe_arguments())
+    assert DeterminismSettings.from_arguments(args) == settings
+    assert DeterminismSettings.from_dict(settings.to_dict()) == settings
+
+
+def test_probe_arguments_name_the_bad_option() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match=r"^--threads 0: not between 1 and 1024$"):
+        DeterminismSettings.from_arguments(parser.parse_args(["--threads", "0"]))
+
+
+def test_flag_findings_name_a_flag_switched_on_and_off_during_training() -> None:
+    good: dict[str, object] = {
+        "deterministic_algorithms": True,
+        "cudnn_benchmark": False,
+        "cudnn_deterministic": True,
+        "tf32": False,
+    }
+    history = [
+        ("initial", good),
+        ("step 3", {**good, "cudnn_benchmark": True}),
+        ("step 5", good),
+    ]
+    [finding] = flag_findings(history)
+    assert finding.code == "cudnn-benchmark-during-training"
+    assert finding.message == (
+        "torch.backends.cudnn.benchmark was on during training (from step 3; 1 change(s) to "
+        "it), though not at the end"
+    )
+    assert flag_findings([("initial", good), ("final", good)]) == []
+    # still on at the end: audit() reports that, not this
+    assert flag_findings([("initial", good), ("step 1", {**good, "tf32": True})]) == []
 
 
 class Noisy(torch.utils.data.Dataset):  # type: ignore[misc,name-defined]
@@ -80,12 +175,16 @@ def test_dataloader_kwargs_repeat_order_and_worker_side_draws() -> None:
 
 
 def test_launch_environment_sets_what_only_works_before_start_up() -> None:
-    assert launch_environment(42) == {
+    assert launch_environment(DeterminismSettings(seed=42)) == {
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "NVIDIA_TF32_OVERRIDE": "0",
         "PYTHONHASHSEED": "42",
     }
-    env = launch_environment(1, deterministic_algorithms=False, tf32=True, threads=2)
+    warn = DeterminismSettings(seed=42, deterministic_algorithms="warn")
+    assert warn.launch_env()["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # warn still asks cuBLAS
+    env = DeterminismSettings(
+        seed=1, deterministic_algorithms=False, tf32=True, threads=2
+    ).launch_env()
     assert env == {
         "MKL_NUM_THREADS": "2",
         "OMP_NUM_THREADS": "2",
@@ -193,5 +292,87 @@ def test_run_returns_the_commands_exit_code_and_rejects_no_command(spec: Path) -
 def test_set_at_launch_names_every_variable_the_launcher_can_set() -> None:
     from orchestrator.launch import SET_AT_LAUNCH, launch_environment
 
-    every = launch_environment(1, deterministic_algorithms=True, tf32=False, threads=2)
+    every = launch_environment(DeterminismSettings(seed=1, threads=2))
     assert set(every) == set(SET_AT_LAUNCH)
+
+
+# ------------------------------------------------------------------ the spec's [determinism]
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('deterministic_algorithms = "warn"', DeterminismSettings(deterministic_algorithms="warn")),
+        ("deterministic_algorithms = false", DeterminismSettings(deterministic_algorithms=False)),
+        ("seed = 7\nthreads = 2", DeterminismSettings(seed=7, threads=2)),
+    ],
+)
+def test_the_spec_builds_the_one_settings_value(table: str, expected: DeterminismSettings) -> None:
+    from orchestrator import spec
+    from tests.conftest import MINIMAL
+
+    loaded = spec.loads(MINIMAL + f"\n[determinism]\n{table}\n").determinism
+    assert loaded == expected
+    assert type(loaded) is DeterminismSettings
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'deterministic_algorithms = "maybe"',
+            "environment.toml: determinism.deterministic_algorithms: expected a boolean or "
+            "\"warn\", got string 'maybe'",
+        ),
+        (
+            "deterministic_algorithms = 1",
+            'environment.toml: determinism.deterministic_algorithms: expected a boolean or "warn", '
+            "got integer 1",
+        ),
+        (
+            "seed = 4294967296",
+            "environment.toml: determinism.seed: 4294967296 is outside 0..4294967295",
+        ),
+    ],
+)
+def test_the_spec_refuses_a_bad_determinism_value_with_its_key(table: str, message: str) -> None:
+    from orchestrator import spec
+    from orchestrator.errors import SpecError
+    from tests.conftest import MINIMAL
+
+    with pytest.raises(SpecError) as info:
+        spec.loads(MINIMAL + f"\n[determinism]\n{table}\n", path="environment.toml")
+    assert [str(p) for p in info.value.problems] == [message]
+
+
+def test_settings_warn_about_what_lets_results_differ() -> None:
+    assert DeterminismSettings(threads=1).warnings() == []
+    assert DeterminismSettings(
+        cudnn_benchmark=True, deterministic_algorithms="warn"
+    ).warnings() == [
+        "determinism.cudnn_benchmark is true: cuDNN times candidate convolution algorithms in "
+        "every process and may pick a different one each run; set it to false for repeatable "
+        "results",
+        "determinism.threads is not set: torch then uses one thread per core, and the thread "
+        "count changes CPU results (1 vs 2 threads diverge at step 2 of the built-in probe on 2 "
+        "cores); set it, e.g. threads = 1, for the same numbers on every machine",
+        'determinism.deterministic_algorithms is "warn": an op without a deterministic kernel '
+        "runs anyway, with a warning; its results may differ between runs",
+    ]
+
+
+def test_check_prints_the_determinism_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator import cli
+
+    (tmp_path / "environment.toml").write_text(
+        '[environment]\nname = "w"\npython = "3.11"\n[determinism]\ncudnn_benchmark = true\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    cli.main(["check"])  # no locks yet: exit 1, but the warnings come first
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("warning: determinism.")] == [
+        "warning: " + w for w in DeterminismSettings(cudnn_benchmark=True).warnings()
+    ]
+    assert len(DeterminismSettings(cudnn_benchmark=True).warnings()) == 2

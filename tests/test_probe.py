@@ -24,7 +24,8 @@ from orchestrator.probe.fingerprint import Fingerprint
 pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 12  # the thread-count difference first shows in a loss at step 8
+STEPS = 12  # the thread-count difference first shows in a loss at step 2 (step 8 before the
+# kernel stages widened the model)
 # The launch environment every run shares unless a test perturbs it.
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 # Every [determinism] flag away from the spec's default.
@@ -35,6 +36,23 @@ NON_DEFAULT_FLAGS = (
     "--threads",
     "1",
 )
+
+
+def _lower_isa() -> str:
+    """The CPU capability one below this machine's: ``avx2`` on AVX-512, else ``default``."""
+    import torch
+
+    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
+
+
+LOWER_ISA = _lower_isa()
+# The built-in probe's rec.output names (orchestrator.probe.workload.kernel_checks), on a CPU.
+KERNEL_OUTPUTS = {
+    *(f"{kind}_{w}" for kind in ("softmax", "layer_norm") for w in (37, 100, 257)),
+    "matmul_512",
+    "sdpa",
+    "autocast_bfloat16",
+}
 
 
 def run_probe(
@@ -65,6 +83,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
         for i in range(2):
             jobs[f"{name}{i}"] = {"probe": f"examples.user_probe:{name}"}
     jobs["flags"] = {"flags": NON_DEFAULT_FLAGS}
+    jobs["warn"] = {"flags": ("--deterministic-algorithms", "warn")}
+    jobs["lower_isa"] = {"env": {"ATEN_CPU_CAPABILITY": LOWER_ISA}}
     jobs["train_flags"] = {"probe": "examples.user_probe:train", "flags": NON_DEFAULT_FLAGS}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {k: pool.submit(run_probe, d / f"{k}.json", **kw) for k, kw in jobs.items()}
@@ -121,7 +141,7 @@ def test_determinism_flags_reach_the_probe_and_are_recorded(
         "cudnn_benchmark": True,
         "threads": 1,
     }
-    # What the probe's seed_everything(rec.seed, **rec.determinism) set, as captured after it.
+    # What the probe's seed_everything(rec.determinism) set, as captured after it.
     flags = fp.environment["flags"]
     assert flags["deterministic_algorithms"] is False
     assert flags["cudnn.benchmark"] is True
@@ -131,6 +151,49 @@ def test_determinism_flags_reach_the_probe_and_are_recorded(
         "warning: torch.use_deterministic_algorithms is off: nondeterministic kernels may run "
         "(call seed_everything(seed) or torch.use_deterministic_algorithms(True))"
     ]
+
+
+def test_warn_mode_reaches_the_probe_and_changes_no_result_here(
+    runs: dict[str, Fingerprint],
+) -> None:
+    """``--deterministic-algorithms warn``: torch's warn_only; this probe has no op it affects."""
+    fp = runs["warn"]
+    assert fp.determinism["deterministic_algorithms"] == "warn"
+    assert fp.environment["flags"]["deterministic_algorithms"] is True
+    assert fp.environment["flags"]["deterministic_warn_only"] is True
+    assert fp.audit == []
+    assert compare([runs["base0"], fp]).kind == "bitwise"
+
+
+def test_the_kernel_outputs_are_recorded_by_name(runs: dict[str, Fingerprint]) -> None:
+    outputs = runs["base0"].stages["outputs"]
+    assert set(outputs) == KERNEL_OUTPUTS
+    assert outputs["autocast_bfloat16"]["dtype"] == "bfloat16"
+    assert outputs["softmax_257"]["dtype"] == "float32"
+    # a softmax row sums to 1: 64 rows of 257, so the norm is well below 8 and above 0
+    assert 0 < float.fromhex(outputs["softmax_257"]["norm"]) < 8
+    assert all(o["digest"].startswith("sha256:") for o in outputs.values())
+    assert runs["base1"].stages["outputs"] == outputs
+
+
+def test_a_lower_cpu_capability_changes_the_vectorised_kernels(
+    runs: dict[str, Fingerprint],
+) -> None:
+    """ATEN_CPU_CAPABILITY one level down: before the wide softmax, attention and 256-wide
+    layers this probe was bitwise identical under avx2 on an AVX-512 machine (measured)."""
+    base, lower = runs["base0"], runs["lower_isa"]
+    assert (
+        lower.environment["torch"]["cpu_capability"] != base.environment["torch"]["cpu_capability"]
+    )
+    verdict = compare([base, lower])
+    assert verdict.kind == "diverged"
+    changed = {k for k, v in lower.stages["outputs"].items() if base.stages["outputs"][k] != v}
+    if LOWER_ISA == "avx2":  # measured on AVX-512: the reductions over 8 vs 16 lanes
+        assert verdict.worst.stage == "losses"
+        assert changed == {"softmax_37", "softmax_100", "softmax_257", "sdpa"}
+    else:  # "default" also changes the random draws (vectorised sampling)
+        assert verdict.worst.stage == "initial_params"
+        assert changed >= {"softmax_257", "sdpa"}
 
 
 def test_a_different_seed_diverges_at_the_initial_parameters(
@@ -155,7 +218,7 @@ def test_a_different_thread_count_changes_the_losses_and_is_named(
     runs: dict[str, Fingerprint],
 ) -> None:
     # Measured on these 2-core machines: 1 vs 2 intra-op threads changes a loss by one ulp
-    # at step 8 (MKL/oneDNN split reductions by thread).
+    # at step 2 (MKL/oneDNN split reductions by thread; step 8 with the narrower probe).
     verdict = compare([runs["base0"], runs["threads1"]])
     worst = verdict.worst
     assert (worst.kind, worst.stage) == ("diverged", "losses")
@@ -240,14 +303,12 @@ def test_a_different_numpy_version_is_named_and_does_not_cry_wolf(
 
 
 def test_the_recorders_defaults_are_the_specs() -> None:
-    from orchestrator.probe.recorder import default_determinism
+    from orchestrator.probe.recorder import Recorder
     from orchestrator.spec import Determinism
 
-    spec = Determinism()
-    assert default_determinism() == {
-        key: getattr(spec, key)
-        for key in ("deterministic_algorithms", "tf32", "cudnn_benchmark", "threads")
-    }
+    rec = Recorder(seed=4, steps=1, device="cpu", name="x")
+    assert rec.determinism == Determinism(seed=4)
+    assert rec.world_size is None
 
 
 @pytest.mark.parametrize(
@@ -393,3 +454,112 @@ def test_the_workloads_dropout_draws_from_its_own_cpu_generator_only() -> None:
     assert not torch.equal(first, a(image, tokens))  # dropout is exercised: new masks per call
     assert not torch.equal(first, net(8)(image, tokens))
     assert torch.equal(a.eval()(image, tokens), b.eval()(image, tokens))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "Softmax",
+            "probe my.probe:train: rec.output name 'Softmax' is not lower-case letters, "
+            "digits and '_' (at most 64, starting with a letter)",
+        ),
+        (
+            "",
+            "probe my.probe:train: rec.output name '' is not lower-case letters, "
+            "digits and '_' (at most 64, starting with a letter)",
+        ),
+        ("twice", "probe my.probe:train: rec.output('twice') called twice"),
+    ],
+)
+def test_recorder_refuses_a_bad_or_repeated_output_name(name: str, message: str) -> None:
+    import torch
+
+    from orchestrator.errors import UsageError
+    from orchestrator.probe.recorder import Recorder
+
+    rec = Recorder(seed=0, steps=1, device="cpu", name="my.probe:train")
+    rec.output("twice", torch.ones(2))
+    with pytest.raises(UsageError) as exc:
+        rec.output(name, torch.ones(2))
+    assert str(exc.value) == message
+
+
+def test_recorder_samples_the_flags_so_a_toggle_during_training_is_reported() -> None:
+    """cudnn.benchmark on at step 1 and off again at step 2: the end-of-run audit sees nothing."""
+    import torch
+
+    from orchestrator.determinism import audit, flag_findings, seed_everything
+    from orchestrator.probe.recorder import Recorder
+
+    seed_everything(0)
+    rec = Recorder(seed=0, steps=3, device="cpu", name="my.probe:train")
+    model = torch.nn.Linear(2, 1)
+    rec.initial(model)
+    try:
+        for step in range(3):
+            torch.backends.cudnn.benchmark = step == 1
+            rec.loss(torch.tensor(1.0))
+    finally:
+        torch.backends.cudnn.benchmark = False
+    rec.final(model)
+    assert [when for when, _ in rec.flag_history()] == ["initial", "step 1", "step 2"]
+    assert not any(f.code.startswith("cudnn-benchmark") for f in audit())
+    assert [str(f) for f in flag_findings(rec.flag_history())] == [
+        "warning: torch.backends.cudnn.benchmark was on during training (from step 1; 1 change(s) "
+        "to it), though not at the end (set it once, before training, and leave it)"
+    ]
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
+    """World size 2 twice and world size 1, each a fresh `envparity probe --world-size N`."""
+    d = tmp_path_factory.mktemp("parallel")
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # two ranks on two cores
+    jobs = {"two_a": "2", "two_b": "2", "one": "1"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            k: pool.submit(run_probe, d / f"{k}.json", env=env, flags=("--world-size", n))
+            for k, n in jobs.items()
+        }
+        return {k: f.result() for k, f in futures.items()}
+
+
+def test_two_data_parallel_runs_at_world_size_2_are_bitwise_identical(
+    parallel: dict[str, Fingerprint],
+) -> None:
+    verdict = compare([parallel["two_a"], parallel["two_b"]])
+    assert verdict.kind == "bitwise"
+    assert parallel["two_a"].audit == []
+
+
+def test_world_size_1_vs_2_sees_the_same_batches_and_differs_by_the_reduction(
+    parallel: dict[str, Fingerprint],
+) -> None:
+    """Measured here: the same global batches in the same order; the mean of two half-batch
+    losses and DDP's averaged gradients differ from one process's by about 1 ulp."""
+    one, two = parallel["one"], parallel["two_a"]
+    raw = [json.loads(Path(fp.source).read_text())["probe"] for fp in (one, two)]
+    assert [p["world_size"] for p in raw] == [1, 2]
+    assert one.stages["data_order"] == two.stages["data_order"]
+    assert one.stages["initial_params"] == two.stages["initial_params"]
+    assert one.stages["outputs"] == two.stages["outputs"]
+    worst = compare([one, two]).worst
+    assert (worst.kind, worst.stage) == ("diverged", "losses")
+    assert worst.values is not None
+    a, b = (float(v) for v in worst.values)
+    assert 0 < abs(a - b) / abs(a) < 1e-6
+    assert compare([one, two], rtol=1e-4).kind == "tolerance"
+
+
+def test_world_size_out_of_range_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    assert main(["probe", "--out", str(tmp_path / "x.json"), "--world-size", "9"]) == 2
+    assert capsys.readouterr().err == "envparity: --world-size 9: not between 1 and 8\n"
+    assert list(tmp_path.iterdir()) == []

@@ -324,7 +324,10 @@ def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -
         "tf32 = true\ncudnn_benchmark = true\nthreads = 1\n"
     )
     assert verify.determinism_flags(load(custom)) == [
-        "--no-deterministic-algorithms",
+        "--seed",
+        "5",
+        "--deterministic-algorithms",
+        "false",
         "--tf32",
         "--cudnn-benchmark",
         "--threads",

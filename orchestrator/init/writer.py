@@ -15,6 +15,7 @@ import tomlkit
 from tomlkit.items import String, StringType, Trivia
 
 from orchestrator import spec as specs
+from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.init.draft import Draft
 from orchestrator.spec import Dependency
 
@@ -157,7 +158,7 @@ def render(d: Draft) -> str:
         ):
             w.comment(line)
 
-    defaults = specs.Determinism()
+    defaults = DeterminismSettings()
     determinism = tomlkit.table()
     determinism.add("seed", defaults.seed)
     determinism.add("deterministic_algorithms", defaults.deterministic_algorithms)

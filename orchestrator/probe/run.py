@@ -8,16 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.determinism import audit
+from orchestrator.determinism import audit, flag_findings
+from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import UsageError
 from orchestrator.probe import fingerprint
-from orchestrator.probe.recorder import DeterminismSettings, Recorder, default_determinism
+from orchestrator.probe.recorder import Recorder
 
 BUILTIN = "orchestrator.probe.workload:train"
 DEFAULT_STEPS = 30
-DEFAULT_SEED = 0
-MAX_SEED = 2**32 - 1  # the spec's [determinism] seed range; NumPy's legacy seeding takes no more
-MAX_THREADS = 1024  # the spec's [determinism] threads range
+MAX_WORLD_SIZE = 8  # data-parallel processes the built-in probe starts at most
 
 _REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -51,38 +50,44 @@ def pick_device(device: str) -> str:
     return device
 
 
-def check_arguments(seed: int, steps: int, determinism: DeterminismSettings) -> None:
-    """The spec's ranges, checked before anything is imported or trained."""
-    if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed {seed}: outside 0..{MAX_SEED}")
+def check_arguments(steps: int, world_size: int | None) -> None:
+    """The ranges the settings do not own, checked before anything is imported or trained."""
     if steps < 1:
         raise UsageError(f"--steps {steps}: must be at least 1")
-    threads = determinism["threads"]
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise UsageError(f"--threads {threads}: not between 1 and {MAX_THREADS}")
+    if world_size is not None and not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise UsageError(f"--world-size {world_size}: not between 1 and {MAX_WORLD_SIZE}")
 
 
 def run_probe(
     *,
     probe: str | None = None,
-    seed: int = DEFAULT_SEED,
     steps: int = DEFAULT_STEPS,
     device: str = "auto",
     determinism: DeterminismSettings | None = None,
+    world_size: int | None = None,
 ) -> dict[str, Any]:
     """Run the probe in this process; return the fingerprint data (see ``fingerprint.load``).
 
-    ``determinism`` (default: the spec's defaults) reaches the probe as ``rec.determinism``
-    and is recorded in the fingerprint's ``probe`` section.
+    ``determinism`` (default: the spec's defaults, seed 0) reaches the probe as
+    ``rec.determinism``; its seed as ``rec.seed``; both are recorded in the fingerprint's
+    ``probe`` section. ``world_size`` (``None``: one process) asks for data-parallel training
+    with that many processes (``rec.world_size``), recorded as ``probe.world_size``.
+    Raises ``UsageError`` for bad arguments, before anything is trained.
     """
     from orchestrator.probe.capture import capture
 
-    settings = default_determinism() if determinism is None else determinism
-    check_arguments(seed, steps, settings)
+    settings = DeterminismSettings() if determinism is None else determinism
+    seed = settings.seed
+    check_arguments(steps, world_size)
     reference = probe or BUILTIN
     train = resolve(reference)
     rec = Recorder(
-        seed=seed, steps=steps, device=pick_device(device), name=reference, determinism=settings
+        seed=seed,
+        steps=steps,
+        device=pick_device(device),
+        name=reference,
+        determinism=settings,
+        world_size=world_size,
     )
     start = time.perf_counter()
     train(rec)
@@ -96,10 +101,11 @@ def run_probe(
             "seed": seed,
             "steps": steps,
             "device": rec.device,
-            "determinism": dict(settings),
+            "determinism": settings.flags(),
+            **({} if world_size is None else {"world_size": world_size}),
         },
         "stages": stages,
-        "audit": [str(f) for f in audit()],
+        "audit": [str(f) for f in [*audit(), *flag_findings(rec.flag_history())]],
         "environment": capture(),
         "seconds": round(seconds, 3),
     }

@@ -7,7 +7,19 @@
   from Python's ``random`` (flips), NumPy's global RNG (noise) and torch (token dropout);
 * weight initialisation, dropout;
 * ``index_add_`` and an embedding (whose CUDA backward accumulates with atomics) and a
-  convolution backward.
+  convolution backward;
+* kernels whose results depend on the CPU's vector width and the GPU's math modes, both in
+  the model (so the losses show them) and as named outputs of fixed inputs recorded with
+  ``rec.output`` before training (so a verdict can name the kernel): softmax and layer norm
+  over 37, 100 and 257 features (past AVX2's 8 and AVX-512's 16 float32 lanes, and not
+  multiples of them), ``scaled_dot_product_attention`` over 37 positions, a 256x256 layer
+  in the model and a 512x512 matmul (blocking; TF32 on GPUs), and an autocast stage
+  (bfloat16 on the CPU; bfloat16 and float16 on CUDA) recorded as outputs only, so that
+  training stays in float32 and CPU and CUDA runs stay comparable within a tolerance.
+
+Measured here (torch 2.13.0+cpu, AVX-512 Xeon): ``ATEN_CPU_CAPABILITY=avx2`` changes the
+softmax, log-softmax, cross-entropy-gradient and attention outputs at widths 32 and up
+(not layer norm); before these stages the whole fingerprint was bitwise identical.
 
 Every random draw happens on the CPU, whatever ``rec.device`` is: weights are initialised
 before the model moves, and dropout masks come from a seeded CPU ``torch.Generator`` and are
@@ -15,21 +27,28 @@ then moved to the device. So a CPU run and a CUDA run draw the same numbers and 
 by numerics (``nn.Dropout`` on CUDA would draw from the GPU's own RNG: different masks, and
 a loss difference of about 1% at step 0 on an H100, not a numerics difference).
 
-It uses ``orchestrator.determinism`` the way user code should
-(``seed_everything(rec.seed, **rec.determinism)``); user probes follow the same ``train(rec)``
-contract (``orchestrator.probe.recorder``).
+``rec.world_size`` (``envparity probe --world-size N``) switches to data-parallel training
+in N processes (``train_data_parallel``). It uses ``orchestrator.determinism`` the way user
+code should (``seed_everything(rec.determinism)``); user probes follow the same
+``train(rec)`` contract (``orchestrator.probe.recorder``).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from orchestrator.determinism import dataloader_kwargs, seed_everything
+from orchestrator.determinism_settings import DeterminismSettings
+from orchestrator.errors import UsageError
 from orchestrator.probe.recorder import Recorder
 
 CLASS_NAMES = ("ant", "bee", "cat", "dog")
@@ -44,6 +63,13 @@ DROPOUT = 0.2
 # Added to the seed for the dropout generator: valid seeds are below 2**32, so its stream
 # never coincides with the DataLoader's generator, seeded with the seed itself.
 DROPOUT_STREAM = 2**32
+KERNEL_STREAM = 2**33  # the same for the kernel checks' inputs
+WIDTHS = (37, 100, 257)  # softmax / layer-norm widths past the CPU's vector length
+HEADS, HEAD_DIM = 2, 16  # attention over the 36 pooled image positions plus a class token
+CHANNELS = 8
+POSITIONS = (SIDE // 2) ** 2 + 1  # 37
+SQUARE = 256  # a 256x256 layer in the model
+MATMUL = 512  # the kernel check's square matmul
 
 
 def make_data(seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -89,29 +115,81 @@ class CPUDropout(nn.Module):
         self.p, self.generator = p, generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape, generator=self.generator) >= self.p
         return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
 
 
+def softmax_gate(x: torch.Tensor) -> torch.Tensor:
+    """``x * (1 + softmax(x))``: a softmax over the whole last dimension, bounded by ``2x``."""
+    return x * (1 + torch.softmax(x, -1))
+
+
 class ProbeNet(nn.Module):
-    def __init__(self, dropout_generator: torch.Generator) -> None:
+    """Convolution, embedding bag, attention, wide layer norms and softmaxes, a 256x256 layer."""
+
+    def __init__(self, dropout_generator: torch.Generator, dropout: float = DROPOUT) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.embed = nn.Embedding(VOCAB, 8)
-        self.hidden = nn.Linear(8 * (SIDE // 2) ** 2 + 8, 32)
-        self.drop = CPUDropout(DROPOUT, dropout_generator)
-        self.out = nn.Linear(32, len(CLASS_NAMES))
+        wide, narrow = WIDTHS[2], WIDTHS[1]
+        self.conv = nn.Conv2d(1, CHANNELS, 3, padding=1)
+        self.embed = nn.Embedding(VOCAB, CHANNELS)
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, CHANNELS))
+        self.qkv = nn.Linear(CHANNELS, 3 * HEADS * HEAD_DIM)
+        self.wide = nn.Linear(CHANNELS * (POSITIONS - 1) + CHANNELS + HEADS * HEAD_DIM, wide)
+        self.wide_norm = nn.LayerNorm(wide)
+        self.hidden = nn.Linear(wide, SQUARE)
+        self.square = nn.Linear(SQUARE, SQUARE)
+        self.drop = CPUDropout(dropout, dropout_generator)
+        self.narrow = nn.Linear(SQUARE, narrow)
+        self.narrow_norm = nn.LayerNorm(narrow)
+        self.out = nn.Linear(narrow, len(CLASS_NAMES))
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        x = torch.max_pool2d(torch.relu(self.conv(image)), 2).flatten(1)
+        n = len(image)
+        pooled = torch.max_pool2d(torch.relu(self.conv(image)), 2)  # n, 8, 6, 6
+        # Attention over the 36 positions and a class token: softmax over 37 keys.
+        seq = torch.cat([self.cls.expand(n, 1, CHANNELS), pooled.flatten(2).transpose(1, 2)], 1)
+        q, k, v = self.qkv(seq).view(n, POSITIONS, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v)[:, :, 0].reshape(n, HEADS * HEAD_DIM)
         # Sum each item's token embeddings with index_add_ (atomics on CUDA).
-        rows = torch.arange(len(tokens), device=tokens.device).repeat_interleave(TOKENS)
-        bag = torch.zeros(len(tokens), 8, device=x.device, dtype=x.dtype)
+        rows = torch.arange(n, device=tokens.device).repeat_interleave(TOKENS)
+        bag = torch.zeros(n, CHANNELS, device=image.device, dtype=image.dtype)
         bag = bag.index_add(0, rows, self.embed(tokens.flatten()))
-        h = self.drop(torch.relu(self.hidden(torch.cat([x, bag / TOKENS], 1))))
-        return self.out(h)  # type: ignore[no-any-return]
+        x = torch.cat([pooled.flatten(1), bag / TOKENS, attended], 1)
+        x = softmax_gate(self.wide_norm(self.wide(x)))  # 257 wide
+        x = torch.relu(self.hidden(x))
+        x = self.drop(x + torch.relu(self.square(x)))  # 256x256
+        x = softmax_gate(self.narrow_norm(self.narrow(x)))  # 100 wide
+        return self.out(x)  # type: ignore[no-any-return]
+
+
+def kernel_checks(rec: Recorder, device: torch.device) -> None:
+    """Record each vector-width- or math-mode-sensitive kernel on fixed inputs (``rec.output``).
+
+    Inputs come from a CPU generator seeded from the seed and are moved to ``device``. Names:
+    ``softmax_W``, ``layer_norm_W`` (W in ``WIDTHS``), ``matmul_512``, ``sdpa``,
+    ``autocast_bfloat16`` and, on CUDA, ``autocast_float16``.
+    """
+    g = torch.Generator().manual_seed(rec.seed + KERNEL_STREAM)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device)
+
+    with torch.no_grad():
+        for width in WIDTHS:
+            x = 3 * randn(64, width)
+            rec.output(f"softmax_{width}", torch.softmax(x, -1))
+            rec.output(f"layer_norm_{width}", F.layer_norm(x, (width,)))
+        a, b = randn(MATMUL, MATMUL), randn(MATMUL, MATMUL)
+        rec.output(f"matmul_{MATMUL}", a @ b)
+        q, k, v = (randn(4, HEADS, POSITIONS, HEAD_DIM) for _ in range(3))
+        rec.output("sdpa", F.scaled_dot_product_attention(q, k, v))
+        dtypes = (torch.bfloat16, torch.float16) if device.type == "cuda" else (torch.bfloat16,)
+        for dtype in dtypes:
+            with torch.autocast(device.type, dtype=dtype):
+                y = torch.softmax(F.linear(a[:64], b[:SQUARE]), -1) @ b[:SQUARE, : WIDTHS[0]]
+            rec.output(f"autocast_{str(dtype).removeprefix('torch.')}", y)
 
 
 def label_numbers(names: list[str]) -> torch.Tensor:
@@ -125,7 +203,10 @@ def label_numbers(names: list[str]) -> torch.Tensor:
 
 def train(rec: Recorder) -> None:
     """The built-in probe (``orchestrator.probe.workload:train``)."""
-    seed_everything(rec.seed, **rec.determinism)
+    if rec.world_size is not None:
+        train_data_parallel(rec)
+        return
+    seed_everything(rec.determinism)
     device = torch.device(rec.device)
     images, tokens, names = make_data(rec.seed, TRAIN_SIZE + EVAL_SIZE)
     labels = label_numbers(names)
@@ -141,7 +222,8 @@ def train(rec: Recorder) -> None:
     # initialised on the CPU from torch's seeded RNG, then moved
     model = ProbeNet(torch.Generator().manual_seed(rec.seed + DROPOUT_STREAM)).to(device)
     rec.initial(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    kernel_checks(rec, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     step = 0
@@ -157,11 +239,164 @@ def train(rec: Recorder) -> None:
             optimizer.step()
             rec.loss(loss)
             step += 1
+    rec.final(model, **evaluate(model, images, tokens, labels, device))
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+) -> dict[str, float]:
+    """``eval_loss`` and ``accuracy`` on the held-out samples (those after ``TRAIN_SIZE``)."""
     model.eval()
     with torch.no_grad():
         held_out = slice(TRAIN_SIZE, None)
         logits = model(images[held_out].to(device), tokens[held_out].to(device))
         eval_labels = labels[held_out].to(device)
-        final_loss = loss_fn(logits, eval_labels).item()
+        final_loss = nn.functional.cross_entropy(logits, eval_labels).item()
         accuracy = (logits.argmax(1) == eval_labels).double().mean().item()
-    rec.final(model, eval_loss=final_loss, accuracy=accuracy)
+    return {"eval_loss": final_loss, "accuracy": accuracy}
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def train_data_parallel(rec: Recorder) -> None:
+    """The probe as data-parallel training in ``rec.world_size`` processes.
+
+    This process is rank 0 and records; ranks 1.. are spawned (``multiprocessing`` "spawn")
+    and meet through a file rendezvous in a temporary folder. Backend: gloo on the CPU, NCCL
+    on CUDA (one GPU per rank: ``UsageError`` with fewer GPUs). Each rank trains on its shard
+    of every global batch of ``BATCH`` samples (``DistributedSampler``, seeded); DDP averages
+    the gradients. No augmentation and no dropout here, and the recorded batch is the global
+    one in sampler order, so world sizes 1 and 2 see the same samples in the same order and
+    differ only in how the loss and gradients are reduced. The recorded loss is the mean of
+    the ranks' losses. Raises ``UsageError`` when a rank fails.
+    """
+    world = rec.world_size or 1
+    if BATCH % world:
+        raise UsageError(f"--world-size {world}: the probe's batch of {BATCH} does not divide")
+    if rec.device == "cuda" and torch.cuda.device_count() < world:
+        raise UsageError(
+            f"--world-size {world} on cuda: one GPU per process, but torch sees "
+            f"{torch.cuda.device_count()}"
+        )
+    context = torch.multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="envparity-ddp-") as folder:
+        rendezvous = str(Path(folder) / "rendezvous")
+        others = [
+            context.Process(
+                target=_rank_main,
+                args=(rank, world, rendezvous, rec.determinism, rec.steps, rec.device),
+                daemon=True,
+            )
+            for rank in range(1, world)
+        ]
+        for process in others:
+            process.start()
+        try:
+            _data_parallel(0, world, rendezvous, rec.determinism, rec.steps, rec.device, rec)
+        finally:
+            for process in others:
+                process.join(timeout=60)
+                if process.is_alive():
+                    process.terminate()
+        failed = [str(p.exitcode) for p in others if p.exitcode != 0]
+        if failed:
+            raise UsageError(f"data-parallel probe: a rank exited with {', '.join(failed)}")
+
+
+def _rank_main(
+    rank: int, world: int, rendezvous: str, settings: DeterminismSettings, steps: int, device: str
+) -> None:
+    _data_parallel(rank, world, rendezvous, settings, steps, device, None)
+
+
+def _data_parallel(
+    rank: int,
+    world: int,
+    rendezvous: str,
+    settings: DeterminismSettings,
+    steps: int,
+    device_name: str,
+    rec: Recorder | None,
+) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    seed_everything(settings)
+    cuda = device_name == "cuda"
+    device = torch.device(f"cuda:{rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks share this machine
+    dist.init_process_group(
+        "nccl" if cuda else "gloo",
+        init_method=f"file://{rendezvous}",
+        rank=rank,
+        world_size=world,
+    )
+    try:
+        images, tokens, names = make_data(settings.seed, TRAIN_SIZE + EVAL_SIZE)
+        labels = label_numbers(names).to(device)
+        dist.broadcast(labels, 0)  # rank 0's numbering (str hash order) for every rank
+        labels = labels.cpu()
+        train_set = ProbeData(images[:TRAIN_SIZE], tokens[:TRAIN_SIZE], labels[:TRAIN_SIZE], False)
+        sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+            train_set, num_replicas=world, rank=rank, shuffle=True, seed=settings.seed
+        )
+        loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
+            train_set, batch_size=BATCH // world, sampler=sampler
+        )
+        module = ProbeNet(torch.Generator(), dropout=0.0).to(device)  # no masks drawn
+        if rec is not None:
+            rec.initial(module)
+            kernel_checks(rec, device)
+        module.train()
+        model = DistributedDataParallel(module, device_ids=[rank] if cuda else None)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        step, epoch = 0, 0
+        while step < steps:
+            sampler.set_epoch(epoch)
+            for index, image, token, label in loader:
+                if step == steps:
+                    break
+                batch = _global_batch(world, index, image, token, label, device=device)
+                if rec is not None:
+                    rec.batch(*batch)
+                optimizer.zero_grad(set_to_none=True)
+                logits: torch.Tensor = model(image.to(device), token.to(device))
+                loss = loss_fn(logits, label.to(device))
+                loss.backward()
+                optimizer.step()
+                mean = loss.detach().clone()
+                dist.all_reduce(mean)
+                if rec is not None:
+                    rec.loss(mean / world)
+                step += 1
+            epoch += 1
+        if rec is not None:
+            rec.final(module, **evaluate(module, images, tokens, labels, device))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _global_batch(world: int, *tensors: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's part of the batch, gathered and put back in sampler order.
+
+    ``DistributedSampler`` gives rank r the positions r, r + world, ...; interleaving the
+    gathered parts restores the order a single process sees.
+    """
+    import torch.distributed as dist
+
+    out = []
+    for tensor in tensors:
+        local = tensor.to(device)
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+        out.append(torch.stack(parts, 1).flatten(0, 1).cpu())
+    return out
