@@ -164,6 +164,12 @@ def render(d: Draft) -> str:
     determinism.add("deterministic_algorithms", defaults.deterministic_algorithms)
     determinism.add("tf32", defaults.tf32)
     determinism.add("cudnn_benchmark", defaults.cudnn_benchmark)
+    determinism.add(
+        tomlkit.comment(
+            "threads = 1  # torch otherwise uses one thread per core, which changes CPU results "
+            "between machines"
+        )
+    )
     doc.add("determinism", determinism)
 
     if d.variables:
