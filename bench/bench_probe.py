@@ -48,8 +48,8 @@ def article_catches(a: Fingerprint, b: Fingerprint) -> bool:
     pairs = [(a.losses[-1], b.losses[-1])]
     pairs.append(
         (
-            float.fromhex(a.stages["metrics"]["accuracy"]),
-            float.fromhex(b.stages["metrics"]["accuracy"]),
+            float.fromhex(a.stages.metrics["accuracy"]),
+            float.fromhex(b.stages.metrics["accuracy"]),
         )
     )
     return not all(np.isclose(x, y, rtol=1e-5) for x, y in pairs)

@@ -158,8 +158,8 @@ class Checks:
         result["relative_loss_difference"] = [float(f"{r:.3g}") for r in relative]
         result["max_relative_loss_difference"] = max(relative)
         result["metrics"] = {
-            key: [float.fromhex(cpu.stages["metrics"][key]), float.fromhex(value)]
-            for key, value in sorted(cuda.stages["metrics"].items())
+            key: [float.fromhex(cpu.stages.metrics[key]), float.fromhex(value)]
+            for key, value in sorted(cuda.stages.metrics.items())
         }
         result["outputs"] = outputs_apart(cpu, cuda)
         return result

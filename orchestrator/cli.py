@@ -157,20 +157,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
         determinism = DeterminismSettings.from_arguments(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    data = run.run_probe(
+    fp = run.run_probe(
         probe=args.probe,
         steps=run.DEFAULT_STEPS if args.steps is None else args.steps,
         device=args.device,
         determinism=determinism,
         world_size=args.world_size,
     )
-    fingerprint.write(out, data)
-    for finding in data["audit"]:
+    fingerprint.write(out, fp.to_dict())
+    for finding in fp.audit:
         _err(f"audit: {finding}")
-    probe, losses = data["probe"], data["stages"]["losses"]
     print(
-        f"wrote {out}: {probe['name']} seed {probe['seed']}, {probe['steps']} steps on "
-        f"{probe['device']}, last loss {float.fromhex(losses[-1])!r}, {data['seconds']:.2f} s"
+        f"wrote {out}: {fp.probe} seed {fp.seed}, {fp.steps} steps on {fp.device}, "
+        f"last loss {fp.losses[-1]!r}, {fp.seconds or 0.0:.2f} s"
     )
     return 0
 
@@ -287,6 +286,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             names=args.targets,
             strict=args.strict,
             fresh=args.fresh,
+            probe=args.probe,
             accept_host_drift=args.accept_host_drift,
             progress=step,
         )
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--report", metavar="FILE", help="HTML report path (default: .envparity/report.html)"
+    )
+    p.add_argument(
+        "--probe", metavar="MOD:FN", help="the probe to run (default: the spec's [verify] probe)"
     )
     p.add_argument(
         "--accept-host-drift",

@@ -8,8 +8,8 @@ import html
 import math
 from typing import TYPE_CHECKING
 
-from orchestrator.probe.capture import diff
-from orchestrator.probe.compare import PairVerdict, Verdict
+from orchestrator.probe.compare import PairVerdict, Verdict, differences_between
+from orchestrator.probe.fingerprint import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,26 +23,30 @@ def _torch(t: TargetResult) -> str:
     if not t.runs:
         return "-"
     env = t.runs[0].fingerprint.environment
-    return str(env.get("packages", {}).get("torch", "?"))
+    return printable(env.packages.get("torch", env.torch_version))
 
 
 def _python(t: TargetResult) -> str:
     if not t.runs:
         return "-"
-    py = t.runs[0].fingerprint.environment.get("python", {})
-    return str(py.get("version", "?")).split()[0] if isinstance(py, dict) else "?"
+    return printable(t.runs[0].fingerprint.environment.python.version.split()[0])
 
 
 def _short(t: TargetResult) -> str:
     if not t.runs:
         return "-"
-    final = str(t.runs[0].fingerprint.stages.get("final_params", ""))
-    return final.removeprefix("sha256:")[:12]
+    return t.runs[0].fingerprint.stages.final_params.removeprefix("sha256:")[:12]
+
+
+def probe_line(result: VerifyResult) -> str:
+    """Which probe ran, how: ``probe orchestrator.probe.workload:train, 30 steps, seed 0``."""
+    spec = result.spec
+    return f"probe {result.probe}, {spec.verify.steps} steps, seed {spec.determinism.seed}"
 
 
 def _pair_text(p: PairVerdict) -> str:
     if p.kind == "bitwise":
-        return "bitwise identical"
+        return "bitwise identical" + (" (with warnings)" if p.warnings else "")
     if p.kind == "tolerance":
         return f"within tolerance ({p.reason})" if p.reason else "within tolerance"
     where = f"{p.stage}" + (f" step {p.step}" if p.step is not None else "")
@@ -51,7 +55,7 @@ def _pair_text(p: PairVerdict) -> str:
 
 def _verdict_text(t: TargetResult) -> str:
     if t.status != "ok":
-        return f"{t.status}: {t.reason}"
+        return f"{t.status}: {printable(t.reason)}"
     assert t.verdict is not None
     parts = sorted({_pair_text(p) for p in t.verdict.pairs})
     if t.drift:
@@ -69,7 +73,8 @@ def print_table(result: VerifyResult, console: Console) -> None:
     from rich.text import Text
 
     table = Table(
-        title=Text(f"envparity verify: {result.spec.environment.name}"),
+        title=Text(f"envparity verify: {printable(result.spec.environment.name)}"),
+        caption=Text(probe_line(result)),
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
@@ -95,16 +100,17 @@ def print_table(result: VerifyResult, console: Console) -> None:
     problems = result.problems
     # A reason printed in a FAIL line below is not printed here too.
     lines: list[str] = [
-        f"{t.name} {t.status}: {t.reason}"
+        f"{t.name} {t.status}: {printable(t.reason)}"
         for t in result.targets
         if t.status != "ok" and not any(p.startswith(f"{t.name}: ") for p in problems)
     ]
     lines += [
-        f"{t.name}: differs from the spec (accepted): {d}"
+        f"{t.name}: differs from the spec (accepted): {printable(d)}"
         for t in result.targets
         if t.drift_accepted
         for d in t.drift
     ]
+    lines += [f"{t.name}: note: {printable(n)}" for t in result.targets for n in t.notes]
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs, strict=True):
@@ -112,10 +118,11 @@ def print_table(result: VerifyResult, console: Console) -> None:
             if p.kind == "diverged" and p.values:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
+            lines += [f"  warning: {w}" for w in p.warnings]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
         console.print(Text(line))
     for problem in problems:
-        console.print(Text.assemble(("FAIL ", "bold red"), problem))
+        console.print(Text.assemble(("FAIL ", "bold red"), printable(problem)))
     if not problems:
         console.print(
             Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
@@ -193,14 +200,14 @@ def _differences(result: VerifyResult) -> str:
     ok = [t for t in result.targets if t.runs]
     if len(ok) < 2:
         return "<p>Only one environment ran: nothing to compare across.</p>"
-    ref = ok[0].runs[0].fingerprint.environment
+    ref = ok[0].runs[0].fingerprint
     blocks = []
     for t in ok[1:]:
-        found = diff(ref, t.runs[0].fingerprint.environment)
+        found = differences_between(ref, t.runs[0].fingerprint)
         rows = (
             "".join(
-                f"<tr><td><code>{html.escape(d.key)}</code></td><td>{html.escape(_cell(d.a))}</td>"
-                f"<td>{html.escape(_cell(d.b))}</td></tr>"
+                f"<tr><td><code>{html.escape(printable(d.key))}</code></td>"
+                f"<td>{html.escape(_cell(d.a))}</td><td>{html.escape(_cell(d.b))}</td></tr>"
                 for d in found[:200]
             )
             or '<tr><td colspan="3">none</td></tr>'
@@ -248,6 +255,18 @@ def render_html(result: VerifyResult) -> str:
             f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5]
         )
         causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
+    verdicts = [t.verdict for t in result.targets if t.verdict] + (
+        [result.across] if result.across else []
+    )
+    notes = [f"{t.name}: {n}" for t in result.targets for n in t.notes]
+    notes += sorted({f"warning: {w}" for v in verdicts for p in v.pairs for w in p.warnings})
+    notes_html = (
+        "<h2>Notes</h2><ul id='notes'>"
+        + "".join(f"<li>{html.escape(printable(n))}</li>" for n in notes)
+        + "</ul>"
+        if notes
+        else ""
+    )
     name = html.escape(result.spec.environment.name)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
@@ -256,7 +275,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 .status{{font-weight:bold}} .legend{{list-style:none;padding:0;display:flex;gap:1.5em;flex-wrap:wrap}}</style>
 </head><body>
 <h1>envparity verify: {name}</h1>
+<p id="probe">{html.escape(probe_line(result))}</p>
 <p class="status" id="status">{html.escape(status)}</p>
+{notes_html}
 <table id="targets"><tr><th>target</th><th>python</th><th>torch</th><th>device</th><th>fingerprint</th><th>verdict</th></tr>
 {"".join(rows)}</table>
 <h2>Loss per step, every run</h2>

@@ -8,6 +8,7 @@ determines them; a file lock keeps two verify runs from writing the cache at onc
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -20,8 +21,9 @@ from pathlib import Path
 
 from orchestrator import files, gpus, lock, process
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
-from orchestrator.probe import fingerprint
+from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.compare import Verdict, compare
+from orchestrator.probe.run import BUILTIN, check_reference
 from orchestrator.spec import TARGET_NAMES, Spec
 from orchestrator.targets import TARGETS
 from orchestrator.targets.base import RUNTIME_DIR, Context, Target
@@ -43,6 +45,7 @@ class TargetResult:
     required: bool = False
     runs: list[Run] = field(default_factory=list)
     verdict: Verdict | None = None  # runs of this target against each other
+    notes: list[str] = field(default_factory=list)  # e.g. a cached fingerprint discarded
     drift: list[str] = field(default_factory=list)  # how the environment differs from the spec
     drift_accepted: bool = False  # --accept-host-drift: reported, not a failure
 
@@ -57,6 +60,7 @@ class VerifyResult:
     targets: list[TargetResult]
     across: Verdict | None  # the first run of each target against the first target's
     strict: bool
+    probe: str = BUILTIN  # the probe that ran ("module:function")
 
     @property
     def problems(self) -> list[str]:
@@ -184,7 +188,8 @@ def hardware() -> str:
 def probe_source(spec: Spec) -> str:
     """A hash of the user probe's source: every .py file of its top-level package (or its one
     module), found where verify puts it on the path; editing any of them invalidates cached
-    fingerprints. A probe found nowhere there (installed in the target) is keyed by name."""
+    fingerprints. A probe found nowhere there (installed in the target) is keyed by name.
+    Other project files the probe read are checked by ``reusable`` from the fingerprint."""
     ref = spec.verify.probe
     if not ref:
         return ""
@@ -259,6 +264,24 @@ def probe_once(target: Target, ctx: Context, out: Path) -> None:
     process.run(command, env={**base, **host_env}, cwd=ctx.spec.root)
 
 
+def reusable(path: Path, root: Path) -> tuple[fingerprint.Fingerprint | None, str]:
+    """A cached fingerprint if it can stand for a new run, else None and why not: it does
+    not load (corrupt, truncated, an older format), or a project file it recorded reading
+    (code or data, ``inputs``) changed since."""
+    try:
+        fp = fingerprint.load(path)
+    except fingerprint.FingerprintError as exc:
+        problem = str(exc).removeprefix(f"{fingerprint.printable(path)}: ")
+        return None, f"cached fingerprint {path.name} is unreadable ({problem}); probing again"
+    changed = inputs.stale(fp.inputs, root)
+    if changed:
+        shown = ", ".join(changed[:3]) + (
+            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        return None, f"{shown} changed since the cached run"
+    return fp, ""
+
+
 def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
     spec = ctx.spec
     result = TargetResult(target.name, "ok", required=spec.targets[target.name].required)
@@ -274,14 +297,22 @@ def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
         target.make_writable(runs_dir)
         for i in range(1, spec.verify.runs + 1):
             path = runs_dir / f"{target.name}-{key}-{i}.json"
-            cached = path.is_file() and not ctx.fresh
-            if not cached:
+            fp: fingerprint.Fingerprint | None = None
+            if path.is_file() and not ctx.fresh and not target.built:
+                fp, why = reusable(path, spec.root)
+                if fp is None:
+                    result.notes.append(why)
+                    ctx.progress(f"{target.name}: {fingerprint.printable(why)}")
+                    path.unlink(missing_ok=True)
+            cached = fp is not None
+            if fp is None:
                 ctx.progress(f"{target.name}: probe run {i} of {spec.verify.runs}")
                 tmp = path.with_name(path.stem + ".partial.json")
                 tmp.unlink(missing_ok=True)
                 probe_once(target, ctx, tmp)
                 os.replace(tmp, path)
-            result.runs.append(Run(i, path, fingerprint.load(path), cached))
+                fp = fingerprint.load(path)
+            result.runs.append(Run(i, path, fp, cached))
     except EnvparityError as exc:
         result.status, result.reason = "failed", str(exc)
         return result
@@ -316,9 +347,15 @@ def verify(
     names: list[str] | None = None,
     strict: bool = False,
     fresh: bool = False,
+    probe: str | None = None,
     accept_host_drift: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> VerifyResult:
+    """Verify ``names`` (default: every target of the spec); ``probe`` (``module:function``)
+    overrides the spec's ``[verify] probe``."""
+    if probe is not None:
+        check_reference(probe)
+        spec = dataclasses.replace(spec, verify=dataclasses.replace(spec.verify, probe=probe))
     chosen = choose_targets(spec, names)
     spec = with_defaults(spec, chosen)
     host_drift = preflight(spec, chosen)
@@ -339,4 +376,4 @@ def verify(
         if len(firsts) > 1
         else None
     )
-    return VerifyResult(spec, results, across, strict)
+    return VerifyResult(spec, results, across, strict, probe=spec.verify.probe or BUILTIN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,12 @@ from orchestrator.errors import UsageError
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import Difference, diff
 from orchestrator.probe.compare import compare, likely_causes
-from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
+from orchestrator.probe.fingerprint import (
+    Environment,
+    Fingerprint,
+    FingerprintError,
+    capture_from_dict,
+)
 
 D = "sha256:" + "0" * 64
 DEFAULT_DETERMINISM = {
@@ -32,13 +38,21 @@ def digest(n: int) -> str:
 
 
 def env(**changes: Any) -> dict[str, Any]:
+    """A capture's data (the fingerprint's ``environment``), with ``section__key`` changes."""
     base: dict[str, Any] = {
-        "python": {"version": "3.11.7", "hash_seed": "fixed:0"},
+        "python": {
+            "version": "3.11.7",
+            "implementation": "CPython",
+            "executable": "/usr/bin/python3",
+            "hash_seed": "fixed:0",
+        },
+        "platform": {"system": "Linux", "cpu_count": 2},
         "launch": {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2"},
         "torch": {"version": "2.13.0+cpu", "num_threads": 2, "cpu_capability": "AVX512"},
         "numpy": {"version": "2.4.6"},
         "flags": {"deterministic_algorithms": True},
         "gpus": [],
+        "collect_env": {"os": "Debian GNU/Linux 12 (bookworm) (x86_64)"},
         "packages": {"numpy": "2.4.6", "torch": "2.13.0+cpu", "rich": "15.0.0"},
     }
     for dotted, value in changes.items():
@@ -55,6 +69,8 @@ def fp(
     seed: int = 0,
     environment: dict[str, Any] | None = None,
     determinism: dict[str, Any] | None = None,
+    code: dict[str, str] | None = None,
+    data_files: dict[str, str] | None = None,
     **stages: Any,
 ) -> Fingerprint:
     data: dict[str, Any] = {
@@ -67,16 +83,29 @@ def fp(
         "rng_final": {"python": digest(6), "torch": digest(7)},
     }
     data.update(stages)
-    return Fingerprint(
-        source=source,
-        probe="orchestrator.probe.workload:train",
-        seed=seed,
-        steps=len(losses),
-        device=device,
-        environment=environment or env(),
-        stages=data,
-        audit=[],
-        determinism=DEFAULT_DETERMINISM if determinism is None else determinism,
+    return Fingerprint.from_dict(
+        {
+            "format": "envparity-fingerprint",
+            "version": 2,
+            "probe": {
+                "name": "orchestrator.probe.workload:train",
+                "seed": seed,
+                "steps": len(losses),
+                "device": device,
+                "determinism": DEFAULT_DETERMINISM if determinism is None else determinism,
+            },
+            "environment": environment or env(),
+            "stages": data,
+            "audit": [],
+            "inputs": {
+                "code": {
+                    name: {"path": name.replace(".", "/") + ".py", "sha256": digest}
+                    for name, digest in (code or {"mymodel": digest(40)}).items()
+                },
+                "data": data_files or {},
+            },
+        },
+        source,
     )
 
 
@@ -111,7 +140,9 @@ def test_cpu_against_a_hand_made_cuda_fingerprint_uses_the_cross_device_toleranc
     """A hand-made CUDA fingerprint: the verdict logic only. Real CPU-vs-CUDA runs are
     bench/gpu_checks.py's to compare, on a GPU machine."""
     gpu_env = env()
-    gpu_env["gpus"] = [{"name": "NVIDIA H100 80GB HBM3", "sm_count": 132}]
+    gpu_env["gpus"] = [
+        {"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "sm_count": 132, "memory": 85 << 30}
+    ]
     cuda = fp(
         "b",
         device="cuda",
@@ -154,8 +185,12 @@ def test_probes_that_ran_different_things_are_not_comparable() -> None:
         compare([fp("a")])
 
 
+def environment(**changes: Any) -> Environment:
+    return capture_from_dict({"format": "envparity-capture", "version": 1, **env(**changes)}, "c")
+
+
 def test_diff_lists_leaf_differences_by_key() -> None:
-    a, b = env(), env(packages__numpy="1.26.4", launch__OMP_NUM_THREADS=None)
+    a, b = environment(), environment(packages__numpy="1.26.4", launch__OMP_NUM_THREADS=None)
     assert diff(a, b) == [
         Difference("launch.OMP_NUM_THREADS", "2", None),
         Difference("packages.numpy", "2.4.6", "1.26.4"),
@@ -167,21 +202,7 @@ def test_diff_lists_leaf_differences_by_key() -> None:
 
 
 def write_fp(path: Path, fingerprint_: Fingerprint) -> Path:
-    data = {
-        "format": "envparity-fingerprint",
-        "version": 1,
-        "probe": {
-            "name": fingerprint_.probe,
-            "seed": fingerprint_.seed,
-            "steps": fingerprint_.steps,
-            "device": fingerprint_.device,
-            "determinism": fingerprint_.determinism,
-        },
-        "environment": fingerprint_.environment,
-        "stages": fingerprint_.stages,
-        "audit": [],
-    }
-    fingerprint.write(path, data)
+    fingerprint.write(path, fingerprint_.to_dict())
     return path
 
 
@@ -201,7 +222,7 @@ def write_fp(path: Path, fingerprint_: Fingerprint) -> Path:
         ),
         (
             '{"format": "envparity-fingerprint", "version": 9}',
-            "{p}: fingerprint version 9 is not supported (this envparity reads version 1)",
+            "{p}: fingerprint version 9 is not supported (this envparity reads versions 1, 2)",
         ),
     ],
 )
@@ -212,17 +233,6 @@ def test_bad_files_are_one_clear_message(tmp_path: Path, text: str | None, messa
     with pytest.raises(FingerprintError) as exc:
         fingerprint.load(p)
     assert str(exc.value) == message.format(p=p)
-
-
-def test_a_malformed_stage_is_named(tmp_path: Path) -> None:
-    p = write_fp(tmp_path / "f.json", fp())
-    data = json.loads(p.read_text())
-    data["stages"]["losses"] = ["1.5"]
-    p.write_text(json.dumps(data))
-    with pytest.raises(
-        FingerprintError, match=r"stages.losses: expected a list of float.hex\(\) strings"
-    ):
-        fingerprint.load(p)
 
 
 def test_cli_compare_exits_2_on_a_bad_file_without_traceback(
@@ -321,7 +331,7 @@ def test_a_stage_with_another_length_than_steps_is_refused_naming_the_file(
 
 def test_a_probe_that_records_no_batches_loads_and_compares(tmp_path: Path) -> None:
     p = write_fp(tmp_path / "f.json", fp(data_order=[]))
-    assert fingerprint.load(p).stages["data_order"] == []
+    assert fingerprint.load(p).stages.data_order == ()
     verdict = compare([fp("a"), fp("b", data_order=[])])
     w = verdict.worst
     assert (verdict.kind, w.stage, w.step, w.values) == (
@@ -354,3 +364,424 @@ def test_cli_compare_refuses_a_tolerance_that_is_none(
     a = write_fp(tmp_path / "a.json", fp())
     assert main(["compare", str(a), str(a), "--rtol", value]) == 2
     assert "not a tolerance in [0, 1)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+
+def _set(path: str, value: Any) -> Any:
+    """A mutation of fingerprint data: set the dotted ``path`` (``[i]`` for list items)."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        keys = path.replace("[", ".[").split(".")  # "a.b[1]" -> ["a", "b", "[1]"]
+        node: Any = data
+        for key in keys[:-1]:
+            node = node[int(key[1:-1])] if key.startswith("[") else node[key]
+        last = keys[-1]
+        if value is _DELETE:
+            del node[last]
+        elif last.startswith("["):
+            node[int(last[1:-1])] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+_DELETE = object()
+GPU = {"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "sm_count": 132, "memory": 1}
+
+
+class TestMalformedFingerprints:
+    """Hand-made or corrupt fingerprints: ``compare`` exits 2 with one line naming the file
+    and the field; never a traceback, never a raw control character."""
+
+    @pytest.mark.parametrize(
+        ("mutate", "message"),
+        [
+            pytest.param(
+                _set("stages.losses[1]", "1.25"),
+                "stages.losses[1]: expected a float.hex() string, got a string '1.25'",
+                id="loss-not-hex",
+            ),
+            pytest.param(
+                _set("stages.losses[0]", "0x1.8p+\u0661"),
+                "stages.losses[0]: expected a float.hex() string, got a string '0x1.8p+\u0661'",
+                id="loss-unicode-digit",
+            ),
+            pytest.param(
+                _set("stages.losses[0]", "0x1p+99999"),
+                "stages.losses[0]: expected a float.hex() string, got a string '0x1p+99999'",
+                id="loss-exponent-overflow",
+            ),
+            pytest.param(
+                _set("stages.metrics.accuracy", 0.75),
+                "stages.metrics.accuracy: expected a float.hex() string, got a number 0.75",
+                id="metric-a-number",
+            ),
+            pytest.param(
+                _set("stages.metrics", [1, 2]),
+                "stages.metrics: expected an object, got a list",
+                id="metrics-a-list",
+            ),
+            pytest.param(
+                _set("environment.gpus", "H100"),
+                "environment.gpus: expected a list, got a string 'H100'",
+                id="gpus-a-string",
+            ),
+            pytest.param(
+                _set("environment.gpus", [{**GPU, "sm_count": "132"}]),
+                "environment.gpus[0].sm_count: expected an integer >= 0, got a string '132'",
+                id="gpu-field-type",
+            ),
+            pytest.param(
+                _set("environment", ["linux"]),
+                "environment: expected an object, got a list",
+                id="environment-a-list",
+            ),
+            pytest.param(
+                _set("environment.packages", _DELETE),
+                "environment.packages: missing",
+                id="environment-section-missing",
+            ),
+            pytest.param(
+                _set("environment.packages.numpy", 2),
+                "environment.packages.numpy: expected a string, got an integer 2",
+                id="package-version-a-number",
+            ),
+            pytest.param(
+                _set("environment.python.hash_seed", "fixed:\u0661"),
+                "environment.python.hash_seed: expected 'fixed:N' or 'random', "
+                "got a string 'fixed:\u0661'",
+                id="hash-seed-unicode-digit",
+            ),
+            pytest.param(
+                _set("probe.seed", "0"),
+                "probe.seed: expected an integer >= 0, got a string '0'",
+                id="seed-a-string",
+            ),
+            pytest.param(
+                _set("probe.seed", True),
+                "probe.seed: expected an integer >= 0, got a boolean True",
+                id="seed-a-boolean",
+            ),
+            pytest.param(
+                _set("probe.steps", 0),
+                "probe.steps: expected an integer >= 1, got an integer 0",
+                id="steps-zero",
+            ),
+            pytest.param(_set("probe.name", _DELETE), "probe.name: missing", id="name-missing"),
+            pytest.param(
+                _set("probe.name", "\x1b[2Jevil:train"),
+                "probe.name: expected 'package.module:function', got a string '\\x1b[2Jevil:train'",
+                id="name-escape-sequence",
+            ),
+            pytest.param(
+                _set("probe.device", "tpu"),
+                "probe.device: expected 'cpu' or 'cuda', got a string 'tpu'",
+                id="device-unknown",
+            ),
+            pytest.param(
+                _set("stages.initial_params", "sha256:ABC"),
+                "stages.initial_params: expected 'sha256:' and 64 hex digits, "
+                "got a string 'sha256:ABC'",
+                id="digest-malformed",
+            ),
+            pytest.param(
+                _set("stages.data_order[0]", 7),
+                "stages.data_order[0]: expected 'sha256:' and 64 hex digits, got an integer 7",
+                id="batch-digest-a-number",
+            ),
+            pytest.param(
+                _set("stages.rng_final", {"a b": D}),
+                "stages.rng_final: key 'a b' is not an identifier",
+                id="rng-key",
+            ),
+            pytest.param(
+                _set("audit", [1]), "audit[0]: expected a string, got an integer 1", id="audit"
+            ),
+            pytest.param(_set("inputs", _DELETE), "inputs: missing", id="inputs-missing"),
+            pytest.param(
+                _set("inputs.code.mymodel", "sha"),
+                "inputs.code.mymodel: expected an object, got a string 'sha'",
+                id="code-entry",
+            ),
+            pytest.param(
+                _set("environment.collect_env.x", [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]),
+                "environment.collect_env.x" + "[0]" * 17 + ": nested deeper than 16 levels",
+                id="collect-env-too-deep",
+            ),
+            pytest.param(
+                _set("seconds", "1.5"),
+                "seconds: expected a number, got a string '1.5'",
+                id="seconds-a-string",
+            ),
+        ],
+    )
+    def test_compare_names_the_file_and_field(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        mutate: Any,
+        message: str,
+    ) -> None:
+        good = write_fp(tmp_path / "a.json", fp())
+        data = fp("b").to_dict()
+        data["environment"]["gpus"] = [GPU]
+        mutate(data)
+        bad = tmp_path / "b.json"
+        bad.write_text(json.dumps(data), encoding="utf-8")
+        assert main(["compare", str(good), str(bad)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"envparity: {bad}: {message}\n"
+        assert "\x1b" not in captured.err and captured.out == ""
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            pytest.param(b"\xff\xfe{}", "not UTF-8 text (invalid start byte)", id="not-utf8"),
+            pytest.param(b"[" * 100_000, "not JSON: nested too deeply", id="nested-json"),
+            pytest.param(
+                b'{"probe": {"seed": ' + b"9" * 5000 + b"}}",
+                "not JSON: Exceeds the limit (4300 digits) for integer string conversion: "
+                "value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit",
+                id="5000-digit-integer",
+            ),
+            pytest.param(None, "larger than 64 MiB: not a fingerprint", id="huge-file"),
+        ],
+    )
+    def test_unreadable_files_are_refused_by_compare_and_diff(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        content: bytes | None,
+        message: str,
+    ) -> None:
+        good = write_fp(tmp_path / "a.json", fp())
+        bad = tmp_path / "b.json"
+        if content is None:
+            with open(bad, "wb") as handle:  # sparse: 64 MiB and one byte of zeros
+                handle.truncate(fingerprint.MAX_BYTES + 1)
+        else:
+            bad.write_bytes(content)
+        for verb in ("compare", "diff"):
+            assert main([verb, str(good), str(bad)]) == 2
+            assert capsys.readouterr().err == f"envparity: {bad}: {message}\n"
+
+    @pytest.mark.parametrize(
+        ("mutate", "message"),
+        [
+            pytest.param(
+                _set("gpus", {"name": "x"}),
+                "capture.gpus: expected a list, got an object",
+                id="gpus",
+            ),
+            pytest.param(
+                _set("launch.OMP_NUM_THREADS", 2),
+                "capture.launch.OMP_NUM_THREADS: expected a string, got an integer 2",
+                id="launch-value",
+            ),
+            pytest.param(_set("python", _DELETE), "capture.python: missing", id="python"),
+            pytest.param(
+                _set("version", 2),
+                "not an envparity capture (format 'envparity-capture' version 2; expected "
+                "'envparity-capture' version 1)",
+                id="version",
+            ),
+        ],
+    )
+    def test_diff_names_the_capture_and_field(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate: Any, message: str
+    ) -> None:
+        data = {"format": "envparity-capture", "version": 1, **env()}
+        good = tmp_path / "a.json"
+        fingerprint.write(good, data)
+        mutate(data)
+        bad = tmp_path / "b.json"
+        bad.write_text(json.dumps(data))
+        assert main(["diff", str(good), str(bad)]) == 2
+        assert capsys.readouterr().err == f"envparity: {bad}: {message}\n"
+
+
+def test_control_characters_and_markup_from_files_are_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = "1.0\x1b]0;pwned\x07\x1b[2J[bold red]x[/]\u202e"
+    a = write_fp(tmp_path / "a.json", fp())
+    b = write_fp(tmp_path / "b.json", fp(environment=env(packages__numpy=hostile)))
+    for verb in ("compare", "diff"):
+        main([verb, str(a), str(b)])
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert "packages.numpy: 2.4.6 vs 1.0\\x1b]0;pwned\\x07\\x1b[2J[bold red]x[/]\\u202e" in out
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        (
+            "os:system",
+            "--probe os:system: os.system is not a probe: a probe is a Python function "
+            "train(rec) (this is a builtin_function_or_method)",
+        ),
+        (
+            "shutil:copy",
+            "--probe shutil:copy: shutil.copy(src, dst, *, follow_symlinks=True) is not a "
+            "probe: a probe takes one argument, the Recorder",
+        ),
+        ("os:nothing", "--probe os:nothing: os has no function nothing"),
+        ("x\n:y", "--probe 'x\\n:y': expected 'package.module:function'"),
+    ],
+)
+def test_a_callable_that_is_not_a_probe_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: str, message: str
+) -> None:
+    out = tmp_path / "f.json"
+    assert main(["probe", "--out", str(out), "--steps", "1", "--probe", reference]) == 2
+    assert capsys.readouterr().err == f"envparity: {message}\n"
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def test_a_code_change_is_the_first_cause_whatever_else_differs() -> None:
+    other = fp(
+        "b",
+        losses=(1.5, 1.25, 1.0000001),
+        code={"mymodel": digest(41)},
+        environment=env(torch__num_threads=1),
+    )
+    causes = likely_causes(fp("a"), other, "losses")
+    assert causes[:2] == [
+        "code: code.mymodel: sha256:000000000000 vs sha256:000000000000",
+        "threads: torch.num_threads: 2 vs 1",
+    ]
+
+
+def test_a_changed_data_file_is_named_first() -> None:
+    other = fp("b", initial_params=digest(98), data_files={"data/vocab.txt": digest(9)})
+    ref = fp("a", data_files={"data/vocab.txt": digest(8)})
+    verdict = compare([ref, other])
+    assert verdict.worst.causes[0] == (
+        "data: data.data/vocab.txt: sha256:000000000000 vs sha256:000000000000"
+    )
+
+
+def test_cpu_dispatch_variables_rank_before_what_they_change() -> None:
+    other_env = env(launch__DNNL_MAX_CPU_ISA="AVX2", torch__cpu_capability="AVX2")
+    causes = likely_causes(fp("a"), fp("b", environment=other_env), "losses")
+    assert causes == [
+        "cpu_kernels: launch.DNNL_MAX_CPU_ISA: (absent) vs AVX2",
+        "cpu_kernels: torch.cpu_capability: AVX512 vs AVX2",
+    ]
+
+
+def test_cuda_flags_rank_last_when_both_runs_are_on_the_cpu() -> None:
+    changed = {
+        "flags": {"cuda.matmul.fp32_precision": "tf32", "mkldnn.matmul.fp32_precision": "bf16"}
+    }
+    base = env()
+    base["flags"] = {"cuda.matmul.fp32_precision": "none", "mkldnn.matmul.fp32_precision": "none"}
+    other = copy.deepcopy(base)
+    other.update(changed)
+    causes = likely_causes(fp("a", environment=base), fp("b", environment=other), "losses")
+    assert causes == [
+        "flags: flags.mkldnn.matmul.fp32_precision: none vs bf16",
+        "flags: flags.cuda.matmul.fp32_precision: none vs tf32 (a CUDA setting: no effect on a "
+        "CPU run)",
+    ]
+
+
+def test_an_rng_that_nothing_drew_from_is_a_warning_beside_an_equivalent_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = fp("b", rng_initial={"python": digest(2), "numpy": digest(33), "torch": digest(4)})
+    verdict = compare([fp("a"), other])
+    assert (verdict.kind, verdict.equivalent) == ("bitwise", True)
+    assert verdict.to_dict()["warnings"] == [
+        "rng_initial: the numpy RNG state after initialisation differs although every result "
+        "is identical: it was not seeded (or was seeded from something that varies) and "
+        "nothing drew from it; code that draws from it would diverge"
+    ]
+    a, b = write_fp(tmp_path / "a.json", fp()), write_fp(tmp_path / "b.json", other)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "  warning: rng_initial: the numpy RNG state" in capsys.readouterr().out
+
+
+def test_installed_packages_are_read_from_site_packages_not_the_import_path() -> None:
+    """setuptools puts its _vendor folder on sys.path when imported; its bundled .dist-info
+    folders (jaraco.text, more-itertools...) are not installed packages."""
+    code = (
+        "import importlib.metadata, setuptools, sys\n"
+        "from orchestrator.probe.capture import _packages\n"
+        "vendored = [p for p in sys.path if p.endswith('_vendor')]\n"
+        "found = _packages()\n"
+        "phantom = {d.metadata['Name'] for d in importlib.metadata.distributions(path=vendored)}\n"
+        "print(bool(vendored), sorted(n for n in found if n in {'jaraco-text', 'more-itertools'}),"
+        " 'setuptools' in found, 'envparity' in found, len(phantom) > 3)"
+    )
+    done = process.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout == "True [] True True True\n"
+
+
+def test_inputs_are_the_files_read_under_the_project_and_the_data_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import os
+
+    from orchestrator.probe import inputs
+
+    def sha(text: str) -> str:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    (project / "data").mkdir(parents=True)
+    shared.mkdir()
+    (project / "data" / "train.csv").write_text("1,2\n")
+    (project / "helper.py").write_text("X = 1\n")
+    (shared / "vocab.txt").write_text("a b")
+    (tmp_path / "elsewhere.txt").write_text("not data")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("ENVPARITY_DATA_PATHS", str(shared))
+    with inputs.recording() as opened:
+        Path("data/train.csv").read_text()  # relative to the project folder
+        os.close(os.open(project / "data" / "train.csv", os.O_RDONLY))
+        (project / "out.txt").write_text("written, not read")
+        (project / "helper.py").read_text()  # a Python source: code, not data
+        (tmp_path / "elsewhere.txt").read_text()  # outside the project and the data paths
+        (shared / "vocab.txt").read_bytes()
+    (project / "data" / "later.txt").write_text("read after the run")
+    (project / "data" / "later.txt").read_text()
+    found = inputs.collect(project, opened.paths, "")
+    assert dict(found.data) == {
+        "data/train.csv": sha("1,2\n"),
+        str(shared.resolve() / "vocab.txt"): sha("a b"),
+    }
+    assert inputs.stale(found, project) == []
+    (project / "data" / "train.csv").write_text("1,3\n")
+    (shared / "vocab.txt").unlink()
+    assert inputs.stale(found, project) == ["data/train.csv"]  # vocab: gone, so not checked
+
+
+def test_a_fingerprint_round_trips_through_its_file(tmp_path: Path) -> None:
+    original = fp("x.json", code={"mymodel": digest(3)}, data_files={"data/a.csv": digest(4)})
+    loaded = fingerprint.load(write_fp(tmp_path / "x.json", original))
+    assert loaded == dataclasses.replace(original, source=str(tmp_path / "x.json"))
+    assert loaded.to_dict() == original.to_dict()
+    assert loaded.to_dict()["version"] == 2
+
+
+def test_a_version_1_fingerprint_still_loads_and_its_missing_inputs_are_no_difference(
+    tmp_path: Path,
+) -> None:
+    data = fp("old.json").to_dict()
+    data["version"] = 1
+    del data["inputs"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    loaded = fingerprint.load(old)
+    assert loaded.inputs == fingerprint.Inputs()
+    verdict = compare([loaded, fp("new.json")])
+    assert (verdict.kind, verdict.worst.differences) == ("bitwise", ())

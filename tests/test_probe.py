@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator import process
 from orchestrator.probe import fingerprint
-from orchestrator.probe.compare import compare
+from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint
 
 pytest.importorskip("torch")
@@ -95,7 +95,7 @@ def test_five_runs_in_one_environment_are_bitwise_identical(runs: dict[str, Fing
     verdict = compare([runs[f"base{i}"] for i in range(5)])
     assert verdict.kind == "bitwise"
     assert [p.kind for p in verdict.pairs] == ["bitwise"] * 4
-    assert len(runs["base0"].stages["losses"]) == STEPS
+    assert len(runs["base0"].stages.losses) == STEPS
 
 
 def test_fingerprint_records_every_stage_and_the_launch_environment(
@@ -104,19 +104,19 @@ def test_fingerprint_records_every_stage_and_the_launch_environment(
     fp = runs["base0"]
     assert fp.probe == "orchestrator.probe.workload:train"
     assert (fp.seed, fp.steps, fp.device) == (0, STEPS, "cpu")
-    assert len(fp.stages["data_order"]) == STEPS
-    assert all(float.fromhex(h) > 0 for h in fp.stages["losses"])
-    assert set(fp.stages["metrics"]) == {"accuracy", "eval_loss"}
-    assert set(fp.stages["rng_final"]) >= {"python", "numpy", "torch"}
+    assert len(fp.stages.data_order) == STEPS
+    assert all(float.fromhex(h) > 0 for h in fp.stages.losses)
+    assert set(fp.stages.metrics) == {"accuracy", "eval_loss"}
+    assert set(fp.stages.rng_final) >= {"python", "numpy", "torch"}
     env = fp.environment
-    assert env["python"]["hash_seed"] == "fixed:0"
-    assert env["launch"]["OMP_NUM_THREADS"] == "2"
-    assert env["torch"]["num_threads"] == 2
-    assert env["flags"]["deterministic_algorithms"] is True
-    assert "torch" in env["packages"] and "numpy" in env["packages"]
-    assert "BLAS_INFO" in env["torch"]["config"]
-    assert env["collect_env"]["torch_version"] == env["torch"]["version"]
-    assert fp.audit == []  # the launch environment and seed_everything leave nothing to fix
+    assert env.python.hash_seed == "fixed:0"
+    assert env.launch["OMP_NUM_THREADS"] == "2"
+    assert env.torch["num_threads"] == 2
+    assert env.flags["deterministic_algorithms"] is True
+    assert "torch" in env.packages and "numpy" in env.packages
+    assert "BLAS_INFO" in str(env.torch["config"])
+    assert env.collect_env["torch_version"] == env.torch["version"]
+    assert fp.audit == ()  # the launch environment and seed_everything leave nothing to fix
 
 
 def test_default_runs_record_the_specs_determinism_defaults(
@@ -142,12 +142,12 @@ def test_determinism_flags_reach_the_probe_and_are_recorded(
         "threads": 1,
     }
     # What the probe's seed_everything(rec.determinism) set, as captured after it.
-    flags = fp.environment["flags"]
+    flags = fp.environment.flags
     assert flags["deterministic_algorithms"] is False
     assert flags["cudnn.benchmark"] is True
     assert flags["cuda.matmul.fp32_precision"] == "tf32"
-    assert fp.environment["torch"]["num_threads"] == 1
-    assert fp.audit == [
+    assert fp.environment.torch["num_threads"] == 1
+    assert list(fp.audit) == [
         "warning: torch.use_deterministic_algorithms is off: nondeterministic kernels may run "
         "(call seed_everything(seed) or torch.use_deterministic_algorithms(True))"
     ]
@@ -159,21 +159,21 @@ def test_warn_mode_reaches_the_probe_and_changes_no_result_here(
     """``--deterministic-algorithms warn``: torch's warn_only; this probe has no op it affects."""
     fp = runs["warn"]
     assert fp.determinism["deterministic_algorithms"] == "warn"
-    assert fp.environment["flags"]["deterministic_algorithms"] is True
-    assert fp.environment["flags"]["deterministic_warn_only"] is True
-    assert fp.audit == []
+    assert fp.environment.flags["deterministic_algorithms"] is True
+    assert fp.environment.flags["deterministic_warn_only"] is True
+    assert fp.audit == ()
     assert compare([runs["base0"], fp]).kind == "bitwise"
 
 
 def test_the_kernel_outputs_are_recorded_by_name(runs: dict[str, Fingerprint]) -> None:
-    outputs = runs["base0"].stages["outputs"]
+    outputs = runs["base0"].stages.outputs
     assert set(outputs) == KERNEL_OUTPUTS
-    assert outputs["autocast_bfloat16"]["dtype"] == "bfloat16"
-    assert outputs["softmax_257"]["dtype"] == "float32"
+    assert outputs["autocast_bfloat16"].dtype == "bfloat16"
+    assert outputs["softmax_257"].dtype == "float32"
     # a softmax row sums to 1: 64 rows of 257, so the norm is well below 8 and above 0
-    assert 0 < float.fromhex(outputs["softmax_257"]["norm"]) < 8
-    assert all(o["digest"].startswith("sha256:") for o in outputs.values())
-    assert runs["base1"].stages["outputs"] == outputs
+    assert 0 < float.fromhex(outputs["softmax_257"].norm) < 8
+    assert all(o.digest.startswith("sha256:") for o in outputs.values())
+    assert runs["base1"].stages.outputs == outputs
 
 
 def test_a_lower_cpu_capability_changes_the_vectorised_kernels(
@@ -182,12 +182,10 @@ def test_a_lower_cpu_capability_changes_the_vectorised_kernels(
     """ATEN_CPU_CAPABILITY one level down: before the wide softmax, attention and 256-wide
     layers this probe was bitwise identical under avx2 on an AVX-512 machine (measured)."""
     base, lower = runs["base0"], runs["lower_isa"]
-    assert (
-        lower.environment["torch"]["cpu_capability"] != base.environment["torch"]["cpu_capability"]
-    )
+    assert lower.environment.torch["cpu_capability"] != base.environment.torch["cpu_capability"]
     verdict = compare([base, lower])
     assert verdict.kind == "diverged"
-    changed = {k for k, v in lower.stages["outputs"].items() if base.stages["outputs"][k] != v}
+    changed = {k for k, v in lower.stages.outputs.items() if base.stages.outputs[k] != v}
     if LOWER_ISA == "avx2":  # measured on AVX-512: the reductions over 8 vs 16 lanes
         assert verdict.worst.stage == "losses"
         assert changed == {"softmax_37", "softmax_100", "softmax_257", "sdpa"}
@@ -237,7 +235,7 @@ def test_user_probe_with_an_unseeded_dataloader_diverges_at_the_data_order(
     worst = compare([runs["train_unseeded_loader0"], runs["train_unseeded_loader1"]]).worst
     assert (worst.kind, worst.stage, worst.step) == ("diverged", "data_order", 0)
     assert worst.causes[0].startswith("unseeded_rng: the torch RNG state already differed")
-    assert worst.causes[-1].startswith("probe_itself: no environment difference")
+    assert worst.causes[-1].startswith("probe_itself: no difference in code, data or environment")
 
 
 def test_cli_compare_exit_codes_and_verdict(
@@ -252,6 +250,277 @@ def test_cli_compare_exit_codes_and_verdict(
     assert main(["compare", "--json", *differ]) == 1
     data = json.loads(capsys.readouterr().out)
     assert (data["kind"], data["stage"], data["step"]) == ("diverged", "data_order", 0)
+
+
+# --------------------------------------------------------------------------- causes, fresh processes
+
+FEW = 5  # steps: every run below is mostly start-up
+# Variables that pick CPU kernels, each set in one run and unset in the base run.
+DISPATCH = (
+    ("ATEN_CPU_CAPABILITY", "default"),
+    ("DNNL_MAX_CPU_ISA", "AVX2"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+    ("MKL_CBWR", "COMPATIBLE"),
+    ("OPENBLAS_CORETYPE", "Haswell"),
+)
+
+MYPROBE = """\
+import os
+
+import torch
+
+from mymodel import build
+from orchestrator.determinism import seed_everything
+
+
+def train(rec):
+    seed_everything(rec.determinism)
+    torch.set_float32_matmul_precision(os.environ.get("PROBE_PRECISION", "highest"))
+    with open("data/vocab.txt", encoding="utf-8") as handle:
+        words = handle.read().split()
+    model = build(len(words))
+    rec.initial(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(64, 96)
+    for _ in range(rec.steps):
+        loss = model(x).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model, loss=float(loss))
+"""
+MYMODEL = """\
+from torch import nn
+
+
+def build(vocab):
+    return nn.Sequential(nn.Linear(96, 160), nn.Tanh(), nn.Linear(160, vocab))
+"""
+VOCAB = "the a of to in and is it was for\n"
+
+
+def user_project(folder: Path, model: str = MYMODEL, vocab: str = VOCAB) -> Path:
+    """A project folder holding a probe that imports a module of its own and reads a data file."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "myprobe.py").write_text(MYPROBE)
+    (folder / "mymodel.py").write_text(model)
+    (folder / "data" / "vocab.txt").write_text(vocab)
+    return folder
+
+
+def envparity_script() -> str:
+    """The installed ``envparity`` script: its sys.path[0] is its own folder, not the project."""
+    script = Path(sys.executable).parent / "envparity"
+    if not script.is_file():
+        pytest.fail(
+            f"{script} is missing: install envparity into this environment (pip install -e .)"
+        )
+    return str(script)
+
+
+def run_user_probe(folder: Path, env: dict[str, str] | None = None) -> Fingerprint:
+    out = folder / "fp.json"
+    args = [envparity_script(), "probe", "--out", str(out), "--steps", str(FEW)]
+    args += ["--probe", "myprobe:train"]
+    process.run(args, extra_env={**BASE_ENV, **(env or {})}, cwd=folder, timeout=120)
+    return fingerprint.load(out)
+
+
+@pytest.fixture(scope="module")
+def perturbed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
+    """Built-in probe runs with one CPU-dispatch variable set each, and user-probe runs with
+    one change each to the code, the data or the matmul precision."""
+    d = tmp_path_factory.mktemp("perturbed")
+    jobs: dict[str, Any] = {"base": lambda: run_probe_steps(d / "base.json", {})}
+    for name, value in DISPATCH:
+        jobs[name] = lambda n=name, v=value: run_probe_steps(d / f"{n}.json", {n: v})
+    projects = {
+        "user": user_project(d / "user"),
+        "user_precision": user_project(d / "user_precision"),
+        "user_code": user_project(d / "user_code", model=MYMODEL.replace("Tanh", "ReLU")),
+        "user_same_count": user_project(d / "user_same_count", vocab=VOCAB.replace("for", "by")),
+        "user_more_words": user_project(d / "user_more_words", vocab=VOCAB + "on at\n"),
+    }
+    for key, folder in projects.items():
+        env = {"PROBE_PRECISION": "medium"} if key == "user_precision" else {}
+        jobs[key] = lambda f=folder, e=env: run_user_probe(f, e)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {k: pool.submit(job) for k, job in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def run_probe_steps(out: Path, env: dict[str, str]) -> Fingerprint:
+    args = [sys.executable, "-m", "orchestrator", "probe", "--out", str(out), "--steps", str(FEW)]
+    process.run(args, extra_env={**BASE_ENV, "PYTHONPATH": str(REPO), **env}, cwd=REPO, timeout=120)
+    return fingerprint.load(out)
+
+
+@pytest.mark.parametrize(("variable", "value"), DISPATCH, ids=[v for v, _ in DISPATCH])
+def test_a_cpu_dispatch_variable_is_recorded_and_named_first(
+    perturbed: dict[str, Fingerprint], variable: str, value: str
+) -> None:
+    base, other = perturbed["base"], perturbed[variable]
+    assert (base.environment.launch[variable], other.environment.launch[variable]) == (None, value)
+    named = f"cpu_kernels: launch.{variable}: (absent) vs {value}"
+    verdict = compare([base, other])
+    if verdict.kind == "diverged":  # ATEN_CPU_CAPABILITY=default: initial_params, measured
+        assert verdict.worst.causes[0] == named
+    else:  # the kernels it picks gave the same bytes in these few steps: listed, and ranked
+        assert f"launch.{variable}: (absent) vs {value}" in verdict.worst.differences
+        for stage in ("initial_params", "data_order", "losses"):
+            assert likely_causes(base, other, stage)[0] == named
+    if variable == "ATEN_CPU_CAPABILITY":
+        assert verdict.worst.stage == "initial_params"
+
+
+def test_matmul_precision_on_the_cpu_names_the_cpu_flag_first(
+    perturbed: dict[str, Fingerprint],
+) -> None:
+    base, other = perturbed["user"], perturbed["user_precision"]
+    stage = compare([base, other]).worst.stage or "losses"
+    causes = likely_causes(base, other, stage)
+    assert causes[0] == "flags: flags.mkldnn.matmul.fp32_precision: ieee vs bf16"
+    assert causes[1].endswith("(a CUDA setting: no effect on a CPU run)")
+
+
+def test_the_user_probe_is_imported_from_the_current_folder_and_its_inputs_recorded(
+    perturbed: dict[str, Fingerprint],
+) -> None:
+    fp = perturbed["user"]
+    assert fp.probe == "myprobe:train"
+    assert {n: f.path for n, f in fp.inputs.code.items() if not n.startswith("orchestrator")} == {
+        "myprobe": "myprobe.py",
+        "mymodel": "mymodel.py",
+    }
+    assert list(fp.inputs.data) == ["data/vocab.txt"]
+    assert fp.inputs.data["data/vocab.txt"] == fingerprint_of(VOCAB)
+
+
+def fingerprint_of(text: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_change_in_an_imported_module_is_the_first_cause(
+    perturbed: dict[str, Fingerprint],
+) -> None:
+    verdict = compare([perturbed["user"], perturbed["user_code"]])
+    assert (verdict.kind, verdict.worst.stage, verdict.worst.step) == ("diverged", "losses", 0)
+    assert verdict.worst.causes[0].startswith("code: code.mymodel: sha256:")
+    assert len(verdict.worst.causes) == 1  # nothing else differs
+
+
+def test_a_changed_data_file_is_caught_even_when_no_result_changes(
+    perturbed: dict[str, Fingerprint],
+) -> None:
+    same = compare([perturbed["user"], perturbed["user_same_count"]])
+    assert same.kind == "bitwise"  # the run reads only the number of words
+    (listed,) = same.worst.differences
+    assert listed.startswith("data.data/vocab.txt: sha256:")
+    more = compare([perturbed["user"], perturbed["user_more_words"]])
+    assert (more.kind, more.worst.stage) == ("diverged", "initial_params")
+    assert more.worst.causes[0].startswith("data: data.data/vocab.txt: sha256:")
+
+
+WORKERS_PROBE = """\
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from orchestrator.determinism import dataloader_kwargs, seed_everything
+
+
+class Shards(Dataset):
+    \"\"\"Opens its shard files lazily, in whichever process asks for an item.\"\"\"
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        with open(f"shards/{i % 4}.txt", encoding="utf-8") as handle:
+            value = float(len(handle.read()))
+        return torch.full((4,), value)
+
+
+def train(rec):
+    seed_everything(rec.determinism)
+    model = nn.Linear(4, 1)
+    rec.initial(model)
+    loader = DataLoader(Shards(), batch_size=4, num_workers=2, **dataloader_kwargs(rec.seed))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batches = iter(loader)
+    for _ in range(rec.steps):
+        x = next(batches)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+"""
+
+
+def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    for i in range(4):
+        (tmp_path / "shards" / f"{i}.txt").write_text("x" * (i + 1))
+    (tmp_path / "myprobe.py").write_text(WORKERS_PROBE)
+    out = tmp_path / "fp.json"
+    args = [
+        envparity_script(),
+        "probe",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--probe",
+        "myprobe:train",
+    ]
+    process.run(args, extra_env=BASE_ENV, cwd=tmp_path, timeout=120)
+    recorded = fingerprint.load(out).inputs.data
+    assert recorded == {f"shards/{i}.txt": fingerprint_of("x" * (i + 1)) for i in range(4)}
+
+
+TORCH_SEEDED_ONLY = """\
+import torch
+
+
+def train(rec):
+    torch.manual_seed(rec.seed)  # Python's random and NumPy's global RNG left unseeded
+    model = torch.nn.Linear(4, 1)
+    rec.initial(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    for _ in range(rec.steps):
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+"""
+
+
+def test_an_unseeded_rng_nothing_drew_from_is_a_warning_not_a_divergence(tmp_path: Path) -> None:
+    (tmp_path / "myprobe.py").write_text(TORCH_SEEDED_ONLY)
+
+    def run(i: int) -> Fingerprint:
+        out = tmp_path / f"{i}.json"
+        args = [envparity_script(), "probe", "--out", str(out), "--steps", "3"]
+        process.run([*args, "--probe", "myprobe:train"], extra_env=BASE_ENV, cwd=tmp_path)
+        return fingerprint.load(out)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.map(run, range(2))
+    verdict = compare([a, b])
+    assert (verdict.kind, verdict.equivalent) == ("bitwise", True)
+    assert [w.split(" RNG state")[0] for w in verdict.worst.warnings] == [
+        "rng_initial: the numpy/python",
+        "rng_final: the numpy/python",
+    ]
 
 
 # --------------------------------------------------------------------------- a second environment
@@ -289,13 +558,13 @@ def test_a_different_numpy_version_is_named_and_does_not_cry_wolf(
 ) -> None:
     python = _venv_with_numpy("1.26.4")
     other = run_probe(tmp_path / "numpy1.json", python=str(python))
-    assert other.environment["packages"]["numpy"] == "1.26.4"
+    assert other.environment.packages["numpy"] == "1.26.4"
     verdict = compare([runs["base0"], other])
     # Measured: the probe draws only from NumPy's legacy RandomState (frozen by NEP 19) and
     # does no NumPy float math, so NumPy 1.26.4 and 2.4 give bitwise the same run; compare
     # says so and still names the difference.
     assert verdict.kind == "bitwise"
-    ours = runs["base0"].environment["packages"]["numpy"]
+    ours = runs["base0"].environment.packages["numpy"]
     assert f"packages.numpy: {ours} vs 1.26.4" in verdict.worst.differences
 
 
@@ -533,7 +802,7 @@ def test_two_data_parallel_runs_at_world_size_2_are_bitwise_identical(
 ) -> None:
     verdict = compare([parallel["two_a"], parallel["two_b"]])
     assert verdict.kind == "bitwise"
-    assert parallel["two_a"].audit == []
+    assert parallel["two_a"].audit == ()
 
 
 def test_world_size_1_vs_2_sees_the_same_batches_and_differs_by_the_reduction(
@@ -544,9 +813,9 @@ def test_world_size_1_vs_2_sees_the_same_batches_and_differs_by_the_reduction(
     one, two = parallel["one"], parallel["two_a"]
     raw = [json.loads(Path(fp.source).read_text())["probe"] for fp in (one, two)]
     assert [p["world_size"] for p in raw] == [1, 2]
-    assert one.stages["data_order"] == two.stages["data_order"]
-    assert one.stages["initial_params"] == two.stages["initial_params"]
-    assert one.stages["outputs"] == two.stages["outputs"]
+    assert one.stages.data_order == two.stages.data_order
+    assert one.stages.initial_params == two.stages.initial_params
+    assert one.stages.outputs == two.stages.outputs
     worst = compare([one, two]).worst
     assert (worst.kind, worst.stage) == ("diverged", "losses")
     assert worst.values is not None

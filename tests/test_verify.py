@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,3 +334,128 @@ def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -
         "--threads",
         "1",
     ]
+
+
+# --------------------------------------------------------------------------- user probes, caches
+
+MYPROBE = """\
+import torch
+
+from mymodel import build
+from orchestrator.determinism import seed_everything
+
+
+def train(rec):
+    seed_everything(rec.determinism)
+    with open("data/classes.txt", encoding="utf-8") as handle:
+        classes = handle.read().split()
+    model = build(len(classes))
+    rec.initial(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(32, 8)
+    for _ in range(rec.steps):
+        loss = model(x).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.loss(loss)
+    rec.final(model)
+"""
+MYMODEL = "from torch import nn\n\n\ndef build(n):\n    return nn.Linear(8, n)\n"
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose probe (given with --probe) imports a module and reads a data file."""
+    folder = make_project(tmp_path_factory.mktemp("verify") / "user")
+    (folder / "myprobe.py").write_text(MYPROBE)
+    (folder / "mymodel.py").write_text(MYMODEL)
+    (folder / "data").mkdir()
+    (folder / "data" / "classes.txt").write_text("cat dog bird\n")
+    return folder
+
+
+def verify_host(project: Path) -> subprocess.CompletedProcess[str]:
+    done = envparity(project, "verify", "--targets", "host", "--probe", "myprobe:train")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+class TestCachedFingerprints:
+    """A cached fingerprint stands for a new run only while every project file its probe read
+    (code it imported, data it opened) is unchanged, and only when it loads."""
+
+    def test_verify_takes_a_probe_and_names_it(self, user: Path) -> None:
+        done = verify_host(user)
+        assert "host: probe run 1 of 2" in done.stderr
+        assert "probe myprobe:train, 4 steps, seed 0" in done.stdout
+        html = (user / ".envparity/report.html").read_text()
+        assert '<p id="probe">probe myprobe:train, 4 steps, seed 0</p>' in html
+        again = verify_host(user)
+        assert "probe run" not in again.stderr and "2 cached" in again.stdout
+
+    @pytest.mark.parametrize(
+        ("path", "edit"),
+        [
+            (
+                "mymodel.py",
+                lambda text: text.replace("nn.Linear(8, n)", "nn.Linear(8, n, bias=False)"),
+            ),
+            ("data/classes.txt", lambda text: text.replace("bird", "fish")),
+        ],
+        ids=["imported-module", "data-file"],
+    )
+    def test_editing_a_file_the_probe_read_runs_it_again(
+        self, user: Path, path: str, edit: Any
+    ) -> None:
+        verify_host(user)  # cached or not, current
+        file = user / path
+        file.write_text(edit(file.read_text()))
+        done = verify_host(user)
+        assert f"host: {path} changed since the cached run" in done.stderr
+        assert "host: probe run 1 of 2" in done.stderr and "2 cached" not in done.stdout
+        assert "2 cached" in verify_host(user).stdout
+
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            ("{", "not JSON: Expecting property name enclosed in double quotes"),
+            ("", "not JSON: Expecting value"),
+            (
+                '{"format": "envparity-fingerprint", "version": 2, "probe": []}',
+                "probe: expected an object",
+            ),
+        ],
+        ids=["truncated", "empty", "wrong-type"],
+    )
+    def test_a_corrupt_cached_fingerprint_is_discarded_and_probed_again(
+        self, user: Path, content: str, problem: str
+    ) -> None:
+        verify_host(user)
+        (cached,) = (user / ".envparity/fingerprints").glob("host-*-1.json")
+        cached.write_text(content)
+        done = verify_host(user)
+        assert "host: probe run 1 of 2" in done.stderr and "probe run 2 of 2" not in done.stderr
+        assert (
+            f"host: note: cached fingerprint {cached.name} is unreadable ({problem}" in done.stdout
+        )
+        assert json.loads(cached.read_text())["format"] == "envparity-fingerprint"
+        html = (user / ".envparity/report.html").read_text()
+        assert f"<ul id='notes'><li>host: cached fingerprint {cached.name} is unreadable" in html
+
+
+def test_a_venv_marked_complete_without_its_interpreter_is_rebuilt(project: Path) -> None:
+    """What a kill -9 during --fresh's delete of the old environment left before it was
+    moved aside first: the marker, and no interpreter."""
+    (venv,) = [p for p in (project / ".envparity/venvs").iterdir() if not p.name.startswith(".")]
+    shutil.rmtree(venv / "bin")
+    assert (venv / ".envparity-complete").is_file()
+    done = envparity(project, "verify", "--targets", "venv")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"venv: {venv.name} is incomplete (marker or interpreter missing): rebuilding it"
+        in done.stderr
+    )
+    assert "venv: installing cpu.txt (hash-checked)" in done.stderr
+    assert "venv: probe run 1 of 2" in done.stderr and "2 cached" not in done.stdout
+    assert (venv / "bin" / "python").is_file()

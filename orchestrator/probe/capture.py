@@ -11,21 +11,72 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import site
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.determinism import LAUNCH_VARIABLES, hash_seed_state, startup_environment
+from orchestrator.probe.fingerprint import (
+    CAPTURE_FORMAT,
+    CAPTURE_VERSION,
+    Environment,
+    JsonValue,
+    capture_from_dict,
+    printable,
+)
 
-CAPTURE_FORMAT = "envparity-capture"
-CAPTURE_VERSION = 1
+# Variables that choose CPU kernels, BLAS code paths or threading in the libraries torch
+# ships (recorded at start-up, None when unset), beyond the launch variables envparity sets.
+# Sources: oneDNN "CPU dispatcher control" (DNNL_/ONEDNN_MAX_CPU_ISA, *_DEFAULT_FPMATH_MODE),
+# MKL "Instruction set specific dispatching" (MKL_ENABLE_INSTRUCTIONS, MKL_CBWR,
+# MKL_DEBUG_CPU_TYPE), OpenBLAS README (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), PyTorch
+# "CPU threading" and ATen dispatch (ATEN_CPU_CAPABILITY), Intel OpenMP (KMP_*).
+DISPATCH_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_DEFAULT_FPMATH_MODE",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "DNNL_CPU_ISA_HINTS",
+    "ONEDNN_CPU_ISA_HINTS",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "MKL_DEBUG_CPU_TYPE",
+    "MKL_DYNAMIC",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OMP_DYNAMIC",
+    "OMP_PROC_BIND",
+    "OMP_SCHEDULE",
+    "KMP_DETERMINISTIC_REDUCTION",
+    "KMP_AFFINITY",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+)
+# Any other variable set at start-up with one of these prefixes is recorded too, so a
+# spelling not listed above still shows as a difference.
+DISPATCH_PREFIXES = ("ATEN_", "DNNL_", "ONEDNN_", "MKL_", "OPENBLAS_", "KMP_", "OMP_", "GOMP_")
 
 
 def capture() -> dict[str, Any]:
-    """This process's environment as JSON-ready data (imports torch and numpy)."""
+    """This process's environment as JSON-ready data (imports torch and numpy); checked
+    against the format (``fingerprint.capture_from_dict``) before it is returned."""
     import numpy as np
     import torch
 
+    data = _capture(np, torch)
+    capture_from_dict(data, "this process's capture")
+    return data
+
+
+def launch_values(start: dict[str, str]) -> dict[str, str | None]:
+    """Start-up values of every variable that changes the numbers (None: unset)."""
+    names = set(LAUNCH_VARIABLES) | set(DISPATCH_VARIABLES)
+    names |= {n for n in start if n.startswith(DISPATCH_PREFIXES)}
+    return {name: start.get(name) for name in sorted(names)}
+
+
+def _capture(np: Any, torch: Any) -> dict[str, Any]:
     start = startup_environment()
     return {
         "format": CAPTURE_FORMAT,
@@ -44,7 +95,7 @@ def capture() -> dict[str, Any]:
             "cpu_model": _cpu_model(),
             "cpu_count": os.cpu_count(),
         },
-        "launch": {name: start.get(name) for name in LAUNCH_VARIABLES},
+        "launch": launch_values(start),
         "numpy": {"version": np.__version__},
         "torch": _torch(torch),
         "flags": _flags(torch),
@@ -76,7 +127,12 @@ def _torch(torch: Any) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl": torch.backends.mkl.is_available(),
         "mkldnn": torch.backends.mkldnn.is_available(),
-        "config": torch.__config__.show(),
+        # less its "CPU capability usage" line: that is cpu_capability, set by ATEN_CPU_CAPABILITY
+        "config": "\n".join(
+            line
+            for line in torch.__config__.show().splitlines()
+            if "CPU capability usage" not in line
+        ),
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
     }
@@ -134,9 +190,23 @@ def _collect_env() -> dict[str, Any]:
     return dict(sorted(info.items()))
 
 
+def install_paths() -> list[str]:
+    """The folders distributions are installed into: site-packages and dist-packages of this
+    interpreter (and its base, for a venv that includes it) and the user site. Not the rest
+    of ``sys.path``: importing setuptools adds its ``_vendor`` folder there, whose bundled
+    .dist-info folders are not installed packages."""
+    paths = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        paths.append(site.getusersitepackages())
+    paths += [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    return list(dict.fromkeys(p for p in paths if os.path.isdir(p)))
+
+
 def _packages() -> dict[str, str]:
+    """Installed distributions (``importlib.metadata`` over ``install_paths``), normalised
+    names; the first found wins, as for imports."""
     found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
+    for dist in importlib.metadata.distributions(path=install_paths()):
         name = dist.metadata["Name"]
         if name:
             found.setdefault(_normalise(name), dist.version)
@@ -155,39 +225,32 @@ class Difference:
     """One value that differs between two captures, with its dotted key path."""
 
     key: str  # e.g. "packages.numpy", "launch.PYTHONHASHSEED", "torch.num_threads"
-    a: Any
-    b: Any
+    a: JsonValue
+    b: JsonValue
 
     def __str__(self) -> str:
-        return f"{self.key}: {_show(self.a)} vs {_show(self.b)}"
+        return f"{printable(self.key)}: {show(self.a)} vs {show(self.b)}"
 
 
-def _show(value: Any) -> str:
+def show(value: JsonValue) -> str:
+    """A value on one line: long or multi-line text as its length; control characters escaped."""
     if value is None:
         return "(absent)"
     text = str(value)
-    return text if len(text) <= 60 and "\n" not in text else f"<{len(text)} characters>"
+    if len(text) == 71 and text.startswith("sha256:"):
+        return text[:19]  # sha256: and 12 hex digits name a file version well enough
+    return printable(text) if len(text) <= 60 and "\n" not in text else f"<{len(text)} characters>"
 
 
 # Keys that name the run rather than the environment: never reported as differences.
 _IGNORED = frozenset({"python.executable"})
 
 
-def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def diff(a: Environment, b: Environment) -> list[Difference]:
     """Every leaf value that differs between two captures, sorted by key."""
-    found: list[Difference] = []
-    _walk(a, b, "", found)
-    return sorted(found, key=lambda d: d.key)
-
-
-def _walk(a: Any, b: Any, path: str, found: list[Difference]) -> None:
-    if path in _IGNORED or path in ("format", "version"):
-        return
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            _walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key), found)
-    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _walk(x, y, f"{path}[{i}]", found)
-    elif a != b:
-        found.append(Difference(path, a, b))
+    left, right = dict(a.leaves()), dict(b.leaves())
+    return [
+        Difference(key, left.get(key), right.get(key))
+        for key in sorted(set(left) | set(right))
+        if key not in _IGNORED and left.get(key) != right.get(key)
+    ]

@@ -9,19 +9,24 @@ them, so the first difference points at its cause:
 * ``losses`` step k, ``final_params``, ``metrics``: numerics: threads, BLAS/oneDNN, CPU
   capability, device, versions, flags.
 
-Likely causes are the differences between the two environment captures, ranked by how well
-each explains a difference at that stage. Stdlib only.
+Likely causes are the differences between the two runs' code and data files, probe
+settings and environment captures, ranked by how well each explains a difference at that
+stage: changed code or data first, then variables set at launch before what they cause
+(``ATEN_CPU_CAPABILITY`` before ``torch.cpu_capability``), and CUDA-only flags last when both
+runs were on the CPU. A difference that changed no result (an RNG state that differs while
+every result is identical) is a warning beside an equivalent verdict. Stdlib only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import UsageError
 from orchestrator.probe.capture import Difference, diff
-from orchestrator.probe.fingerprint import Fingerprint
+from orchestrator.probe.fingerprint import Fingerprint, printable
 
 KINDS = ("bitwise", "tolerance", "diverged")
 STAGES = (
@@ -45,6 +50,8 @@ _PHASE = {
 
 # How well a difference of each category explains a first difference in each phase (0-100).
 _WEIGHTS: dict[str, dict[str, int]] = {
+    "code": {"init": 100, "data": 100, "numerics": 100},
+    "data": {"init": 100, "data": 100, "numerics": 100},
     "seed": {"init": 100, "data": 100, "numerics": 100},
     "hash_seed": {"init": 5, "data": 95, "numerics": 20},
     "torch": {"init": 90, "data": 80, "numerics": 80},
@@ -57,11 +64,15 @@ _WEIGHTS: dict[str, dict[str, int]] = {
     "packages": {"init": 20, "data": 30, "numerics": 40},
     "platform": {"init": 15, "data": 15, "numerics": 30},
     "probe_itself": {"init": 50, "data": 60, "numerics": 50},
+    "parallel": {"init": 10, "data": 60, "numerics": 95},
 }
 
 # Capture keys -> category; the first matching prefix wins.
 _CATEGORIES = (
+    ("code.", "code"),
+    ("data.", "data"),
     ("probe.seed", "seed"),
+    ("probe.world_size", "parallel"),
     ("probe.determinism.threads", "threads"),
     ("probe.determinism.", "flags"),
     ("python.hash_seed", "hash_seed"),
@@ -84,6 +95,15 @@ _CATEGORIES = (
     ("launch.ATEN_CPU_CAPABILITY", "cpu_kernels"),
     ("launch.MKL_CBWR", "cpu_kernels"),
     ("launch.ONEDNN_MAX_CPU_ISA", "cpu_kernels"),
+    ("launch.DNNL_", "cpu_kernels"),
+    ("launch.ONEDNN_", "cpu_kernels"),
+    ("launch.MKL_", "cpu_kernels"),
+    ("launch.OPENBLAS_", "cpu_kernels"),
+    ("launch.ATEN_", "cpu_kernels"),
+    ("launch.OMP_", "threads"),
+    ("launch.KMP_", "threads"),
+    ("launch.GOMP_", "threads"),
+    ("launch.TORCH_ALLOW_TF32", "flags"),
     ("platform.cpu_model", "cpu_kernels"),
     ("collect_env.cpu_info", "cpu_kernels"),
     ("torch.mkl", "cpu_kernels"),
@@ -104,6 +124,10 @@ _CATEGORIES = (
     ("packages.", "packages"),
 )
 _MAX_CAUSES = 8
+# Among equal weights: what the user changed (code, data, seed) before what it changes.
+_TIE_ORDER = ("code", "data", "seed")
+# Flags of CUDA libraries: they cannot change a run on the CPU.
+_CUDA_ONLY = ("flags.cuda.", "flags.cudnn.", "launch.CUBLAS_", "launch.NVIDIA_TF32_OVERRIDE")
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,10 @@ class PairVerdict:
     causes: tuple[str, ...] = ()
     # bitwise/tolerance only: how the environments differ although the results agree
     differences: tuple[str, ...] = ()
+    # bitwise/tolerance only: differences that changed no result but could (an RNG state)
+    warnings: tuple[str, ...] = ()
+    # kernel outputs (rec.output) that differ, by name: which kernel changed, and how far
+    outputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +162,8 @@ class PairVerdict:
             "reason": self.reason,
             "causes": list(self.causes),
             "differences": list(self.differences),
+            "warnings": list(self.warnings),
+            "outputs": list(self.outputs),
         }
 
 
@@ -161,6 +191,7 @@ class Verdict:
             "step": worst.step,
             "values": list(worst.values) if worst.values else None,
             "causes": list(worst.causes),
+            "warnings": sorted({w for p in self.pairs for w in p.warnings}),
             "pairs": [p.to_dict() for p in self.pairs],
         }
 
@@ -193,7 +224,7 @@ def compare(
 
 def _device_model(fp: Fingerprint) -> str:
     if fp.device == "cuda":
-        names = sorted({g.get("name", "?") for g in fp.environment.get("gpus", [])})
+        names = sorted({g.name for g in fp.environment.gpus})
         return "cuda " + (", ".join(names) or "(unknown GPU)")
     return "cpu"
 
@@ -218,18 +249,31 @@ def _pair(
     loose = tol["rtol"] > 0.0 or tol["atol"] > 0.0
     first = _first_difference(ref, fp, loose, tol)
     a, b = ref.source, fp.source
+    outputs = tuple(_output_differences(ref, fp))
     if first is None:
-        differences = tuple(str(d) for d in diff(ref.environment, fp.environment))
+        differences = tuple(str(d) for d in differences_between(ref, fp))
+        warnings = tuple(_rng_warnings(ref, fp))
         if _first_difference(ref, fp, False, {"rtol": 0.0, "atol": 0.0}) is None:
             return PairVerdict(
                 a,
                 b,
                 "bitwise",
                 tolerance=tol,
-                reason="every stage identical",
+                reason="every result identical",
                 differences=differences,
+                warnings=warnings,
+                outputs=outputs,
             )
-        return PairVerdict(a, b, "tolerance", tolerance=tol, reason=reason, differences=differences)
+        return PairVerdict(
+            a,
+            b,
+            "tolerance",
+            tolerance=tol,
+            reason=reason,
+            differences=differences,
+            warnings=warnings,
+            outputs=outputs,
+        )
     stage, step, values, what = first
     return PairVerdict(
         a,
@@ -241,23 +285,42 @@ def _pair(
         tolerance=tol,
         reason=what,
         causes=tuple(likely_causes(ref, fp, stage)),
+        outputs=outputs,
     )
+
+
+def _output_differences(a: Fingerprint, b: Fingerprint) -> list[str]:
+    """Kernel outputs (``rec.output``) recorded by both runs whose bytes differ, with how far
+    apart their norms are: ``softmax_37: norm 0.99 vs 0.99 (relative difference 1e-07)``."""
+    found = []
+    for name in sorted(set(a.stages.outputs) & set(b.stages.outputs)):
+        x, y = a.stages.outputs[name], b.stages.outputs[name]
+        if x.digest == y.digest:
+            continue
+        if x.dtype != y.dtype:
+            found.append(f"{name}: dtype {x.dtype} vs {y.dtype}")
+            continue
+        fx, fy = float.fromhex(x.norm), float.fromhex(y.norm)
+        found.append(f"{name}: norm {fx!r} vs {fy!r} ({_rel(fx, fy)})")
+    return found
 
 
 def _first_difference(
     a: Fingerprint, b: Fingerprint, loose: bool, tol: dict[str, float]
 ) -> tuple[str, int | None, tuple[str, str] | None, str] | None:
+    """The first result that differs, in run order; RNG states are not results (see
+    ``_rng_warnings``)."""
     sa, sb = a.stages, b.stages
-    if sa["initial_params"] != sb["initial_params"]:
+    if sa.initial_params != sb.initial_params:
         return (
             "initial_params",
             None,
-            (sa["initial_params"], sb["initial_params"]),
+            (sa.initial_params, sb.initial_params),
             "initial parameters differ",
         )
     # Loading checked each list against probe.steps, equal here: data_order differs in length
     # only when one probe recorded its batches and the other did not.
-    da, db = sa["data_order"], sb["data_order"]
+    da, db = sa.data_order, sb.data_order
     if len(da) != len(db):
         return (
             "data_order",
@@ -268,7 +331,7 @@ def _first_difference(
     for i, (x, y) in enumerate(zip(da, db, strict=True)):
         if x != y:
             return "data_order", i, (x, y), f"batch {i} differs (order, contents or labels)"
-    for i, (x, y) in enumerate(zip(sa["losses"], sb["losses"], strict=True)):
+    for i, (x, y) in enumerate(zip(sa.losses, sb.losses, strict=True)):
         if not _close(x, y, tol):
             fx, fy = float.fromhex(x), float.fromhex(y)
             return (
@@ -277,39 +340,39 @@ def _first_difference(
                 (repr(fx), repr(fy)),
                 f"loss at step {i} differs: {fx!r} vs {fy!r} ({_rel(fx, fy)})",
             )
-    if not loose and sa["final_params"] != sb["final_params"]:
+    if not loose and sa.final_params != sb.final_params:
         return (
             "final_params",
             None,
-            (sa["final_params"], sb["final_params"]),
+            (sa.final_params, sb.final_params),
             "final parameters differ (every loss identical)",
         )
-    for key in sorted(set(sa["metrics"]) | set(sb["metrics"])):
-        x, y = sa["metrics"].get(key, "nan"), sb["metrics"].get(key, "nan")
+    for key in sorted(set(sa.metrics) | set(sb.metrics)):
+        x, y = sa.metrics.get(key, "nan"), sb.metrics.get(key, "nan")
         if not _close(x, y, tol):
             fx, fy = float.fromhex(x), float.fromhex(y)
             return ("metrics", None, (repr(fx), repr(fy)), f"metric {key}: {fx!r} vs {fy!r}")
-    if not loose:
-        for key in _rng_differences(sa["rng_initial"], sb["rng_initial"]):
-            return (
-                "rng_initial",
-                None,
-                (sa["rng_initial"][key], sb["rng_initial"][key]),
-                f"{key} RNG state after initialisation differs (all results identical)",
-            )
-        for key in _rng_differences(sa["rng_final"], sb["rng_final"]):
-            if sa["rng_final"][key] != sb["rng_final"][key]:
-                return (
-                    "rng_final",
-                    None,
-                    (sa["rng_final"][key], sb["rng_final"][key]),
-                    f"{key} RNG state after training differs",
-                )
     return None
 
 
-def _rng_differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
+def _rng_differences(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
     return [key for key in sorted(set(a) & set(b)) if a[key] != b[key]]
+
+
+def _rng_warnings(a: Fingerprint, b: Fingerprint) -> list[str]:
+    """RNG states that differ although every result is identical: an RNG that was not seeded
+    (or seeded from something that varies) and that nothing drew from yet. Harmless in this
+    run; code that draws from it would diverge."""
+    out = []
+    for stage, when in (("rng_initial", "after initialisation"), ("rng_final", "after training")):
+        keys = _rng_differences(getattr(a.stages, stage), getattr(b.stages, stage))
+        if keys:
+            out.append(
+                f"{stage}: the {'/'.join(keys)} RNG state {when} differs although every result "
+                "is identical: it was not seeded (or was seeded from something that varies) "
+                "and nothing drew from it; code that draws from it would diverge"
+            )
+    return out
 
 
 def _close(x: str, y: str, tol: dict[str, float]) -> bool:
@@ -335,53 +398,93 @@ def category(key: str) -> str:
     return next((cat for prefix, cat in _CATEGORIES if key.startswith(prefix)), "platform")
 
 
-def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
-    """Environment differences ranked by how well they explain a first difference at ``stage``."""
-    phase = _PHASE[stage]
-    differences = diff(ref.environment, fp.environment)
-    for what in ("seed", "device"):
+def _code_digests(fp: Fingerprint) -> dict[str, str]:
+    return {name: f.sha256 for name, f in fp.inputs.code.items()}
+
+
+def differences_between(ref: Fingerprint, fp: Fingerprint) -> list[Difference]:
+    """Every difference between two runs besides their results: code and data files (by
+    digest), the probe's seed, device and ``[determinism]`` flags, and the environments."""
+    found: list[Difference] = []
+    # Version-1 files recorded no inputs (a version-2 file always has the probe's own module):
+    # compare them only when both runs recorded them.
+    if ref.inputs.code and fp.inputs.code:
+        pairs = (
+            ("code", _code_digests(ref), _code_digests(fp)),
+            ("data", dict(ref.inputs.data), dict(fp.inputs.data)),
+        )
+        for kind, a_files, b_files in pairs:
+            for key in sorted(set(a_files) | set(b_files)):
+                if a_files.get(key) != b_files.get(key):
+                    found.append(Difference(f"{kind}.{key}", a_files.get(key), b_files.get(key)))
+    for what in ("seed", "device", "world_size"):
         a, b = getattr(ref, what), getattr(fp, what)
         if a != b:
-            differences.append(Difference(f"probe.{what}", a, b))
+            found.append(Difference(f"probe.{what}", a, b))
     for key in sorted(set(ref.determinism) | set(fp.determinism)):
         a, b = ref.determinism.get(key), fp.determinism.get(key)
         if a != b:
-            differences.append(Difference(f"probe.determinism.{key}", a, b))
-    scored: list[tuple[int, str]] = [
-        (_WEIGHTS[category(d.key)][phase], f"{category(d.key)}: {d}") for d in differences
-    ]
-    hash_a = ref.environment.get("python", {}).get("hash_seed")
-    hash_b = fp.environment.get("python", {}).get("hash_seed")
+            found.append(Difference(f"probe.determinism.{key}", a, b))
+    return found + diff(ref.environment, fp.environment)
+
+
+def _score(d: Difference, phase: str, on_cpu: bool) -> tuple[int, int, int, str]:
+    """Sort key: weight (higher first), what the user changed before what it causes, launch
+    variables before the values they set, then the text."""
+    cat = category(d.key)
+    weight = _WEIGHTS[cat][phase]
+    if on_cpu and d.key.startswith(_CUDA_ONLY):
+        weight = 0
+    tie = _TIE_ORDER.index(cat) if cat in _TIE_ORDER else len(_TIE_ORDER)
+    return (-weight, tie, 0 if d.key.startswith(("launch.", "probe.")) else 1, d.key)
+
+
+def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
+    """Differences between the runs ranked by how well they explain a first difference at
+    ``stage`` (module doc)."""
+    phase = _PHASE[stage]
+    differences = differences_between(ref, fp)
+    on_cpu = ref.device == fp.device == "cpu"
+    scored: list[tuple[tuple[int, int, int, str], str]] = []
+    for d in differences:
+        note = (
+            " (a CUDA setting: no effect on a CPU run)"
+            if on_cpu and d.key.startswith(_CUDA_ONLY)
+            else ""
+        )
+        scored.append((_score(d, phase, on_cpu), f"{category(d.key)}: {d}{note}"))
+    hash_a = ref.environment.python.hash_seed
+    hash_b = fp.environment.python.hash_seed
     if hash_a == hash_b == "random":
         scored.append(
             (
-                _WEIGHTS["hash_seed"][phase],
+                (-_WEIGHTS["hash_seed"][phase], 3, 1, "python.hash_seed"),
                 "hash_seed: PYTHONHASHSEED unset at start-up in both runs, so str hash "
                 "order (set iteration) differs per process",
             )
         )
-    unseeded = _rng_differences(ref.stages["rng_initial"], fp.stages["rng_initial"])
+    unseeded = _rng_differences(ref.stages.rng_initial, fp.stages.rng_initial)
     if unseeded:
         scored.append(
             (
-                90,
+                (-90, 3, 1, "rng"),
                 f"unseeded_rng: the {'/'.join(unseeded)} RNG state already differed right "
                 "after initialisation: it was not seeded (or was seeded from something that "
                 "varies); without generator=, a DataLoader shuffles and seeds its workers "
                 "from torch's global RNG",
             )
         )
-    shown = sorted(scored, key=lambda s: (-s[0], s[1]))
+    shown = sorted(scored)
     causes = [text for _, text in shown[:_MAX_CAUSES]]
     if len(shown) > _MAX_CAUSES:
         causes.append(
             f"... {len(shown) - _MAX_CAUSES} more environment differences "
-            f"('envparity diff {ref.source} {fp.source}')"
+            f"('envparity diff {printable(ref.source)} {printable(fp.source)}')"
         )
     if not differences:
         causes.append(
-            "probe_itself: no environment difference: the probe is not repeatable "
-            "in one environment (an unseeded RNG, a DataLoader without a seeded "
+            "probe_itself: no difference in code, data or environment: the probe is not "
+            "repeatable in one environment (an unseeded RNG, a DataLoader without a seeded "
             "generator, a nondeterministic kernel)"
         )
     return causes
@@ -401,18 +504,24 @@ def verdict_lines(verdict: Verdict) -> list[str]:
     """The human verdict: a headline, then one block per compared pair."""
     lines = [f"{_HEADLINES[verdict.kind]} ({len(verdict.pairs) + 1} fingerprints)"]
     for pair in verdict.pairs:
-        lines.append(f"{pair.other} vs {pair.reference}: {_HEADLINES[pair.kind]}")
+        ref, other = printable(pair.reference), printable(pair.other)
+        lines.append(f"{other} vs {ref}: {_HEADLINES[pair.kind]}")
         if pair.kind == "diverged":
             where = pair.stage if pair.step is None else f"{pair.stage} (step {pair.step})"
-            lines.append(f"  first difference: {where}: {pair.reason}")
+            lines.append(f"  first difference: {where}: {printable(pair.reason)}")
             if pair.values:
-                lines.append(f"    {pair.reference}: {pair.values[0]}")
-                lines.append(f"    {pair.other}: {pair.values[1]}")
+                lines.append(f"    {ref}: {pair.values[0]}")
+                lines.append(f"    {other}: {pair.values[1]}")
             lines.append("  likely causes, most likely first:")
             lines += [f"    {i}. {cause}" for i, cause in enumerate(pair.causes, 1)]
+            if pair.outputs:
+                lines.append("  kernel outputs that differ:")
+                lines += [f"    {o}" for o in pair.outputs]
         else:
             lines.append(f"  {pair.reason}")
+            lines += [f"  warning: {w}" for w in pair.warnings]
+            lines += [f"  kernel output differs: {o}" for o in pair.outputs]
             if pair.differences:
-                lines.append("  although the environments differ in:")
+                lines.append("  although the runs differ in:")
                 lines += [f"    {d}" for d in pair.differences]
     return lines

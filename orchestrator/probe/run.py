@@ -3,37 +3,64 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 import re
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from orchestrator.determinism import audit, flag_findings
 from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import UsageError
-from orchestrator.probe import fingerprint
+from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.recorder import Recorder
 
 BUILTIN = "orchestrator.probe.workload:train"
 DEFAULT_STEPS = 30
 MAX_WORLD_SIZE = 8  # data-parallel processes the built-in probe starts at most
 
-_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_reference(reference: str) -> None:
+    """``package.module:function`` in ASCII, or ``UsageError`` (before anything is imported)."""
+    if not _REF.fullmatch(reference):
+        raise UsageError(
+            f"--probe {fingerprint.printable(repr(reference))}: expected 'package.module:function'"
+        )
 
 
 def resolve(reference: str) -> Callable[[Recorder], None]:
-    """Import ``package.module:function``; a clear ``UsageError`` if it is not there."""
-    if not _REF.match(reference):
-        raise UsageError(f"--probe {reference!r}: expected 'package.module:function'")
+    """Import ``package.module:function`` with the current folder first on the import path
+    (as ``python -m`` has it, and the ``envparity`` script does not); ``UsageError`` if it is
+    not there or is not a Python function taking one argument (``os:system`` is refused)."""
+    check_reference(reference)
     module_name, _, function_name = reference.partition(":")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"--probe {reference}: cannot import {module_name}: {exc}") from None
     function = getattr(module, function_name, None)
-    if not callable(function):
+    if function is None:
         raise UsageError(f"--probe {reference}: {module_name} has no function {function_name}")
-    return function  # type: ignore[no-any-return]
+    if not (inspect.isfunction(function) or inspect.ismethod(function)):
+        raise UsageError(
+            f"--probe {reference}: {module_name}.{function_name} is not a probe: a probe is a "
+            f"Python function train(rec) (this is a {type(function).__name__})"
+        )
+    try:
+        inspect.signature(function).bind(None)
+    except TypeError:
+        raise UsageError(
+            f"--probe {reference}: {module_name}.{function_name}{inspect.signature(function)} "
+            "is not a probe: a probe takes one argument, the Recorder"
+        ) from None
+    return function
 
 
 def pick_device(device: str) -> str:
@@ -65,14 +92,16 @@ def run_probe(
     device: str = "auto",
     determinism: DeterminismSettings | None = None,
     world_size: int | None = None,
-) -> dict[str, Any]:
-    """Run the probe in this process; return the fingerprint data (see ``fingerprint.load``).
+) -> fingerprint.Fingerprint:
+    """Run the probe in this process; return its fingerprint (``source`` is ``"<this run>"``).
 
     ``determinism`` (default: the spec's defaults, seed 0) reaches the probe as
     ``rec.determinism``; its seed as ``rec.seed``; both are recorded in the fingerprint's
     ``probe`` section. ``world_size`` (``None``: one process) asks for data-parallel training
-    with that many processes (``rec.world_size``), recorded as ``probe.world_size``.
-    Raises ``UsageError`` for bad arguments, before anything is trained.
+    with that many processes (``rec.world_size``), recorded as ``probe.world_size``. The code
+    and data files the run read under the current folder are recorded in ``inputs``
+    (``orchestrator.probe.inputs``). Raises ``UsageError`` for bad arguments, before anything
+    is trained.
     """
     from orchestrator.probe.capture import capture
 
@@ -89,11 +118,13 @@ def run_probe(
         determinism=settings,
         world_size=world_size,
     )
-    start = time.perf_counter()
-    train(rec)
-    seconds = time.perf_counter() - start
+    with inputs.recording() as opened:
+        start = time.perf_counter()
+        train(rec)
+        seconds = time.perf_counter() - start
     stages = rec.stages()
-    return {
+    read = inputs.collect(Path.cwd(), opened.paths, getattr(train, "__module__", ""))
+    data = {
         "format": fingerprint.FORMAT,
         "version": fingerprint.VERSION,
         "probe": {
@@ -107,5 +138,7 @@ def run_probe(
         "stages": stages,
         "audit": [str(f) for f in [*audit(), *flag_findings(rec.flag_history())]],
         "environment": capture(),
+        "inputs": read.to_dict(),
         "seconds": round(seconds, 3),
     }
+    return fingerprint.Fingerprint.from_dict(data, "<this run>")

@@ -36,6 +36,9 @@ class Context:
 
 class Target(abc.ABC):
     name: ClassVar[str]
+    # Set by provision() when it (re)built the environment in this run: fingerprints cached
+    # for an earlier build of the same key are not reused.
+    built: bool = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

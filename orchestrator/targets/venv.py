@@ -3,7 +3,10 @@
 Cached under ``.envparity/venvs/<flavor>-<key>``, where the key covers the lock's content,
 the Python version and the package sources. It is built in a temporary folder beside that
 and renamed into place only when complete (``uv venv --relocatable`` keeps it working after
-the rename), so an interrupted build is never taken for a finished one.
+the rename), so an interrupted build is never taken for a finished one. An environment is
+reused only when its completion marker names its key and its interpreter is there; anything
+else (a delete killed half-way, a hand-removed ``bin/``) is moved aside and rebuilt, and the
+fingerprints cached for it are not reused (``built``).
 """
 
 from __future__ import annotations
@@ -55,16 +58,31 @@ class VenvTarget(Target):
             return "venv: uv is not installed"
         return self.missing_inputs()
 
+    def complete(self) -> bool:
+        """The environment is finished and whole: its marker names this key and its
+        interpreter is an executable file (a symlink to one that exists)."""
+        try:
+            marked = (self.location / DONE).read_text(encoding="utf-8").strip() == self.key()
+        except OSError:
+            return False
+        return marked and self.python.is_file() and os.access(self.python, os.X_OK)
+
     def provision(self) -> None:
         done = self.location / DONE
-        if done.is_file() and not self.ctx.fresh:
+        if not self.ctx.fresh and self.complete():
             self.ctx.progress(f"venv: reusing {self.location.name}")
             return
+        if not self.ctx.fresh and self.location.exists():
+            self.ctx.progress(
+                f"venv: {self.location.name} is incomplete (marker or interpreter missing): "
+                "rebuilding it"
+            )
+        self.built = True
         spec = self.ctx.spec
         parent = self.location.parent
         parent.mkdir(parents=True, exist_ok=True)
-        for stale in parent.glob(f".building-{self.location.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted build
+        for stale in (*parent.glob(f".building-{self.location.name}-*"), *parent.glob(".old-*")):
+            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted build or delete
         tmp = parent / f".building-{self.location.name}-{os.getpid()}"
         try:
             self.ctx.progress(f"venv: creating Python {spec.environment.python} environment")
@@ -95,7 +113,11 @@ class VenvTarget(Target):
             )
             (tmp / DONE).write_text(self.key() + "\n", encoding="utf-8")
             if self.location.exists():
-                shutil.rmtree(self.location)
+                # Aside first, in one rename: a delete killed half-way leaves a hidden
+                # folder for the next run to remove, never a marked one without its files.
+                old = parent / f".old-{self.location.name}-{os.getpid()}"
+                os.replace(self.location, old)
+                shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, self.location)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

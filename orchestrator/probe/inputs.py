@@ -1,0 +1,200 @@
+"""What a probe run read besides its environment: project code and data files, with digests.
+
+* Code: every module in ``sys.modules`` whose file lies under the project folder (the current
+  folder), plus the probe's own module wherever it is, outside the interpreter's prefix and
+  any site-packages. Keyed by module name, so the same code under another folder (verify's
+  runtime copy) compares equal. Of envparity itself only the modules that touch the numbers
+  are kept (``NUMERIC_MODULES``): a new CLI is not "the code differs".
+* Data: every file opened for reading under the project folder (or a folder named in
+  ``ENVPARITY_DATA_PATHS``, separated by ``os.pathsep``) while the probe ran, seen by
+  an audit hook on the ``open`` event (PEP 578), except Python sources and bytecode, shared
+  libraries, files inside the interpreter's prefix or site-packages, ``.git`` and
+  ``.envparity``. A changed data file is therefore named even when the steps never touch the
+  entries that changed. Forked DataLoader workers inherit the hook and report what they open
+  through a spill file; workers started by ``spawn``/``forkserver`` are not seen.
+
+``stale`` re-hashes what a fingerprint recorded, for verify's cache. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from orchestrator.probe.fingerprint import CodeFile, Inputs
+
+DATA_PATHS = "ENVPARITY_DATA_PATHS"  # more folders whose files are recorded, absolute paths
+NUMERIC_MODULES = frozenset(
+    {"orchestrator.determinism", "orchestrator.probe.recorder", "orchestrator.probe.workload"}
+)
+_SKIP_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd", ".pth")
+_SKIP_PARTS = frozenset({"__pycache__", ".git", ".envparity", ".nox", ".venv", ".tox"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def sha256_file(path: Path) -> str:
+    """``sha256:`` of the file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(2**20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _excluded_roots() -> list[Path]:
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    return sorted(r.resolve() for r in roots)
+
+
+def _outside_environment(path: Path, excluded: list[Path]) -> bool:
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        return False
+    return not any(path.is_relative_to(r) for r in excluded)
+
+
+class _OpenedFiles:
+    """Paths opened for reading, collected by an audit hook (which cannot be removed: it
+    stops collecting when ``active`` is off).
+
+    Forked children (DataLoader workers) inherit the hook; they append what they open to a
+    spill file, one path per line (``O_APPEND`` writes of a line are not interleaved), which
+    the recording process reads at the end.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.paths: set[str] = set()
+        self.pid = os.getpid()
+        self.spill: str | None = None
+        self._fds: dict[int, int] = {}  # pid -> spill file descriptor, in each child
+        self._busy = False
+
+    def hook(self, event: str, args: tuple[object, ...]) -> None:
+        if event != "open" or not self.active or self._busy:
+            return
+        path, mode, flags = (*args, None, None, None)[:3]
+        if not isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, int):
+            return
+        if isinstance(mode, str) and any(c in mode for c in "wax+"):
+            return
+        if isinstance(flags, int) and flags & _WRITE_FLAGS:
+            return
+        name = os.path.abspath(os.fsdecode(path))
+        pid = os.getpid()
+        if pid == self.pid:
+            self.paths.add(name)
+        elif self.spill is not None and "\n" not in name:
+            self._busy = True  # os.open below raises an "open" event of its own
+            try:
+                if pid not in self._fds:
+                    self._fds[pid] = os.open(self.spill, os.O_WRONLY | os.O_APPEND)
+                os.write(self._fds[pid], (name + "\n").encode(errors="surrogateescape"))
+            except OSError:
+                pass  # a child that cannot report: its files go unrecorded
+            finally:
+                self._busy = False
+
+    def children(self) -> set[str]:
+        """What forked children reported."""
+        if self.spill is None:
+            return set()
+        try:
+            with open(self.spill, "rb") as handle:
+                return {
+                    line.decode(errors="surrogateescape") for line in handle.read().splitlines()
+                }
+        except OSError:
+            return set()
+
+
+_OPENED = _OpenedFiles()
+_HOOKED = False
+
+
+@contextmanager
+def recording() -> Iterator[_OpenedFiles]:
+    """Collect the files opened for reading inside the block, by this process and its forked
+    children; ``.paths`` holds them all when the block ends."""
+    global _HOOKED
+    if not _HOOKED:
+        sys.addaudithook(_OPENED.hook)
+        _HOOKED = True
+    try:
+        fd, spill = tempfile.mkstemp(prefix="envparity-opened-", suffix=".txt")
+        os.close(fd)
+    except OSError:  # no writable temporary folder: what workers open goes unrecorded
+        spill = None
+    _OPENED.paths, _OPENED.pid, _OPENED.spill, _OPENED._fds = set(), os.getpid(), spill, {}
+    _OPENED.active = True
+    try:
+        yield _OPENED
+    finally:
+        _OPENED.active = False
+        _OPENED.paths |= _OPENED.children()
+        _OPENED.spill = None
+        if spill is not None:
+            os.unlink(spill)
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def collect(root: Path, opened: set[str], probe_module: str) -> Inputs:
+    """The code and data inputs of a run in project folder ``root`` (see the module doc)."""
+    root = root.resolve()
+    excluded = _excluded_roots()
+    code: dict[str, CodeFile] = {}
+    for name, module in sorted(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name == "__mp_main__" or not isinstance(file, str) or not file.endswith(".py"):
+            continue
+        real = getattr(getattr(module, "__spec__", None), "name", None) or name
+        if real.split(".")[0] == "orchestrator" and real not in NUMERIC_MODULES:
+            continue
+        path = Path(file).resolve()
+        inside = _relative(path, root)
+        if name != probe_module and (inside is None or not _outside_environment(path, excluded)):
+            continue
+        if path.is_file():
+            code[name] = CodeFile(inside or str(path), sha256_file(path))
+    extra = [Path(p).resolve() for p in os.environ.get(DATA_PATHS, "").split(os.pathsep) if p]
+    data: dict[str, str] = {}
+    for raw in sorted(opened):
+        path = Path(raw if os.path.isabs(raw) else os.path.join(root, raw)).resolve()
+        inside = _relative(path, root)
+        if inside is None and any(path.is_relative_to(e) for e in extra):
+            inside = str(path)
+        if (
+            inside is None
+            or path.suffix in _SKIP_SUFFIXES
+            or _SKIP_PARTS.intersection(Path(inside).parts)
+            or not _outside_environment(path, excluded)
+            or not path.is_file()
+        ):
+            continue
+        data[inside] = sha256_file(path)
+    return Inputs(code=code, data=data)
+
+
+def stale(inputs: Inputs, root: Path) -> list[str]:
+    """The recorded project files (relative paths) that changed or vanished since the run."""
+    changed = []
+    for rel, digest in sorted(inputs.files().items()):
+        if os.path.isabs(rel) and not os.path.exists(rel):
+            continue  # outside the project and not here (inside a container): not checked
+        path = root / rel
+        try:
+            if sha256_file(path) != digest:
+                changed.append(rel)
+        except OSError:
+            changed.append(rel)
+    return changed
