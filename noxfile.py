@@ -3,7 +3,9 @@
 
     nox -s tests        the test suite (README's test command)
     nox -s lint         ruff + mypy
-    nox -s lock|render|check|verify
+    nox -s lock|render|check
+    nox -s verify       host and venv, compared with each other and with fingerprints/
+    nox -s "probe(venv)" / compare   what each CI job runs (orchestrator.nox_sessions)
     nox -s bench        benchmarks; results go in docs/benchmarks.md
 """
 
@@ -21,6 +23,7 @@ ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import lock, spec  # noqa: E402
+from orchestrator.nox_sessions import register  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "lint", "check"]
@@ -129,11 +132,16 @@ def check(session: nox.Session) -> None:
     session.run("envparity", "check")
 
 
-@nox.session(python=PYTHON)
-def verify(session: nox.Session) -> None:
+def verify_setup(session: nox.Session) -> None:
     install(session)
     devcontainer_cli(session)
-    session.run("envparity", "verify", *session.posargs)
+
+
+# probe(<target>), verify and compare: the sessions every envparity user gets (the CI workflow,
+# .github/workflows/envparity.yml, calls them). `nox -s verify` runs host and venv: here the
+# devcontainer and the Nix shell install the cu130 lock, a multi-GB CUDA torch, which these CPU
+# machines do not download; name them to run them: `nox -s verify -- --targets devcontainer`.
+register(ROOT / "environment.toml", setup=verify_setup, verify_targets=("host", "venv"))
 
 
 @nox.session(python=PYTHON)

@@ -1,14 +1,15 @@
 """``envparity check``: is everything generated from the spec current and possible?
 
-Compatibility problems are refusals (exit 2, like any bad spec); stale locks and drifted files
-are check failures (exit 1) shown as diffs; pinning advice is printed as warnings (exit 0).
+Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files and
+stale references in ``fingerprints/`` (``references.stale``) are check failures (exit 1);
+pinning advice is printed as warnings (exit 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator import compat, freshness
+from orchestrator import compat, freshness, references
 from orchestrator.errors import SpecError
 from orchestrator.render.flake import flake_warnings
 from orchestrator.spec import DevcontainerTarget, NixTarget, Spec
@@ -57,11 +58,17 @@ def check(spec: Spec) -> Report:
     state = freshness.freshness(spec)
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)
-    if state.current:
+    # not part of freshness: verify must still run (--record is the fix); judged against the
+    # locks as they are now
+    stale_refs = references.stale(spec)
+    report.lines += stale_refs
+    if state.current and not stale_refs:
         report.lines.append(f"ok: {state.summary}")
         return report
     if not state.files_current:
         report.lines.append(state.summary)
+    if stale_refs:
+        report.lines.append(f"{len(stale_refs)} stale reference(s); run: envparity verify --record")
     if state.flake_lock:  # flake.lock is written by nix and committed: reported, never rewritten
         report.lines.append(state.flake_lock)
     report.exit_code = 1

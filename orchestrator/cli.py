@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import determinism_settings
 from orchestrator.determinism_settings import DeterminismSettings
@@ -145,6 +145,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_ci(args: argparse.Namespace) -> int:
+    from orchestrator import files, lock
+    from orchestrator.render import ci
+
+    spec = _spec(args)
+    if spec.ci is None:
+        raise UsageError(
+            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do) so that render and "
+            f"check keep {ci.WORKFLOW} up to date"
+        )
+    lock.refuse_incompatible(spec)
+    generated = ci.render_workflow(spec)
+    if args.check:
+        drift = files.drift(spec.root, [generated])
+        for d in drift:
+            sys.stdout.write(d.diff)
+        return 1 if drift else 0
+    for path, status in files.write_all(spec.root, [generated], force=args.force):
+        print(f"{status:>9} {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- probing
 
 
@@ -194,12 +216,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
         tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
     fps = [fingerprint.load(path) for path in args.fingerprints]
+    if args.references is not None:
+        if args.json:
+            raise UsageError("compare: --json and --references cannot be combined")
+        return _compare_with_references(args, fps, tolerances)
     verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
     if args.json:
         print(json.dumps(verdict.to_dict(), indent=1))
     else:
         _print_lines(compare.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
     return 0 if verdict.equivalent else 1
+
+
+def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
+    """``compare --references DIR``: runs of several machines (CI artifacts), each with the
+    first of its hardware class and with the references (``orchestrator.references``)."""
+    from orchestrator import references
+
+    spec = _spec(args)
+    given = {k: v for k, v in tol.items() if v is not None}
+    v = spec.verify
+    tolerances = references.Tolerances(
+        **{"rtol": v.rtol, "atol": v.atol, "cross_device_rtol": v.cross_device_rtol, **given}
+    )
+    folder = Path(args.references)
+    if not folder.is_dir():
+        raise UsageError(f"compare --references {folder}: no such folder")
+    runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
+    among = references.compare_runs(runs, tolerances)
+    firsts: dict[str, Any] = {}  # each target's first run, against the references
+    for name, fp in runs:
+        firsts.setdefault(name, fp)
+    against = references.compare_with_references(
+        spec, list(firsts.items()), tolerances, root=folder
+    )
+    report = references.ReferenceReport(
+        among.comparisons + against.comparisons, among.notes + against.notes
+    )
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as summary:
+            summary.write(report.markdown())
+    lines = report.lines() + [f"FAIL {p}" for p in report.problems]
+    headline = (
+        f"DIVERGED ({len(fps)} fingerprints)"
+        if report.problems
+        else f"equivalent ({len(fps)} fingerprints, {len(against.comparisons)} reference comparisons)"
+    )
+    _print_lines([headline, *lines], style="red" if report.problems else "green")
+    return 1 if report.problems else 0
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -286,6 +350,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             names=args.targets,
             strict=args.strict,
             fresh=args.fresh,
+            record=args.record,
+            out=Path(args.out) if args.out else None,
+            concurrent=not args.sequential,
             probe=args.probe,
             accept_host_drift=args.accept_host_drift,
             progress=step,
@@ -294,6 +361,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if started:
             progress.stop()
     report.print_table(result, _console())
+    for path in result.recorded:
+        print(f"recorded {path.relative_to(spec.root)}")
+    if result.references is not None:
+        for line in result.references.lines():
+            print(f"reference: {line}")
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
     if not args.report:
         verify.make_cache(html_path.parent)
@@ -380,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{what} (default: the spec's [verify], else bitwise / 1e-4)",
         )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.add_argument(
+        "--references",
+        metavar="DIR",
+        help="runs of several machines: compare by hardware class and with the references in "
+        "DIR (fingerprints/); tolerances from the spec",
+    )
+    p.add_argument(
+        "--summary", metavar="FILE", help="with --references: append a Markdown verdict to FILE"
+    )
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
@@ -408,6 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report, but do not fail on, a host whose Python or packages differ from the spec",
     )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write the runs to fingerprints/<hardware class>/ as references (when all agree)",
+    )
+    p.add_argument("--out", metavar="DIR", help="also copy each run's fingerprint to DIR")
+    p.add_argument("--sequential", action="store_true", help="provision one target after another")
+
+    p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
+    p.add_argument("provider", choices=("github",))
+    p.add_argument("--check", action="store_true", help="exit 1 if the workflow is out of date")
+    p.add_argument("--force", action="store_true", help="overwrite a workflow edited by hand")
     return parser
 
 

@@ -259,6 +259,7 @@ def render_html(result: VerifyResult) -> str:
         [result.across] if result.across else []
     )
     notes = [f"{t.name}: {n}" for t in result.targets for n in t.notes]
+    notes += result.references.lines() if result.references is not None else []
     notes += sorted({f"warning: {w}" for v in verdicts for p in v.pairs for w in p.warnings})
     notes_html = (
         "<h2>Notes</h2><ul id='notes'>"

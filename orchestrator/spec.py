@@ -191,6 +191,17 @@ class Verify:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CiSettings:
+    """``[ci]``: the generated workflow (``envparity ci github``) and noxfile."""
+
+    # what the CI jobs install to get envparity: a PEP 508 requirement or a path ("." here)
+    envparity: str = "envparity"
+    # runs-on labels of the self-hosted GPU runners; empty: no GPU jobs
+    gpu_runner_labels: tuple[str, ...] = ()
+    noxfile: bool = False  # render writes a small generated noxfile.py calling nox_sessions
+
+
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     path: Path
     environment: Environment
@@ -202,6 +213,7 @@ class Spec:
     variables: tuple[Variable, ...] = ()
     targets: Mapping[str, Target] = field(default_factory=dict)
     verify: Verify = field(default_factory=Verify)
+    ci: CiSettings | None = None  # None: no [ci] table, no workflow
 
     @property
     def root(self) -> Path:
@@ -447,6 +459,7 @@ _TOP = (
     "variables",
     "targets",
     "verify",
+    "ci",
 )
 
 
@@ -462,6 +475,7 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     flavors = ("cpu",) if cuda is None else (cuda.flavor, "cpu")
     targets = _targets(r, data, flavors)
     verify = _verify(r, data)
+    ci = _ci(r, data)
     if environment is None or r.problems:
         return None
     return Spec(
@@ -475,6 +489,7 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
         variables=variables,
         targets=targets,
         verify=verify,
+        ci=ci,
     )
 
 
@@ -911,3 +926,34 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
 
 def _or(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}$")
+
+
+def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
+    t = r.table(data, "ci", "")
+    if t is None:
+        return None
+    p = "ci"
+    d = CiSettings()
+    r.known_keys(t, p, ("envparity", "gpu_runner_labels", "noxfile"))
+    return CiSettings(
+        envparity=r.get(
+            t,
+            "envparity",
+            p,
+            str,
+            d.envparity,
+            check=_shape(_REQUIREMENT_RE, "a requirement or path (e.g. 'envparity==0.1.0', '.')"),
+        )
+        or d.envparity,
+        gpu_runner_labels=r.strings(
+            t,
+            "gpu_runner_labels",
+            p,
+            check=_shape(_LABEL_RE, "a runner label (letters, digits, '.', '_', '-')"),
+        ),
+        noxfile=bool(r.get(t, "noxfile", p, bool, d.noxfile)),
+    )

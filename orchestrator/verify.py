@@ -2,8 +2,12 @@
 
 Within a target, runs must agree bitwise (or within the spec's ``rtol``/``atol``); across
 targets, the first run of each is compared with the cross-device tolerance where the devices
-differ. Fingerprints are cached under ``.envparity/fingerprints`` by everything that
-determines them; a file lock keeps two verify runs from writing the cache at once.
+differ; and each first run is compared with the committed references (``references``).
+Targets are provisioned concurrently (threads) and probed one at a time, each as soon as it
+is ready, so a container build does not hold up the venv's probes and probes never share the
+CPU. A CUDA-flavor target on a machine without a GPU is probed on the CPU, noted as such.
+Fingerprints are cached under ``.envparity/fingerprints`` by everything that determines
+them; a file lock keeps two verify runs from writing the cache at once.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import os
 import platform
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import files, gpus, lock, process
+from orchestrator import files, gpus, lock, process, references
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.compare import Verdict, compare
@@ -61,6 +66,8 @@ class VerifyResult:
     across: Verdict | None  # the first run of each target against the first target's
     strict: bool
     probe: str = BUILTIN  # the probe that ran ("module:function")
+    references: references.ReferenceReport | None = None  # against fingerprints/
+    recorded: list[Path] = field(default_factory=list)  # written by --record
 
     @property
     def problems(self) -> list[str]:
@@ -82,6 +89,8 @@ class VerifyResult:
             out.append("targets compute different results")
         if not any(t.status == "ok" for t in self.targets):
             out.append("no target could run")
+        if self.references is not None:
+            out += self.references.problems
         return out
 
     @property
@@ -251,9 +260,7 @@ def probe_once(target: Target, ctx: Context, out: Path) -> None:
     if v.probe:
         argv += ["--probe", v.probe]
     argv += determinism_flags(ctx.spec)
-    # The flavor decides the device: a CUDA target that cannot reach the GPU must fail, not
-    # quietly train on the CPU (and a cpu target on a GPU box must not use the GPU).
-    argv += ["--device", "cuda" if ctx.spec.flavor_of(target.name).startswith("cu") else "cpu"]
+    argv += ["--device", probe_device(ctx.spec, target.name)[0]]
     env = {
         **ctx.launch_env,
         "PYTHONPATH": target.inside(ctx.runtime)
@@ -282,16 +289,52 @@ def reusable(path: Path, root: Path) -> tuple[fingerprint.Fingerprint | None, st
     return fp, ""
 
 
-def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
+GPU_NOT_VERIFIED = "GPU part not verified here"
+
+
+def probe_device(spec: Spec, target: str) -> tuple[str, str]:
+    """The device a target's probe runs on, and a note for the report ("" when none).
+
+    The flavor decides: a cpu target trains on the CPU even on a GPU box; a CUDA target on the
+    GPU when one is visible (and fails if the target cannot reach it), else on the CPU (CUDA
+    builds of torch run there too) with the note "GPU part not verified here".
+    """
+    flavor = spec.flavor_of(target)
+    if not flavor.startswith("cu"):
+        return "cpu", ""
+    if gpus.visible():
+        return "cuda", ""
+    return "cpu", f"{GPU_NOT_VERIFIED}: no NVIDIA GPU visible, the {flavor} build ran on the CPU"
+
+
+def provision_target(target: Target, ctx: Context) -> TargetResult:
+    """Is the target available, and provision it: "ok", or "skipped"/"failed" with a reason."""
     spec = ctx.spec
     result = TargetResult(target.name, "ok", required=spec.targets[target.name].required)
     reason = target.unavailable()
     if reason:
         result.status, result.reason = "skipped", reason
         return result
+    note = probe_device(spec, target.name)[1]
+    result.notes += [note] if note else []
     try:
         ctx.progress(f"{target.name}: provisioning")
         target.provision()
+    except EnvparityError as exc:
+        result.status, result.reason = "failed", str(exc)
+    return result
+
+
+def verify_target(target: Target, ctx: Context, hw: str) -> TargetResult:
+    return probe_target(target, ctx, hw, provision_target(target, ctx))
+
+
+def probe_target(target: Target, ctx: Context, hw: str, result: TargetResult) -> TargetResult:
+    """Probe a provisioned target ``spec.verify.runs`` times (cached runs reused); compare."""
+    spec = ctx.spec
+    if result.status != "ok":
+        return result
+    try:
         key = run_key(target, ctx, hw)
         runs_dir = ctx.cache / "fingerprints"
         target.make_writable(runs_dir)
@@ -349,10 +392,15 @@ def verify(
     fresh: bool = False,
     probe: str | None = None,
     accept_host_drift: bool = False,
+    record: bool = False,
+    out: Path | None = None,
+    concurrent: bool = True,
     progress: Callable[[str], None] = lambda message: None,
 ) -> VerifyResult:
     """Verify ``names`` (default: every target of the spec); ``probe`` (``module:function``)
-    overrides the spec's ``[verify] probe``."""
+    overrides the spec's ``[verify] probe``; ``record`` writes the runs as references
+    (``references.record``) when every target agrees; ``out`` gets a copy of each run's
+    fingerprint (``references.run_file_name``); ``concurrent`` provisions in threads."""
     if probe is not None:
         check_reference(probe)
         spec = dataclasses.replace(spec, verify=dataclasses.replace(spec.verify, probe=probe))
@@ -365,7 +413,7 @@ def verify(
             spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh, progress=progress
         )
         hw = hardware()
-        results = [verify_target(TARGETS[name](ctx), ctx, hw) for name in chosen]
+        results = run_targets([TARGETS[name](ctx) for name in chosen], ctx, hw, concurrent)
     for t in results:
         if t.name == "host" and t.status == "ok":  # a host that did not run proves nothing
             t.drift, t.drift_accepted = host_drift, accept_host_drift
@@ -376,4 +424,45 @@ def verify(
         if len(firsts) > 1
         else None
     )
-    return VerifyResult(spec, results, across, strict, probe=spec.verify.probe or BUILTIN)
+    result = VerifyResult(spec, results, across, strict, probe=spec.verify.probe or BUILTIN)
+    if out is not None:
+        export_runs(results, out)
+    ok = [(t.name, t.runs[0]) for t in results if t.status == "ok" and t.runs]
+    if record and not result.problems:
+        result.recorded = references.record(
+            spec, [(name, run.path) for name, run in ok], machine=hw
+        )
+    tol = references.Tolerances(v.rtol, v.atol, v.cross_device_rtol)
+    result.references = references.compare_with_references(
+        spec, [(name, run.fingerprint) for name, run in ok], tol
+    )
+    if record and result.problems and not result.recorded:
+        result.references.notes.append("nothing recorded: verify found the problems below")
+    return result
+
+
+def run_targets(
+    targets: list[Target], ctx: Context, hw: str, concurrent: bool = True
+) -> list[TargetResult]:
+    """Provision every target (concurrently: one thread each), probe them one at a time in the
+    order they become ready, and return the results in the order of ``targets``."""
+    if not concurrent or len(targets) < 2:
+        return [verify_target(t, ctx, hw) for t in targets]
+    finished: dict[str, TargetResult] = {}
+    with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="provision") as pool:
+        futures = {pool.submit(provision_target, t, ctx): t for t in targets}
+        for future in as_completed(futures):  # the main thread probes, one target at a time
+            target = futures[future]
+            finished[target.name] = probe_target(target, ctx, hw, future.result())
+    return [finished[t.name] for t in targets]
+
+
+def export_runs(results: list[TargetResult], out: Path) -> list[Path]:
+    """Copy each target's run fingerprints to ``out`` (for CI artifacts)."""
+    written = []
+    for t in results:
+        for run in t.runs:
+            path = out / references.run_file_name(t.name, run.index)
+            files.atomic_write(path, run.path.read_text(encoding="utf-8"))
+            written.append(path)
+    return written

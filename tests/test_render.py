@@ -153,6 +153,8 @@ def test_every_spec_renders_all_four_files(rendered: dict[str, Path], name: str)
     expected = {"flake.nix", ".devcontainer/devcontainer.json", ".devcontainer/Dockerfile"}
     if name in ("dogfood", "cuda-12.8"):
         expected.add(".env.example")
+    if name == "dogfood":  # its [ci] table: the CI workflow
+        expected.add(".github/workflows/envparity.yml")
     assert set(generated(rendered[name])) == expected
 
 

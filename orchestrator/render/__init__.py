@@ -7,9 +7,11 @@ lock it installs, so editing an unrelated part of the spec leaves it untouched.
 from __future__ import annotations
 
 from orchestrator import files, lock
+from orchestrator.render.ci import WORKFLOW, render_workflow
 from orchestrator.render.devcontainer import render_devcontainer_json, render_dockerfile
 from orchestrator.render.dotenv import render_dotenv
 from orchestrator.render.flake import render_flake
+from orchestrator.render.noxfile import NOXFILE, render_noxfile
 from orchestrator.spec import Spec
 
 RENDER_FORMAT = 1
@@ -19,6 +21,8 @@ GENERATED = (
     ".devcontainer/devcontainer.json",
     ".devcontainer/Dockerfile",
     ".env.example",
+    WORKFLOW,
+    NOXFILE,
 )
 
 
@@ -74,6 +78,10 @@ def render_all(spec: Spec) -> list[files.Generated]:
                 ".env.example", render_dotenv(spec), inputs(_DOTENV_PARTS), spec_name=name
             )
         )
+    if spec.ci is not None:  # [ci]: the workflow, and the noxfile its jobs call if asked
+        out.append(render_workflow(spec))
+        if spec.ci.noxfile:
+            out.append(render_noxfile(spec))
     return out
 
 

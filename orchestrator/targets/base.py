@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from orchestrator import gpus, lock
+from orchestrator import lock
 from orchestrator.spec import Spec
 
 RUNTIME_DIR = ".envparity"  # under the spec's folder; git-ignored; holds caches and runs
@@ -80,29 +80,17 @@ class Target(abc.ABC):
         return self.ctx.spec
 
     def missing_inputs(self, *generated: str) -> str | None:
-        """Why this target cannot run from what is on disk: not in the spec, a CUDA flavor
-        without a GPU, a generated file or the lock missing. None when all is there."""
+        """Why this target cannot run from what is on disk: not in the spec, a generated file
+        or the lock missing. None when all is there. (A CUDA flavor without a GPU runs on the
+        CPU: ``verify.probe_device``.)"""
         if self.name not in self.spec.targets:
             return f"{self.name}: the spec has no [targets.{self.name}]"
-        gpu = self.gpu_missing()
-        if gpu:
-            return gpu
         for path in generated:
             if not (self.spec.root / path).is_file():
                 return f"{self.name}: {path} is missing (run 'envparity render')"
         if not self.lock_file.is_file():
             missing = self.lock_file.relative_to(self.spec.root)
             return f"{self.name}: {missing} is missing (run 'envparity lock')"
-        return None
-
-    def gpu_missing(self) -> str | None:
-        """Why this target cannot run here if its flavor is a CUDA one and no GPU is visible."""
-        flavor = self.ctx.spec.flavor_of(self.name)
-        if flavor.startswith("cu") and not gpus.visible():
-            return (
-                f"{self.name}: the {flavor} flavor needs an NVIDIA GPU and none is visible here; "
-                f'set [targets.{self.name}] flavor = "cpu" to verify it on the CPU'
-            )
         return None
 
     def make_writable(self, host_dir: Path) -> None:

@@ -15,7 +15,7 @@ class HostTarget(Target):
         interpreter = freshness.user_interpreter()
         if not interpreter.has("torch"):
             return f"host: torch is not installed in {interpreter.executable}"
-        return self.gpu_missing()  # a CUDA flavor on a machine without a GPU: skipped, with the fix
+        return None  # a CUDA flavor without a GPU runs on the CPU (verify.probe_device)
 
     def provision(self) -> None:
         return None

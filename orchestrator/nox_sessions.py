@@ -1,0 +1,92 @@
+"""nox sessions for a user's project, one per target, without copying code into it.
+
+A project's ``noxfile.py`` (or the one ``envparity render`` writes when ``[ci] noxfile = true``)
+calls::
+
+    from orchestrator.nox_sessions import register
+    register("environment.toml")
+
+which registers, from the spec's targets:
+
+- ``probe(<target>)`` for each target: provision it, probe it twice, compare the runs with each
+  other and with the references (``envparity verify --targets <target>``); ``-- --out DIR``
+  copies the fingerprints to DIR (what each CI job uploads);
+- ``verify``: every target (or ``verify_targets``), compared with each other and the
+  references (``envparity verify``; arguments after ``--`` are passed on: ``--record``);
+- ``compare``: fingerprints from folders (the CI artifacts) with each other and with
+  ``fingerprints/`` (``envparity compare --references``); ``-- DIR... [--summary FILE]``.
+
+The sessions run envparity in nox's own interpreter (``venv_backend="none"``: envparity is
+installed beside nox, ``uvx --with envparity nox``) unless ``setup`` is given, which then
+prepares a session virtualenv (this repository installs its lock there).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nox
+
+from orchestrator import references
+from orchestrator.spec import TARGET_NAMES, load
+
+
+def register(
+    spec_file: str | Path = "environment.toml",
+    *,
+    setup: Callable[[Any], None] | None = None,
+    python: str | None = None,
+    verify_targets: Sequence[str] | None = None,
+) -> list[str]:
+    """Register the sessions above with nox; returns their names.
+
+    ``spec_file`` is read now (a bad spec raises ``SpecError`` naming the file and key);
+    ``setup(session)`` installs envparity into a session virtualenv of ``python`` (default:
+    the spec's Python), else the sessions run in nox's interpreter.
+    """
+    spec = load(spec_file)
+    spec_arg = str(spec_file)
+    targets = [t for t in TARGET_NAMES if t in spec.targets]
+    backend = None if setup else "none"
+    py = (python or spec.environment.python_minor) if setup else None
+
+    def envparity(session: Any, *args: str) -> None:
+        if setup is not None:
+            setup(session)
+            session.run("envparity", "--spec", spec_arg, *args)
+        else:
+            session.run(
+                sys.executable, "-m", "orchestrator", "--spec", spec_arg, *args, external=True
+            )
+
+    @nox.session(name="probe", python=py, venv_backend=backend)
+    @nox.parametrize("target", targets, ids=targets)
+    def probe(session: Any, target: str) -> None:
+        """Provision one target, probe it twice, compare with the references."""
+        envparity(session, "verify", "--targets", target, *session.posargs)
+
+    @nox.session(name="verify", python=py, venv_backend=backend)
+    def verify(session: Any) -> None:
+        """Every target, compared with each other and with fingerprints/."""
+        asked = "--targets" in session.posargs
+        chosen = ["--targets", *verify_targets] if verify_targets and not asked else []
+        envparity(session, "verify", *chosen, *session.posargs)
+
+    @nox.session(name="compare", python=py, venv_backend=backend)
+    def compare(session: Any) -> None:
+        """Fingerprints from folders (CI artifacts) with each other and with fingerprints/."""
+        args = list(session.posargs)
+        first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+        folders, options = args[:first_option], args[first_option:]
+        if not folders:
+            session.error("usage: nox -s compare -- DIR... [--summary FILE]")
+        found = sorted(str(p) for d in folders for p in Path(d).rglob("*.json"))
+        if not found:
+            session.error(f"no fingerprints (*.json) under {', '.join(folders)}")
+        root = str(spec.root / references.FOLDER)
+        envparity(session, "compare", "--references", root, *found, *options)
+
+    return ["probe", "verify", "compare"]
