@@ -55,8 +55,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import init
 
     target = Path(args.spec or "environment.toml")
-    text = init.spec_text(Path(args.from_file) if args.from_file else None, name=args.name)
-    init.write_spec(target, text, force=args.force)
+    converted = init.convert(Path(args.from_file) if args.from_file else None, name=args.name)
+    init.write_spec(target, converted.text, force=args.force)
+    for line in converted.unlockable:  # kept in the spec as '# not converted:' comments
+        _err(f"not converted: {line}")
     print(f"wrote {target}")
     from orchestrator import compat, spec
 

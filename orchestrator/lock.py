@@ -72,14 +72,15 @@ def inputs(spec: Spec, target: LockTarget) -> str:
             "flavor": target.flavor,
             "platform": target.platform,
             "python": spec.environment.python,
-            "requirements": requirements(spec),
+            "requirements": requirements(spec, target.flavor),
             "sources": [(i.kind, i.url) for i in sources(spec, target.flavor)],
         }
     )
 
 
-def requirements(spec: Spec) -> list[str]:
-    return [d.requirement() for d in spec.dependencies]
+def requirements(spec: Spec, flavor: str) -> list[str]:
+    """The PEP 508 lines a flavor's lock resolves: every dependency that applies to it."""
+    return [d.requirement() for d in spec.dependencies if d.applies_to(flavor)]
 
 
 def mirrors() -> dict[str, str]:
@@ -226,7 +227,7 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
     python = spec.environment.python
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
         req = Path(tmp, "requirements.in")
-        req.write_text("\n".join(requirements(spec)) + "\n", encoding="utf-8")
+        req.write_text("\n".join(requirements(spec, target.flavor)) + "\n", encoding="utf-8")
         out = Path(tmp, "lock.txt")
         if previous and not upgrade:
             out.write_text(previous, encoding="utf-8")  # uv keeps these pins where it can

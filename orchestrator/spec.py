@@ -114,6 +114,11 @@ class Dependency:
     specifier: str = ""
     extras: tuple[str, ...] = ()
     markers: str = ""
+    flavors: tuple[str, ...] = ()  # empty: every flavor; "cuda" means the CUDA flavor
+
+    def applies_to(self, flavor: str) -> bool:
+        """Whether the lock of ``flavor`` holds this dependency."""
+        return _in_flavors(flavor, self.flavors)
 
     def requirement(self) -> str:
         """The PEP 508 line handed to the resolver."""
@@ -129,11 +134,12 @@ class Index:
     flavors: tuple[str, ...] = ()  # empty: every flavor
 
     def applies_to(self, flavor: str) -> bool:
-        return (
-            not self.flavors
-            or flavor in self.flavors
-            or (flavor.startswith("cu") and "cuda" in self.flavors)
-        )
+        return _in_flavors(flavor, self.flavors)
+
+
+def _in_flavors(flavor: str, flavors: tuple[str, ...]) -> bool:
+    """``flavors`` empty means every flavor; ``"cuda"`` stands for the spec's CUDA flavor."""
+    return not flavors or flavor in flavors or (flavor.startswith("cu") and "cuda" in flavors)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -505,7 +511,7 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     r.known_keys(data, "", _TOP)
     environment = _environment(r, data)
     cuda = _cuda(r, data)
-    dependencies = _dependencies(r, data)
+    dependencies = _dependencies(r, data, cuda)
     indexes = _indexes(r, data, cuda)
     system = _system(r, data)
     determinism = _determinism(r, data)
@@ -599,7 +605,16 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
     )
 
 
-def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
+def _flavor_check(cuda: Cuda | None) -> Callable[[str], str | None]:
+    known = {"cpu", "cuda"} | ({cuda.flavor} if cuda else set())
+    return lambda f: (
+        None
+        if f in known
+        else f"{quote(f)} is not a flavor of this spec ({', '.join(sorted(known))})"
+    )
+
+
+def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Dependency, ...]:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     t = r.table(data, "dependencies", "")
@@ -618,8 +633,10 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
         seen[_canonical(name)] = name
         extras: tuple[str, ...] = ()
         markers = ""
+        flavors: tuple[str, ...] = ()
         if isinstance(value, dict):
-            r.known_keys(value, key, ("version", "extras", "markers"))
+            r.known_keys(value, key, ("version", "extras", "markers", "flavors"))
+            flavors = r.strings(value, "flavors", key, check=_flavor_check(cuda))
             version = r.get(value, "version", key, str, "") or ""
             extras = r.strings(value, "extras", key, check=_shape(_PKG_RE, "a valid extra name"))
             markers = r.get(value, "markers", key, str, "") or ""
@@ -652,7 +669,11 @@ def _dependencies(r: _Reader, data: dict[str, Any]) -> tuple[Dependency, ...]:
             except InvalidMarker as exc:
                 r.problem(f"{key}.markers", f"invalid marker {quote(markers)}: {_reason(exc)}")
                 continue
-        out.append(Dependency(name=name, specifier=version, extras=extras, markers=markers))
+        out.append(
+            Dependency(
+                name=name, specifier=version, extras=extras, markers=markers, flavors=flavors
+            )
+        )
     return tuple(sorted(out, key=lambda d: _canonical(d.name)))
 
 
@@ -668,7 +689,6 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         r.problem("index", "expected an array of tables ([[index]] entries)")
         return ()
-    known_flavors = {"cpu", "cuda"} | ({cuda.flavor} if cuda else set())
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
@@ -693,16 +713,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
                 else f"{quote(k)} is not 'index' or 'find-links'"
             ),
         )
-        flavors = r.strings(
-            t,
-            "flavors",
-            path,
-            check=lambda f: (
-                None
-                if f in known_flavors
-                else f"{quote(f)} is not a flavor of this spec ({', '.join(sorted(known_flavors))})"
-            ),
-        )
+        flavors = r.strings(t, "flavors", path, check=_flavor_check(cuda))
         if url is not None and kind is not None:
             out.append(Index(url=url, kind=kind, flavors=flavors))
     return tuple(out)

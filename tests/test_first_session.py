@@ -119,7 +119,10 @@ def test_verify_output_is_plain_and_fits_80_columns(session: tuple[Path, list[st
 def test_verify_without_targets_runs_host_and_venv(session: tuple[Path, list[str]]) -> None:
     project, _ = session
     spec = (project / "environment.toml").read_text()
-    (project / "environment.toml").write_text(re.sub(r"(?m)^\[targets\.venv\]\n", "", spec))
+    # init writes [targets.host] and [targets.venv]: without either table, verify runs both
+    bare = re.sub(r"(?m)^\[targets\.(?:host|venv)\]\n", "", spec)
+    assert not re.search(r"(?m)^\[targets\.", bare)
+    (project / "environment.toml").write_text(bare)
     try:
         done = envparity(project, "verify")
         assert done.returncode == 0, done.stdout + done.stderr

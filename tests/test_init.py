@@ -1,4 +1,8 @@
-"""``envparity init``: the starter spec, the three converters, TOML escaping and the writer."""
+"""``envparity init``: the starter spec, the converters' existing cases, TOML escaping, writing.
+
+New kinds of input (CUDA builds, uv and Poetry sources, conda spec lists, requirements that
+cannot be locked) are in ``test_init_kinds.py``; files in the shapes of real projects in
+``test_init_corpus.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomlkit
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.version import Version
@@ -24,6 +29,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 CPU_INDEX = ("https://download.pytorch.org/whl/cpu", "index", ("cpu",))
+UNLOCKABLE = (
+    "cannot be locked with hashes; the spec lists released packages by name and version "
+    "(publish it to an index, or put its wheel in a find-links [[index]] folder and require "
+    "it by name)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +88,7 @@ def test_starter_is_cpu_only_with_this_python_and_the_installed_torch_and_numpy(
     expected = {n: f"{n}=={Version(metadata.version(n)).public}" for n in ("torch", "numpy")}
     assert deps(s) == expected
     assert indexes(s) == [CPU_INDEX]
-    assert list(s.targets) == ["venv"]
+    assert list(s.targets) == ["host", "venv"]
 
 
 def test_starter_without_torch_or_numpy_installed_uses_lower_bounds(
@@ -219,7 +229,9 @@ def test_requirements_index_options_become_index_entries_without_credentials() -
 
 def test_credentials_never_reach_a_not_converted_comment() -> None:
     text, _ = convert(
-        {"requirements.txt": "--extra-index-url https://${USER}:${TOKEN}@host.example/${PATH}\n"},
+        {
+            "requirements.txt": "--extra-index-url https://${USER}:${TOKEN}@host.example/${PATH}\nsix\n"
+        },
         "requirements.txt",
     )
     assert "TOKEN" not in text
@@ -284,24 +296,23 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
     ("files", "message"),
     [
         pytest.param(
-            {"requirements.txt": "six\n-e .\n"},
-            "requirements.txt: line 2: editable requirement '-e .' cannot be converted: the spec "
-            "lists released packages; install the project itself in the target, or remove the line",
+            {"requirements.txt": "-e .\n"},
+            "requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
+            "(install the project itself in the target)",
             id="editable",
         ),
         pytest.param(
             {"requirements.txt": "mypkg @ https://example.com/mypkg-1.0-py3-none-any.whl\n"},
-            "requirements.txt: line 1: 'mypkg @ https://example.com/mypkg-1.0-py3-none-any.whl' is "
-            "a URL or path requirement, which the spec cannot hold: it lists package names with "
-            "version specifiers (publish the package to an index, or add a find-links [[index]] "
-            "folder and require it by name)",
+            "requirements.txt: line 1: 'mypkg @ https://example.com/mypkg-1.0-py3-none-any.whl': cannot be locked with hashes; the spec lists released packages by name and version "
+            "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
+            "require it by name)",
             id="direct-url",
         ),
         pytest.param(
             {"requirements.txt": "./vendor/pkg\n"},
-            "requirements.txt: line 1: './vendor/pkg' is a URL or path requirement, which the "
-            "spec cannot hold: it lists package names with version specifiers (publish the "
-            "package to an index, or add a find-links [[index]] folder and require it by name)",
+            "requirements.txt: line 1: './vendor/pkg': cannot be locked with hashes; the spec lists released packages by name and version "
+            "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
+            "require it by name)",
             id="path",
         ),
         pytest.param(
@@ -334,9 +345,8 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
         ),
         pytest.param(
             {"requirements.txt": "-e .\n-c nope.txt\n"},
-            "requirements.txt: line 1: editable requirement '-e .' cannot be converted: the spec "
-            "lists released packages; install the project itself in the target, or remove the "
-            "line\nrequirements.txt: line 2: nope.txt: no such file (nope.txt)",
+            "requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
+            "(install the project itself in the target)\nrequirements.txt: line 2: nope.txt: no such file (nope.txt)",
             id="all-problems-together",
         ),
     ],
@@ -472,6 +482,7 @@ def test_conda_specs_map_to_the_spec() -> None:
         "scipy": "scipy<2,>=1.10",
         "pandas": "pandas==2.1.0",
         "matplotlib": "matplotlib",
+        "foo": "foo==1.0",
         "rich": "rich>=13",
     }
     assert s.system.packages == ("git",)
@@ -485,14 +496,12 @@ def test_conda_specs_map_to_the_spec() -> None:
     assert not_converted(text) == [
         "env/environment.yaml prefix: '/opt/conda/envs/x' (no spec equivalent)",
         "env/environment.yaml variables: MULTI (a default must be one line of printable text)",
-        "env/environment.yaml dependencies[1]: build py3.10_cuda11.8_cudnn8.7.0_0 of pytorch "
-        "(conda build strings have no spec equivalent; the version is kept)",
-        "env/environment.yaml dependencies[6]: build py310_0 of pandas (conda build strings have "
-        "no spec equivalent; the version is kept)",
-        "env/environment.yaml dependencies[7]: mkl (a conda-only package; uv and the PyPI wheels "
-        "provide this)",
-        "env/environment.yaml dependencies[10]: foo 1.0|1.1 (a conda version spec with no PEP 440 "
-        "equivalent)",
+        "env/environment.yaml dependencies[10]: foo 1.0|1.1 (conda's '|' (either) has no PEP "
+        "440 equivalent; kept the first alternative, ==1.0)",
+        "env/environment.yaml dependencies: build strings pytorch py3.10_cuda11.8_cudnn8.7.0_0, "
+        "pandas py310_0 (conda builds have no spec equivalent; the versions are kept)",
+        "env/environment.yaml dependencies: mkl (conda-only packages: native libraries and "
+        "installer tools that uv and the PyPI wheels provide)",
     ]
 
 
@@ -518,10 +527,9 @@ def test_conda_specs_map_to_the_spec() -> None:
             id="bad-item",
         ),
         pytest.param(
-            "dependencies:\n  - python=3.10\n  - pip:\n      - -e .\n",
-            "environment.yml: dependencies[1].pip[0]: editable requirement '-e .' cannot be "
-            "converted: the spec lists released packages; install the project itself in the "
-            "target, or remove the line",
+            "dependencies:\n  - python=3.10\n  - pip:\n      - -e .\n",  # nothing else
+            "environment.yml: dependencies[1].pip[0]: '-e .': an editable install; the spec lists released packages "
+            "(install the project itself in the target)",
             id="editable-in-pip",
         ),
         pytest.param(
@@ -611,7 +619,7 @@ def test_poetry_from_the_article() -> None:
     ],
 )
 def test_poetry_constraints_become_pep440(constraint: str, pep440: str) -> None:
-    assert init._poetry_constraint(constraint) == pep440
+    assert init.poetry_constraint(constraint) == pep440
 
 
 @pytest.mark.parametrize(
@@ -625,7 +633,7 @@ def test_poetry_constraints_become_pep440(constraint: str, pep440: str) -> None:
 )
 def test_poetry_constraints_without_an_equivalent(constraint: str, message: str) -> None:
     with pytest.raises(ValueError) as info:
-        init._poetry_constraint(constraint)
+        init.poetry_constraint(constraint)
     assert str(info.value) == message
 
 
@@ -651,7 +659,8 @@ def test_poetry_python_becomes_the_lowest_allowed_minor(python: str, chosen: str
 
 def test_poetry_python_without_a_lower_bound_is_noted() -> None:
     text, s = convert(
-        {"pyproject.toml": '[tool.poetry.dependencies]\npython = "<3.12"\n'}, "pyproject.toml"
+        {"pyproject.toml": '[tool.poetry.dependencies]\npython = "<3.12"\nsix = "*"\n'},
+        "pyproject.toml",
     )
     assert s.environment.python == THIS_PYTHON
     assert not_converted(text) == [
@@ -752,9 +761,8 @@ test = ["pytest>=8"]
         ),
         pytest.param(
             '[tool.poetry.dependencies]\nmine = {path = ".", develop = true}\n',
-            "pyproject.toml: tool.poetry.dependencies.mine: a path dependency cannot be "
-            "converted: the spec lists released packages with version specifiers; publish it "
-            "or remove it",
+            "pyproject.toml: tool.poetry.dependencies.mine: \"mine = { path = '.' }\": "
+            + UNLOCKABLE,
             id="path-dependency",
         ),
         pytest.param(
@@ -796,7 +804,7 @@ def test_bad_pyprojects_are_refused(toml: str, message: str) -> None:
         (
             "setup.cfg",
             "--from setup.cfg: cannot tell the format from the name; expected a requirements "
-            "file (*.txt, *.in), a conda environment (*.yml, *.yaml) or a pyproject.toml",
+            "file or a conda spec list (*.txt, *.in), a conda environment (*.yml, *.yaml) or a pyproject.toml",
         ),
         ("environment.toml", "--from environment.toml: this is already an envparity spec"),
         ("folder.txt", "--from folder.txt: not a file"),
@@ -829,25 +837,25 @@ def test_unusable_sources_are_refused(name: str, message: str) -> None:
     ],
 )
 def test_toml_strings_escape_what_is_not_printable(value: str, rendered: str) -> None:
-    assert init._toml_string(value) == rendered
+    assert init.toml_string(value).as_string() == rendered
     assert tomllib.loads(f"k = {rendered}") == {"k": value}
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8")))
 def test_any_text_round_trips_as_a_toml_string(value: str) -> None:
-    assert tomllib.loads(f"k = {init._toml_string(value)}") == {"k": value}
+    assert tomllib.loads(f"k = {init.toml_string(value).as_string()}") == {"k": value}
 
 
 @given(st.text())
 def test_any_text_is_one_comment_line(value: str) -> None:
-    comment = init._toml_comment(value)
+    comment = tomlkit.comment(init.comment_text(value)).as_string()
     assert len(comment.splitlines()) == 1
     assert tomllib.loads(comment + "\nk = 1\n") == {"k": 1}
 
 
 def test_a_lone_surrogate_cannot_be_a_toml_string() -> None:
     with pytest.raises(ValueError, match="lone surrogate"):
-        init._toml_string("a\ud800")
+        init.toml_string("a\ud800")
 
 
 def test_dotted_package_names_are_quoted_keys() -> None:
@@ -890,19 +898,6 @@ def test_write_with_force_replaces_and_keeps_the_mode(in_tmp: Path) -> None:
     init.write_spec(path, "new\n", force=True)
     assert path.read_text() == "new\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in in_tmp.iterdir()) == ["environment.toml"]
-
-
-def test_write_on_a_filesystem_without_hard_links(
-    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_links(src: str, dst: object) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
-    path = in_tmp / "environment.toml"
-    init.write_spec(path, "x = 1\n", force=False)
-    assert path.read_text() == "x = 1\n"
     assert sorted(p.name for p in in_tmp.iterdir()) == ["environment.toml"]
 
 
@@ -962,17 +957,15 @@ def test_cli_init_from_requirements(in_tmp: Path, capsys: pytest.CaptureFixture[
         pytest.param(
             {"requirements.txt": "-e .\n"},
             ["init", "--from", "requirements.txt"],
-            "envparity: requirements.txt: line 1: editable requirement '-e .' cannot be "
-            "converted: the spec lists released packages; install the project itself in the "
-            "target, or remove the line\n",
+            "envparity: requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
+            "(install the project itself in the target)\n",
             id="editable",
         ),
         pytest.param(
             {"requirements.txt": "-e .\n-r nope.txt\n"},
             ["init", "--from", "requirements.txt"],
-            "envparity: error\nrequirements.txt: line 1: editable requirement '-e .' cannot be "
-            "converted: the spec lists released packages; install the project itself in the "
-            "target, or remove the line\nrequirements.txt: line 2: nope.txt: no such file "
+            "envparity: error\nrequirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
+            "(install the project itself in the target)\nrequirements.txt: line 2: nope.txt: no such file "
             "(nope.txt)\n",
             id="two-problems",
         ),
