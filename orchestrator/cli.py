@@ -26,10 +26,20 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _err(message: str) -> None:
+    from orchestrator.messages import redact  # every message: no URL's credentials shown
+
+    message = redact(message)
     print(
         f"envparity: {message}" if "\n" not in message else f"envparity: error\n{message}",
         file=sys.stderr,
     )
+
+
+def _say(line: str) -> None:
+    """A report line on stdout, with every URL's credentials shown as ***."""
+    from orchestrator.messages import redact
+
+    print(redact(line))
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -101,12 +111,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1 if drift or orphans else 0
-    written = files.write_all(spec.root, rendered, force=args.force)
-    for path, status in written:
+    results = files.write_all(spec.root, rendered, remove=orphans, force=args.force)
+    for path, status in results:
         print(f"{status:>9} {path}")
-    removed = files.remove_orphans(spec.root, orphans, force=args.force)
-    for path in removed:
-        print(f"  removed {path}")
+    written = [(path, status) for path, status in results if status != "removed"]
+    removed = [path for path, status in results if status == "removed"]
     print(_render_summary(spec.path.name, written, removed), file=sys.stderr)
     return 0
 
@@ -132,7 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check.check(spec)
     for line in report.lines:
-        print(line)
+        _say(line)
     return report.exit_code
 
 
@@ -141,7 +150,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = doctor.doctor(Path(args.spec or "environment.toml"))
     for line in report.lines:
-        print(line)
+        _say(line)  # its fix commands name mirrors, which may carry credentials
     return report.exit_code
 
 
@@ -171,10 +180,12 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from orchestrator import files
     from orchestrator.probe import fingerprint, run
 
     out = Path(args.out)
     fingerprint.check_writable(out)  # before training, not after
+    files.check_output(out)  # nor a link or a device
     try:
         determinism = DeterminismSettings.from_arguments(args)
     except ValueError as exc:
@@ -267,10 +278,12 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from orchestrator import files
     from orchestrator.probe import capture, fingerprint
 
     out = Path(args.out)
     fingerprint.check_writable(out)  # before the capture, not after
+    files.check_output(out)  # nor a link or a device
     fingerprint.write(out, capture.capture())
     print(f"wrote {out}")
     return 0
@@ -311,10 +324,12 @@ def _console(*, stderr: bool = False) -> Console:
 
 def _print_lines(lines: list[str], *, style: str) -> None:
     """The first line styled (when rich and a terminal are there), the rest plain."""
+    from orchestrator.messages import redact
+
     console = _console()
-    console.print(lines[0], style=style, markup=False)
+    console.print(redact(lines[0]), style=style, markup=False)
     for line in lines[1:]:
-        console.print(line, markup=False)
+        console.print(redact(line), markup=False)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -322,6 +337,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from orchestrator import files, report, verify
+
+    if args.report:
+        files.check_output(Path(args.report))  # no link, device or folder: before the work
 
     console = _console(stderr=True)
     progress = Progress(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from orchestrator import files
 from orchestrator.errors import SpecError, ToolError, UsageError
+from orchestrator.messages import quote
 from orchestrator.spec import Index, Spec
 
 LOCK_DIR = "locks"
@@ -88,7 +89,7 @@ def mirrors() -> dict[str, str]:
     for item in os.environ.get("ENVPARITY_MIRRORS", "").split():
         url, sep, location = item.partition("=")
         if not sep or not url or not location:
-            raise UsageError(f"ENVPARITY_MIRRORS: {item!r} is not URL=LOCATION")
+            raise UsageError(f"ENVPARITY_MIRRORS: {quote(item)} is not URL=LOCATION")
         out[url.rstrip("/")] = location
     return out
 
@@ -374,6 +375,7 @@ def lock(
     """Resolve every flavor and system; write all locks or none. Returns the paths written.
     ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     refuse_incompatible(spec)
+    files.refuse_links(spec.root, *(t.path for t in lock_targets(spec, flavors)))  # before uv
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
@@ -381,9 +383,9 @@ def lock(
         generated.append(
             render_lock(spec, target, resolve(spec, target, previous=previous, upgrade=upgrade))
         )
-    results = files.write_all(spec.root, generated, force=force)
-    removed = [] if flavors else files.remove_orphans(spec.root, orphans(spec), force=force)
-    return [f"{path} ({status})" for path, status in results] + [f"{p} (removed)" for p in removed]
+    removed = [] if flavors else orphans(spec)
+    results = files.write_all(spec.root, generated, remove=removed, force=force)
+    return [f"{path} ({status})" for path, status in results]
 
 
 def orphans(spec: Spec) -> list[str]:

@@ -258,6 +258,8 @@ def record(
     for target, path in recorded:
         by_class.setdefault(hardware_class(fingerprint.load(path)), []).append((target, path))
     written: list[Path] = []
+    # Committed files: never written through a symbolic link (orchestrator.files' policy).
+    files.refuse_links(spec.root, *(f"{FOLDER}/{c}/{META}" for c in by_class))
     for hw_class, items in sorted(by_class.items()):
         where = folder(spec) / hw_class
         meta_path = where / META

@@ -8,6 +8,7 @@ import html
 import math
 from typing import TYPE_CHECKING
 
+from orchestrator.messages import redact
 from orchestrator.probe.compare import PairVerdict, Verdict, differences_between
 from orchestrator.probe.fingerprint import printable
 
@@ -95,7 +96,7 @@ def print_table(result: VerifyResult, console: Console) -> None:
             style = "red"
         verdict = t.status if t.status != "ok" else _verdict_text(t)
         cells = (t.name, _python(t), _torch(t), device, runs, _short(t)[:8] or "-", verdict)
-        table.add_row(*(Text(c) for c in cells), style=style)
+        table.add_row(*(Text(redact(c)) for c in cells), style=style)
     console.print(table)
     problems = result.problems
     # A reason printed in a FAIL line below is not printed here too.
@@ -120,9 +121,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
             lines += [f"  warning: {w}" for w in p.warnings]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
-        console.print(Text(line))
+        console.print(Text(redact(line)))
     for problem in problems:
-        console.print(Text.assemble(("FAIL ", "bold red"), printable(problem)))
+        console.print(Text.assemble(("FAIL ", "bold red"), printable(redact(problem))))
     if not problems:
         console.print(
             Text.assemble(("OK", "bold green"), ": every target that ran computes the same thing")
@@ -269,7 +270,7 @@ def render_html(result: VerifyResult) -> str:
         else ""
     )
     name = html.escape(result.spec.environment.name)
-    return f"""<!doctype html>
+    return redact(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>envparity verify: {name}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
@@ -288,4 +289,4 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}
 <h2>Environment differences</h2>
 {_differences(result)}
 </body></html>
-"""
+""")  # no URL's credentials in a file that is shared as a CI artifact

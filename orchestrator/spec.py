@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from orchestrator.determinism_settings import DeterminismSettings, check_values
 from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
+from orchestrator.messages import clip, quote, redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,34 +33,45 @@ SPEC_FILE = "environment.toml"
 SYSTEMS = ("x86_64-linux", "aarch64-linux")
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 
+
 # Shapes of values that reach generated files. Anything outside them is refused at load.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PYTHON_RE = re.compile(r"^3\.(\d{1,2})(\.\d{1,3})?$")
-_CUDA_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})$")
-_CUDNN_RE = re.compile(r"^\d{1,2}(\.\d{1,3}){0,3}$")
-_PKG_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_SYSPKG_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]{0,63}$")
-_NIX_ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_EXTENSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*$")
-_NIXPKGS_RE = re.compile(r"^github:NixOS/nixpkgs/[0-9a-f]{40}$")
-_NIXPKGS_ANY_RE = re.compile(
-    r"^(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+$"
+# Every shape is matched against the whole value (``fullmatch``: no trailing newline slips
+# past a ``$``) and in ASCII (``re.ASCII``: ``\d`` is 0-9, never an Arabic-Indic digit).
+def _ascii(pattern: str) -> re.Pattern[str]:
+    # \Z as well: a caller that uses .match (init does) gets a whole-value match too
+    return re.compile(rf"(?:{pattern})\Z", re.ASCII)
+
+
+_NAME_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PYTHON_RE = _ascii(r"3\.(\d{1,2})(\.\d{1,3})?")
+_CUDA_RE = _ascii(r"(\d{1,2})\.(\d{1,2})")
+_CUDNN_RE = _ascii(r"\d{1,2}(\.\d{1,3}){0,3}")
+_PKG_RE = _ascii(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_SYSPKG_RE = _ascii(r"[a-z0-9][a-z0-9.+_-]{0,63}")
+_NIX_ATTR_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+_ENV_NAME_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_EXTENSION_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*")
+_USER_RE = _ascii(r"[a-z_][a-z0-9_-]{0,31}")
+_NIXPKGS_RE = _ascii(r"github:NixOS/nixpkgs/[0-9a-f]{40}")
+_NIXPKGS_ANY_RE = _ascii(
+    r"(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+"
 )
 # registry/path:tag@sha256:digest, Docker's reference grammar (lower-case path components).
-_IMAGE_RE = re.compile(
-    r"^(?P<name>(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = _ascii(
+    r"(?P<name>(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-_SHM_RE = re.compile(r"^[1-9][0-9]{0,6}[kmg]$")
-_URL_RE = re.compile(r"^(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
+_SHM_RE = _ascii(r"[1-9][0-9]{0,6}[kmg]")
+_URL_RE = _ascii(r"(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+")
 # Variables the launch environment sets (orchestrator.launch) or the system owns.
 _RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
-_PROBE_RE = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-)
+_PROBE_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+# TOML keys shown bare in key paths; any other key is shown quoted (and shortened).
+_BARE_KEY_RE = _ascii(r"[A-Za-z0-9_-]{1,64}")
+# A spec is a page of settings; anything this large is a mistake (or an attack on the parser).
+MAX_SPEC_BYTES = 1_000_000
 
 
 # --------------------------------------------------------------------------- the data
@@ -177,7 +190,7 @@ class NixTarget(Target):
 
     @property
     def pinned(self) -> bool:
-        return bool(_NIXPKGS_RE.match(self.nixpkgs))
+        return bool(_NIXPKGS_RE.fullmatch(self.nixpkgs))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,7 +330,9 @@ class _Reader:
                 self.problem(_join(path, key), "missing (a table is required)")
             return None
         if not isinstance(value, dict):
-            self.problem(_join(path, key), f"expected a table, got {_type_name(value)} {value!r}")
+            self.problem(
+                _join(path, key), f"expected a table, got {_type_name(value)} {quote(value)}"
+            )
             return None
         return value
 
@@ -342,7 +357,9 @@ class _Reader:
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            self.problem(full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {value!r}")
+            self.problem(
+                full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {quote(value)}"
+            )
             return default
         if check is not None:
             message = check(value)
@@ -365,12 +382,16 @@ class _Reader:
             return default
         value = data[key]
         if not isinstance(value, list):
-            self.problem(full, f"expected an array of strings, got {_type_name(value)} {value!r}")
+            self.problem(
+                full, f"expected an array of strings, got {_type_name(value)} {quote(value)}"
+            )
             return default
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.problem(f"{full}[{i}]", f"expected a string, got {_type_name(item)} {item!r}")
+                self.problem(
+                    f"{full}[{i}]", f"expected a string, got {_type_name(item)} {quote(item)}"
+                )
                 continue
             message = check(item) if check else None
             if message:
@@ -394,15 +415,24 @@ class _Reader:
 
 
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    """``path.key``; a key that is not a plain word is shown quoted (``variables."A\\n"``)."""
+    shown = key if _BARE_KEY_RE.fullmatch(key) else _quoted_key(key)
+    return f"{path}.{shown}" if path else shown
 
 
-_CAPABILITY_RE = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+def _quoted_key(key: str) -> str:
+    """A TOML-style quoted key, one line, shortened like ``quote`` shortens values."""
+    short = key if len(key) <= 60 else key[:60]  # keys are short: 60 characters shown
+    text = json.dumps(short, ensure_ascii=True)
+    return text if short == key else f"{text}... ({len(key)} characters)"
+
+
+_CAPABILITY_RE = _ascii(r"[1-9][0-9]?\.[0-9]")
 
 
 def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
-        return None if regex.match(value) else f"{value!r} is not {what}"
+        return None if regex.fullmatch(value) else f"{quote(value)} is not {what}"
 
     return check
 
@@ -412,13 +442,15 @@ def load(path: str | Path = SPEC_FILE) -> Spec:
     p = Path(path)
     file = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(
             [Problem(file, "", "no such file (create one with 'envparity init')")]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Problem(file, "", f"cannot read: {exc}")]) from None
+        raise SpecError([Problem(file, "", f"cannot read: {clip(str(exc))}")]) from None
     return loads(text, path=p)
 
 
@@ -438,12 +470,24 @@ def loads(text: str, *, path: str | Path = SPEC_FILE) -> Spec:
                 )
             ]
         )
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            [Problem(file, "", f"larger than {MAX_SPEC_BYTES:,} characters: not a spec file")]
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(file, "", f"TOML syntax error: {exc}")]) from None
+        raise SpecError([Problem(file, "", f"TOML syntax error: {_reason(exc)}")]) from None
+    except RecursionError:
+        raise SpecError([Problem(file, "", "TOML nested too deeply")]) from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through: 5,000-digit integers
+        reason = clip(str(exc).split(";")[0])  # not int()'s advice to raise a Python limit
+        raise SpecError([Problem(file, "", f"TOML value out of range: {reason}")]) from None
     r = _Reader(file)
-    spec = _build(r, data, p.resolve() if p.is_absolute() or p.exists() else p)
+    # The folder is resolved, the file name is not: a symlinked environment.toml is read
+    # through its link, and its generated files go beside the link, not beside its target.
+    located = p.absolute().parent.resolve() / p.name if p.is_absolute() or p.exists() else p
+    spec = _build(r, data, located)
     if r.problems or spec is None:
         raise SpecError(r.problems)
     return spec
@@ -522,7 +566,7 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
         check=lambda s: (
             None
             if s in SYSTEMS
-            else f"{s!r} is not a supported system (supported: {', '.join(SYSTEMS)})"
+            else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
         ),
     )
     if "systems" in t and not systems and not r.problems:
@@ -564,7 +608,9 @@ def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
 def _flavor_check(cuda: Cuda | None) -> Callable[[str], str | None]:
     known = {"cpu", "cuda"} | ({cuda.flavor} if cuda else set())
     return lambda f: (
-        None if f in known else f"{f!r} is not a flavor of this spec ({', '.join(sorted(known))})"
+        None
+        if f in known
+        else f"{quote(f)} is not a flavor of this spec ({', '.join(sorted(known))})"
     )
 
 
@@ -577,9 +623,9 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
     out: list[Dependency] = []
     seen: dict[str, str] = {}
     for name, value in t.items():
-        key = f"dependencies.{name}"
-        if not _PKG_RE.match(name):
-            r.problem(key, f"{name!r} is not a valid package name")
+        key = _join("dependencies", name)
+        if not _PKG_RE.fullmatch(name):
+            r.problem(key, f"{quote(name)} is not a valid package name")
             continue
         if _canonical(name) in seen:
             r.problem(key, f"the same package as '{seen[_canonical(name)]}'")
@@ -600,7 +646,7 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
         else:
             r.problem(
                 key,
-                f"expected a version specifier string or a table, got {_type_name(value)} {value!r}",
+                f"expected a version specifier string or a table, got {_type_name(value)} {quote(value)}",
             )
             continue
         version = version.strip()
@@ -610,7 +656,7 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
             try:
                 version = str(SpecifierSet(version))
             except InvalidSpecifier as exc:
-                r.problem(spec_key, f"invalid specifier {version!r}: {exc}")
+                r.problem(spec_key, f"invalid specifier {quote(version)}: {_reason(exc)}")
                 continue
             if "\n" in version:  # pragma: no cover - SpecifierSet rejects these already
                 r.problem(spec_key, "must be one line")
@@ -621,7 +667,7 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
             try:
                 markers = str(Marker(markers))
             except InvalidMarker as exc:
-                r.problem(f"{key}.markers", f"invalid marker {markers!r}: {exc}")
+                r.problem(f"{key}.markers", f"invalid marker {quote(markers)}: {_reason(exc)}")
                 continue
         out.append(
             Dependency(
@@ -629,6 +675,11 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
             )
         )
     return tuple(sorted(out, key=lambda d: _canonical(d.name)))
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a library's error, short (packaging adds the value and a caret)."""
+    return clip((str(exc).splitlines() or [""])[0])
 
 
 def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index, ...]:
@@ -648,11 +699,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             path,
             str,
             required=True,
-            check=_shape(
-                _URL_RE,
-                "an http(s):// or file:// URL or an absolute path "
-                "(no spaces, quotes, '$' or backticks)",
-            ),
+            check=_index_url_problem,
         )
         kind = r.get(
             t,
@@ -661,13 +708,40 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             str,
             "index",
             check=lambda k: (
-                None if k in ("index", "find-links") else f"{k!r} is not 'index' or 'find-links'"
+                None
+                if k in ("index", "find-links")
+                else f"{quote(k)} is not 'index' or 'find-links'"
             ),
         )
         flavors = r.strings(t, "flavors", path, check=_flavor_check(cuda))
         if url is not None and kind is not None:
             out.append(Index(url=url, kind=kind, flavors=flavors))
     return tuple(out)
+
+
+_url_shape = _shape(
+    _URL_RE,
+    "an http(s):// or file:// URL or an absolute path (no spaces, quotes, '$' or backticks)",
+)
+CREDENTIALS_ADVICE = (
+    "credentials in a URL would be written into generated files (flake.nix, the Dockerfile, "
+    "the CI workflow) and messages: "
+    "write the URL without them and let uv find them, in a ~/.netrc entry for the host "
+    "(uv and pip read it), with 'uv auth login HOST', or in a keyring "
+    "(UV_KEYRING_PROVIDER=subprocess); envparity hands indexes to uv unnamed "
+    "(--extra-index-url), so UV_INDEX_<NAME>_USERNAME/_PASSWORD do not apply. For envparity's "
+    'own lock and verify, ENVPARITY_MIRRORS="URL=URL-with-credentials" also works'
+)
+
+
+def _index_url_problem(url: str) -> str | None:
+    """The URL's shape; and no userinfo (``user:token@``): secrets never reach generated files."""
+    from urllib.parse import urlsplit
+
+    shape = _url_shape(url)
+    if shape is None and "://" in url and "@" in urlsplit(url).netloc:
+        return f"{quote(url)} holds credentials; {CREDENTIALS_ADVICE}"
+    return shape
 
 
 def _system(r: _Reader, data: dict[str, Any]) -> System:
@@ -690,9 +764,9 @@ def _system(r: _Reader, data: dict[str, Any]) -> System:
         maps[key] = {}
         for pkg, attr in m.items():
             if pkg not in packages:
-                r.problem(f"system.{key}.{pkg}", f"'{pkg}' is not in system.packages")
-            elif not isinstance(attr, str) or not regex.match(attr):
-                r.problem(f"system.{key}.{pkg}", f"{attr!r} is not {what}")
+                r.problem(_join(f"system.{key}", pkg), f"{quote(pkg)} is not in system.packages")
+            elif not isinstance(attr, str) or not regex.fullmatch(attr):
+                r.problem(_join(f"system.{key}", pkg), f"{quote(attr)} is not {what}")
             else:
                 maps[key][pkg] = attr
     return System(packages=packages, nix=maps["nix"], apt=maps["apt"])
@@ -716,7 +790,7 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     if not (isinstance(mode, bool) or mode == "warn"):
         r.problem(
             f"{p}.deterministic_algorithms",
-            f'expected a boolean or "warn", got {_type_name(mode)} {mode!r}',
+            f'expected a boolean or "warn", got {_type_name(mode)} {quote(mode)}',
         )
         values["deterministic_algorithms"] = True
     found = check_values(values)  # the ranges, worded once by the settings' owner
@@ -728,14 +802,17 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
 
 def _between(lo: int, hi: int) -> Callable[[int], str | None]:
     def check(n: int) -> str | None:
-        return None if lo <= n <= hi else f"{n} is not between {lo} and {hi}"
+        return None if lo <= n <= hi else f"{quote(n)} is not between {lo} and {hi}"
 
     return check
 
 
 def _one_line(what: str) -> Callable[[str], str | None]:
+    """Refuses control characters: C0 (newlines, escapes), DEL and C1 (U+0080-U+009F, which
+    some terminals read as escape sequences)."""
+
     def check(value: str) -> str | None:
-        bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+        bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
         return None if bad is None else f"{what} must be one line of printable text (found {bad!r})"
 
     return check
@@ -747,14 +824,16 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
         return ()
     out = []
     for name, value in t.items():
-        path = f"variables.{name}"
-        if not _ENV_NAME_RE.match(name):
-            r.problem(path, f"{name!r} is not an environment variable name (letters, digits, '_')")
+        path = _join("variables", name)
+        if not _ENV_NAME_RE.fullmatch(name):
+            r.problem(
+                path, f"{quote(name)} is not an environment variable name (letters, digits, '_')"
+            )
             continue
         if name in _RESERVED_VARIABLES or name.startswith("LD_"):
             r.problem(
                 path,
-                f"{name!r} is set by envparity or the system, not here "
+                f"{quote(name)} is set by envparity or the system, not here "
                 "([determinism] sets the launch environment)",
             )
             continue
@@ -762,7 +841,8 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
             value = {"default": value}
         if not isinstance(value, dict):
             r.problem(
-                path, f"expected a table or a default string, got {_type_name(value)} {value!r}"
+                path,
+                f"expected a table or a default string, got {_type_name(value)} {quote(value)}",
             )
             continue
         r.known_keys(value, path, ("default", "required", "secret", "description"))
@@ -794,7 +874,9 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
 
     def check_flavor(f: str) -> str | None:
         return (
-            None if f in flavors else f"{f!r} is not a flavor of this spec ({', '.join(flavors)})"
+            None
+            if f in flavors
+            else f"{quote(f)} is not a flavor of this spec ({', '.join(flavors)})"
         )
 
     for name in TARGET_NAMES:
@@ -834,7 +916,7 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 p,
                 str,
                 "dev",
-                check=_shape(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a Linux user name"),
+                check=_shape(_USER_RE, "a Linux user name"),
             )
             shm_size = r.get(
                 tt,
@@ -878,9 +960,9 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
 
 
 def _image_problem(image: str) -> str | None:
-    if not _IMAGE_RE.match(image):
+    if not _IMAGE_RE.fullmatch(image):
         return (
-            f"{image!r} is not an image reference "
+            f"{quote(image)} is not an image reference "
             "(registry/name:tag, optionally @sha256:<64 hex digits>)"
         )
     return None
@@ -896,7 +978,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     positive = _between(1, 100_000)
 
     def tol(x: float) -> str | None:
-        return None if 0.0 <= x < 1.0 else f"{x} is not a tolerance in [0, 1)"
+        return None if 0.0 <= x < 1.0 else f"{quote(x)} is not a tolerance in [0, 1)"
 
     return Verify(
         steps=r.get(t, "steps", p, int, d.steps, check=positive) or d.steps,
@@ -928,8 +1010,19 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}$")
+_LABEL_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_REQUIREMENT_RE = _ascii(r"[A-Za-z0-9./][A-Za-z0-9._+/@:=<>!~,\[\] -]{0,199}")
+
+
+_requirement_shape = _shape(_REQUIREMENT_RE, "a requirement or path (e.g. 'envparity==0.1.0', '.')")
+
+
+def _requirement_problem(value: str) -> str | None:
+    """The shape; and no URL with userinfo: the workflow file is committed."""
+    shape = _requirement_shape(value)
+    if shape is None and redact(value) != value:
+        return f"{quote(value)} holds credentials; {CREDENTIALS_ADVICE}"
+    return shape
 
 
 def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
@@ -946,7 +1039,7 @@ def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
             p,
             str,
             d.envparity,
-            check=_shape(_REQUIREMENT_RE, "a requirement or path (e.g. 'envparity==0.1.0', '.')"),
+            check=_requirement_problem,
         )
         or d.envparity,
         gpu_runner_labels=r.strings(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from orchestrator import files, gpus, lock, process, references
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
+from orchestrator.messages import quote
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.compare import Verdict, compare
 from orchestrator.probe.run import BUILTIN, check_reference
@@ -114,7 +115,7 @@ def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
         return [n for n in TARGET_NAMES if n in spec.targets] or list(DEFAULT_TARGETS)
     for n in names:
         if n not in TARGET_NAMES:
-            raise UsageError(f"unknown target {n!r}; targets are {', '.join(TARGET_NAMES)}")
+            raise UsageError(f"unknown target {quote(n)}; targets are {', '.join(TARGET_NAMES)}")
         if n not in spec.targets and n not in DEFAULT_TARGETS:
             raise UsageError(
                 f"target {n!r} needs settings {spec.path.name} does not have; add:\n"
@@ -143,11 +144,23 @@ def make_cache(cache: Path) -> None:
         files.atomic_write(ignore, "# Created by envparity: caches, never committed.\n*\n")
 
 
+# What verify and its targets write or delete under .envparity: refused through a link.
+RUNTIME_PATHS = (
+    ".gitignore",
+    "verify.lock",
+    "runtime",
+    "venvs",
+    "fingerprints",
+    "devcontainer",
+    "report.html",
+)
+
+
 @contextmanager
 def exclusive(cache: Path, progress: Callable[[str], None]) -> Iterator[None]:
     """Hold the cache's lock: a second verify waits instead of writing the same files."""
     make_cache(cache)
-    with open(cache / "verify.lock", "w") as handle:
+    with open(cache / "verify.lock", "a") as handle:  # "a": never truncate what is there
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -408,6 +421,8 @@ def verify(
     spec = with_defaults(spec, chosen)
     host_drift = preflight(spec, chosen)
     cache = spec.root / RUNTIME_DIR
+    # What verify and its targets write or delete under .envparity: never through a link.
+    files.refuse_links(spec.root, *(f"{RUNTIME_DIR}/{p}" for p in RUNTIME_PATHS))
     with exclusive(cache, progress):
         ctx = Context(
             spec=spec, cache=cache, runtime=prepare_runtime(cache), fresh=fresh, progress=progress

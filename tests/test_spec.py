@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_the_repository_spec_loads() -> None:
     s = spec.load(REPO / "environment.toml")
     assert s.flavors == ("cu130", "cpu")
     assert s.flavor_of("venv") == "cpu" and s.flavor_of("devcontainer") == "cu130"
-    assert s.dependency("torch") is not None and s.dependency("torch").specifier == "==2.13.0"
+    torch = s.dependency("torch")
+    assert torch is not None and torch.specifier == "==2.13.0"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,10 @@ def test_digest_changes_with_what_matters_only() -> None:
 
 
 def test_cli_reports_bad_spec_with_exit_2_and_no_traceback(
-    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    write_spec: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     write_spec(MINIMAL.replace("python", "pyton"))
     monkeypatch.chdir(tmp_path)
@@ -184,3 +189,18 @@ def test_loader_never_crashes_on_arbitrary_text(text: str) -> None:
         spec.loads(text)
     except SpecError as exc:
         assert exc.problems
+
+
+def test_every_shape_pattern_matches_whole_values_in_ascii() -> None:
+    """A pattern added later gets the same treatment: ASCII classes and an end anchor that no
+    trailing newline passes, for .match and .fullmatch callers alike."""
+    import re
+
+    patterns = {k: v for k, v in vars(spec).items() if k.endswith("_RE")}
+    assert len(patterns) >= 15
+    for name, pattern in patterns.items():
+        assert pattern.flags & re.ASCII, name
+        assert pattern.pattern.endswith(r"\Z"), name
+    assert spec._PYTHON_RE.match("3.11\n") is None
+    assert spec._PYTHON_RE.match("3.\u0661\u0661") is None
+    assert spec._PYTHON_RE.match("3.11") is not None

@@ -14,6 +14,7 @@ from pathlib import Path
 from orchestrator.determinism import audit, flag_findings
 from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import UsageError
+from orchestrator.messages import quote
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.recorder import Recorder
 
@@ -21,14 +22,16 @@ BUILTIN = "orchestrator.probe.workload:train"
 DEFAULT_STEPS = 30
 MAX_WORLD_SIZE = 8  # data-parallel processes the built-in probe starts at most
 
-_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_REF = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*", re.ASCII
+)
 
 
 def check_reference(reference: str) -> None:
     """``package.module:function`` in ASCII, or ``UsageError`` (before anything is imported)."""
     if not _REF.fullmatch(reference):
         raise UsageError(
-            f"--probe {fingerprint.printable(repr(reference))}: expected 'package.module:function'"
+            f"--probe {fingerprint.printable(quote(reference))}: expected 'package.module:function'"
         )
 
 

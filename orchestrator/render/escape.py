@@ -6,29 +6,75 @@ from __future__ import annotations
 import json
 import shlex
 
+from orchestrator.messages import quote
+
 
 def _no_controls(value: str, where: str) -> None:
     bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:  # the loader refuses these first; this guards the renderers' contract
-        raise ValueError(f"{where}: control character {bad!r} in {value!r}")
+        raise ValueError(f"{where}: control character {bad!r} in {quote(value)}")
+
+
+def _no_nul(value: str, where: str) -> None:
+    if "\x00" in value:  # a Nix string cannot hold NUL: the evaluator's strings end there
+        raise ValueError(f"{where}: NUL character in {quote(value)}")
 
 
 def nix_string(value: str) -> str:
-    """A Nix double-quoted string whose value is exactly ``value`` (no interpolation)."""
+    """A Nix double-quoted string whose value is exactly ``value`` (no interpolation).
+
+    Raises ``ValueError`` for a NUL character, which no Nix string can hold.
+    """
+    _no_nul(value, "Nix string")
     out = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
     out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return f'"{out}"'
 
 
 def nix_indented_string(value: str) -> str:
-    """A Nix indented string (two single quotes ... two single quotes) holding exactly ``value``.
+    r"""A Nix indented string (two single quotes ... two single quotes) holding exactly
+    ``value``, also when every line of it but the first is then indented by the same number
+    of spaces (as the flake renderer does).
 
-    In these strings two single quotes and ``${`` are the only special sequences; they are
-    written as three single quotes and as two single quotes before ``${``. Nix strips the
-    indentation common to all lines, which is what the renderer's indenting expects.
+    The lexer's special sequences are two single quotes, ``${`` and the escapes that start
+    with two single quotes (``''$``, three quotes, ``''\x``); and Nix strips the indentation
+    common to all lines and drops a last line of only spaces. So, character by character:
+
+    - a ``'`` followed by another ``'``, by ``$`` or by the closing quotes is written ``''\'``
+      (otherwise ``'${`` reads as an escaped quote pair and then an interpolation, and a
+      trailing ``'`` swallows the closing quotes);
+    - a ``$`` before ``{`` is written ``''$``;
+    - Nix strips the indentation (leading spaces) common to the lines that hold more than
+      spaces, and drops a last line of only spaces. When every such line of ``value`` is
+      indented, or its last line is only spaces, the first space of one line is written
+      ``''\`` and a space: an escape is text, not indentation, so exactly the indentation
+      added around the string is stripped.
+
+    Raises ``ValueError`` for a NUL character, which no Nix string can hold.
     """
-    out = value.replace("''", "'''").replace("${", "''${")
-    return "''\n" + out + "''"
+    _no_nul(value, "Nix indented string")
+    lines = value.split("\n")
+    protect: set[int] = set()  # lines whose first space is written as an escape
+    content = [i for i, line in enumerate(lines) if line.strip(" ")]
+    if content and all(lines[i].startswith(" ") for i in content):
+        protect.add(content[0])
+    if lines[-1] and not lines[-1].strip(" "):
+        protect.add(len(lines) - 1)
+    out: list[str] = []
+    for n, line in enumerate(lines):
+        if n:
+            out.append("\n")
+        for i, c in enumerate(line):
+            following = line[i + 1 : i + 2] or ("\n" if n < len(lines) - 1 else "")
+            if i == 0 and n in protect:
+                out.append("''\\ ")
+            elif c == "'" and following in ("'", "$", ""):
+                out.append("''\\'")
+            elif c == "$" and following == "{":
+                out.append("''$")
+            else:
+                out.append(c)
+    return "''\n" + "".join(out) + "''"
 
 
 def nix_list(values: list[str]) -> str:
