@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.determinism_settings import DeterminismSettings, check_values
+from orchestrator.determinism_settings import MAX_STEPS, DeterminismSettings, check_values
 from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
 from orchestrator.messages import clip, quote, redact
@@ -975,7 +975,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = _between(1, 100_000)
+    positive = _between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
         return None if 0.0 <= x < 1.0 else f"{quote(x)} is not a tolerance in [0, 1)"
