@@ -61,8 +61,17 @@ class Freshness:
 
     @property
     def fixes(self) -> list[str]:
-        """The commands that bring everything up to date, in the order to run them."""
-        return (["envparity lock"] if self.stale_locks else []) + (
+        """The commands that bring everything up to date, in the order to run them.
+
+        ``envparity lock --force`` when a lock was edited by hand or not written by envparity
+        (plain ``envparity lock`` refuses those); ``force_note`` says what that discards.
+        """
+        relock = (
+            "envparity lock --force"  # plain 'envparity lock' refuses to discard a hand edit
+            if self.force_note
+            else "envparity lock"
+        )
+        return ([relock] if self.stale_locks else []) + (
             ["envparity render"] if self.drift or self.orphans else []
         )
 
@@ -72,7 +81,17 @@ class Freshness:
             return f"{self.generated} generated files match {self.spec_name}"
         return (
             f"{len(self.stale_locks)} stale lock(s), {len(self.drift) + len(self.orphans)} "
-            f"drifted file(s); run: {' && '.join(self.fixes)}"
+            f"drifted file(s); run: {' && '.join(self.fixes)}{self.force_note}"
+        )
+
+    @property
+    def force_note(self) -> str:
+        """What ``--force`` in ``fixes`` costs, and the other way out ("" when none needs it)."""
+        if not any(lock.needs_force(line) for line in self.stale_locks):
+            return ""
+        return (
+            f" (--force discards the edited lock; to keep a hand edit, move the change into "
+            f"{self.spec_name} instead)"
         )
 
 

@@ -411,6 +411,16 @@ def read_lock_body(spec: Spec, target: LockTarget) -> str | None:
     return header.body if header else text
 
 
+# Why a lock is stale when 'envparity lock' alone would refuse to replace it (--force needed).
+NOT_WRITTEN = "has no envparity header"
+EDITED = "edited by hand since envparity wrote it"
+
+
+def needs_force(reason: str) -> bool:
+    """Whether a ``stale_locks`` line names a lock 'envparity lock' refuses without --force."""
+    return reason.endswith((f": {NOT_WRITTEN}", f": {EDITED}"))
+
+
 def stale_locks(spec: Spec) -> list[str]:
     """Why each lock is stale (missing, made from other inputs, or edited by hand); [] if none."""
     out = []
@@ -421,9 +431,9 @@ def stale_locks(spec: Spec) -> list[str]:
             continue
         header = files.read_header(text)
         if header is None:
-            out.append(f"{target.path}: has no envparity header")
+            out.append(f"{target.path}: {NOT_WRITTEN}")
         elif header.hand_edited:
-            out.append(f"{target.path}: edited by hand since envparity wrote it")
+            out.append(f"{target.path}: {EDITED}")
         elif header.inputs != inputs(spec, target):
             out.append(f"{target.path}: stale (environment.toml changed since it was locked)")
     out += [f"{p}: no longer produced by {spec.path.name}" for p in orphans(spec)]
