@@ -916,7 +916,7 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 p,
                 str,
                 "dev",
-                check=_shape(_USER_RE, "a Linux user name"),
+                check=_devcontainer_user,
             )
             shm_size = r.get(
                 tt,
@@ -957,6 +957,21 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
             r.known_keys(tt, p, ("flavor", "required"))
             out[name] = Target(name=name, flavor=flavor, required=required)
     return out
+
+
+# uid 0 in Debian/Ubuntu images (root) and the BSD spelling some images carry (toor).
+_ROOT_USERS = frozenset({"root", "toor"})
+
+
+def _devcontainer_user(user: str) -> str | None:
+    """A Linux user name that is not root: the Dockerfile gives the user uid 1000 (removing an
+    image's own uid-1000 user first), and an existing root account would keep uid 0."""
+    if user in _ROOT_USERS:
+        return (
+            f"{quote(user)} is root (uid 0): the container runs as a non-root user with uid 1000 "
+            "that updateRemoteUserUID maps to yours; name one, e.g. 'dev' (the default)"
+        )
+    return _shape(_USER_RE, "a Linux user name")(user)
 
 
 def _image_problem(image: str) -> str | None:
