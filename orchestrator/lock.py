@@ -376,6 +376,8 @@ def lock(
     ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     refuse_incompatible(spec)
     files.refuse_links(spec.root, *(t.path for t in lock_targets(spec, flavors)))  # before uv
+    # nor run uv for locks that write_all would refuse to replace (a hand edit, a foreign file)
+    files.refuse_overwrites(spec.root, [t.path for t in lock_targets(spec, flavors)], force=force)
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
@@ -404,11 +406,14 @@ def refuse_incompatible(spec: Spec) -> None:
 
 
 def read_lock_body(spec: Spec, target: LockTarget) -> str | None:
+    """The pins of the lock envparity wrote at ``target.path`` (what uv keeps); ``None`` when
+    there is none, or the file there was not written by envparity (``--force`` replaces it:
+    its text is no source of pins)."""
     text = files.read(spec.root / target.path, target.path)
     if text is None:
         return None
     header = files.read_header(text)
-    return header.body if header else text
+    return header.body if header else None
 
 
 # Why a lock is stale when 'envparity lock' alone would refuse to replace it (--force needed).
