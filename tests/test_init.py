@@ -1101,3 +1101,8 @@ def test_cli_init_refuses_bad_input_and_writes_nothing(
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", stderr)
     assert not Path("environment.toml").exists()
+
+
+def test_host_target_comment_says_what_readme_says() -> None:
+    text, _ = convert({"requirements.txt": "numpy==1.26.4\n"}, "requirements.txt")
+    assert "[targets.host]\n# the interpreter your code runs in\n" in text
