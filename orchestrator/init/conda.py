@@ -66,13 +66,13 @@ _CONDA_SYSTEM = frozenset(
     {"cmake", "curl", "ffmpeg", "git", "git-lfs", "graphviz", "make", "unzip", "wget", "zip"}
 )
 # pytorch channel builds say py3.10_cuda11.8_cudnn8.7.0_0; conda-forge's cuda118_py310h1234_0.
-_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<major>\d{1,2})\.?(?P<minor>\d)(?:_|py|$)")
+_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<major>[0-9]{1,2})\.?(?P<minor>[0-9])(?:_|py|\Z)")
 # A Python package's build names its Python: py310h..., pyhd8ed1ab_0, cuda118_py310h...
-_PYTHON_BUILD_RE = re.compile(r"py(?:\d|h|_)")
-_CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>\d{1,2}\.\d)")
-_SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?$")
+_PYTHON_BUILD_RE = re.compile(r"py(?:[0-9]|h|_)")
+_CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>[0-9]{1,2}\.[0-9])")
+_SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?\Z")
 _CONDA_PLATFORM_RE = re.compile(
-    r"^#\s*platform:\s*(linux|osx|win)-\w+\s*$|^#\s*platform:\s*noarch\s*$", re.I
+    r"^#\s*platform:\s*(linux|osx|win)-[A-Za-z0-9_]+\s*\Z|^#\s*platform:\s*noarch\s*\Z", re.I
 )
 
 
@@ -299,7 +299,7 @@ def conda_specifier(version_spec: str | None) -> tuple[str | None, str]:
             continue
         if operator in ("", "="):
             operator = "=="
-        if operator == "==" and re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)*\.\*", version):
+        if operator == "==" and re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+(\.[0-9]+)*\.\*", version):
             version = version[:-2]  # conda's =1.24.0: a full release means that release
         if version.endswith("*") and operator not in ("==", "!="):
             version = version.rstrip("*").rstrip(".")
