@@ -124,8 +124,8 @@ def _render_summary(spec_name: str, written: list[tuple[str, str]], removed: lis
     """One line saying what ``render`` did, also when the spec asks for no generated file."""
     if not written and not removed:
         return (
-            f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer] "
-            "or [variables] (locks are written by 'envparity lock')"
+            f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer], "
+            "[variables] or [ci] (locks are written by 'envparity lock')"
         )
     changed = sum(1 for _, status in written if status != "unchanged")
     return (
@@ -419,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="from_file",
         metavar="FILE",
-        help="requirements.txt, environment.yml or a Poetry pyproject.toml",
+        help="requirements.txt, a conda environment.yml or spec list (conda list --export, "
+        "@EXPLICIT), or a Poetry or PEP 621 + uv pyproject.toml",
     )
     p.add_argument("--name", help="the environment name (default: the folder's name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing spec")
@@ -432,7 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavor", action="append", metavar="FLAVOR", help="lock only this flavor")
     p.add_argument("--force", action="store_true", help="overwrite locks edited by hand")
 
-    p = verb("render", cmd_render, "write flake.nix, .devcontainer/ and .env.example")
+    p = verb(
+        "render",
+        cmd_render,
+        "write flake.nix, .devcontainer/, .env.example and, with [ci], the CI workflow and "
+        "noxfile.py",
+    )
     p.add_argument(
         "--check", action="store_true", help="print a diff and exit 1 on drift; write nothing"
     )
@@ -473,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             type=float,
             default=None,
-            help=f"{what} (default: the spec's [verify], else bitwise / 1e-4)",
+            help=f"{what} (default: bitwise / 1e-4; with --spec or ENVPARITY_SPEC, that spec's [verify])",
         )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.add_argument(

@@ -206,7 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="deterministic_algorithms",
         action="store_const",
         const=False,
-        help="the same as --deterministic-algorithms false",
+        # Deprecated: kept for older scripts, left out of --help and README; the same as
+        # --deterministic-algorithms false.
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls/convs")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time algorithms")

@@ -170,7 +170,9 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
 
 
 def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    from packaging.utils import canonicalize_name
+
+    return str(canonicalize_name(name))
 
 
 def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:

@@ -68,7 +68,7 @@ class TestRenderSaysWhatItWrote:
         assert cli.main(["render"]) == 0
         assert capsys.readouterr().err == (
             "render: nothing to write: environment.toml has no [targets.nix], "
-            "[targets.devcontainer] or [variables] (locks are written by 'envparity lock')\n"
+            "[targets.devcontainer], [variables] or [ci] (locks are written by 'envparity lock')\n"
         )
 
     def test_written_then_current(
@@ -97,3 +97,44 @@ def test_an_error_is_printed_once(
     err = capsys.readouterr().err
     assert err.count("target 'nix' needs settings") == 1
     assert err.startswith("envparity: error\n")
+
+
+class TestHelpMatchesReadme:
+    """Each verb's --help says what README says the verb does."""
+
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            pytest.param(
+                ["render", "--help"],
+                "write flake.nix, .devcontainer/, .env.example and, with [ci], the CI workflow "
+                "and noxfile.py",
+                id="render",
+            ),
+            pytest.param(
+                ["compare", "--help"],
+                "--rtol RTOL relative tolerance on the same device model (default: bitwise / "
+                "1e-4; with --spec or ENVPARITY_SPEC, that spec's [verify])",
+                id="compare",
+            ),
+            pytest.param(
+                ["init", "--help"],
+                "--from FILE requirements.txt, a conda environment.yml or spec list (conda list "
+                "--export, @EXPLICIT), or a Poetry or PEP 621 + uv pyproject.toml",
+                id="init",
+            ),
+        ],
+    )
+    def test_help_text(self, argv: list[str], expected: str, capsys) -> None:  # type: ignore[no-untyped-def]
+        assert cli.main(argv) == 0
+        assert expected in joined(capsys.readouterr().out)
+
+    def test_probe_help_hides_the_deprecated_alias_which_still_works(self, capsys) -> None:  # type: ignore[no-untyped-def]
+        assert cli.main(["probe", "--help"]) == 0
+        shown = joined(capsys.readouterr().out)
+        assert "--deterministic-algorithms {true,warn,false}" in shown
+        assert "--no-deterministic-algorithms" not in shown
+        args = cli.build_parser().parse_args(
+            ["probe", "--out", "f.json", "--no-deterministic-algorithms"]
+        )
+        assert args.deterministic_algorithms is False

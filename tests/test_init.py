@@ -505,6 +505,111 @@ def test_conda_specs_map_to_the_spec() -> None:
     ]
 
 
+GPU_NOTE = (
+    "# from pytorch-gpu (environment.yml dependencies[{i}]), conda-forge's CUDA build of torch; "
+    "no CUDA version given, so the newest CUDA torch {minor} has a build for"
+)
+
+
+class TestCondaForgeTorchMetapackages:
+    """conda-forge's pytorch-gpu pins a CUDA build of pytorch; pytorch-cpu a CPU one."""
+
+    @pytest.mark.parametrize(
+        ("packages", "channels", "torch", "cuda", "comment"),
+        [
+            pytest.param(
+                ["pytorch-gpu=2.5.1"], "[conda-forge]", "torch==2.5.1", "12.4",
+                GPU_NOTE.format(i=0, minor="2.5"), id="alone",
+            ),
+            pytest.param(
+                ["pytorch=2.5.1", "pytorch-gpu=2.5.1"], "[conda-forge, nvidia]", "torch==2.5.1",
+                "12.4", GPU_NOTE.format(i=1, minor="2.5"), id="beside-pytorch-nvidia",
+            ),
+            pytest.param(
+                ["pytorch-gpu", "pytorch=2.4.1"], "[conda-forge]", "torch==2.4.1", "12.4",
+                GPU_NOTE.format(i=0, minor="2.4"), id="unpinned-beside-pinned-pytorch",
+            ),
+            pytest.param(
+                ["pytorch-gpu=2.5.1", "pytorch-cuda=12.1"], "[pytorch, nvidia]", "torch==2.5.1",
+                "12.1",
+                "# environment.yml dependencies[0]: pytorch-gpu (conda-forge's CUDA build of "
+                "torch): torch, with the [cuda] below",
+                id="with-pytorch-cuda",
+            ),
+            pytest.param(
+                ["pytorch-gpu=2.5.1=cuda118_py311h1234567_0"], "[conda-forge]", "torch==2.5.1",
+                "11.8",
+                "# from the build cuda118_py311h1234567_0 of pytorch-gpu (environment.yml "
+                "dependencies[0])",
+                id="cuda-build-string",
+            ),
+        ],
+    )  # fmt: skip
+    def test_pytorch_gpu_keeps_cuda_intent(
+        self, packages: list[str], channels: str, torch: str, cuda: str, comment: str
+    ) -> None:
+        yml = f"channels: {channels}\ndependencies:\n" + "".join(f"  - {p}\n" for p in packages)
+        text, s = convert({"environment.yml": yml}, "environment.yml")
+        assert s.cuda is not None and s.cuda.version == cuda
+        assert deps(s) == {"torch": torch}
+        assert comment in text.splitlines()
+        assert indexes(s) == [
+            (f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}", "index", ("cuda",)),
+            CPU_INDEX,
+        ]
+
+    def test_pytorch_cpu_is_cpu_only(self) -> None:
+        text, s = convert(
+            {"environment.yml": "dependencies:\n  - pytorch-cpu=2.5.1\n"}, "environment.yml"
+        )
+        assert s.cuda is None
+        assert deps(s) == {"torch": "torch==2.5.1"}
+        assert (
+            "# environment.yml dependencies[0]: pytorch-cpu (conda-forge's CPU build of torch): "
+            "a CPU-only environment has no [cuda] table"
+        ) in text.splitlines()
+        assert indexes(s) == [CPU_INDEX]
+
+
+def test_no_conda_package_disappears_without_a_trace() -> None:
+    packages = [
+        "python", "pytorch=2.5.1", "pytorch-gpu=2.5.1", "cuda-version=12.4",
+        "nvidia::cuda-nvcc=12.4", "opencv", "py-opencv", "_openmp_mutex", "pip", "cmake=3.27",
+        "cudnn", "libjpeg-turbo=3.0.0=hd590300_1", "pytorch-cuda", "matplotlib-base",
+        "some-unknown-package",
+    ]  # fmt: skip
+    yml = "dependencies:\n" + "".join(f"  - {p}\n" for p in packages)
+    text, s = convert({"environment.yml": yml}, "environment.yml")
+    assert s.cuda == spec.Cuda(version="12.4")
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    values = {d.name for d in s.dependencies} | set(s.system.packages)
+    for package in packages:
+        name = package.split("::")[-1].split("=")[0]
+        pypi = {"pytorch": "torch", "matplotlib-base": "matplotlib"}.get(name, name)
+        assert name in comments or pypi in values, f"{package} left no trace"
+    assert [line for line in text.splitlines() if "dependencies[" in line] == [
+        "# environment.yml dependencies[0]: python pins no version",
+        "# environment.yml dependencies[2]: pytorch-gpu is torch on PyPI, as pytorch is",
+        "# environment.yml dependencies[4]: nvidia::cuda-nvcc=12.4 is CUDA 12.4, as [cuda] says",
+        "# environment.yml dependencies[6]: py-opencv is opencv-python on PyPI, as opencv is",
+        "# environment.yml dependencies[2]: pytorch-gpu (conda-forge's CUDA build of torch): "
+        "torch, with the [cuda] below",
+        "# from 'cuda-version=12.4' (environment.yml dependencies[3])",
+        "# not converted: environment.yml dependencies[9]: cmake=3.27 ([system] packages come "
+        "from each target's package set; the version is not kept)",
+        "# not converted: environment.yml dependencies[10]: cudnn (cudnn needs one pinned "
+        "version such as cudnn=8.9)",
+        "# not converted: environment.yml dependencies[12]: pytorch-cuda (pytorch-cuda needs one "
+        "pinned version such as pytorch-cuda=11.8)",
+    ]
+    assert deps(s) == {
+        "torch": "torch==2.5.1",
+        "opencv-python": "opencv-python",
+        "matplotlib": "matplotlib",
+        "some-unknown-package": "some-unknown-package",
+    }
+
+
 @pytest.mark.parametrize(
     ("yml", "message"),
     [
@@ -996,3 +1101,8 @@ def test_cli_init_refuses_bad_input_and_writes_nothing(
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", stderr)
     assert not Path("environment.toml").exists()
+
+
+def test_host_target_comment_says_what_readme_says() -> None:
+    text, _ = convert({"requirements.txt": "numpy==1.26.4\n"}, "requirements.txt")
+    assert "[targets.host]\n# the interpreter your code runs in\n" in text

@@ -526,3 +526,26 @@ class TestDependencyFlavors:
             "environment.toml: dependencies.onnxruntime.flavors[0]: 'rocm' is not a flavor of "
             "this spec (cpu, cu128, cuda)"
         )
+
+
+def test_init_patterns_are_ascii_and_anchored_at_the_very_end() -> None:
+    """Conversion patterns read other people's files: a Unicode digit ("cu١١٨") or a trailing
+    newline must not pass for a CUDA tag, a version or a platform."""
+    import re
+
+    from orchestrator.init import conda, draft, pyproject, requirements
+
+    patterns = [
+        (module.__name__, name, value)
+        for module in (conda, draft, pyproject, requirements)
+        for name, value in vars(module).items()
+        if isinstance(value, re.Pattern)
+    ]
+    assert len(patterns) >= 15
+    for module, name, pattern in patterns:
+        for unicode_class in (r"\d", r"\w"):
+            assert unicode_class not in pattern.pattern, f"{module}.{name}: {unicode_class}"
+        assert "$" not in pattern.pattern, f"{module}.{name}: '$' passes a trailing newline"
+    assert draft._CUDA_TAG_RE.match("cu118")
+    assert draft._CUDA_TAG_RE.match("cu\u0661\u0661\u0668") is None
+    assert draft._CUDA_TAG_RE.match("cu118\n") is None

@@ -27,7 +27,7 @@ from packaging.version import Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError
-from orchestrator.init.draft import Draft, Where, ordered, pinned_version, python_from
+from orchestrator.init.draft import Draft, Where, canonical, ordered, pinned_version, python_from
 from orchestrator.init.requirements import RequirementsReader, read_text
 from orchestrator.spec import Dependency
 
@@ -66,13 +66,13 @@ _CONDA_SYSTEM = frozenset(
     {"cmake", "curl", "ffmpeg", "git", "git-lfs", "graphviz", "make", "unzip", "wget", "zip"}
 )
 # pytorch channel builds say py3.10_cuda11.8_cudnn8.7.0_0; conda-forge's cuda118_py310h1234_0.
-_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<major>\d{1,2})\.?(?P<minor>\d)(?:_|py|$)")
+_TORCH_BUILD_CUDA_RE = re.compile(r"cuda(?P<major>[0-9]{1,2})\.?(?P<minor>[0-9])(?:_|py|\Z)")
 # A Python package's build names its Python: py310h..., pyhd8ed1ab_0, cuda118_py310h...
-_PYTHON_BUILD_RE = re.compile(r"py(?:\d|h|_)")
-_CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>\d{1,2}\.\d)")
-_SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?$")
+_PYTHON_BUILD_RE = re.compile(r"py(?:[0-9]|h|_)")
+_CUDA_LABEL_RE = re.compile(r"^nvidia/label/cuda-(?P<version>[0-9]{1,2}\.[0-9])")
+_SPEC_LIST_LINE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=[^=\s]+(=[^=\s]+)?\Z")
 _CONDA_PLATFORM_RE = re.compile(
-    r"^#\s*platform:\s*(linux|osx|win)-\w+\s*$|^#\s*platform:\s*noarch\s*$", re.I
+    r"^#\s*platform:\s*(linux|osx|win)-[A-Za-z0-9_]+\s*\Z|^#\s*platform:\s*noarch\s*\Z", re.I
 )
 
 
@@ -97,6 +97,8 @@ class _CondaReader:
         self.channels: list[str] = []
         self.builds: list[str] = []
         self.native: list[str] = []
+        self.gpu: Where | None = None  # where pytorch-gpu asked for a CUDA build of torch
+        self.pypi_from: dict[str, str] = {}  # PyPI name -> the conda name that brought it
 
     def package(self, item: str, where: Where) -> None:
         from rattler import MatchSpec
@@ -128,6 +130,13 @@ class _CondaReader:
         if name == "cpuonly":
             self.draft.notes.append(f"{where}: cpuonly: a CPU-only environment has no [cuda] table")
             return
+        if name == "pytorch-gpu":
+            self.gpu = self.gpu or where
+        elif name == "pytorch-cpu":
+            self.draft.notes.append(
+                f"{where}: pytorch-cpu (conda-forge's CPU build of torch): a CPU-only "
+                "environment has no [cuda] table"
+            )
         if name in _CONDA_SYSTEM:
             if name not in self.draft.system:
                 self.draft.system.append(name)
@@ -152,13 +161,29 @@ class _CondaReader:
         if name == "python":
             if specifier:
                 python_from(self.draft, specifier, f"{item!r} ({where})", where)
+            else:
+                self.draft.notes.append(f"{where}: {item} pins no version")
             return
         if build:
             self.builds.append(f"{name} {build}")
             if name in ("pytorch", "pytorch-gpu") and (m := _TORCH_BUILD_CUDA_RE.search(build)):
                 origin = f"the build {build} of {name} ({where})"
                 self.draft.set_cuda(f"{m['major']}.{m['minor']}", origin, where)
-        self.draft.add(Dependency(name=_CONDA_TO_PYPI.get(name, name), specifier=specifier), where)
+        pypi = _CONDA_TO_PYPI.get(name, name)
+        first = self.pypi_from.setdefault(pypi, name)
+        dep = Dependency(name=pypi, specifier=specifier)
+        kept = self.draft.deps.get(canonical(pypi))
+        if first != name and kept is not None and not (kept.specifier and specifier):
+            # pytorch beside pytorch-gpu, opencv beside py-opencv: one PyPI package, kept once
+            # with the version either gives
+            self.draft.notes.append(f"{where}: {name} is {pypi} on PyPI, as {first} is")
+            if specifier:
+                self.draft.deps[canonical(pypi)] = dep
+            return
+        if first != name and kept == dep:
+            self.draft.notes.append(f"{where}: {name} is {pypi} on PyPI, as {first} is")
+            return
+        self.draft.add(dep, where)
 
     def _cuda(
         self, name: str, item: str, version_spec: str | None, channel: str | None, where: Where
@@ -170,9 +195,49 @@ class _CondaReader:
             self.draft.skip(where, item, f"{name} needs one pinned version such as {name}=11.8")
             return
         release = Version(version).release
-        self.draft.set_cuda(".".join(str(n) for n in release[:2]), f"{item!r} ({where})", where)
+        cuda = ".".join(str(n) for n in release[:2])
+        if self.draft.cuda == cuda:  # a second package of the same toolkit
+            self.draft.notes.append(f"{where}: {item} is CUDA {cuda}, as [cuda] says")
+            return
+        self.draft.set_cuda(cuda, f"{item!r} ({where})", where)
+
+    def _gpu_cuda(self) -> None:
+        """pytorch-gpu with no CUDA version anywhere in the file: the newest CUDA that the
+        newest torch release the torch specifier admits has a build for (from compat.toml)."""
+        if self.gpu is None:
+            return
+        if self.draft.cuda is not None:
+            self.draft.notes.append(
+                f"{self.gpu}: pytorch-gpu (conda-forge's CUDA build of torch): torch, with "
+                f"the [cuda] below"
+            )
+            return
+        from orchestrator import compat
+
+        torch = self.draft.deps.get("torch")
+        specifier = SpecifierSet(torch.specifier if torch else "")
+        table = compat.table()
+        admitted = [r for r in table.releases if any(v in specifier for v in r.versions)]
+        with_builds = [r for r in admitted if r.builds]
+        if not with_builds:
+            self.draft.skip(
+                self.gpu,
+                "pytorch-gpu",
+                f"no torch release {specifier or ''} with a CUDA build is in envparity's "
+                "compatibility table; add [cuda] with the CUDA of your torch build",
+            )
+            return
+        release = with_builds[-1]
+        cuda = max(release.builds, key=lambda v: tuple(int(p) for p in v.split(".")))
+        self.draft.set_cuda(
+            cuda,
+            f"pytorch-gpu ({self.gpu}), conda-forge's CUDA build of torch; no CUDA version "
+            f"given, so the newest CUDA torch {release.minor} has a build for",
+            self.gpu,
+        )
 
     def finish(self, where: Where) -> None:
+        self._gpu_cuda()
         if self.builds:
             self.draft.skip(
                 where,
@@ -234,7 +299,7 @@ def conda_specifier(version_spec: str | None) -> tuple[str | None, str]:
             continue
         if operator in ("", "="):
             operator = "=="
-        if operator == "==" and re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)*\.\*", version):
+        if operator == "==" and re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+(\.[0-9]+)*\.\*", version):
             version = version[:-2]  # conda's =1.24.0: a full release means that release
         if version.endswith("*") and operator not in ("==", "!="):
             version = version.rstrip("*").rstrip(".")

@@ -32,22 +32,22 @@ from orchestrator.spec import Dependency
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _PYTORCH_INDEX_RE = re.compile(
-    r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<build>cu\d{2,3}|cpu)"
-    r"(?P<page>/torch_stable\.html|/torch/?)?/?$"
+    r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<build>cu[0-9]{2,3}|cpu)"
+    r"(?P<page>/torch_stable\.html|/torch/?)?/?\Z"
 )
 _PYTORCH_ALL_BUILDS_RE = re.compile(
-    r"^https://download\.pytorch\.org/whl/(?:nightly/)?torch_stable\.html$"
+    r"^https://download\.pytorch\.org/whl/(?:nightly/)?torch_stable\.html\Z"
 )
 _PYG_PAGE_RE = re.compile(
     r"^(?P<base>https://(?:data\.pyg\.org|pytorch-geometric\.com)/whl/torch-[0-9.]+)"
-    r"(?:\+|%2[Bb])(?P<build>cu\d{2,3}|cpu)\.html$"
+    r"(?:\+|%2[Bb])(?P<build>cu[0-9]{2,3}|cpu)\.html\Z"
 )
 # A local version label naming a build: +cu118, +cpu, and PyG's +pt20cu118 / +pt20cpu.
-_LOCAL_BUILD_RE = re.compile(r"^(?:pt\d+)?(?P<build>cu\d{2,3}|cpu)$")
-_CUDA_TAG_RE = re.compile(r"^cu(?P<major>\d{1,2})(?P<minor>\d)$")
+_LOCAL_BUILD_RE = re.compile(r"^(?:pt[0-9]+)?(?P<build>cu[0-9]{2,3}|cpu)\Z")
+_CUDA_TAG_RE = re.compile(r"^cu(?P<major>[0-9]{1,2})(?P<minor>[0-9])\Z")
 # Packages that exist only for a CUDA build: the CUDA runtime wheels a CUDA torch pulls in
 # (nvidia-cublas-cu12, nvidia-cudnn-cu11, ...) and CuPy's per-toolkit builds.
-_CUDA_ONLY_RE = re.compile(r"^(?:nvidia-[a-z0-9-]+-cu\d+|cupy-cuda\d+x?)$")
+_CUDA_ONLY_RE = re.compile(r"^(?:nvidia-[a-z0-9-]+-cu[0-9]+|cupy-cuda[0-9]+x?)\Z")
 TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio"})
 
 
@@ -154,8 +154,8 @@ class Draft:
             return
         if cuda_only(dep.name) and not dep.flavors:
             dep = replace(dep, flavors=("cuda",))
-            pinned = re.fullmatch(r"==(\d+)\.(\d+)(\.[\d.]+)?", dep.specifier)
-            if re.fullmatch(r"nvidia-cuda-runtime-cu\d+", key) and pinned:
+            pinned = re.fullmatch(r"==([0-9]+)\.([0-9]+)(\.[0-9.]+)?", dep.specifier)
+            if re.fullmatch(r"nvidia-cuda-runtime-cu[0-9]+", key) and pinned:
                 origin = f"{dep.requirement()} ({where})"
                 self.set_cuda(f"{pinned[1]}.{pinned[2]}", origin, where)
         kept = self.deps.get(key)
@@ -290,7 +290,7 @@ def pep440(text: str) -> str | None:
 
 def pinned_version(specifier: str) -> str | None:
     """``==11.8.*`` and ``==11.8`` -> ``11.8``; None for anything but one pin."""
-    m = re.fullmatch(r"==(\d+(?:\.\d+)*)(?:\.\*)?", specifier)
+    m = re.fullmatch(r"==([0-9]+(?:\.[0-9]+)*)(?:\.\*)?", specifier)
     return m[1] if m else None
 
 

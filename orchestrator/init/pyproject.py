@@ -60,11 +60,11 @@ _POETRY_METADATA = frozenset(
         "scripts", "urls", "version",
     }
 )  # fmt: skip
-_ACCELERATOR_EXTRA_RE = re.compile(r"^(?P<build>cpu|cu\d{2,3}|cuda|gpu)$")
+_ACCELERATOR_EXTRA_RE = re.compile(r"^(?P<build>cpu|cu[0-9]{2,3}|cuda|gpu)\Z")
 _PYTORCH_BUILD_RE = re.compile(
-    r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(cpu|cu\d{2,3})\b"
+    r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(cpu|cu[0-9]{2,3})\b"
 )
-_CUDA_LABEL_RE = re.compile(r"\+((?:pt\d+)?cu\d{2,3})\b")
+_CUDA_LABEL_RE = re.compile(r"\+((?:pt[0-9]+)?cu[0-9]{2,3})\b")
 DEV_GROUP = (
     "a development group, left out of the environment under test; add what it needs to "
     "[dependencies]"
@@ -316,7 +316,7 @@ class _Pep621:
 
     def _cuda_rank(self, extra: str) -> tuple[int, int]:
         build = self.extra_build.get(extra, "")
-        if re.fullmatch(r"cu\d{2,3}", build):
+        if re.fullmatch(r"cu[0-9]{2,3}", build):
             major, minor = cuda_of_tag(build).split(".")
             return int(major), int(minor)
         return (0, 0)

@@ -22,12 +22,14 @@ from orchestrator.errors import Problem, SpecError
 from orchestrator.init.draft import Draft, Where, canonical, ordered, public_specifier
 from orchestrator.spec import Dependency
 
-_URLISH_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z]+\+[A-Za-z]+:|\.{1,2}(?:/|$)|/|~)")
-_ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)$", re.IGNORECASE)
+_URLISH_RE = re.compile(
+    r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z]+\+[A-Za-z]+:|\.{1,2}(?:/|\Z)|/|~)"
+)
+_ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)\Z", re.IGNORECASE)
 _OPTIONS_SPLIT_RE = re.compile(r"\s+(?=--?[A-Za-z])")
-_COMMENT_RE = re.compile(r"(?:^|\s+)#.*$")
-_PYTHON_HINT_RE = re.compile(r"^#\s*python(?:[_ -]?version)?\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
-_PLATFORM_HINT_RE = re.compile(r"^#\s*platform\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
+_COMMENT_RE = re.compile(r"(?:^|\s+)#.*\Z")
+_PYTHON_HINT_RE = re.compile(r"^#\s*python(?:[_ -]?version)?\s*[:=]\s*(\S+)\s*\Z", re.IGNORECASE)
+_PLATFORM_HINT_RE = re.compile(r"^#\s*platform\s*[:=]\s*(\S+)\s*\Z", re.IGNORECASE)
 
 # pip options read from requirements files, by every spelling, to one name.
 _PIP_OPTIONS = {
@@ -121,7 +123,7 @@ class RequirementsReader:
         from orchestrator.init.draft import python_from
 
         if m := _PYTHON_HINT_RE.match(comment):
-            if re.fullmatch(r"\d+(\.\d+)*", m[1]):
+            if re.fullmatch(r"[0-9]+(\.[0-9]+)*", m[1]):
                 self.draft.set_python(m[1], f"{comment!r} ({where})", where)
             else:
                 python_from(self.draft, m[1], f"{comment!r} ({where})", where)

@@ -211,7 +211,7 @@ def _targets(w: _Doc, d: Draft) -> None:
     targets = tomlkit.table(is_super_table=True)
     host = tomlkit.table()
     venv = tomlkit.table()
-    w.comment("the interpreter envparity runs in", host)
+    w.comment("the interpreter your code runs in", host)
     w.comment("a uv venv built from the lock", venv)
     if d.cuda is not None:
         cuda_flavor = "cu" + d.cuda.replace(".", "")
