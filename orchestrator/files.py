@@ -131,6 +131,8 @@ def read(path: Path, shown: str) -> str | None:
 class Drift:
     path: str
     diff: str
+    # edited by hand, or not written by envparity: 'render' replaces it only with --force
+    needs_force: bool = False
 
 
 def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
@@ -149,7 +151,7 @@ def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
                     tofile=f"b/{f.path}",
                 )
             )
-            out.append(Drift(f.path, diff))
+            out.append(Drift(f.path, diff, bool(current and _refusals(f.path, current))))
     return out
 
 

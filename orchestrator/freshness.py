@@ -63,16 +63,22 @@ class Freshness:
     def fixes(self) -> list[str]:
         """The commands that bring everything up to date, in the order to run them.
 
-        ``envparity lock --force`` when a lock was edited by hand or not written by envparity
-        (plain ``envparity lock`` refuses those); ``force_note`` says what that discards.
+        ``envparity lock --force`` (``render --force``) when a lock (a generated file) was edited
+        by hand or not written by envparity: the plain command refuses those; ``force_note``
+        says what ``--force`` discards.
         """
         relock = (
             "envparity lock --force"  # plain 'envparity lock' refuses to discard a hand edit
-            if self.force_note
+            if any(lock.needs_force(line) for line in self.stale_locks)
             else "envparity lock"
         )
+        rerender = (
+            "envparity render --force"  # likewise for a generated file edited by hand
+            if any(d.needs_force for d in self.drift)
+            else "envparity render"
+        )
         return ([relock] if self.stale_locks else []) + (
-            ["envparity render"] if self.drift or self.orphans else []
+            [rerender] if self.drift or self.orphans else []
         )
 
     @property
@@ -87,10 +93,13 @@ class Freshness:
     @property
     def force_note(self) -> str:
         """What ``--force`` in ``fixes`` costs, and the other way out ("" when none needs it)."""
-        if not any(lock.needs_force(line) for line in self.stale_locks):
+        if not (
+            any(lock.needs_force(line) for line in self.stale_locks)
+            or any(d.needs_force for d in self.drift)
+        ):
             return ""
         return (
-            f" (--force discards the edited lock; to keep a hand edit, move the change into "
+            f" (--force discards hand edits; to keep one, move the change into "
             f"{self.spec_name} instead)"
         )
 

@@ -89,8 +89,7 @@ class TestAdviceForALockEnvparityWouldRefuse:
     """check and verify name the command that works: plain 'envparity lock' refuses these."""
 
     NOTE = (
-        " (--force discards the edited lock; to keep a hand edit, move the change into "
-        "environment.toml instead)"
+        " (--force discards hand edits; to keep one, move the change into environment.toml instead)"
     )
 
     @pytest.mark.parametrize(
@@ -139,6 +138,28 @@ class TestAdviceForALockEnvparityWouldRefuse:
             f"verify would test stale files; run 'envparity lock --force'{render}{self.NOTE}:\n"
             f"  locks/cpu.txt: {reason}"
         )
+
+    def test_a_generated_file_edited_by_hand_needs_render_force(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from orchestrator import verify
+        from orchestrator.errors import CheckFailed
+
+        path = project(tmp_path, monkeypatch)
+        generated = tmp_path / ".env.example"
+        generated.write_text(generated.read_text() + "# mine\n")
+        capsys.readouterr()
+        assert cli.main(["check"]) == 1
+        assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
+            f"0 stale lock(s), 1 drifted file(s); run: envparity render --force{self.NOTE}"
+        )
+        with pytest.raises(CheckFailed) as refused:
+            verify.preflight(spec.load(path), ["venv"])
+        assert str(refused.value) == (
+            f"verify would test stale files; run 'envparity render --force'{self.NOTE}:\n"
+            "  .env.example: out of date or missing"
+        )
+        assert cli.main(["render"]) == 2  # the advice is needed: plain render refuses
 
     def test_a_stale_lock_alone_needs_no_force(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
