@@ -450,7 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("probe", cmd_probe, "one seeded training run in this process; fingerprint to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"training steps (1..{determinism_settings.MAX_STEPS}, the spec's range); default 30",
+    )
     p.add_argument("--probe", metavar="MOD:FN", help="a user training function as the probe")
     p.add_argument(
         "--world-size",

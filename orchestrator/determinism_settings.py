@@ -27,6 +27,8 @@ from orchestrator.messages import quote
 # The spec's ranges. NumPy's legacy seeding (np.random.seed) takes no more than 2**32 - 1.
 MAX_SEED = 2**32 - 1
 MAX_THREADS = 1024
+# [verify] steps and `envparity probe --steps`: training steps per probe run.
+MAX_STEPS = 100_000
 
 # torch.use_deterministic_algorithms(True), (True, warn_only=True) or (False).
 DeterministicMode = bool | Literal["warn"]

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from orchestrator.errors import EnvparityError
 
@@ -130,6 +131,8 @@ def read(path: Path, shown: str) -> str | None:
 class Drift:
     path: str
     diff: str
+    # edited by hand, or not written by envparity: 'render' replaces it only with --force
+    needs_force: bool = False
 
 
 def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
@@ -148,7 +151,7 @@ def drift(root: Path, files: Iterable[Generated]) -> list[Drift]:
                     tofile=f"b/{f.path}",
                 )
             )
-            out.append(Drift(f.path, diff))
+            out.append(Drift(f.path, diff, bool(current and _refusals(f.path, current))))
     return out
 
 
@@ -261,11 +264,7 @@ def plan(
             results.append((f.path, "unchanged"))
             continue
         if current and not force:
-            header = read_header(current)
-            if header is None:
-                refused.append(f"{f.path}: exists and was not written by envparity")
-            elif header.hand_edited:
-                refused.append(f"{f.path}: edited by hand since envparity wrote it")
+            refused += _refusals(f.path, current)
         writes.append(f)
         results.append((f.path, "created" if current is None else "updated"))
     edited_orphans = []
@@ -275,13 +274,7 @@ def plan(
             edited_orphans.append(p)
         results.append((p, "removed"))
     if refused:
-        raise RefusedOverwrite(
-            "refusing to overwrite, nothing written:\n  "
-            + "\n  ".join(
-                refused + [f"{p}: no longer produced, edited by hand since" for p in edited_orphans]
-            )
-            + "\nmove your changes into environment.toml, or rerun with --force to discard them"
-        )
+        _refuse(refused, edited_orphans)
     if edited_orphans:
         raise RefusedOverwrite(
             "refusing to remove files the spec no longer produces, edited by hand since: "
@@ -289,6 +282,44 @@ def plan(
             + "; delete them yourself, or rerun with --force (nothing written)"
         )
     return Plan(tuple(writes), tuple(remove), tuple(results))
+
+
+def refuse_overwrites(root: Path, paths: Iterable[str], *, force: bool = False) -> None:
+    """Raise ``RefusedOverwrite`` (the message ``plan`` gives) if any existing file at ``paths``
+    was not written by envparity or was edited by hand, unless ``force``: for a writer to call
+    before slow work whose result ``plan`` would refuse anyway (``lock``: before uv runs)."""
+    if force:
+        return
+    refused: list[str] = []
+    for path in paths:
+        try:
+            current = read(root / path, path)
+        except Unreadable as exc:
+            refused.append(str(exc))
+            continue
+        if current:
+            refused += _refusals(path, current)
+    if refused:
+        _refuse(refused, [])
+
+
+def _refusals(path: str, current: str) -> list[str]:
+    header = read_header(current)
+    if header is None:
+        return [f"{path}: exists and was not written by envparity"]
+    if header.hand_edited:
+        return [f"{path}: edited by hand since envparity wrote it"]
+    return []
+
+
+def _refuse(refused: list[str], edited_orphans: list[str]) -> NoReturn:
+    raise RefusedOverwrite(
+        "refusing to overwrite, nothing written:\n  "
+        + "\n  ".join(
+            refused + [f"{p}: no longer produced, edited by hand since" for p in edited_orphans]
+        )
+        + "\nmove your changes into environment.toml, or rerun with --force to discard them"
+    )
 
 
 @contextmanager

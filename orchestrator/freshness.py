@@ -61,9 +61,24 @@ class Freshness:
 
     @property
     def fixes(self) -> list[str]:
-        """The commands that bring everything up to date, in the order to run them."""
-        return (["envparity lock"] if self.stale_locks else []) + (
-            ["envparity render"] if self.drift or self.orphans else []
+        """The commands that bring everything up to date, in the order to run them.
+
+        ``envparity lock --force`` (``render --force``) when a lock (a generated file) was edited
+        by hand or not written by envparity: the plain command refuses those; ``force_note``
+        says what ``--force`` discards.
+        """
+        relock = (
+            "envparity lock --force"  # plain 'envparity lock' refuses to discard a hand edit
+            if any(lock.needs_force(line) for line in self.stale_locks)
+            else "envparity lock"
+        )
+        rerender = (
+            "envparity render --force"  # likewise for a generated file edited by hand
+            if any(d.needs_force for d in self.drift)
+            else "envparity render"
+        )
+        return ([relock] if self.stale_locks else []) + (
+            [rerender] if self.drift or self.orphans else []
         )
 
     @property
@@ -72,7 +87,20 @@ class Freshness:
             return f"{self.generated} generated files match {self.spec_name}"
         return (
             f"{len(self.stale_locks)} stale lock(s), {len(self.drift) + len(self.orphans)} "
-            f"drifted file(s); run: {' && '.join(self.fixes)}"
+            f"drifted file(s); run: {' && '.join(self.fixes)}{self.force_note}"
+        )
+
+    @property
+    def force_note(self) -> str:
+        """What ``--force`` in ``fixes`` costs, and the other way out ("" when none needs it)."""
+        if not (
+            any(lock.needs_force(line) for line in self.stale_locks)
+            or any(d.needs_force for d in self.drift)
+        ):
+            return ""
+        return (
+            f" (--force discards hand edits; to keep one, move the change into "
+            f"{self.spec_name} instead)"
         )
 
 

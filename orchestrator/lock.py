@@ -376,6 +376,8 @@ def lock(
     ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     refuse_incompatible(spec)
     files.refuse_links(spec.root, *(t.path for t in lock_targets(spec, flavors)))  # before uv
+    # nor run uv for locks that write_all would refuse to replace (a hand edit, a foreign file)
+    files.refuse_overwrites(spec.root, [t.path for t in lock_targets(spec, flavors)], force=force)
     generated = []
     for target in lock_targets(spec, flavors):
         previous = read_lock_body(spec, target)
@@ -404,11 +406,24 @@ def refuse_incompatible(spec: Spec) -> None:
 
 
 def read_lock_body(spec: Spec, target: LockTarget) -> str | None:
+    """The pins of the lock envparity wrote at ``target.path`` (what uv keeps); ``None`` when
+    there is none, or the file there was not written by envparity (``--force`` replaces it:
+    its text is no source of pins)."""
     text = files.read(spec.root / target.path, target.path)
     if text is None:
         return None
     header = files.read_header(text)
-    return header.body if header else text
+    return header.body if header else None
+
+
+# Why a lock is stale when 'envparity lock' alone would refuse to replace it (--force needed).
+NOT_WRITTEN = "has no envparity header"
+EDITED = "edited by hand since envparity wrote it"
+
+
+def needs_force(reason: str) -> bool:
+    """Whether a ``stale_locks`` line names a lock 'envparity lock' refuses without --force."""
+    return reason.endswith((f": {NOT_WRITTEN}", f": {EDITED}"))
 
 
 def stale_locks(spec: Spec) -> list[str]:
@@ -421,9 +436,9 @@ def stale_locks(spec: Spec) -> list[str]:
             continue
         header = files.read_header(text)
         if header is None:
-            out.append(f"{target.path}: has no envparity header")
+            out.append(f"{target.path}: {NOT_WRITTEN}")
         elif header.hand_edited:
-            out.append(f"{target.path}: edited by hand since envparity wrote it")
+            out.append(f"{target.path}: {EDITED}")
         elif header.inputs != inputs(spec, target):
             out.append(f"{target.path}: stale (environment.toml changed since it was locked)")
     out += [f"{p}: no longer produced by {spec.path.name}" for p in orphans(spec)]

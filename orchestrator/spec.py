@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.determinism_settings import DeterminismSettings, check_values
+from orchestrator.determinism_settings import MAX_STEPS, DeterminismSettings, check_values
 from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
 from orchestrator.messages import clip, quote, redact
@@ -916,7 +916,7 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 p,
                 str,
                 "dev",
-                check=_shape(_USER_RE, "a Linux user name"),
+                check=_devcontainer_user,
             )
             shm_size = r.get(
                 tt,
@@ -959,6 +959,21 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
     return out
 
 
+# uid 0 in Debian/Ubuntu images (root) and the BSD spelling some images carry (toor).
+_ROOT_USERS = frozenset({"root", "toor"})
+
+
+def _devcontainer_user(user: str) -> str | None:
+    """A Linux user name that is not root: the Dockerfile gives the user uid 1000 (removing an
+    image's own uid-1000 user first), and an existing root account would keep uid 0."""
+    if user in _ROOT_USERS:
+        return (
+            f"{quote(user)} is root (uid 0): the container runs as a non-root user with uid 1000 "
+            "that updateRemoteUserUID maps to yours; name one, e.g. 'dev' (the default)"
+        )
+    return _shape(_USER_RE, "a Linux user name")(user)
+
+
 def _image_problem(image: str) -> str | None:
     if not _IMAGE_RE.fullmatch(image):
         return (
@@ -975,7 +990,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = _between(1, 100_000)
+    positive = _between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
         return None if 0.0 <= x < 1.0 else f"{quote(x)} is not a tolerance in [0, 1)"

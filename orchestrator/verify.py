@@ -388,7 +388,11 @@ def preflight(spec: Spec, chosen: list[str]) -> list[str]:
     lock.refuse_incompatible(spec)
     state = freshness.freshness(spec)
     if not state.current:
-        fixes = f"; run {' and '.join(repr(f) for f in state.fixes)}" if state.fixes else ""
+        fixes = (
+            f"; run {' and '.join(repr(f) for f in state.fixes)}{state.force_note}"
+            if state.fixes
+            else ""
+        )
         raise CheckFailed(
             f"verify would test stale files{fixes}:\n  " + "\n  ".join(state.problems)
         )

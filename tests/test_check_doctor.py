@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,98 @@ def test_check_shows_a_diff_and_fails_on_drift_and_stale_lock(
     out = capsys.readouterr().out
     assert "locks/cpu.txt: stale (environment.toml changed since it was locked)" in out
     assert out.rstrip().endswith("run: envparity lock && envparity render")
+
+
+class TestAdviceForALockEnvparityWouldRefuse:
+    """check and verify name the command that works: plain 'envparity lock' refuses these."""
+
+    NOTE = (
+        " (--force discards hand edits; to keep one, move the change into environment.toml instead)"
+    )
+
+    @pytest.mark.parametrize(
+        ("edit", "reason", "then"),
+        [
+            (
+                lambda text: text.replace("--hash=sha256:0", "--hash=sha256:1", 1),
+                "edited by hand since envparity wrote it",
+                ("0 drifted file(s)", ""),
+            ),
+            # the files rendered from the lock's digest drift with it
+            (
+                lambda text: "garbage\n",
+                "has no envparity header",
+                ("3 drifted file(s)", " && envparity render"),
+            ),
+        ],
+        ids=["edited-by-hand", "not-written-by-envparity"],
+    )
+    def test_check_and_verify_advise_lock_force(
+        self,
+        edit: Callable[[str], str],
+        reason: str,
+        then: tuple[str, str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from orchestrator import verify
+        from orchestrator.errors import CheckFailed
+
+        path = project(tmp_path, monkeypatch)
+        lock_file = tmp_path / "locks/cpu.txt"
+        lock_file.write_text(edit(lock_file.read_text()))
+        capsys.readouterr()
+        assert cli.main(["check"]) == 1
+        out = capsys.readouterr().out.rstrip().splitlines()
+        assert out[-2:] == [
+            f"locks/cpu.txt: {reason}",
+            f"1 stale lock(s), {then[0]}; run: envparity lock --force{then[1]}{self.NOTE}",
+        ]
+        with pytest.raises(CheckFailed) as refused:
+            verify.preflight(spec.load(path), ["venv"])
+        render = " and 'envparity render'" if then[1] else ""
+        assert str(refused.value).startswith(
+            f"verify would test stale files; run 'envparity lock --force'{render}{self.NOTE}:\n"
+            f"  locks/cpu.txt: {reason}"
+        )
+
+    def test_a_generated_file_edited_by_hand_needs_render_force(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from orchestrator import verify
+        from orchestrator.errors import CheckFailed
+
+        path = project(tmp_path, monkeypatch)
+        generated = tmp_path / ".env.example"
+        generated.write_text(generated.read_text() + "# mine\n")
+        capsys.readouterr()
+        assert cli.main(["check"]) == 1
+        assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
+            f"0 stale lock(s), 1 drifted file(s); run: envparity render --force{self.NOTE}"
+        )
+        with pytest.raises(CheckFailed) as refused:
+            verify.preflight(spec.load(path), ["venv"])
+        assert str(refused.value) == (
+            f"verify would test stale files; run 'envparity render --force'{self.NOTE}:\n"
+            "  .env.example: out of date or missing"
+        )
+        assert cli.main(["render"]) == 2  # the advice is needed: plain render refuses
+
+    def test_a_stale_lock_alone_needs_no_force(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from orchestrator import verify
+        from orchestrator.errors import CheckFailed
+
+        path = project(tmp_path, monkeypatch)
+        path.write_text(path.read_text().replace('packaging = "==', 'packaging = ">='))
+        with pytest.raises(CheckFailed) as refused:
+            verify.preflight(spec.load(path), ["venv"])
+        assert str(refused.value) == (
+            "verify would test stale files; run 'envparity lock':\n"
+            "  locks/cpu.txt: stale (environment.toml changed since it was locked)"
+        )
 
 
 def test_check_refuses_an_impossible_combination_with_exit_2(

@@ -253,12 +253,38 @@ def test_cli_compare_prints_the_stage_and_causes(
     )
     assert main(["compare", str(a), str(b)]) == 1  # no --spec: tolerances are not read
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "DIVERGED (2 fingerprints)"
-    assert out[2] == (
+    # Names and values in the same order: a's first on every "X vs Y" line.
+    assert out == [
+        "DIVERGED (2 fingerprints)",
+        f"{a} vs {b}: DIVERGED",
         "  first difference: losses (step 2): loss at step 2 differs: 1.0 vs 1.0000001 "
-        "(relative difference 1e-07)"
+        "(relative difference 1e-07)",
+        f"    {a}: 1.0",
+        f"    {b}: 1.0000001",
+        "  likely causes, most likely first:",
+        "    1. threads: torch.num_threads: 2 vs 1",
+    ]
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (0, 0)], ids=["seed-differs", "same-seed"])
+def test_an_unseeded_rng_is_a_cause_only_when_the_seeds_agree(
+    seeds: tuple[int, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = {"python": digest(2), "numpy": digest(33), "torch": digest(44)}
+    a = write_fp(tmp_path / "a.json", fp(seed=seeds[0]))
+    b = write_fp(tmp_path / "b.json", fp(seed=seeds[1], initial_params=digest(9), rng_initial=rng))
+    assert main(["compare", str(a), str(b)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    causes = out[out.index("  likely causes, most likely first:") + 1 :]
+    unseeded = (
+        "    1. unseeded_rng: the numpy/torch RNG state already differed right after "
+        "initialisation: it was not seeded (or was seeded from something that varies); "
+        "without generator=, a DataLoader shuffles and seeds its workers from torch's global RNG"
     )
-    assert out[-1] == "    1. threads: torch.num_threads: 2 vs 1"
+    if seeds[0] != seeds[1]:
+        assert causes == ["    1. seed: probe.seed: 0 vs 1"]
+    else:
+        assert causes[0] == unseeded
 
 
 def test_cli_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -182,6 +182,74 @@ def test_a_hand_edited_lock_is_kept_unless_forced(
     assert "# my note" not in lock_file.read_text()
 
 
+class TestALockEnvparityWouldNotReplaceIsRefusedBeforeUvRuns:
+    """Refused in a second, before any resolution, with every such lock named and no change."""
+
+    def test_a_foreign_lock_is_refused_before_resolving(
+        self,
+        write_spec,  # type: ignore[no-untyped-def]
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        make_spec(write_spec)
+        lock_file = tmp_path / "locks/cpu.txt"
+        lock_file.parent.mkdir()
+        lock_file.write_text("garbage\n")
+
+        def no_uv(*args: object, **kwargs: object) -> str:
+            pytest.fail("uv ran before the existing lock was checked")
+
+        monkeypatch.setattr(lock, "resolve", no_uv)
+        assert run(tmp_path, monkeypatch, "lock") == 2
+        assert capsys.readouterr().err == (
+            "envparity: error\nrefusing to overwrite, nothing written:\n"
+            "  locks/cpu.txt: exists and was not written by envparity\n"
+            "move your changes into environment.toml, or rerun with --force to discard them\n"
+        )
+        assert lock_file.read_text() == "garbage\n"
+
+    def test_a_hand_edited_lock_is_refused_before_resolving(
+        self,
+        write_spec,  # type: ignore[no-untyped-def]
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        s = spec.load(make_spec(write_spec))
+        target = lock.lock_targets(s)[0]
+        body = f"pytest==8.3.4 \\\n    --hash=sha256:{'0' * 64}\n"
+        edited = lock.render_lock(s, target, body).text.replace("8.3.4", "8.3.5")
+        (tmp_path / "locks").mkdir()
+        (tmp_path / target.path).write_text(edited)
+
+        def no_uv(*args: object, **kwargs: object) -> str:
+            pytest.fail("uv ran before the existing lock was checked")
+
+        monkeypatch.setattr(lock, "resolve", no_uv)
+        assert run(tmp_path, monkeypatch, "lock") == 2
+        assert capsys.readouterr().err == (
+            "envparity: error\nrefusing to overwrite, nothing written:\n"
+            "  locks/cpu.txt: edited by hand since envparity wrote it\n"
+            "move your changes into environment.toml, or rerun with --force to discard them\n"
+        )
+        assert (tmp_path / target.path).read_text() == edited
+
+    def test_force_replaces_a_foreign_lock_without_reading_pins_from_it(
+        self,
+        write_spec,  # type: ignore[no-untyped-def]
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        make_spec(write_spec)
+        lock_file = tmp_path / "locks/cpu.txt"
+        lock_file.parent.mkdir()
+        lock_file.write_text("pytest==8.3.3\n")  # not envparity's: not kept as a pin
+        assert run(tmp_path, monkeypatch, "lock", "--force") == 0
+        header = files.read_header(lock_file.read_text())
+        assert header is not None and lock.pinned(header.body)["pytest"] == "8.3.4"
+
+
 def test_other_nvidia_packages_are_fine_in_a_cpu_lock(
     write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -597,7 +597,11 @@ def test_the_recorders_defaults_are_the_specs() -> None:
             ["--out", "{tmp}/x.json", "--seed", "4294967296"],
             "--seed 4294967296: outside 0..4294967295",
         ),
-        (["--out", "{tmp}/x.json", "--steps", "0"], "--steps 0: must be at least 1"),
+        (["--out", "{tmp}/x.json", "--steps", "0"], "--steps 0: not between 1 and 100000"),
+        (
+            ["--out", "{tmp}/x.json", "--steps", "99999999999"],
+            "--steps 99999999999: not between 1 and 100000",
+        ),
         (["--out", "{tmp}/x.json", "--threads", "0"], "--threads 0: not between 1 and 1024"),
     ],
     ids=[
@@ -607,6 +611,7 @@ def test_the_recorders_defaults_are_the_specs() -> None:
         "seed-1",
         "seed-2**32",
         "steps-0",
+        "steps-huge",
         "threads-0",
     ],
 )

@@ -118,6 +118,22 @@ def test_bad_values_are_named_by_key_path(text: str, expected: str) -> None:
     assert expected in problems(text)
 
 
+@pytest.mark.parametrize("user", ["root", "toor"])
+def test_a_root_devcontainer_user_is_refused_with_exit_2(
+    user: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = MINIMAL + f"\n[targets.devcontainer]\nimage = 'debian:bookworm-slim'\nuser = '{user}'\n"
+    (tmp_path / "environment.toml").write_text(text)
+    assert cli.main(["render"]) == 2
+    assert capsys.readouterr().err == (
+        f"envparity: environment.toml: targets.devcontainer.user: '{user}' is root (uid 0): the "
+        "container runs as a non-root user with uid 1000 that updateRemoteUserUID maps to yours; "
+        "name one, e.g. 'dev' (the default)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.toml"]
+
+
 def test_every_problem_is_reported_at_once() -> None:
     found = problems(
         "[environment]\nname = 'a b'\npython = '2.7'\n[dependencies]\ntorch = '=>2'\n"

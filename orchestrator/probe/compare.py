@@ -463,8 +463,10 @@ def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
                 "order (set iteration) differs per process",
             )
         )
+    # With different seeds every seeded RNG starts elsewhere: the seed, ranked above, is the
+    # cause, and an "unseeded" RNG would be a red herring.
     unseeded = _rng_differences(ref.stages.rng_initial, fp.stages.rng_initial)
-    if unseeded:
+    if unseeded and ref.seed == fp.seed:
         scored.append(
             (
                 (-90, 3, 1, "rng"),
@@ -505,7 +507,7 @@ def verdict_lines(verdict: Verdict) -> list[str]:
     lines = [f"{_HEADLINES[verdict.kind]} ({len(verdict.pairs) + 1} fingerprints)"]
     for pair in verdict.pairs:
         ref, other = printable(pair.reference), printable(pair.other)
-        lines.append(f"{other} vs {ref}: {_HEADLINES[pair.kind]}")
+        lines.append(f"{ref} vs {other}: {_HEADLINES[pair.kind]}")  # values in this order
         if pair.kind == "diverged":
             where = pair.stage if pair.step is None else f"{pair.stage} (step {pair.step})"
             lines.append(f"  first difference: {where}: {printable(pair.reason)}")

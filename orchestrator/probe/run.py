@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.determinism import audit, flag_findings
-from orchestrator.determinism_settings import DeterminismSettings
+from orchestrator.determinism_settings import MAX_STEPS, DeterminismSettings
 from orchestrator.errors import UsageError
 from orchestrator.messages import quote
 from orchestrator.probe import fingerprint, inputs
@@ -82,8 +82,8 @@ def pick_device(device: str) -> str:
 
 def check_arguments(steps: int, world_size: int | None) -> None:
     """The ranges the settings do not own, checked before anything is imported or trained."""
-    if steps < 1:
-        raise UsageError(f"--steps {steps}: must be at least 1")
+    if not 1 <= steps <= MAX_STEPS:  # the spec's [verify] steps range
+        raise UsageError(f"--steps {steps}: not between 1 and {MAX_STEPS}")
     if world_size is not None and not 1 <= world_size <= MAX_WORLD_SIZE:
         raise UsageError(f"--world-size {world_size}: not between 1 and {MAX_WORLD_SIZE}")
 
