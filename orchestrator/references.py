@@ -408,7 +408,7 @@ def compare_with_references(
             assert chosen is not None
             same = hw_class == own
             try:
-                pair = _pair(chosen.fingerprint, fp, tol, same)
+                pair = _pair(fp, chosen.fingerprint, tol, same)  # names and values: target first
             except UsageError as exc:  # another probe or step count: not comparable
                 report.notes.append(f"{target}: not compared with {chosen.describe()}: {exc}")
                 continue
@@ -440,7 +440,7 @@ def compare_runs(runs: Sequence[tuple[str, Fingerprint]], tol: Tolerances) -> Re
             base_target, base = firsts[hw_class]
             same = True
         try:
-            pair = _pair(base, fp, tol, same)
+            pair = _pair(fp, base, tol, same)  # names and values: target first
         except UsageError as exc:
             report.notes.append(f"{target} ({fp.source}) not compared: {exc}")
             continue

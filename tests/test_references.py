@@ -248,6 +248,10 @@ class TestCompareWithReferences:
         assert f"host vs reference {hw}/host" in done.stdout and "DIVERGED at losses step 2" in (
             done.stdout
         )
+        # Values in the order of the names: this run's loss, then the reference's (x1.5).
+        (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("reference: host vs")]
+        ours, theirs = (float(x) for x in re.findall(r"(\d+\.\d+) vs (\d+\.\d+)", line)[0])
+        assert theirs == pytest.approx(ours * 1.5, rel=1e-6), line
 
     @pytest.mark.parametrize(
         ("factor", "code", "verdict"), [(1 + 1e-7, 0, "within tolerance"), (1.01, 1, "DIVERGED")]
