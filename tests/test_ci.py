@@ -24,7 +24,7 @@ import yaml
 
 from orchestrator.render import ci
 from orchestrator.spec import loads
-from tests.conftest import REPO
+from tests.conftest import REPO, pin_torch_closure
 from tests.test_verify import CPU_INDEX, envparity
 
 BASE = f"""\
@@ -46,6 +46,7 @@ flavors = ["cpu"]
 [verify]
 steps = 3
 """
+BASE = pin_torch_closure(BASE)  # the host target locks what this host has
 
 FULL = """\
 [environment]

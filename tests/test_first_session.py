@@ -9,14 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from importlib.metadata import requires, version
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
-from tests.conftest import REPO
+from tests.conftest import REPO, freeze
 from tests.test_verify import CPU_INDEX, mirror
 
 README = REPO / "README.md"
@@ -31,22 +29,6 @@ def first_session() -> list[list[str]]:
         if line.startswith("$ "):
             commands.append(line[2:].split("#", 1)[0].split())
     return commands
-
-
-def freeze(*roots: str) -> list[str]:
-    """``name==version`` of ``roots`` and everything they require here, as `pip freeze` says."""
-    seen: dict[str, str] = {}
-    todo = list(roots)
-    while todo:
-        name = str(canonicalize_name(todo.pop()))
-        if name in seen:
-            continue
-        seen[name] = version(name)
-        for line in requires(name) or []:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    return [f"{n}=={v}" for n, v in sorted(seen.items())]
 
 
 def envparity(project: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:

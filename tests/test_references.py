@@ -23,6 +23,7 @@ from orchestrator import gpus, references, verify
 from orchestrator.probe import fingerprint as fp_module
 from orchestrator.probe.fingerprint import Fingerprint
 from orchestrator.spec import loads
+from tests.conftest import pin_torch_closure
 from tests.test_verify import CPU_INDEX, mirror
 from tests.test_verify import envparity as envparity_cpu
 
@@ -55,6 +56,7 @@ flavors = ["cuda"]
 [verify]
 steps = {{steps}}
 """
+SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
 
 
 def envparity(project: Path, *args: str) -> Any:

@@ -36,7 +36,7 @@ from orchestrator.targets.devcontainer import (
     find_engine,
 )
 from tests import real_tools
-from tests.conftest import REPO
+from tests.conftest import REPO, pin_torch_closure
 from tests.containers import images
 
 SKIP_VAR = "ENVPARITY_SKIP_CONTAINERS"
@@ -62,6 +62,7 @@ seed = 11
 [targets.devcontainer]
 image = "{images.BASE_IMAGE}"
 """
+SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
 
 
 def _cli() -> str | None:

@@ -17,7 +17,7 @@ import pytest
 from orchestrator import cli, verify
 from orchestrator.errors import UsageError
 from orchestrator.spec import load
-from tests.conftest import REPO
+from tests.conftest import REPO, pin_torch_closure
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -41,6 +41,7 @@ flavors = ["cpu"]
 steps = 4
 {{probe}}
 """
+SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
 
 FLAKY = """\
 import os
