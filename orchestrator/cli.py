@@ -340,6 +340,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.report:
         files.check_output(Path(args.report))  # no link, device or folder: before the work
+    if args.out:
+        files.check_output_folder(Path(args.out))
 
     console = _console(stderr=True)
     progress = Progress(

@@ -231,6 +231,20 @@ def check_output(path: Path) -> None:
         )
 
 
+def check_output_folder(path: Path) -> None:
+    """Refuse an output folder given by the user that exists and is not a folder (a file, a
+    device): checked before the work, so a long run does not end in "Not a directory"."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnsafePath(f"{path}: cannot write into it ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
+        raise UnsafePath(f"{path}: exists and is {kind}, not a folder (give a folder)")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What ``write_all`` will do, decided before anything is touched."""

@@ -968,6 +968,40 @@ class TestSymlinks:
         assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
 
 
+    @pytest.mark.parametrize("kind", ["file", "fifo", "device"])
+    def test_verify_out_that_is_not_a_folder_is_refused_before_the_work(
+        self,
+        kind: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """``verify --out DIR`` used to provision and probe, then fail on "Not a directory"."""
+        import stat as stat_module
+
+        path = tmp_path / "out"
+        if kind == "file":
+            path.write_text("precious\n")
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            try:
+                os.mknod(path, 0o666 | stat_module.S_IFCHR, os.makedev(1, 3))
+            except PermissionError:
+                pytest.skip("making a device node needs root (CI runs as root)")
+        (tmp_path / "environment.toml").write_text(SPEC_HEAD + "[targets.host]\n")
+        monkeypatch.chdir(tmp_path)
+        before = os.lstat(path)
+        code = cli.main(["verify", "--out", str(path)])
+        out, err = capsys.readouterr()
+        shown = {"file": "a file", "fifo": "a named pipe", "device": "a character device"}[kind]
+        assert (code, out) == (2, "")
+        assert err == f"envparity: {path}: exists and is {shown}, not a folder (give a folder)\n"
+        assert not (tmp_path / ".envparity").exists()  # nothing provisioned, nothing probed
+        after = os.lstat(path)
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
 # --------------------------------------------------------------------------- property test
 
 # Pieces a hostile string is drawn from: controls, Unicode digits and separators, quotes,

@@ -114,6 +114,17 @@ def test_name_defaults_to_the_folder_made_valid(
     assert spec.loads(init.spec_text(None, name=None)).environment.name == name
 
 
+def test_a_huge_invalid_name_in_the_source_is_quoted_short(in_tmp: Path) -> None:
+    """A 100,000-character conda ``name:`` used to land whole in a comment of the spec."""
+    text, s = convert(
+        {"environment.yml": f"name: {'a' * 100_000}\ndependencies:\n  - numpy=1.26\n"},
+        "environment.yml",
+    )
+    assert max(len(line) for line in text.splitlines()) < 400
+    assert "(100000 characters) from environment.yml is not a valid name" in text
+    assert s.environment.name == "a" * 64
+
+
 @pytest.mark.parametrize("bad", ["my env", "-x", "a" * 65, 'x"y', "ü"])
 def test_an_invalid_name_is_refused(bad: str) -> None:
     with pytest.raises(UsageError) as info:

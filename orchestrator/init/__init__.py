@@ -32,6 +32,7 @@ from orchestrator.errors import Problem, SpecError, UsageError
 from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
+from orchestrator.messages import quote
 from orchestrator.spec import Dependency
 
 __all__ = [
@@ -116,7 +117,7 @@ def _choose_name(explicit: str | None, draft: Draft) -> str:
     if explicit is not None:
         if not specs._NAME_RE.match(explicit):
             raise UsageError(
-                f"--name: {explicit!r} is not a name (letters, digits, '.', '_', "
+                f"--name: {quote(explicit)} is not a name (letters, digits, '.', '_', "
                 "'-'; starting with a letter or digit; at most 64)"
             )
         return explicit
@@ -125,7 +126,7 @@ def _choose_name(explicit: str | None, draft: Draft) -> str:
             return draft.name
         fixed = _sanitized_name(draft.name)
         draft.notes.append(
-            f"name: {draft.name!r} from {draft.origin} is not a valid name; using {fixed!r}"
+            f"name: {quote(draft.name)} from {draft.origin} is not a valid name; using {fixed!r}"
         )
         return fixed
     return _sanitized_name(Path.cwd().name)
