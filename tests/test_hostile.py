@@ -967,7 +967,6 @@ class TestSymlinks:
         after = os.lstat(path)
         assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
 
-
     @pytest.mark.parametrize("kind", ["file", "fifo", "device"])
     def test_verify_out_that_is_not_a_folder_is_refused_before_the_work(
         self,
