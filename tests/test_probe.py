@@ -730,6 +730,34 @@ def test_the_workloads_dropout_draws_from_its_own_cpu_generator_only() -> None:
     assert torch.equal(a.eval()(image, tokens), b.eval()(image, tokens))
 
 
+def test_the_workloads_sgd_is_torch_optims_sgd_bitwise() -> None:
+    """The probe's hand-written momentum SGD (no torch.optim: its first step imports
+    torch._dynamo) gives the parameters torch.optim.SGD gives, bit for bit."""
+    import torch
+
+    from orchestrator.probe import workload
+    from orchestrator.probe.recorder import params_digest
+
+    def trained(make: Any) -> str:
+        torch.manual_seed(0)
+        model = workload.ProbeNet(torch.Generator().manual_seed(1)).train()
+        optimizer = make(list(model.parameters()))
+        data = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            image = torch.randn(8, 1, workload.SIDE, workload.SIDE, generator=data)
+            tokens = torch.randint(0, workload.VOCAB, (8, workload.TOKENS), generator=data)
+            labels = torch.randint(0, len(workload.CLASS_NAMES), (8,), generator=data)
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(image, tokens), labels).backward()
+            optimizer.step()
+        return params_digest(model)
+
+    ours = trained(lambda p: workload.MomentumSGD(p, lr=0.01, momentum=0.9))
+    theirs = trained(lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=False))
+    assert ours == theirs
+    assert ours != trained(lambda p: workload.MomentumSGD(p, lr=0.02, momentum=0.9))
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
