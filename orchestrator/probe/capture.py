@@ -22,6 +22,7 @@ from orchestrator.probe.fingerprint import (
     CAPTURE_VERSION,
     Environment,
     JsonValue,
+    Scalar,
     capture_from_dict,
     printable,
 )
@@ -58,15 +59,65 @@ DISPATCH_VARIABLES = (
 DISPATCH_PREFIXES = ("ATEN_", "DNNL_", "ONEDNN_", "MKL_", "OPENBLAS_", "KMP_", "OMP_", "GOMP_")
 
 
-def capture() -> dict[str, Any]:
+def capture(compiled: CompileCalls | None = None) -> dict[str, Any]:
     """This process's environment as JSON-ready data (imports torch and numpy); checked
-    against the format (``fingerprint.capture_from_dict``) before it is returned."""
+    against the format (``fingerprint.capture_from_dict``) before it is returned.
+
+    ``compiled``: the ``torch.compile`` calls a probe run made (``watch_compile``), recorded as
+    ``flags.compile``; ``None`` (``envparity capture``, no code ran) leaves the key out.
+    """
     import numpy as np
     import torch
 
     data = _capture(np, torch)
+    if compiled is not None:
+        data["flags"].update(compiled.flags(torch))
     capture_from_dict(data, "this process's capture")
     return data
+
+
+class CompileCalls:
+    """The ``torch.compile`` calls made while a probe ran: backend and mode, in call order.
+
+    ``watch_compile`` wraps ``torch.compile`` before the probe's module is imported (so a
+    module-level ``@torch.compile`` is seen too). A call is not yet a compilation (that
+    happens at the first call of the compiled function); ``flags`` adds how many frames
+    TorchDynamo compiled, read from its counters when it was imported.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def flags(self, torch: Any) -> dict[str, Scalar]:
+        """``compile``: ``"not called"`` or the distinct ``backend mode=...`` calls joined by
+        ``"; "``; ``compile.frames``: frames compiled (0 when TorchDynamo was never imported)."""
+        frames = 0
+        dynamo = sys.modules.get("torch._dynamo.utils")
+        if dynamo is not None:
+            frames = int(getattr(dynamo, "counters", {}).get("stats", {}).get("unique_graphs", 0))
+        called = "; ".join(dict.fromkeys(self.calls)) or "not called"
+        return {"compile": called, "compile.frames": frames}
+
+
+def watch_compile() -> CompileCalls:
+    """Wrap ``torch.compile`` so that each call's backend and mode are recorded (imports torch,
+    not TorchDynamo); the wrapper passes every argument through unchanged."""
+    import functools
+
+    import torch
+
+    calls = CompileCalls()
+    original = torch.compile
+
+    @functools.wraps(original)
+    def compile(*args: Any, **kwargs: Any) -> Any:
+        backend = kwargs.get("backend", "inductor")
+        name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
+        calls.calls.append(f"{name} mode={kwargs.get('mode') or 'default'}")
+        return original(*args, **kwargs)
+
+    torch.compile = compile
+    return calls
 
 
 def launch_values(start: dict[str, str]) -> dict[str, str | None]:
@@ -146,6 +197,10 @@ def _flags(torch: Any) -> dict[str, Any]:
         "cudnn.enabled": backends.cudnn.enabled,
         "cudnn.deterministic": backends.cudnn.deterministic,
         "cudnn.benchmark": backends.cudnn.benchmark,
+        # What code sets in the running process that changes the numbers:
+        "default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
+        "mkldnn.enabled": backends.mkldnn.enabled,
+        "flush_denormal": flush_denormal(torch),
     }
     if hasattr(backends.cuda.matmul, "fp32_precision"):
         for name in ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv"):
@@ -156,6 +211,13 @@ def _flags(torch: Any) -> dict[str, Any]:
         flags["cudnn.allow_tf32"] = backends.cudnn.allow_tf32
         flags["float32_matmul_precision"] = torch.get_float32_matmul_precision()
     return flags
+
+
+def flush_denormal(torch: Any) -> bool:
+    """Whether this thread flushes float32 denormals to zero (``torch.set_flush_denormal(True)``,
+    the x86 FTZ/DAZ bits; torch has no getter): 2**-140, a denormal, times 1 is zero then."""
+    tiny = torch.tensor([2.0**-140], dtype=torch.float32)
+    return bool((tiny * 1.0).item() == 0.0)
 
 
 def _gpus(torch: Any) -> list[dict[str, Any]]:

@@ -182,15 +182,19 @@ class Inputs:
     ``code``: module name -> file, for every module imported from the project folder and the
     probe's own module. ``data``: project-relative path -> sha256 of every other file the
     probe opened for reading under the project folder (datasets, vocabularies, configs).
+    ``outside``: absolute paths of files it read outside the project folder and
+    ``ENVPARITY_DATA_PATHS``, not hashed (absent in older files: empty).
     """
 
     code: Mapping[str, CodeFile] = field(default_factory=dict)
     data: Mapping[str, str] = field(default_factory=dict)
+    outside: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": {name: vars(f).copy() for name, f in sorted(self.code.items())},
             "data": dict(sorted(self.data.items())),
+            "outside": sorted(self.outside),
         }
 
     def files(self) -> dict[str, str]:
@@ -447,7 +451,11 @@ def _inputs(value: object) -> Inputs:
     for name in code:
         if not _DOTTED.fullmatch(name):
             raise _Bad(f"inputs.code: key {name!r} is not a module name")
-    return Inputs(code=code, data=_map(_get(i, "data", "inputs."), "inputs.data", _digest))
+    return Inputs(
+        code=code,
+        data=_map(_get(i, "data", "inputs."), "inputs.data", _digest),
+        outside=_list(i.get("outside", []), "inputs.outside", _str),
+    )
 
 
 def _header(data: object, source: str) -> Mapping[str, object]:
