@@ -200,6 +200,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     fingerprint.write(out, fp.to_dict())
     for finding in fp.audit:
         _err(f"audit: {finding}")
+    if fp.inputs.outside:
+        from orchestrator.probe.inputs import outside_note
+
+        _err(f"note: {fingerprint.printable(outside_note(fp.inputs.outside))}")
     print(
         f"wrote {out}: {fp.probe} seed {fp.seed}, {fp.steps} steps on {fp.device}, "
         f"last loss {fp.losses[-1]!r}, {fp.seconds or 0.0:.2f} s"

@@ -426,6 +426,8 @@ def test_a_changed_data_file_is_caught_even_when_no_result_changes(
 
 
 WORKERS_PROBE = """\
+import os
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -449,7 +451,13 @@ def train(rec):
     seed_everything(rec.determinism)
     model = nn.Linear(4, 1)
     rec.initial(model)
-    loader = DataLoader(Shards(), batch_size=4, num_workers=2, **dataloader_kwargs(rec.seed))
+    loader = DataLoader(
+        Shards(),
+        batch_size=4,
+        num_workers=2,
+        multiprocessing_context=os.environ["PROBE_CONTEXT"],
+        **dataloader_kwargs(rec.seed),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     batches = iter(loader)
     for _ in range(rec.steps):
@@ -463,7 +471,9 @@ def train(rec):
 """
 
 
-def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
+def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path, context: str) -> None:
+    """Forked workers inherit the audit hook; spawned and forkserver ones install it."""
     (tmp_path / "shards").mkdir()
     for i in range(4):
         (tmp_path / "shards" / f"{i}.txt").write_text("x" * (i + 1))
@@ -479,9 +489,94 @@ def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None
         "--probe",
         "myprobe:train",
     ]
-    process.run(args, extra_env=BASE_ENV, cwd=tmp_path, timeout=120)
+    env = {**BASE_ENV, "PROBE_CONTEXT": context}
+    process.run(args, extra_env=env, cwd=tmp_path, timeout=120)
     recorded = fingerprint.load(out).inputs.data
     assert recorded == {f"shards/{i}.txt": fingerprint_of("x" * (i + 1)) for i in range(4)}
+
+
+CODE_STATE_PROBE = """\
+import os
+
+import torch
+
+from orchestrator.determinism import seed_everything
+
+
+def train(rec):
+    seed_everything(rec.determinism)
+    if os.environ.get("PROBE_STATE"):  # what code sets inside the process
+        torch.set_default_dtype(torch.float64)
+        torch.backends.mkldnn.enabled = False
+        torch.set_flush_denormal(True)
+    with open(os.environ["PROBE_VOCAB"], encoding="utf-8") as handle:  # outside the project
+        width = len(handle.read().split())
+    model = torch.nn.Linear(width, 1)
+    if os.environ.get("PROBE_STATE"):
+        model = torch.compile(model, backend="eager", mode="reduce-overhead")
+    rec.initial(model)
+    x = torch.ones(3, width)
+    for _ in range(rec.steps):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        rec.loss(loss)
+    rec.final(model)
+"""
+
+
+def test_what_code_sets_is_captured_and_named_and_outside_files_are_listed(
+    tmp_path: Path,
+) -> None:
+    """Default dtype, mkldnn, flush-denormal and torch.compile set inside the probe are in the
+    capture and named as causes; a file read outside the project is listed, not hashed."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "myprobe.py").write_text(CODE_STATE_PROBE)
+    vocab = elsewhere / "vocab.txt"
+    vocab.write_text("a b c d\n")
+
+    notes: list[str] = []
+
+    def run(name: str, **env: str) -> Fingerprint:
+        out = project / f"{name}.json"
+        args = [envparity_script(), "probe", "--out", str(out), "--steps", "2"]
+        extra = {**BASE_ENV, "PROBE_VOCAB": str(vocab), **env}
+        done = process.run([*args, "--probe", "myprobe:train"], extra_env=extra, cwd=project)
+        notes.extend(line for line in done.stderr.splitlines() if "note:" in line)
+        return fingerprint.load(out)
+
+    plain, changed = run("plain"), run("changed", PROBE_STATE="1")
+    assert notes[0] == (
+        f"envparity: note: 1 file(s) read outside the project are not fingerprinted "
+        f"({vocab.resolve()}): add their folders to ENVPARITY_DATA_PATHS (separated by ':') "
+        "to fingerprint them"
+    )
+    flags = plain.environment.flags
+    assert [flags[k] for k in ("default_dtype", "mkldnn.enabled", "flush_denormal")] == [
+        "float32",
+        True,
+        False,
+    ]
+    assert (flags["compile"], flags["compile.frames"]) == ("not called", 0)
+    new = changed.environment.flags
+    assert [new[k] for k in ("default_dtype", "mkldnn.enabled", "flush_denormal")] == [
+        "float64",
+        False,
+        True,
+    ]
+    assert new["compile"] == "eager mode=reduce-overhead"
+    assert new["compile.frames"] >= 1
+    assert plain.inputs.outside == (str(vocab.resolve()),)
+    assert plain.inputs.data == {}
+    causes = compare([plain, changed]).worst.causes
+    for expected in (
+        "flags.default_dtype: float32 vs float64",
+        "flags.mkldnn.enabled: True vs False",
+        "flags.flush_denormal: False vs True",
+        "flags.compile: not called vs eager mode=reduce-overhead",
+    ):
+        assert any(expected in cause for cause in causes), (expected, causes)
 
 
 TORCH_SEEDED_ONLY = """\
