@@ -281,6 +281,27 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
     return 1 if report.problems else 0
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator import bisect, spec
+
+    if args.budget is not None and not args.budget > 0:  # also refuses nan
+        raise UsageError(f"bisect --budget {args.budget}: not a number of seconds above 0")
+    path = Path(args.spec or spec.SPEC_FILE)
+    loaded = spec.load(path) if args.spec or path.is_file() else None
+
+    def step(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = bisect.bisect(args.a, args.b, spec=loaded, budget=args.budget, progress=step)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        _print_lines(report.lines(), style="red" if report.exit_code else "green")
+    return report.exit_code
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from orchestrator import files
     from orchestrator.probe import capture, fingerprint
@@ -497,6 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", metavar="FILE", help="with --references: append a Markdown verdict to FILE"
     )
+
+    p = verb(
+        "bisect",
+        cmd_bisect,
+        "experiments that prove which captured differences make A's results B's: "
+        "0 concluded, 1 unresolved",
+    )
+    p.add_argument("a", metavar="A", help="a fingerprint file, or a target of the spec")
+    p.add_argument("b", metavar="B", help="a fingerprint file, or a target of the spec")
+    p.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="start no experiment after"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
