@@ -32,7 +32,7 @@ from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
 
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 ROUNDS = 5
-NUMPY_VENV = Path("/tmp/envparity-test-cache/torch2.13.0-numpy1.26.4/bin/python")
+NUMPY_VENV = Path("/tmp/envparity-test-cache/torch2.13.0-numpy1.26.4-pinned/bin/python")
 
 
 def probe(

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import shutil
 import threading
 import time
@@ -329,31 +328,20 @@ class Probed:
 
 
 class Slots:
-    """Disjoint sets of cores, one per probe running at once: ``cores // threads`` slots of
-    ``threads`` cores (at least one slot, the whole machine), each probe pinned to its own
-    with ``taskset`` (util-linux) when there is more than one slot. A probe pinned to k cores
-    that sets no thread count runs k threads, so ``threads`` is the most any run uses."""
+    """How many probes may run at once: ``cores // threads`` (at least one), so that their
+    threads never outnumber the cores. Probes are not pinned to cores: a library that sizes
+    its thread pool from the affinity mask changes its numbers when pinned (seen: NumPy's
+    OpenBLAS, 2 threads unpinned, 1 when pinned to one core, another sgemm result)."""
 
     def __init__(self, threads: int, cores: int | None = None) -> None:
-        cores = cores or os.cpu_count() or 1
-        count = max(1, cores // max(1, threads))
-        if count > 1 and shutil.which("taskset") is None:
-            count = 1
-        self.count = count
-        self._free: queue.Queue[list[str]] = queue.Queue()
-        width = cores // count
-        for i in range(count):
-            cpus = ",".join(str(c) for c in range(i * width, (i + 1) * width))
-            self._free.put(["taskset", "-c", cpus] if count > 1 else [])
+        self.count = max(1, (cores or os.cpu_count() or 1) // max(1, threads))
+        self._free = threading.Semaphore(self.count)
 
     @contextmanager
-    def slot(self) -> Iterator[list[str]]:
-        """A free slot's command prefix (empty with one slot), held while the block runs."""
-        prefix = self._free.get()
-        try:
-            yield prefix
-        finally:
-            self._free.put(prefix)
+    def slot(self) -> Iterator[None]:
+        """Held while one probe runs."""
+        with self._free:
+            yield
 
 
 class LocalRunner:
@@ -415,8 +403,8 @@ class LocalRunner:
                 env["VIRTUAL_ENV"] = str(hybrid)
             if self.wrap is not None:
                 argv, env = self.wrap(argv, env)
-            with self.slots.slot() as prefix:
-                process.run([*prefix, *argv], env=env, cwd=self.cwd, timeout=self.timeout)
+            with self.slots.slot():
+                process.run(argv, env=env, cwd=self.cwd, timeout=self.timeout)
             return Probed(fingerprint.load(out), time.monotonic() - start)
         finally:
             if hybrid is not None:
@@ -682,7 +670,10 @@ class Bisection:
     def run(self) -> Report:
         a, b = self.a.source, self.b.source
         if compare([self.a, self.b]).worst.kind == "bitwise":
-            return self._report("identical", f"{a} and {b} have bitwise identical results")
+            same = {
+                c.key: (NO_EFFECT, "A and B have the same results with it") for c in self.changes
+            }
+            return self._report("identical", f"{a} and {b} have bitwise identical results", same)
         try:
             return self._plan()
         except BudgetSpent:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 from importlib.metadata import requires, version
 from pathlib import Path
 
@@ -60,3 +62,24 @@ def pin_torch_closure(spec: str) -> str:
     anchor = 'torch = "==2.13.0"\n'
     assert anchor in spec, "pin_torch_closure: the spec has no torch pin to extend"
     return spec.replace(anchor, anchor + "\n".join(lines) + "\n", 1)
+
+
+def torch_venv(numpy: str) -> Path:
+    """The interpreter of a uv venv holding the local torch wheel, torch's requirements at the
+    versions installed here (``freeze``) and NumPy ``numpy``: two of them differ in NumPy
+    alone. Cached between test runs under ``ENVPARITY_TEST_CACHE`` (default
+    ``/tmp/envparity-test-cache``)."""
+    from orchestrator import process
+
+    root = Path(os.environ.get("ENVPARITY_TEST_CACHE", "/tmp/envparity-test-cache"))
+    venv = root / f"torch2.13.0-numpy{numpy}-pinned"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        wheels = os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+        pins = ["torch==2.13.0", f"numpy=={numpy}"]
+        pins += [p for p in freeze("torch") if not p.startswith("torch==")]
+        process.run(["uv", "venv", "-q", "--python", sys.executable, str(venv)])
+        install = ["uv", "pip", "install", "-q", "--python", str(python), "--find-links", wheels]
+        process.run([*install, *pins], timeout=600)
+        (venv / ".complete").write_text("")
+    return python

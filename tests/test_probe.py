@@ -8,7 +8,6 @@ through module-scoped fixtures and kept to a few steps.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ from orchestrator import process
 from orchestrator.probe import fingerprint
 from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint
+from tests.conftest import torch_venv
 
 pytest.importorskip("torch")
 
@@ -621,37 +621,11 @@ def test_an_unseeded_rng_nothing_drew_from_is_a_warning_not_a_divergence(tmp_pat
 # --------------------------------------------------------------------------- a second environment
 
 
-def _venv_with_numpy(version: str) -> Path:
-    """A uv venv with the local torch wheel and another NumPy, cached between test runs."""
-    root = Path(os.environ.get("ENVPARITY_TEST_CACHE", "/tmp/envparity-test-cache"))
-    venv = root / f"torch2.13.0-numpy{version}"
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        process.run(["uv", "venv", "-q", "--python", sys.executable, str(venv)])
-        process.run(
-            [
-                "uv",
-                "pip",
-                "install",
-                "-q",
-                "--python",
-                str(python),
-                "--find-links",
-                "/opt/wheels",
-                "torch==2.13.0",
-                f"numpy=={version}",
-            ],
-            timeout=600,
-        )
-        (venv / ".complete").write_text("")
-    return python
-
-
 @pytest.mark.slow
 def test_a_different_numpy_version_is_named_and_does_not_cry_wolf(
     runs: dict[str, Fingerprint], tmp_path: Path
 ) -> None:
-    python = _venv_with_numpy("1.26.4")
+    python = torch_venv("1.26.4")
     other = run_probe(tmp_path / "numpy1.json", python=str(python))
     assert other.environment.packages["numpy"] == "1.26.4"
     verdict = compare([runs["base0"], other])
