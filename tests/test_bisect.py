@@ -11,7 +11,6 @@ runs 2 steps: every perturbation here shows by step 1.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,11 @@ from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import Difference
 from orchestrator.probe.fingerprint import Fingerprint
-from tests.conftest import REPO, torch_venv
+from tests.helpers import REPO, envparity, torch_venv
 
 STEPS = 2
 # Two threads, so that a thread-count variable has something to change.
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 # --------------------------------------------------------------------------- the plan alone
@@ -131,18 +129,8 @@ def test_a_configuration_sets_exactly_its_captured_variables() -> None:
     assert threads.argv("x.json")[-2:] == ["--threads", "1"]
 
 
-def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> Any:
-    return process.run(
-        [sys.executable, "-m", "orchestrator", "bisect", *args],
-        extra_env={"PYTHONPATH": str(REPO), **(env or {})},
-        cwd=cwd,
-        check=False,
-        timeout=900,
-    )
-
-
 def test_arguments_that_are_neither_fingerprints_nor_targets_are_refused(tmp_path: Path) -> None:
-    done = cli("nosuch.json", "venv", cwd=tmp_path)
+    done = envparity(tmp_path, "bisect", "nosuch.json", "venv")
     assert done.returncode == 2
     assert done.stderr == (
         "envparity: bisect: nosuch.json is neither a fingerprint file nor a target "
@@ -152,7 +140,7 @@ def test_arguments_that_are_neither_fingerprints_nor_targets_are_refused(tmp_pat
 
 
 def test_a_budget_must_be_a_positive_number_of_seconds(tmp_path: Path) -> None:
-    done = cli("a.json", "b.json", "--budget", "0", cwd=tmp_path)
+    done = envparity(tmp_path, "bisect", "a.json", "b.json", "--budget", "0")
     assert (done.returncode, done.stderr) == (
         2,
         "envparity: bisect --budget 0.0: not a number of seconds above 0\n",
@@ -178,10 +166,7 @@ def probe(
 
 
 def bisect(a: Path, b: Path, *args: str, cwd: Path = REPO) -> tuple[int, dict[str, Any]]:
-    mirror = os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
-    done = cli(
-        str(a), str(b), "--json", *args, cwd=cwd, env={"ENVPARITY_MIRRORS": f"{CPU_INDEX}={mirror}"}
-    )
+    done = envparity(cwd, "bisect", str(a), str(b), "--json", *args, timeout=900)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
 
