@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from importlib.metadata import requires, version
 from pathlib import Path
 
@@ -60,3 +62,29 @@ def pin_torch_closure(spec: str) -> str:
     anchor = 'torch = "==2.13.0"\n'
     assert anchor in spec, "pin_torch_closure: the spec has no torch pin to extend"
     return spec.replace(anchor, anchor + "\n".join(lines) + "\n", 1)
+
+
+@pytest.fixture
+def stand_in_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder first on ``PATH`` for the stand-in ``nvidia-smi`` and ``nvcc`` of
+    ``tests/gpu_stand_ins.py`` (empty: write them with its functions). The machine's own
+    NVIDIA tools never answer: ``PATH`` folders holding an ``nvcc`` or ``nvidia-smi`` are left
+    out, ``CUDA_HOME``, ``CUDA_PATH`` and ``CUDA_DEVICE_ORDER`` are unset, and
+    ``/usr/local/cuda`` is not looked at; ``gpus``' cached nvidia-smi answers are dropped
+    before and after."""
+    from orchestrator import cuda_host, gpus
+
+    bin_dir = tmp_path / "stand-ins" / "bin"  # a bin/: torch finds CUDA_HOME as nvcc's ../
+    bin_dir.mkdir(parents=True)
+    kept = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not any(Path(d, tool).exists() for tool in ("nvcc", "nvidia-smi"))
+    ]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), *kept]))
+    for name in ("CUDA_HOME", "CUDA_PATH", "CUDA_DEVICE_ORDER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cuda_host, "DEFAULT_CUDA_HOME", tmp_path / "no-usr-local-cuda")
+    gpus.nvidia_smi.cache_clear()
+    yield bin_dir
+    gpus.nvidia_smi.cache_clear()
