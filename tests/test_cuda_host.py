@@ -7,6 +7,7 @@ test names. What they stand for is named in each test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -142,40 +143,55 @@ def test_no_driver_no_answer(stand_in_bin: Path) -> None:
 # --------------------------------------------------------------------------- doctor
 
 
-def _project(
-    folder: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    *,
-    cuda: str = "12.8",
-    torch: str = "==2.7.0",
-    image: str | None = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04",
-) -> None:
-    text = (
-        f'[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "{cuda}"\n'
-        f'[dependencies]\ntorch = "{torch}"\n'
-    )
-    if image is not None:
-        text += f'[targets.devcontainer]\nimage = "{image}"\n'
-    (folder / "environment.toml").write_text(text, encoding="utf-8")
-    monkeypatch.chdir(folder)
+@dataclass
+class Host:
+    """A machine for doctor: stand-ins go into ``bin`` (first on PATH), the project into
+    ``folder`` (the working directory)."""
+
+    bin: Path
+    folder: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def project(
+        self,
+        *,
+        cuda: str = "12.8",
+        torch: str = "==2.7.0",
+        image: str | None = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04",
+    ) -> None:
+        text = (
+            f'[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "{cuda}"\n'
+            f'[dependencies]\ntorch = "{torch}"\n'
+        )
+        if image is not None:
+            text += f'[targets.devcontainer]\nimage = "{image}"\n'
+        (self.folder / "environment.toml").write_text(text, encoding="utf-8")
+        self.monkeypatch.chdir(self.folder)
+
+    def doctor(self) -> tuple[int, str]:
+        code = cli.main(["doctor"])
+        return code, self.capsys.readouterr().out
 
 
-def _doctor(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = cli.main(["doctor"])
-    return code, capsys.readouterr().out
-
-
-def test_doctor_fails_a_cuda_12_8_image_on_a_wsl_driver_that_runs_cuda_12_4(
+@pytest.fixture
+def host(
     stand_in_bin: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+) -> Host:
+    return Host(stand_in_bin, tmp_path, monkeypatch, capsys)
+
+
+def test_doctor_fails_a_cuda_12_8_image_on_a_wsl_driver_that_runs_cuda_12_4(
+    host: Host,
 ) -> None:
     """Stand-in for the host of SyneRBI/PETRIC2#27: a GeForce on WSL2, Windows driver 551.78,
     whose nvidia-smi says CUDA 12.4; the generated devcontainer uses a CUDA 12.8 image."""
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [RTX_4070], driver="551.78", cuda="12.4")
-    _project(tmp_path, monkeypatch)
-    code, out = _doctor(capsys)
+    gpu_stand_ins.nvidia_smi(host.bin, [RTX_4070], driver="551.78", cuda="12.4")
+    host.project()
+    code, out = host.doctor()
     assert code == 1
     assert (
         "  FAIL  devcontainer image nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 requires "
@@ -192,15 +208,12 @@ def test_doctor_fails_a_cuda_12_8_image_on_a_wsl_driver_that_runs_cuda_12_4(
 
 
 def test_doctor_takes_the_drivers_cuda_from_the_table_when_nvidia_smi_omits_it(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     """Stand-in nvidia-smi whose -q has no "CUDA Version" line: 550.54.15 is 12.4's driver."""
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [RTX_4070], driver="550.54.15", cuda=None)
-    _project(tmp_path, monkeypatch)
-    _, out = _doctor(capsys)
+    gpu_stand_ins.nvidia_smi(host.bin, [RTX_4070], driver="550.54.15", cuda=None)
+    host.project()
+    _, out = host.doctor()
     assert "driver 550.54.15 runs CUDA 12.4, and no forward-compatibility clause" in out
 
 
@@ -240,32 +253,26 @@ def test_doctor_passes_an_image_the_toolkit_starts(
     driver: str,
     cuda: str,
     line: str,
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     """Stand-in nvidia-smi: one GPU on ``driver`` reporting CUDA ``cuda``."""
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [gpu], driver=driver, cuda=cuda)
-    _project(tmp_path, monkeypatch)
-    assert line in _doctor(capsys)[1]
+    gpu_stand_ins.nvidia_smi(host.bin, [gpu], driver=driver, cuda=cuda)
+    host.project()
+    assert line in host.doctor()[1]
 
 
 def test_doctor_cannot_check_an_image_that_is_not_nvidia_cuda(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [RTX_4070], driver="551.78", cuda="12.4")
-    _project(tmp_path, monkeypatch, image="pytorch/pytorch:2.7.0-cuda12.8-cudnn9-devel")
+    gpu_stand_ins.nvidia_smi(host.bin, [RTX_4070], driver="551.78", cuda="12.4")
+    host.project(image="pytorch/pytorch:2.7.0-cuda12.8-cudnn9-devel")
     assert (
         "  warn  devcontainer image pytorch/pytorch:2.7.0-cuda12.8-cudnn9-devel: not an "
         "nvidia/cuda tag, so its NVIDIA_REQUIRE_CUDA is not known here: whether the NVIDIA "
         "container toolkit starts it on this driver was not checked\n"
         "        -> docker inspect --format '{{json .Config.Env}}' "
         "pytorch/pytorch:2.7.0-cuda12.8-cudnn9-devel shows it\n"
-    ) in _doctor(capsys)[1]
+    ) in host.doctor()[1]
 
 
 @pytest.mark.parametrize(
@@ -299,63 +306,51 @@ def test_doctor_compares_the_host_nvcc_with_cuda_version(
     build: str,
     cuda: str,
     line: str,
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     """Stand-ins: nvcc ``release`` on PATH (as flash-attn's build would find it, through
     torch's CUDA_HOME search), and an H100 on a driver new enough for ``cuda``."""
-    nvcc = gpu_stand_ins.nvcc(stand_in_bin, release, build)
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [H100], driver="580.95.05", cuda="13.0")
+    nvcc = gpu_stand_ins.nvcc(host.bin, release, build)
+    gpu_stand_ins.nvidia_smi(host.bin, [H100], driver="580.95.05", cuda="13.0")
     torch = "==2.13.0" if cuda == "13.0" else "==2.7.0"
-    _project(tmp_path, monkeypatch, cuda=cuda, torch=torch, image=None)
-    assert line.format(nvcc=nvcc) in _doctor(capsys)[1]
+    host.project(cuda=cuda, torch=torch, image=None)
+    assert line.format(nvcc=nvcc) in host.doctor()[1]
 
 
 def test_doctor_follows_cuda_home_like_torch(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     """CUDA_HOME wins over the nvcc on PATH (torch.utils.cpp_extension._find_cuda_home)."""
-    gpu_stand_ins.nvcc(stand_in_bin, "12.4", "12.4.131")
-    home = tmp_path / "cuda-12.8"
+    gpu_stand_ins.nvcc(host.bin, "12.4", "12.4.131")
+    home = host.folder / "cuda-12.8"
     nvcc = gpu_stand_ins.nvcc(home / "bin", "12.8", "12.8.93")
-    monkeypatch.setenv("CUDA_HOME", str(home))
-    _project(tmp_path, monkeypatch, image=None)
-    assert f"  ok    host nvcc 12.8 ({nvcc}) is cuda.version 12.8\n" in _doctor(capsys)[1]
-    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "empty"))
-    (tmp_path / "empty").mkdir()
+    host.monkeypatch.setenv("CUDA_HOME", str(home))
+    host.project(image=None)
+    assert f"  ok    host nvcc 12.8 ({nvcc}) is cuda.version 12.8\n" in host.doctor()[1]
+    host.monkeypatch.setenv("CUDA_HOME", str(host.folder / "empty"))
+    (host.folder / "empty").mkdir()
     assert (
-        f"  warn  {tmp_path / 'empty'} has no bin/nvcc: torch.utils.cpp_extension fails there"
-    ) in _doctor(capsys)[1]
+        f"  warn  {host.folder / 'empty'} has no bin/nvcc: torch.utils.cpp_extension fails there"
+    ) in host.doctor()[1]
 
 
 def test_doctor_without_a_toolkit_says_where_it_looked(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
-    _project(tmp_path, monkeypatch, image=None)
+    host.project(image=None)
     assert (
         "  ok    no CUDA toolkit on this host (CUDA_HOME, CUDA_PATH, nvcc on PATH, "
         "/usr/local/cuda): extensions are built where nvcc 12.8 is, the nix shell or the "
         "devcontainer\n"
-    ) in _doctor(capsys)[1]
+    ) in host.doctor()[1]
 
 
 def test_doctor_warns_on_mixed_gpus_without_pci_bus_order(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     """Stand-in nvidia-smi listing an RTX A6000 and an H100 (PCI bus order: H100 first)."""
-    gpu_stand_ins.nvidia_smi(stand_in_bin, [H100, RTX_A6000], driver="570.86.15", cuda="12.8")
-    _project(tmp_path, monkeypatch, image=None)
+    gpu_stand_ins.nvidia_smi(host.bin, [H100, RTX_A6000], driver="570.86.15", cuda="12.8")
+    host.project(image=None)
     warning = (
         "  warn  GPUs of 2 models (NVIDIA H100 80GB HBM3, NVIDIA RTX A6000) and "
         "CUDA_DEVICE_ORDER is not set: CUDA numbers them fastest first, nvidia-smi by PCI bus "
@@ -363,9 +358,9 @@ def test_doctor_warns_on_mixed_gpus_without_pci_bus_order(
         "nvidia-smi\n        -> set CUDA_DEVICE_ORDER=PCI_BUS_ID before Python starts "
         "('envparity run', the nix shell and the devcontainer set it)\n"
     )
-    assert warning in _doctor(capsys)[1]
-    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    out = _doctor(capsys)[1]
+    assert warning in host.doctor()[1]
+    host.monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    out = host.doctor()[1]
     assert warning not in out
     assert (
         "  ok    GPUs of 2 models (NVIDIA H100 80GB HBM3, NVIDIA RTX A6000), numbered by PCI "
@@ -374,12 +369,9 @@ def test_doctor_warns_on_mixed_gpus_without_pci_bus_order(
 
 
 def test_one_gpu_model_needs_no_device_order(
-    stand_in_bin: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    host: Host,
 ) -> None:
     two = [H100, StandInGpu(H100.name, bus_id="00000000:2A:00.0")]
-    gpu_stand_ins.nvidia_smi(stand_in_bin, two, driver="570.86.15", cuda="12.8")
-    _project(tmp_path, monkeypatch, image=None)
-    assert "GPUs of" not in _doctor(capsys)[1]
+    gpu_stand_ins.nvidia_smi(host.bin, two, driver="570.86.15", cuda="12.8")
+    host.project(image=None)
+    assert "GPUs of" not in host.doctor()[1]
