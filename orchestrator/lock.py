@@ -66,7 +66,7 @@ def sources(spec: Spec, flavor: str) -> tuple[Index, ...]:
 
 def inputs(spec: Spec, target: LockTarget) -> str:
     """Hash of exactly what determines a lock's content."""
-    bounds = constraints(spec)
+    bounds = constraints(spec, target.flavor)
     return files.inputs_hash(
         {
             "format": LOCK_FORMAT,
@@ -81,11 +81,15 @@ def inputs(spec: Spec, target: LockTarget) -> str:
     )
 
 
-def constraints(spec: Spec) -> list[str]:
-    """uv constraints the compatibility table adds (``compat.abi_bounds``): ``numpy<2`` for a
-    torch built against NumPy 1.x. They bind a package whoever pulls it in, and add none."""
+def constraints(spec: Spec, flavor: str) -> list[str]:
+    """uv constraints the compatibility table adds to a flavor's lock (``compat.abi_bounds``):
+    ``numpy<2`` for a torch built against NumPy 1.x, in the flavors that hold torch. They bind
+    a package whoever pulls it in, and add none."""
     from orchestrator import compat
 
+    torch = spec.dependency("torch")
+    if torch is None or not torch.applies_to(flavor):
+        return []
     return [f"{b.package}{b.requires}" for b in compat.abi_bounds(spec)]
 
 
@@ -240,7 +244,7 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         req = Path(tmp, "requirements.in")
         req.write_text("\n".join(requirements(spec, target.flavor)) + "\n", encoding="utf-8")
         bounds = Path(tmp, CONSTRAINTS_NAME)
-        bound = constraints(spec)
+        bound = constraints(spec, target.flavor)
         bounds.write_text("".join(f"{c}\n" for c in bound), encoding="utf-8")
         out = Path(tmp, "lock.txt")
         if previous and not upgrade:

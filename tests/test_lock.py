@@ -449,3 +449,14 @@ def test_a_resolution_that_pairs_torch_2_2_with_numpy_2_is_refused(
         "newer): torch builds before 2.3 were compiled against NumPy 1.x;"
     ) in err
     assert not (tmp_path / "locks/cu121.txt").exists()
+
+
+def test_the_numpy_bound_goes_to_the_flavors_that_hold_torch(write_spec) -> None:  # type: ignore[no-untyped-def]
+    path = make_spec(
+        write_spec,
+        deps='torch = { version = "==2.2.2", flavors = ["cuda"] }\nnumpy = "*"',
+        extra=CU121,
+    )
+    loaded = spec.load(path)
+    assert lock.constraints(loaded, "cu121") == ["numpy<2"]
+    assert lock.constraints(loaded, "cpu") == []  # no torch there: numpy 2 is fine
