@@ -18,8 +18,8 @@ from tests import gpu_stand_ins
 from tests.gpu_stand_ins import H100, RTX_4070, RTX_A6000, StandInGpu
 
 # NVIDIA_REQUIRE_CUDA as the images carry it, copied from public copies of their Dockerfiles:
-# dist/12.6.3/ubuntu2404/base/Dockerfile and dist/12.4.1 (UBI 9) of
-# gitlab.com/nvidia/container-images/cuda.
+# dist/12.6.3/ubuntu2404/base/Dockerfile, dist/12.8.0/ubuntu2404/base/Dockerfile and
+# dist/12.4.1 (UBI 9) of gitlab.com/nvidia/container-images/cuda.
 REQUIRE_12_6_3 = (
     "cuda>=12.6 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 "
     "brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 "
@@ -40,6 +40,38 @@ REQUIRE_12_6_3 = (
     "brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 "
     "brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551"
 )
+REQUIRE_12_8_0 = (
+    "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 "
+    "brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 "
+    "brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 "
+    "brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 "
+    "brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 "
+    "brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 "
+    "brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 "
+    "brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 "
+    "brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 "
+    "brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 "
+    "brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 "
+    "brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 "
+    "brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 "
+    "brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 "
+    "brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 "
+    "brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 "
+    "brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 "
+    "brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 "
+    "brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 "
+    "brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 "
+    "brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 "
+    "brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 "
+    "brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 "
+    "brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 "
+    "brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 "
+    "brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 "
+    "brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 "
+    "brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 "
+    "brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 "
+    "brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
+)
 REQUIRE_12_4_1 = (
     "cuda>=12.4 brand=tesla,driver>=470,driver<471 brand=unknown,driver>=470,driver<471 "
     "brand=nvidia,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 "
@@ -59,7 +91,10 @@ REQUIRE_12_4_1 = (
 )
 
 
-@pytest.mark.parametrize(("cuda", "real"), [("12.6", REQUIRE_12_6_3), ("12.4", REQUIRE_12_4_1)])
+@pytest.mark.parametrize(
+    ("cuda", "real"),
+    [("12.8", REQUIRE_12_8_0), ("12.6", REQUIRE_12_6_3), ("12.4", REQUIRE_12_4_1)],
+)
 def test_the_table_rebuilds_the_images_variable_exactly(cuda: str, real: str) -> None:
     assert compat.table().images[cuda].expression == real
 
