@@ -6,6 +6,12 @@
   every visible GPU and refuses the container when it does not hold ("unsatisfied condition:
   cuda>=12.8, please update your driver to a newer version, or use an earlier cuda
   container"). Evaluated here as NVIDIA/libnvidia-container does (``requirement_holds``).
+  Its ``brand=...,driver>=N,driver<N+1`` alternatives are CUDA forward compatibility: an older
+  driver of those branches runs the image's newer CUDA through its cuda-compat libraries, on
+  data-centre (and some workstation) GPUs only
+  (https://docs.nvidia.com/deploy/cuda-compatibility/ "Forward Compatibility"). The driver's
+  CUDA comes from ``nvidia-smi -q``, else from NVIDIA's table "CUDA Toolkit and Corresponding
+  Driver Versions" (``compat.cuda_of_driver``), which also gives the driver a fix names.
   CUDA minor-version compatibility (a 12.x driver >= 525 runs 12.x programs with a limited
   feature set: https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html)
   does not count for that check: ``cuda>=12.8`` compares the driver's own CUDA version.
