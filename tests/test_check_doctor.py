@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import cli, files, lock, spec
 from tests import gpu_stand_ins
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SPEC = """\
 [environment]
