@@ -1057,6 +1057,19 @@ def test_cli_init_from_requirements(in_tmp: Path, capsys: pytest.CaptureFixture[
     assert spec.load("environment.toml").cuda == spec.Cuda(version="11.8")
 
 
+def test_cli_init_says_the_lock_bounds_numpy_for_a_torch_built_against_numpy_1(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: torch 2.2 with an unpinned numpy locked NumPy 2; init says what lock does."""
+    Path("requirements.txt").write_text("torch==2.2.2\nnumpy\n")
+    assert cli.main(["init", "--from", "requirements.txt", "--name", "ml"]) == 0
+    assert (
+        "envparity: note: environment.toml: dependencies.numpy: the locks take numpy <2 "
+        "(1.26.4 is the newest): torch '==2.2.2' needs it; torch builds before 2.3 were compiled "
+        "against NumPy 1.x;"
+    ) in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("files", "argv", "stderr"),
     [

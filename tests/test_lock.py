@@ -379,3 +379,73 @@ def test_a_version_the_mirror_lacks_is_refused_as_the_index_would_and_says_what_
     )
     assert err.count("envparity:") == 1
     assert not (tmp_path / "locks").exists()
+
+
+# --------------------------------------------------------------------------- torch x NumPy ABI
+
+# PyPI's torch 2.2.2 is its CUDA 12.1 build: the cu121 flavor locks it (metadata only).
+CU121 = '\n[cuda]\nversion = "12.1"\n'
+
+
+def test_torch_2_2_locks_numpy_1_and_says_why(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: torch 2.2 with numpy = "*" locked NumPy 2.4, which that torch cannot load."""
+    make_spec(write_spec, deps='torch = "==2.2.2"\nnumpy = "*"', extra=CU121)
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu121") == 0
+    assert (
+        "envparity: note: environment.toml: dependencies.numpy: the locks take numpy <2 "
+        "(1.26.4 is the newest): torch '==2.2.2' needs it; torch builds before 2.3 were compiled "
+        "against NumPy 1.x;"
+    ) in capsys.readouterr().err
+    header = files.read_header((tmp_path / "locks/cu121.txt").read_text())
+    assert header is not None
+    assert lock.pinned(header.body)["numpy"] == "1.26.4"
+    assert f"    #   -c {lock.CONSTRAINTS_NAME}\n" in header.body  # why numpy is held back
+    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only locks/cpu.txt: missing
+    assert capsys.readouterr().out == "locks/cpu.txt: missing\n"
+
+
+def test_a_numpy_2_requirement_beside_torch_2_2_is_refused_before_uv_runs(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_spec(write_spec, deps='torch = "==2.2.2"\nnumpy = ">=2"', extra=CU121)
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert (
+        "environment.toml: dependencies.numpy: '>=2' admits no numpy <2, which torch '==2.2.2' "
+        'needs (use numpy = "<2", 1.26.4 being the newest, or torch 2.3 or newer)'
+    ) in err
+    assert "resolving" not in err
+    assert not (tmp_path / "locks").exists()
+
+
+def test_a_resolution_that_pairs_torch_2_2_with_numpy_2_is_refused(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The torch range also admits 2.3, so nothing is bounded before resolving; torchvision
+    0.17.2 pins torch 2.2.2, and uv pairs it with NumPy 2: the lock is refused, not written."""
+    make_spec(
+        write_spec,
+        deps='torch = ">=2.2,<2.4"\ntorchvision = "==0.17.2"\nnumpy = "*"',
+        extra=CU121,
+    )
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu121") == 2
+    err = capsys.readouterr().err
+    assert "envparity: locks/cu121.txt: torch 2.2.2 beside numpy 2." in err
+    assert (
+        '(add numpy = "<2" to [dependencies], 1.26.4 being the newest, or use torch 2.3 or '
+        "newer): torch builds before 2.3 were compiled against NumPy 1.x;"
+    ) in err
+    assert not (tmp_path / "locks/cu121.txt").exists()
+
+
+def test_the_numpy_bound_goes_to_the_flavors_that_hold_torch(write_spec) -> None:  # type: ignore[no-untyped-def]
+    path = make_spec(
+        write_spec,
+        deps='torch = { version = "==2.2.2", flavors = ["cuda"] }\nnumpy = "*"',
+        extra=CU121,
+    )
+    loaded = spec.load(path)
+    assert lock.constraints(loaded, "cu121") == ["numpy<2"]
+    assert lock.constraints(loaded, "cpu") == []  # no torch there: numpy 2 is fine
