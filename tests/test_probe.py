@@ -8,6 +8,7 @@ through module-scoped fixtures and kept to a few steps.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
