@@ -26,31 +26,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import eleven_variables  # noqa: E402
+
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-
-
-def lower_isa() -> str:
-    import torch
-
-    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
 
 
 CASES = {
     1: {"MKL_CBWR": "COMPATIBLE"},
     3: {"PYTHONHASHSEED": "1", "MKL_CBWR": "COMPATIBLE", "MKL_NUM_THREADS": "1"},
-    11: {
-        "ATEN_CPU_CAPABILITY": lower_isa(),
-        "MKL_CBWR": "COMPATIBLE",
-        "MKL_NUM_THREADS": "1",
-        "DNNL_MAX_CPU_ISA": "SSE41",
-        "ONEDNN_MAX_CPU_ISA": "ALL",
-        "OPENBLAS_CORETYPE": "Haswell",
-        "OPENBLAS_NUM_THREADS": "1",
-        "KMP_AFFINITY": "disabled",
-        "KMP_DETERMINISTIC_REDUCTION": "1",
-        "MKL_DYNAMIC": "FALSE",
-        "CUDA_LAUNCH_BLOCKING": "1",
-    },
+    11: eleven_variables(),  # the pair tests/test_bisect.py bisects
 }
 
 

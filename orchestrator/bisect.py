@@ -788,12 +788,15 @@ class Bisection:
                 f"another environment ({confound}): {a} was recorded elsewhere; bisect starts "
                 "from a run of this machine (pass one as A)",
             )
+        outside = sorted(set(self.a.inputs.outside))
+        read = f": it read {', '.join(outside[:3])}" if outside else ""
         return self._report(
             "not repeatable",
-            f"the probe is not repeatable: a repeat of {a} in the same environment "
-            f"{repeat.where} from it; no experiment can prove a cause until it repeats "
-            "(an unseeded RNG, a DataLoader without a seeded generator, a nondeterministic "
-            "kernel)",
+            f"a repeat of {a} here, in the environment its capture records, {repeat.where} "
+            "from it: the probe is not repeatable (an unseeded RNG, a DataLoader without a "
+            "seeded generator, a nondeterministic kernel), or it depends on something the "
+            f"capture does not record (a variable it reads, a file outside the project{read}); "
+            "no experiment can prove a cause until a repeat gives its results",
         )
 
     def _environment_differs(self, repeat: Experiment) -> str:

@@ -29,7 +29,7 @@ from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import Difference
 from orchestrator.probe.fingerprint import Fingerprint
-from tests.helpers import REPO, envparity, torch_venv
+from tests.helpers import CLI, REPO, cli_env, eleven_variables, envparity, torch_venv
 
 STEPS = 2
 # Two threads, so that a thread-count variable has something to change.
@@ -165,8 +165,18 @@ def probe(
     return fingerprint.load(out)
 
 
-def bisect(a: Path, b: Path, *args: str, cwd: Path = REPO) -> tuple[int, dict[str, Any]]:
-    done = envparity(cwd, "bisect", str(a), str(b), "--json", *args, timeout=900)
+def bisect(
+    a: Path, b: Path, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """``envparity bisect A B --json`` as a user runs it (``env``: variables the probe reads,
+    which a capture does not record), the exit code and the report."""
+    done = process.run(
+        [*CLI, "bisect", str(a), str(b), "--json", *args],
+        env={**cli_env(), **(env or {})},
+        cwd=cwd,
+        check=False,
+        timeout=900,
+    )
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -177,12 +187,6 @@ def verdicts(report: dict[str, Any]) -> dict[str, str]:
 
 def labels(report: dict[str, Any]) -> list[tuple[str, str]]:
     return [(e["label"].split(" /")[0], e["outcome"]) for e in report["experiments"]]
-
-
-def lower_isa() -> str:
-    import torch
-
-    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
 
 
 @pytest.fixture(scope="module")
@@ -214,27 +218,11 @@ def test_a_spent_budget_ends_the_bisection_unresolved(base: Path) -> None:
     assert set(verdicts(report).values()) == {"unresolved"}
 
 
-# The issue's eleven: three change the numbers, DNNL_MAX_CPU_ISA changes them alone but not
-# beside ONEDNN_MAX_CPU_ISA=ALL (oneDNN reads its newer name first), seven change nothing.
-ELEVEN = {
-    "ATEN_CPU_CAPABILITY": lower_isa(),
-    "MKL_CBWR": "COMPATIBLE",
-    "MKL_NUM_THREADS": "1",
-    "DNNL_MAX_CPU_ISA": "SSE41",
-    "ONEDNN_MAX_CPU_ISA": "ALL",
-    "OPENBLAS_CORETYPE": "Haswell",
-    "OPENBLAS_NUM_THREADS": "1",
-    "KMP_AFFINITY": "disabled",
-    "KMP_DETERMINISTIC_REDUCTION": "1",
-    "MKL_DYNAMIC": "FALSE",
-    "CUDA_LAUNCH_BLOCKING": "1",
-}
-
-
 @pytest.mark.slow
 def test_the_eleven_variable_pair_proves_three_and_finds_the_masked_one(base: Path) -> None:
     other = base.with_name("eleven.json")
-    probe(other, env=ELEVEN)
+    eleven = eleven_variables()
+    probe(other, env=eleven)
     code, report = bisect(base, other)
     assert (code, report["status"]) == (0, "explained")
     proven = ["launch.ATEN_CPU_CAPABILITY", "launch.MKL_CBWR", "launch.MKL_NUM_THREADS"]
@@ -244,7 +232,7 @@ def test_the_eleven_variable_pair_proves_three_and_finds_the_masked_one(base: Pa
     assert [k for k, v in said.items() if v == "masked"] == ["launch.DNNL_MAX_CPU_ISA"]
     assert sorted(k for k, v in said.items() if v == "no effect") == sorted(
         f"launch.{name}"
-        for name in ELEVEN
+        for name in eleven
         if f"launch.{name}" not in [*proven, "launch.DNNL_MAX_CPU_ISA"]
     )
     assert said["torch.cpu_capability"] == "consequence"  # derived: never toggled
@@ -254,7 +242,10 @@ def test_the_eleven_variable_pair_proves_three_and_finds_the_masked_one(base: Pa
     assert labels(report)[-1] == ("the 3 that mattered, without the masked", "B")
 
 
-PACKAGE_PROBE = """\
+# A small user probe; each variable adds one behaviour the tests below need.
+TINY_PROBE = """\
+import os
+
 import numpy as np
 import torch
 
@@ -262,14 +253,20 @@ from orchestrator.determinism import seed_everything
 
 
 def train(rec):
-    \"\"\"Initial weights mixed by a NumPy float32 matmul: OpenBLAS's sgemm, bundled with NumPy
-    (on two threads 1.26.4 and 2.4.6 give other bytes; on one thread the same).\"\"\"
     seed_everything(rec.determinism)
-    rng = np.random.RandomState(rec.seed)
-    mix = rng.randn(257, 300).astype(np.float32) @ rng.randn(300, 129).astype(np.float32)
+    if os.environ.get("PROBE_STATE"):  # state set by code: no launch variable bisect can apply
+        torch.set_default_dtype(torch.float64)
+        torch.set_flush_denormal(True)
+    if os.environ.get("PROBE_FLAKY"):  # a new seed every run
+        torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
     model = torch.nn.Linear(129, 257)
-    with torch.no_grad():
-        model.weight.copy_(torch.from_numpy(mix / 300))
+    if os.environ.get("PROBE_NUMPY_MIX"):
+        # Initial weights mixed by a NumPy float32 matmul: OpenBLAS's sgemm, bundled with
+        # NumPy (on two threads 1.26.4 and 2.4.6 give other bytes; on one thread the same).
+        rng = np.random.RandomState(rec.seed)
+        mix = rng.randn(257, 300).astype(np.float32) @ rng.randn(300, 129).astype(np.float32)
+        with torch.no_grad():
+            model.weight.copy_(torch.from_numpy(mix / 300))
     rec.initial(model)
     x = torch.ones(5, 129)
     for _ in range(rec.steps):
@@ -284,12 +281,12 @@ def train(rec):
 def test_a_package_swap_that_changes_a_kernel_is_proven_through_a_hybrid_venv(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "npprobe.py").write_text(PACKAGE_PROBE)
-    env = {"OPENBLAS_NUM_THREADS": "2"}
+    (tmp_path / "tiny.py").write_text(TINY_PROBE)
+    env = {"PROBE_NUMPY_MIX": "1", "OPENBLAS_NUM_THREADS": "2"}
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out, version in ((a, "2.4.6"), (b, "1.26.4")):
-        probe(out, env=env, python=str(torch_venv(version)), cwd=tmp_path, name="npprobe:train")
-    code, report = bisect(a, b, cwd=tmp_path)
+        probe(out, env=env, python=str(torch_venv(version)), cwd=tmp_path, name="tiny:train")
+    code, report = bisect(a, b, cwd=tmp_path, env={"PROBE_NUMPY_MIX": "1"})
     assert (code, report["status"], report["runs"]) == (0, "explained", 2)
     assert verdicts(report) == {"packages.numpy": "proven", "numpy.version": "consequence"}
     assert report["minimal"] == ["packages.numpy"]
@@ -304,40 +301,17 @@ def test_a_numpy_minor_changes_nothing_beside_a_variable_that_does(base: Path) -
     assert (code, report["status"]) == (0, "explained")
     said = verdicts(report)
     assert (said["packages.numpy"], said["launch.MKL_CBWR"]) == ("no effect", "proven")
+    assert report["runs"] == 3  # the repeat, the hybrid, MKL_CBWR alone (it gives B)
     hybrid = next(e for e in report["experiments"] if e["applied"] == ["packages.numpy"])
     assert (hybrid["outcome"], hybrid["note"]) == ("A", "")  # the hybrid had 2.3.5, nothing else
 
 
-CODE_STATE_PROBE = """\
-import os
-
-import torch
-
-from orchestrator.determinism import seed_everything
-
-
-def train(rec):
-    seed_everything(rec.determinism)
-    if os.environ.get("PROBE_STATE"):  # state set by code: no launch variable bisect can apply
-        torch.set_default_dtype(torch.float64)
-        torch.set_flush_denormal(True)
-    model = torch.nn.Linear(8, 1)
-    rec.initial(model)
-    x = torch.ones(3, 8)
-    for _ in range(rec.steps):
-        loss = model(x).pow(2).mean()
-        loss.backward()
-        rec.loss(loss)
-    rec.final(model)
-"""
-
-
 @pytest.mark.slow
 def test_state_set_by_the_probes_code_is_not_applicable_and_named(tmp_path: Path) -> None:
-    (tmp_path / "stateprobe.py").write_text(CODE_STATE_PROBE)
+    (tmp_path / "tiny.py").write_text(TINY_PROBE)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    probe(a, cwd=tmp_path, name="stateprobe:train")
-    probe(b, cwd=tmp_path, name="stateprobe:train", env={"PROBE_STATE": "1"})
+    probe(a, cwd=tmp_path, name="tiny:train")
+    probe(b, cwd=tmp_path, name="tiny:train", env={"PROBE_STATE": "1"})
     code, report = bisect(a, b, cwd=tmp_path)
     assert (code, report["status"], report["runs"]) == (0, "eliminated", 1)
     said = {d["key"]: (d["verdict"], d["note"]) for d in report["differences"]}
@@ -376,35 +350,20 @@ def test_across_machines_the_hardware_remains_by_elimination(base: Path) -> None
     assert verdicts(report)["torch.cpu_capability"] == "consequence"
 
 
-FLAKY_PROBE = """\
-import os
-
-import torch
-
-
-def train(rec):
-    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))  # a new seed every run
-    model = torch.nn.Linear(4, 1)
-    rec.initial(model)
-    for _ in range(rec.steps):
-        loss = model(torch.ones(2, 4)).pow(2).mean()
-        loss.backward()
-        rec.loss(loss)
-    rec.final(model)
-"""
-
-
 @pytest.mark.slow
 def test_a_flaky_probe_is_refused_after_one_repeat(tmp_path: Path) -> None:
-    (tmp_path / "flaky.py").write_text(FLAKY_PROBE)
+    (tmp_path / "tiny.py").write_text(TINY_PROBE)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    probe(a, cwd=tmp_path, name="flaky:train")
-    probe(b, cwd=tmp_path, name="flaky:train", env={"MKL_CBWR": "COMPATIBLE"})
-    code, report = bisect(a, b, cwd=tmp_path)
+    flaky = {"PROBE_FLAKY": "1"}
+    probe(a, cwd=tmp_path, name="tiny:train", env=flaky)
+    probe(b, cwd=tmp_path, name="tiny:train", env={**flaky, "MKL_CBWR": "COMPATIBLE"})
+    code, report = bisect(a, b, cwd=tmp_path, env=flaky)
     assert (code, report["status"], report["runs"]) == (1, "not repeatable", 1)
     assert report["summary"] == (
-        f"the probe is not repeatable: a repeat of {a} in the same environment DIVERGED at "
-        "initial_params from it; no experiment can prove a cause until it repeats (an "
-        "unseeded RNG, a DataLoader without a seeded generator, a nondeterministic kernel)"
+        f"a repeat of {a} here, in the environment its capture records, DIVERGED at "
+        "initial_params from it: the probe is not repeatable (an unseeded RNG, a DataLoader "
+        "without a seeded generator, a nondeterministic kernel), or it depends on something "
+        "the capture does not record (a variable it reads, a file outside the project); no "
+        "experiment can prove a cause until a repeat gives its results"
     )
     assert verdicts(report)["launch.MKL_CBWR"] == "unresolved"

@@ -20,7 +20,7 @@ from orchestrator import process
 from orchestrator.probe import fingerprint
 from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint
-from tests.helpers import REPO, USER_MODEL, VOCAB, torch_venv, user_project
+from tests.helpers import REPO, USER_MODEL, VOCAB, lower_isa, torch_venv, user_project
 
 pytest.importorskip("torch")
 
@@ -38,14 +38,7 @@ NON_DEFAULT_FLAGS = (
 )
 
 
-def _lower_isa() -> str:
-    """The CPU capability one below this machine's: ``avx2`` on AVX-512, else ``default``."""
-    import torch
-
-    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
-
-
-LOWER_ISA = _lower_isa()
+LOWER_ISA = lower_isa()
 # The built-in probe's rec.output names (orchestrator.probe.workload.kernel_checks), on a CPU.
 KERNEL_OUTPUTS = {
     *(f"{kind}_{w}" for kind in ("softmax", "layer_norm") for w in (37, 100, 257)),
