@@ -55,7 +55,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import init
 
     target = Path(args.spec or "environment.toml")
-    converted = init.convert(Path(args.from_file) if args.from_file else None, name=args.name)
+    converted = init.convert(
+        Path(args.from_file) if args.from_file else None, name=args.name, spec_dir=target.parent
+    )
     init.write_spec(target, converted.text, force=args.force)
     for line in converted.unlockable:  # kept in the spec as '# not converted:' comments
         _err(f"not converted: {line}")
@@ -78,13 +80,19 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if stale:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
-    for path in lock.lock(
-        spec,
-        upgrade=args.upgrade,
-        flavors=args.flavor or None,
-        force=args.force,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
-    ):
+    try:
+        written = lock.lock(
+            spec,
+            upgrade=args.upgrade,
+            flavors=args.flavor or None,
+            force=args.force,
+            progress=lambda message: print(message, file=sys.stderr, flush=True),
+        )
+    except lock.LockIncomplete as exc:  # the flavors that resolved are written: say so first
+        for path in exc.written:
+            print(f"wrote {path}")
+        raise
+    for path in written:
         print(f"wrote {path}")
     return 0
 

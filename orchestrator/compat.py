@@ -12,7 +12,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,9 +223,13 @@ class _Request:
     cudnn: str | None
 
 
-def check(spec: Spec) -> list[Problem]:
-    """Every combination the spec asks for that the table proves does not exist."""
-    problems = _unknown_cuda(spec) + _cuda_sources(spec)
+def check(spec: Spec, *, flavor: str | None = None) -> list[Problem]:
+    """Every combination the spec asks for that the table proves does not exist; with
+    ``flavor``, those that stop that flavor's lock (for ``"cpu"``: the spec as if it had no
+    ``[cuda]``, so a CUDA build that does not exist leaves the cpu flavor alone)."""
+    if flavor == "cpu" and spec.cuda is not None:
+        spec = replace(spec, cuda=None)
+    problems = _unknown_cuda(spec) + _cuda_sources(spec, flavor)
     request = _request(spec)
     if problems or request is None:
         return problems
@@ -480,7 +484,7 @@ _TORCH_INDEX_RE = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,4}|cpu)/?$")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
-def _cuda_sources(spec: Spec) -> list[Problem]:
+def _cuda_sources(spec: Spec, only: str | None = None) -> list[Problem]:
     """The devcontainer's CUDA image and the PyTorch indexes must be the spec's CUDA (or CPU)."""
     file = _display(spec.path)
     out = []
@@ -506,7 +510,7 @@ def _cuda_sources(spec: Spec) -> list[Problem]:
             continue
         serves = found[1]
         for f in spec.flavors:
-            if not index.applies_to(f) or serves == f:
+            if not index.applies_to(f) or serves == f or only not in (None, f):
                 continue
             what = "the CPU" if serves == "cpu" else f"the CUDA {_cuda_of(serves)}"
             if f.startswith("cu") and serves.startswith("cu"):
