@@ -193,3 +193,27 @@ def test_driver_hook_uses_the_nixos_driver_folder_when_there_is_one(tmp_path: Pa
     )
     assert (folder, err) == (str(nixos), "")
     assert not (tmp_path / ".envparity").exists()
+
+
+def test_hook_installs_the_local_packages_after_the_lock_without_their_dependencies(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        SPEC.replace(
+            'numpy = "==2.4.6"\n',
+            'numpy = "==2.4.6"\nlibrary = { path = "sd-scripts", editable = true }\n'
+            'trainer = { path = ".", extras = ["train"] }\n',
+        )
+    )
+    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
+    (tmp_path / "bin" / "uv").chmod(0o755)
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "cpu.txt").write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    calls, _ = enter(tmp_path, hook)
+    assert calls[2:] == [
+        "uv pip install --python .venv/bin/python --no-deps --editable ./sd-scripts",
+        "uv pip install --python .venv/bin/python --no-deps .[train]",
+    ]
+    assert calls[1].startswith("uv pip sync")
