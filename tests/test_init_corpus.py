@@ -30,7 +30,7 @@ THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 class Expected:
     python: str
     deps: dict[str, str]  # name -> requirement line; a flavored one ends in " [cuda]"/" [cpu]"
-    indexes: list[tuple[str, str, tuple[str, ...]]]
+    indexes: list[Index]
     cuda: str | None = None
     cudnn: str | None = None
     name: str = "corpus"
@@ -38,13 +38,20 @@ class Expected:
     not_converted: int = 0  # how many '# not converted:' lines
     unlockable: int = 0  # how many of them are named on stderr
     mentions: tuple[str, ...] = field(default_factory=tuple)  # text the spec must hold
+    local: tuple[tuple[str, str, bool], ...] = ()  # local packages: name, path, editable
 
 
-def _cuda_index(tag: str) -> tuple[str, str, tuple[str, ...]]:
-    return (f"https://download.pytorch.org/whl/{tag}", "index", ("cuda",))
+Index = tuple[str, str, tuple[str, ...]] | tuple[str, str, tuple[str, ...], tuple[str, ...]]
 
 
-CPU_INDEX = (CPU, "index", ("cpu",))
+def _cuda_index(tag: str, packages: tuple[str, ...] = ()) -> Index:
+    """A PyTorch CUDA index for the CUDA flavor; with ``packages``, kept to those."""
+    url = f"https://download.pytorch.org/whl/{tag}"
+    return (url, "index", ("cuda",), packages) if packages else (url, "index", ("cuda",))
+
+
+CPU_INDEX: Index = (CPU, "index", ("cpu",))
+CPU_INDEX_FOR_TORCH: Index = (CPU, "index", ("cpu",), ("torch", "torchvision"))
 
 CASES = {
     "req_detection_cu118.txt": Expected(
@@ -104,9 +111,14 @@ CASES = {
         python=THIS_PYTHON,
         deps={"einops": "einops==0.7.0", "timm": "timm==0.9.12"},
         indexes=[],
-        not_converted=5,
-        unlockable=5,
-        mentions=("git+https://github.com/openai/CLIP.git", "./third_party/apex"),
+        not_converted=3,
+        unlockable=3,
+        mentions=(
+            "git+https://github.com/openai/CLIP.git",
+            "-e .: no package name found in . (pyproject.toml, setup.cfg, setup.py); named "
+            "'corpus' after its folder",
+        ),
+        local=(("corpus", ".", True), ("apex", "third_party/apex", False)),
     ),
     "env_pytorch_nvidia.yml": Expected(
         name="vision-lab",
@@ -170,7 +182,7 @@ CASES = {
     ),
     "poetry_cu121.toml": Expected(
         name="pytorch-template",
-        python="3.9",
+        python="3.11",  # ^3.9,<3.12 allows this interpreter's (3.11 in these tests)
         cuda="12.1",
         deps={
             "numpy": "numpy>=1.24.2,<2.0.0",
@@ -180,15 +192,20 @@ CASES = {
             "torch": "torch>=2.2.0,<3.0.0",
             "torchvision": "torchvision>=0.17.0,<0.18.0",
         },
-        indexes=[_cuda_index("cu121"), CPU_INDEX],
+        indexes=[_cuda_index("cu121", ("torch", "torchvision")), CPU_INDEX_FOR_TORCH],
         not_converted=1,
+        local=(("pytorch-template", ".", True),),
     ),
     "poetry_cpu_cuda.toml": Expected(
         name="speech-service",
-        python="3.10",
+        python="3.11",
         cuda="12.1",
         deps={"torch": "torch>=2.3.1,<3.0.0", "librosa": "librosa>=0.10.1,<0.11.0"},
-        indexes=[CPU_INDEX, _cuda_index("cu121"), ("https://pypi.example.com/simple", "index", ())],
+        indexes=[
+            (CPU, "index", ("cpu",), ("torch",)),
+            _cuda_index("cu121", ("torch",)),
+            ("https://pypi.example.com/simple", "index", ()),
+        ],
         not_converted=1,
     ),
     "poetry_optional_git.toml": Expected(
@@ -208,12 +225,12 @@ CASES = {
         name="project-name",
         python="3.11",
         deps={"torch": "torch>=2.2.0", "torchvision": "torchvision>=0.17.0"},
-        indexes=[CPU_INDEX],
+        indexes=[CPU_INDEX_FOR_TORCH],
         mentions=("poetry source 'pytorch-cpu', priority explicit, named by torch, torchvision",),
     ),
     "pep621_uv_extras.toml": Expected(
         name="expert-kit",
-        python="3.12",
+        python="3.13",  # >=3.12: the newest minor torch 2.7.0 has wheels for
         cuda="12.8",
         deps={
             "accelerate": "accelerate>=1.6.0",
@@ -223,15 +240,15 @@ CASES = {
             "torchvision": "torchvision==0.22.0",
             "nvidia-nccl-cu12": "nvidia-nccl-cu12>=2.26 [cuda]",
         },
-        indexes=[CPU_INDEX, _cuda_index("cu128")],
+        indexes=[CPU_INDEX_FOR_TORCH, _cuda_index("cu128", ("torch", "torchvision"))],
         not_converted=1,
     ),
     "pep621_uv_markers.toml": Expected(
         name="sample-project",
-        python="3.10",
+        python="3.11",
         cuda="12.8",
         deps={"torch": 'torch==2.7.0; platform_system == "Linux"', "numpy": "numpy>=1.26"},
-        indexes=[_cuda_index("cu128"), CPU_INDEX],
+        indexes=[_cuda_index("cu128", ("torch",)), (CPU, "index", ("cpu",), ("torch",))],
         not_converted=3,
         mentions=("envparity environments run on Linux",),
     ),
@@ -248,10 +265,16 @@ CASES = {
         name="tiny-cpu",
         python="3.11",
         deps={"torch": "torch==2.13.0", "numpy": "numpy>=2.2,<2.5"},
-        indexes=[CPU_INDEX],
+        indexes=[(CPU, "index", ("cpu",), ("torch",))],
     ),
 }
-CPU_CASES = [name for name, case in CASES.items() if case.cuda is None and not case.unlockable]
+# CPU files that lock here: torchvision needs its CPU build, which this machine's stand-in for
+# the PyTorch CPU index does not hold (test_torchvision_needs_its_cpu_build_in_the_index).
+CPU_CASES = [
+    name
+    for name, case in CASES.items()
+    if case.cuda is None and not case.unlockable and "torchvision" not in case.deps
+]
 
 
 def _shown(d: spec.Dependency) -> str:
@@ -277,6 +300,7 @@ class TestCorpus:
         folder.mkdir()
         shutil.copy(CORPUS / name, folder / name)
         monkeypatch.chdir(folder)
+        monkeypatch.setattr("orchestrator.init.python.running", lambda: "3.11")
         return init.convert(Path(name), name=None)
 
     def test_fields(self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,7 +314,10 @@ class TestCorpus:
         assert {d.name: _normal(_shown(d)) for d in s.dependencies} == {
             name: _normal(line) for name, line in case.deps.items()
         }
-        assert [(i.url, i.kind, i.flavors) for i in s.indexes] == case.indexes
+        assert [
+            (i.url, i.kind, i.flavors, *([i.packages] if i.packages else [])) for i in s.indexes
+        ] == case.indexes
+        assert [(p.name, p.path, p.editable) for p in s.local_packages] == list(case.local)
         assert s.system.packages == case.system
         not_converted = [x for x in converted.text.splitlines() if x.startswith("# not converted:")]
         assert len(not_converted) == case.not_converted, not_converted
@@ -316,19 +343,24 @@ class TestCorpus:
         assert all("cuda" not in i.flavors for i in lock.sources(s, "cpu"))
 
 
-def _envparity(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _envparity(
+    folder: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     wheels = (
-        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+        (env or {}).get("ENVPARITY_TEST_WHEELS")
+        or os.environ.get("ENVPARITY_TEST_WHEELS")
+        or os.environ.get("PIP_FIND_LINKS")
+        or "/opt/wheels"
     )
     if not any(Path(wheels).glob("torch-2.13.0+cpu-*.whl")):
         pytest.fail(
             f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS to a folder holding it"
         )
-    env = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU}={wheels}", "PYTHONPATH": str(REPO)}
+    full = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU}={wheels}", "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         cwd=folder,
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
         timeout=600,
@@ -344,7 +376,6 @@ def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
         "req_cpu_small.txt",
         "env_cpu.yml",
         "conda_explicit.txt",
-        "poetry2_project_source.toml",
         "pep621_cpu.toml",
     ]
     for name in CPU_CASES:
@@ -359,3 +390,28 @@ def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
         if name != "conda_explicit.txt":
             assert pins["torch"] == "2.13.0+cpu", name
         assert not [p for p in pins if p.startswith("nvidia-")], name
+
+
+def test_torchvision_needs_its_cpu_build_in_the_index(tmp_path: Path) -> None:
+    """poetry2_project_source.toml takes torch and torchvision from an explicit CPU source: a
+    stand-in for the CPU index holding torch alone is refused for torchvision, not filled
+    from PyPI (whose torchvision is built for CUDA torch)."""
+    wheels = (
+        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    )
+    torch = next(Path(wheels).glob("torch-2.13.0+cpu-*.whl"), None)
+    if torch is None:
+        pytest.fail(f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS")
+    only_torch = tmp_path / "only-torch"
+    only_torch.mkdir()
+    (only_torch / torch.name).symlink_to(torch)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(CORPUS / "poetry2_project_source.toml", folder / "pyproject.toml")
+    assert _envparity(folder, "init", "--from", "pyproject.toml").returncode == 0
+    env = {"ENVPARITY_TEST_WHEELS": str(only_torch)}
+    done = _envparity(folder, "lock", env=env)
+    assert done.returncode == 2
+    assert "Because torchvision was not found in the package registry" in done.stderr
+    assert "keeps torch, torchvision only from https://download.pytorch.org/whl/cpu" in done.stderr
+    assert not (folder / "locks").exists()

@@ -463,8 +463,8 @@ class TestUnlockable:
             "git+https://github.com/openai/CLIP.git",
             "clip @ git+https://github.com/openai/CLIP.git@a1b2c3d",
             "https://example.com/x-1.0-py3-none-any.whl",
-            "./vendor/pkg",
-            "-e .",
+            "./vendor/pkg-1.0.tar.gz",
+            "-e git+https://github.com/openai/CLIP.git#egg=clip",
         ],
     )
     def test_the_rest_is_converted(self, line: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -472,12 +472,7 @@ class TestUnlockable:
         assert cli.main(["init", "--from", "requirements.txt"]) == 0
         out, err = capsys.readouterr()
         assert out == "wrote environment.toml\n"
-        why = (
-            "an editable install; the spec lists released packages (install the project itself "
-            "in the target)"
-            if line.startswith("-e")
-            else UNLOCKABLE
-        )
+        why = UNLOCKABLE
         assert err == f"envparity: not converted: requirements.txt: line 2: {line!r}: {why}\n"
         text = Path("environment.toml").read_text(encoding="utf-8")
         assert not_converted(text) == [f"requirements.txt line 2: {line} ({why})"]
@@ -486,15 +481,16 @@ class TestUnlockable:
     def test_nothing_convertible_is_refused_and_nothing_written(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        Path("requirements.txt").write_text("-e .\n./vendor/pkg\n", encoding="utf-8")
+        Path("requirements.txt").write_text("-e ../other\n./vendor/pkg.whl\n", encoding="utf-8")
         assert cli.main(["init", "--from", "requirements.txt"]) == 2
         out, err = capsys.readouterr()
         assert (out, err) == (
             "",
             "envparity: error\n"
-            "requirements.txt: line 1: '-e .': an editable install; the spec lists released "
-            "packages (install the project itself in the target)\n"
-            f"requirements.txt: line 2: './vendor/pkg': {UNLOCKABLE}\n",
+            "requirements.txt: line 1: '-e ../other': a local package outside the folder of the "
+            "spec (../other); the devcontainer and CI see only the repository: move it inside, "
+            "or publish it\n"
+            f"requirements.txt: line 2: './vendor/pkg.whl': {UNLOCKABLE}\n",
         )
         assert not Path("environment.toml").exists()
 

@@ -20,8 +20,7 @@ passes ``orchestrator.spec.loads`` before it is returned. ``write_spec`` writes 
 from __future__ import annotations
 
 import re
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError, UsageError
+from orchestrator.init import python
 from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
@@ -60,22 +60,21 @@ def spec_text(source: Path | None, *, name: str | None) -> str:
     return convert(source, name=name).text
 
 
-def convert(source: Path | None, *, name: str | None) -> Converted:
-    """A new spec: a starter, or ``source`` converted.
+def convert(source: Path | None, *, name: str | None, spec_dir: Path | None = None) -> Converted:
+    """A new spec: a starter, or ``source`` converted. Local packages' paths are written
+    relative to ``spec_dir``, the folder the spec goes to (default: the current one).
 
     Raises ``UsageError`` for an unusable argument and ``SpecError`` for malformed input, or
     for a source where nothing could be converted.
     """
-    draft = _starter() if source is None else _convert(source)
+    draft = _starter() if source is None else _convert(source, spec_dir or Path.cwd())
     draft.name = _choose_name(name, draft)
-    if draft.python is None:
-        draft.python = _running_python()
-        draft.notes.append(
-            f"python: {draft.origin} does not say; set to this interpreter's {draft.python}"
-        )
+    python.choose(draft)
     if draft.cuda is None:  # CUDA-only packages (nvidia-*-cuXY) with no CUDA flavor to hold them
         for key, dep in list(draft.deps.items()):
-            if dep.flavors == ("cuda",):
+            if dep.flavors == ("cpu",):
+                draft.deps[key] = replace(dep, flavors=())  # the only flavor there is
+            elif dep.flavors == ("cuda",):
                 del draft.deps[key]
                 draft.skip(
                     draft_where(draft),
@@ -83,6 +82,8 @@ def convert(source: Path | None, *, name: str | None) -> Converted:
                     "a CUDA-only package, and nothing says which CUDA toolkit; add [cuda] "
                     'and this package with flavors = ["cuda"]',
                 )
+    if note := draft.cuda_only_note():
+        draft.notes.append(note)
     _add_pytorch_indexes(draft)
     text = render(draft)
     specs.loads(text)  # every text we hand out must load; a failure here is a bug in this package
@@ -107,10 +108,6 @@ def write_spec(path: Path, text: str, *, force: bool) -> None:
 
 def draft_where(draft: Draft) -> Where:
     return Where(draft.origin, "")
-
-
-def _running_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _choose_name(explicit: str | None, draft: Draft) -> str:
@@ -146,12 +143,10 @@ def _starter() -> Draft:
             draft.deps[name] = Dependency(name=name, specifier=fallback)
         else:
             draft.deps[name] = Dependency(name=name, specifier=f"=={installed}")
-    draft.python = _running_python()
-    draft.python_origin = "this interpreter"
     return draft
 
 
-def _convert(source: Path) -> Draft:
+def _convert(source: Path, spec_dir: Path) -> Draft:
     from orchestrator.init import conda, pyproject, requirements
 
     if not source.exists():
@@ -159,7 +154,7 @@ def _convert(source: Path) -> Draft:
     if not source.is_file():
         raise UsageError(f"--from {source}: not a file")
     lower = source.name.lower()
-    draft = Draft(origin=str(source))
+    draft = Draft(origin=str(source), spec_dir=spec_dir)
     if lower == specs.SPEC_FILE:
         raise UsageError(f"--from {source}: this is already an envparity spec")
     if lower.endswith((".yml", ".yaml")):
@@ -177,8 +172,10 @@ def _convert(source: Path) -> Draft:
             "requirements file or a conda spec list (*.txt, *.in), a conda environment "
             "(*.yml, *.yaml) or a pyproject.toml"
         )
-    if draft.problems or not draft.deps:
-        problems = draft.problems if draft.deps else [*draft.unlockables, *draft.problems]
+    if draft.problems or not (draft.deps or draft.local):
+        problems = (
+            draft.problems if draft.deps or draft.local else [*draft.unlockables, *draft.problems]
+        )
         if not problems:
             problems = [Problem(str(source), "", "no packages to convert")]
         raise SpecError(problems)
@@ -194,9 +191,12 @@ def _add_pytorch_indexes(draft: Draft) -> None:
     wanted = [("cpu", f"{PYTORCH_INDEX}cpu")]
     if draft.cuda is not None:
         wanted.insert(0, ("cuda", f"{PYTORCH_INDEX}cu{draft.cuda.replace('.', '')}"))
+    # Where the source keeps its PyTorch index to the torch packages (uv explicit, Poetry
+    # explicit), the other flavor's is kept to the same packages.
+    scoped = next((i.packages for i in draft.indexes if i.packages and i.flavors), ())
     for flavor, url in wanted:
         if not any(flavor in i.flavors and i.kind == "index" for i in draft.indexes):
             origin = f"the torch build for the {flavor} flavor (added by envparity init)"
             draft.indexes.append(
-                IndexDraft(url=url, kind="index", flavors=(flavor,), origin=origin)
+                IndexDraft(url=url, kind="index", flavors=(flavor,), origin=origin, packages=scoped)
             )

@@ -25,7 +25,12 @@ from orchestrator.spec import Dependency
 _URLISH_RE = re.compile(
     r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z]+\+[A-Za-z]+:|\.{1,2}(?:/|\Z)|/|~)"
 )
-_ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)\Z", re.IGNORECASE)
+# A local folder: ./pkg, ../pkg, ., /abs/pkg, ~/pkg, file:///abs/pkg, each with [extras].
+_LOCAL_RE = re.compile(
+    r"(?P<path>(?:\.{1,2}|\.{1,2}/[^\[\s]*|/[^\[\s]*|~/[^\[\s]*|file:/[^\[\s]*))"
+    r"(?P<extras>\[[^\]]*\])?"
+)
+ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)\Z", re.IGNORECASE)
 _OPTIONS_SPLIT_RE = re.compile(r"\s+(?=--?[A-Za-z])")
 _COMMENT_RE = re.compile(r"(?:^|\s+)#.*\Z")
 _PYTHON_HINT_RE = re.compile(r"^#\s*python(?:[_ -]?version)?\s*[:=]\s*(\S+)\s*\Z", re.IGNORECASE)
@@ -49,10 +54,6 @@ UNLOCKABLE = (
     "cannot be locked with hashes; the spec lists released packages by name and version "
     "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
     "require it by name)"
-)
-EDITABLE = (
-    "an editable install; the spec lists released packages "
-    "(install the project itself in the target)"
 )
 
 
@@ -137,7 +138,7 @@ class RequirementsReader:
             self._options(line, where, folder, constraint=constraint, stack=stack)
             return
         requirement, *options = _OPTIONS_SPLIT_RE.split(line, maxsplit=1)
-        dep = self.dependency(requirement, where)
+        dep = self.dependency(requirement, where, folder=None if constraint else folder)
         if options:
             self._requirement_options(options[0], where, folder, stack=stack)
         if dep is None:
@@ -147,9 +148,15 @@ class RequirementsReader:
         else:
             self.draft.add(dep, where)
 
-    def dependency(self, text: str, where: Where) -> Dependency | None:
-        """One PEP 508 requirement as a dependency; None (and noted) when it is not one."""
-        if _URLISH_RE.match(text) or _ARCHIVE_RE.search(text):
+    def dependency(
+        self, text: str, where: Where, *, folder: Path | None = None
+    ) -> Dependency | None:
+        """One PEP 508 requirement as a dependency; None (and noted) when it is not one. With
+        ``folder`` (the including file's), a local folder (``./pkg``, ``name @ file:///...``)
+        is taken as a local package of the project."""
+        if folder is not None and self.local(text, where, folder, editable=False):
+            return None
+        if _URLISH_RE.match(text) or ARCHIVE_RE.search(text):
             self.draft.unlockable(where, text, UNLOCKABLE)
             return None
         try:
@@ -167,6 +174,38 @@ class RequirementsReader:
             extras=tuple(sorted(req.extras)),
             markers=str(req.marker) if req.marker else "",
         )
+
+    def local(self, text: str, where: Where, folder: Path, *, editable: bool) -> bool:
+        """Take ``text`` as a local folder of the project if it is one: ``./pkg[extra]``,
+        ``.``, ``/abs/pkg``, ``file:///abs/pkg``, ``name @ file:///abs/pkg`` (not an archive:
+        a wheel or sdist file is a release, which the spec cannot name by path)."""
+        name = None
+        target = text.strip()
+        if m := re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*@\s*(file:\S+)", target
+        ):
+            name, target = m[1], m[3] + (m[2] or "")
+        m = _LOCAL_RE.fullmatch(target)
+        if m is None or ARCHIVE_RE.search(m["path"]):
+            return False
+        path = m["path"]
+        if path.startswith("file:"):
+            from urllib.parse import unquote, urlsplit
+
+            path = unquote(urlsplit(path).path)
+        extras = tuple(
+            sorted(e.strip() for e in (m["extras"] or "[]")[1:-1].split(",") if e.strip())
+        )
+        what = f"-e {text}" if editable else text
+        self.draft.add_local(
+            folder / Path(path).expanduser(),
+            where,
+            what,
+            name=name,
+            editable=editable,
+            extras=extras,
+        )
+        return True
 
     def _requirement_options(
         self, options: str, where: Where, folder: Path, *, stack: tuple[Path, ...]
@@ -226,7 +265,8 @@ class RequirementsReader:
                     return
                 value = tokens.pop(0)
             if name == "editable":
-                self.draft.unlockable(where, f"{option} {value}", EDITABLE)
+                if not self.local(value, where, folder, editable=True):
+                    self.draft.unlockable(where, f"{option} {value}", UNLOCKABLE)
             elif name in ("requirement", "constraint"):
                 self._include(
                     value, where, folder, constraint=constraint or name == "constraint", stack=stack

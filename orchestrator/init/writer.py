@@ -104,7 +104,8 @@ def render(d: Draft) -> str:
     environment = tomlkit.table()
     environment.add("name", toml_string(d.name))
     if d.python_origin:
-        w.comment(f"python from {d.python_origin}", environment)
+        why = d.python_origin if d.python_chosen else f"from {d.python_origin}"
+        w.comment(f"python {d.python}: {why}", environment)
     environment.add("python", toml_string(d.python))
     doc.add("environment", environment)
 
@@ -130,6 +131,20 @@ def render(d: Draft) -> str:
     dependencies.comment("PEP 440 specifiers; the lock pins these and all they pull in")
     for dep in d.deps.values():
         dependencies.add(dep.name, _dependency_value(dep))
+    if d.local:
+        dependencies.add(
+            tomlkit.comment(
+                "the project's own code: its dependencies are locked, and it is installed "
+                "after the lock (uv pip install --no-deps [-e] PATH)"
+            )
+        )
+    for package in d.local.values():
+        table = tomlkit.inline_table()
+        table.append("path", toml_string(package.path))
+        table.append("editable", package.editable)
+        if package.extras:
+            table.append("extras", _array(package.extras))
+        dependencies.add(package.name, table)
     doc.add("dependencies", dependencies)
 
     if d.indexes:
@@ -142,6 +157,8 @@ def render(d: Draft) -> str:
                 entry.add("kind", toml_string(index.kind))
             if index.flavors:
                 entry.add("flavors", _array(index.flavors))
+            if index.packages:
+                entry.add("packages", _array(index.packages))
             indexes.append(entry)
         doc.add("index", indexes)
 
