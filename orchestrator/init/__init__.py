@@ -29,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError, UsageError
 from orchestrator.init import python
-from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
+from orchestrator.init.draft import PYTORCH_INDEX, TORCH_FAMILY, Draft, IndexDraft, Where, canonical
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
 from orchestrator.messages import quote
@@ -84,6 +84,7 @@ def convert(source: Path | None, *, name: str | None, spec_dir: Path | None = No
                 )
     if note := draft.cuda_only_note():
         draft.notes.append(note)
+    _scope_to_dependencies(draft)
     _add_pytorch_indexes(draft)
     text = render(draft)
     specs.loads(text)  # every text we hand out must load; a failure here is a bug in this package
@@ -147,7 +148,7 @@ def _starter() -> Draft:
 
 
 def _convert(source: Path, spec_dir: Path) -> Draft:
-    from orchestrator.init import conda, pyproject, requirements
+    from orchestrator.init import conda, pixi, pyproject, requirements, uv_lock
 
     if not source.exists():
         raise UsageError(f"--from {source}: no such file")
@@ -159,6 +160,10 @@ def _convert(source: Path, spec_dir: Path) -> Draft:
         raise UsageError(f"--from {source}: this is already an envparity spec")
     if lower.endswith((".yml", ".yaml")):
         conda.from_environment_yml(draft, source)
+    elif lower == "pixi.toml":
+        pixi.from_pixi_toml(draft, source)
+    elif lower == "uv.lock":
+        uv_lock.from_uv_lock(draft, source)
     elif lower.endswith(".toml"):
         pyproject.from_pyproject(draft, source)
     elif lower.endswith((".txt", ".in")):
@@ -170,7 +175,7 @@ def _convert(source: Path, spec_dir: Path) -> Draft:
         raise UsageError(
             f"--from {source}: cannot tell the format from the name; expected a "
             "requirements file or a conda spec list (*.txt, *.in), a conda environment "
-            "(*.yml, *.yaml) or a pyproject.toml"
+            "(*.yml, *.yaml), a pyproject.toml, a pixi.toml or a uv.lock"
         )
     if draft.problems or not (draft.deps or draft.local):
         problems = (
@@ -182,6 +187,25 @@ def _convert(source: Path, spec_dir: Path) -> Draft:
     return draft
 
 
+def _scope_to_dependencies(draft: Draft) -> None:
+    """An index kept to some packages serves those the spec names (a source's list may name
+    packages the project does not depend on directly: uv would not route them either)."""
+    named = set(draft.deps) | set(draft.local)
+    for index in list(draft.indexes):
+        if not index.packages:
+            continue
+        kept = tuple(p for p in index.packages if canonical(p) in named)
+        if not kept:
+            draft.indexes.remove(index)
+            draft.skip(
+                draft_where(draft),
+                f"the index {index.url} ({index.origin})",
+                f"it serves only {', '.join(index.packages)}, which the project does not "
+                "depend on directly",
+            )
+        index.packages = kept
+
+
 def _add_pytorch_indexes(draft: Draft) -> None:
     """Give each flavor its torch build. PyPI's Linux torch is a CUDA build, so the cpu flavor
     needs the PyTorch CPU index ('envparity lock' refuses a cpu lock holding CUDA packages),
@@ -191,9 +215,12 @@ def _add_pytorch_indexes(draft: Draft) -> None:
     wanted = [("cpu", f"{PYTORCH_INDEX}cpu")]
     if draft.cuda is not None:
         wanted.insert(0, ("cuda", f"{PYTORCH_INDEX}cu{draft.cuda.replace('.', '')}"))
-    # Where the source keeps its PyTorch index to the torch packages (uv explicit, Poetry
-    # explicit), the other flavor's is kept to the same packages.
-    scoped = next((i.packages for i in draft.indexes if i.packages and i.flavors), ())
+    # Where the source keeps its PyTorch index to some packages (uv explicit, Poetry explicit,
+    # PDM include_packages), the index added is kept to the torch packages, all of them: the
+    # builds of torchvision and torchaudio must match torch's ('envparity lock' checks).
+    scoped: tuple[str, ...] = ()
+    if any(i.packages and i.flavors for i in draft.indexes):
+        scoped = tuple(d.name for key, d in draft.deps.items() if key in TORCH_FAMILY)
     for flavor, url in wanted:
         if not any(flavor in i.flavors and i.kind == "index" for i in draft.indexes):
             origin = f"the torch build for the {flavor} flavor (added by envparity init)"

@@ -51,13 +51,16 @@ _CUDA_TAG_RE = re.compile(r"^cu(?P<major>[0-9]{1,2})(?P<minor>[0-9])\Z")
 # (nvidia-cublas-cu12, nvidia-cudnn-cu11, ...; PyPI names), CuPy's per-toolkit builds, and
 # packages whose PyPI distributions are CUDA builds or compile CUDA code when installed
 # (xformers and flash-attn pin a CUDA torch or need nvcc; onnxruntime-gpu, tensorrt,
-# jax's CUDA plugins). nvidia-ml-py (NVML bindings) and nvidia-dali are not: they install
-# without CUDA. tensorflow[and-cuda] and jax[cuda12] are the CUDA extras of CPU packages.
+# jax's CUDA plugins), and what only a CUDA torch pulls in (triton, which compiles GPU
+# kernels; cuda-toolkit and cuda-bindings, torch 2.13's CUDA runtime). nvidia-ml-py (NVML
+# bindings) and nvidia-dali are not: they install without CUDA. tensorflow[and-cuda] and
+# jax[cuda12] are the CUDA extras of CPU packages.
 _CUDA_ONLY_RE = re.compile(
     r"^(?:nvidia-[a-z0-9-]+-cu[0-9]+|nvidia-cuda-[a-z0-9-]+|cupy-cuda[0-9]+x?|xformers"
     r"|flash-attn|flash-attn-[0-9]+|onnxruntime-gpu|paddlepaddle-gpu|tensorrt(?:-cu[0-9]+)?"
     r"|tensorrt-cu[0-9]+-[a-z-]+|torch-tensorrt|jax-cuda[0-9]+-(?:plugin|pjrt)|pycuda"
-    r"|mamba-ssm|causal-conv1d)\Z"
+    r"|mamba-ssm|causal-conv1d|triton|pytorch-triton|cuda-toolkit|cuda-bindings|cuda-python"
+    r"|cuda-pathfinder)\Z"
 )
 _CUDA_EXTRA_RE = re.compile(r"^(?:and-cuda|cuda[0-9]*(?:-local)?|cuda[0-9]+-(?:pip|local))\Z")
 _CUDA_EXTRA_PACKAGES = frozenset({"tensorflow", "jax"})
@@ -256,12 +259,13 @@ class Draft:
                     f"{where}: {what}: no package name found in {relative} (pyproject.toml, "
                     f"setup.cfg, setup.py); named {name!r} after its folder"
                 )
+        package = LocalPackage(name=name, path=relative, editable=editable, extras=extras)
+        if self.local.get(canonical(name)) == package:
+            return  # named twice (the project itself, and a path source for it)
         if canonical(name) in self.deps or canonical(name) in self.local:
             self.skip(where, what, f"a second entry for {name}; the spec holds one per package")
             return
-        self.local[canonical(name)] = LocalPackage(
-            name=name, path=relative, editable=editable, extras=extras
-        )
+        self.local[canonical(name)] = package
 
     def add_flavored(self, dep: Dependency, flavor: str, where: Where) -> None:
         """Add a dependency that one flavor's build (``"cpu"`` or ``"cuda"``) asked for: a uv

@@ -97,13 +97,15 @@ def from_pyproject(draft: Draft, path: Path) -> None:
     has_project = isinstance(project, dict) and (
         "dependencies" in project or "optional-dependencies" in project
     )
-    if not (has_poetry or has_project):
+    pixi = tool.get("pixi")
+    if not (has_poetry or has_project or isinstance(pixi, dict)):
         raise SpecError(
             [
                 Problem(
                     display,
                     "",
-                    "no [tool.poetry.dependencies] or [project] dependencies to convert",
+                    "no [tool.poetry.dependencies], [project] dependencies or [tool.pixi] to "
+                    "convert",
                 )
             ]
         )
@@ -111,6 +113,12 @@ def from_pyproject(draft: Draft, path: Path) -> None:
         _Pep621(draft, display, path, _table(tool.get("uv"))).read(project)
     if isinstance(poetry, dict):
         _Poetry(draft, display, path.parent).read(poetry)
+    if isinstance(tool.get("pdm"), dict):
+        _pdm(draft, display, tool["pdm"])
+    if isinstance(pixi, dict):
+        from orchestrator.init import pixi as pixi_format
+
+        pixi_format.read(draft, pixi, path, display, prefix="tool.pixi.")
     _the_project_itself(draft, data, path, display)
     groups = data.get("dependency-groups")
     if isinstance(groups, dict):
@@ -120,6 +128,55 @@ def from_pyproject(draft: Draft, path: Path) -> None:
                 Where(display, f"dependency-groups.{group}"),
                 [_item_text(i) for i in items] if isinstance(items, list) else [str(items)],
             )
+
+
+_PDM_KNOWN = ("source", "dev-dependencies", "distribution", "version", "build")
+
+
+def _pdm(draft: Draft, display: str, pdm: dict[str, Any]) -> None:
+    """PDM's ``[[tool.pdm.source]]`` (pdm-project.org, "Configure the package indexes"): each
+    becomes an ``[[index]]`` (a PyTorch per-build URL gets that build's flavor), ``type =
+    "find_links"`` a find-links one; ``include_packages`` (with ``exclude_packages = ["*"]``:
+    that source serves those packages only) keeps it to them. A source named ``pypi``
+    replaces PyPI in PDM; envparity keeps PyPI beside it. Development groups are left out."""
+    sources = pdm.get("source", [])
+    for i, source in enumerate(sources if isinstance(sources, list) else [sources]):
+        where = Where(display, f"tool.pdm.source[{i}]")
+        if not (isinstance(source, dict) and isinstance(source.get("url"), str)):
+            draft.problem(where, "expected a table with a 'url' string")
+            continue
+        name = str(source.get("name", ""))
+        kind = "find-links" if source.get("type") == "find_links" else "index"
+        include = [p for p in source.get("include_packages", []) if isinstance(p, str)]
+        exclude = [p for p in source.get("exclude_packages", []) if isinstance(p, str)]
+        plain = [p for p in include if not re.search(r"[*?\[]", p)]
+        origin = f"pdm source {name!r}"
+        if name == "pypi":
+            origin += ", which replaces PyPI in PDM (envparity keeps PyPI beside it)"
+        packages: tuple[str, ...] = ()
+        if plain and kind == "index":
+            packages = tuple(plain)
+            origin += f", for {', '.join(plain)}"
+            if exclude != ["*"]:
+                origin += " (in PDM other packages may come from it too)"
+        if len(plain) < len(include) or (exclude and exclude != ["*"]):
+            draft.skip(
+                where,
+                f"include_packages = {include!r}, exclude_packages = {exclude!r}",
+                "package patterns have no spec equivalent; the spec keeps an index to packages "
+                "it names",
+            )
+        draft.add_index(source["url"], kind, origin, where, packages)
+    groups = pdm.get("dev-dependencies", {})
+    for group, items in (groups if isinstance(groups, dict) else {}).items():
+        _drop_group(
+            draft,
+            Where(display, f"tool.pdm.dev-dependencies.{group}"),
+            [str(i) for i in items] if isinstance(items, list) else [str(items)],
+        )
+    for key, value in pdm.items():
+        if key not in _PDM_KNOWN:
+            draft.skip(Where(display, f"tool.pdm.{key}"), repr(value), "no spec equivalent")
 
 
 def _the_project_itself(draft: Draft, data: dict[str, Any], path: Path, display: str) -> None:
