@@ -133,7 +133,8 @@ def _render_summary(spec_name: str, written: list[tuple[str, str]], removed: lis
     if not written and not removed:
         return (
             f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer], "
-            "[variables] or [ci] (locks are written by 'envparity lock')"
+            "[variables] or [ci] (locks are written by 'envparity lock'; 'envparity init' writes "
+            "the two targets as comments, ready to uncomment)"
         )
     changed = sum(1 for _, status in written if status != "unchanged")
     return (

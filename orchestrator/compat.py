@@ -693,6 +693,25 @@ def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+def example_image(cuda: str | None) -> str:
+    """A devcontainer base image for a spec: for CUDA ``X.Y``, NVIDIA's ``nvidia/cuda`` devel
+    image with cuDNN at the newest update the table records (``12.8`` ->
+    ``nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04``), else ``ubuntu:24.04``. The tag follows
+    the patterns of nvidia/cuda's published tags (``11.7.1-cudnn8-devel-ubuntu22.04``,
+    ``12.3.2-cudnn9-devel-ubuntu22.04``, ``12.4.1-cudnn-devel-ubuntu22.04``,
+    ``12.8.1-cudnn-devel-ubuntu24.04``, as public Dockerfiles name them; Docker Hub is not
+    reachable here, so a tag is not checked to exist). Unpinned: ``check`` asks for a digest."""
+    if cuda is None:
+        return "ubuntu:24.04"
+    toolkit = table().toolkits.get(cuda)
+    found = re.search(r"Update ([0-9]+)", toolkit.latest_update) if toolkit else None
+    patch = found[1] if found else "0"
+    key = _key(cuda)
+    cudnn = "cudnn8" if key < (12, 3) else "cudnn9" if key < (12, 4) else "cudnn"
+    ubuntu = "24.04" if key >= (12, 6) else "22.04"
+    return f"nvidia/cuda:{cuda}.{patch}-{cudnn}-devel-ubuntu{ubuntu}"
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -789,6 +808,10 @@ def builds_for(capability: str) -> list[str]:
     return out
 
 
+# When the table records no build with kernels for a GPU: it does not know every build's list.
+NO_KNOWN_BUILD = "not known (the table records kernel lists for some builds only)"
+
+
 def gpu_verdict(
     torch_versions: Sequence[str], cuda: str, capability: str
 ) -> tuple[str | None, str | None]:
@@ -814,7 +837,7 @@ def gpu_verdict(
     if any(f == "native" for f in fits.values()):
         return None, None
     others = builds_for(capability)
-    alternatives = ", ".join(others) if others else "none in the table"
+    alternatives = ", ".join(others) if others else NO_KNOWN_BUILD
     build = known[-1][1]
     what = (
         f"torch {_span([v for v, _ in known])}+cu{cuda.replace('.', '')} has no kernels for "

@@ -53,6 +53,9 @@ _ENV_NAME_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _EXTENSION_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*")
 _USER_RE = _ascii(r"[a-z_][a-z0-9_-]{0,31}")
 _NIXPKGS_RE = _ascii(r"github:NixOS/nixpkgs/[0-9a-f]{40}")
+# A pin that loads and is one: nixos-unstable of 2026-10-01 (docs/targets.md, "Choosing a
+# nixpkgs pin"), this repository's own. Messages and init's templates offer it as the example.
+EXAMPLE_NIXPKGS = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 _NIXPKGS_ANY_RE = _ascii(
     r"(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+"
 )
@@ -1041,7 +1044,8 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 required=True,
                 check=_shape(
                     _NIXPKGS_ANY_RE,
-                    'a flake reference such as "github:NixOS/nixpkgs/<40-hex commit>"',
+                    f'a flake reference such as "{EXAMPLE_NIXPKGS}" (a commit a nixpkgs '
+                    "channel published: docs/targets.md)",
                 ),
             )
             if nixpkgs is not None:

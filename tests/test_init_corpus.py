@@ -455,6 +455,24 @@ class TestCorpus:
         assert list(s.targets) == ["host", "venv"]
         assert [s.flavor_of(t) for t in s.targets] == ["cpu", "cpu"]
 
+    def test_the_commented_targets_load_when_uncommented(
+        self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """init's devcontainer and nix templates are settings that load and pass the
+        compatibility check for this spec (the image's CUDA is the spec's), not placeholders."""
+        from orchestrator import compat
+
+        text = self.convert(name, tmp_path, monkeypatch).text
+        lines = text.splitlines()
+        start = lines.index("# [targets.devcontainer]")
+        end = lines.index("", start)
+        block = [line[2:] for line in lines[start:end] if not line.startswith("# nixpkgs removed")]
+        s = spec.loads("\n".join(lines[:start] + block + lines[end:]) + "\n")
+        assert {"devcontainer", "nix"} <= set(s.targets)
+        # no problem of their own: the image is the spec's CUDA (a spec the table refuses,
+        # env_cudatoolkit.yml's CUDA 11.3, stays refused for that alone)
+        assert compat.check(s) == compat.check(spec.loads(text))
+
     def test_the_cpu_lock_holds_nothing_cuda(
         self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -243,9 +243,22 @@ def _targets(w: _Doc, d: Draft) -> None:
     targets.add("host", host)
     targets.add("venv", venv)
     w.doc.add("targets", targets)
+    from orchestrator import compat
+    from orchestrator.spec import EXAMPLE_NIXPKGS
+
     w.blank()
+    w.comment(
+        "A devcontainer and a Nix shell: uncomment to have 'envparity render' write them. Pin "
+        "the image by digest (@sha256:..., from 'docker buildx imagetools inspect IMAGE')."
+    )
     w.comment("[targets.devcontainer]")
-    w.comment('image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:<digest>"')
+    w.comment(f'image = "{compat.example_image(d.cuda)}"')
+    toolkit = compat.table().toolkits.get(d.cuda or "")
+    if toolkit is not None and toolkit.nixpkgs == "removed":
+        w.comment(
+            f"nixpkgs removed {toolkit.nix_attr} on 2025-08-08: the nix target needs a commit "
+            "from before then (docs/compatibility.md)"
+        )
     w.comment("[targets.nix]")
-    w.comment('nixpkgs = "github:NixOS/nixpkgs/<40-hex commit>"')
+    w.comment(f'nixpkgs = "{EXAMPLE_NIXPKGS}"  # nixos-unstable of 2026-10-01')
     w.blank()
