@@ -78,10 +78,26 @@ def inputs(spec: Spec, target: LockTarget) -> str:
             for i in sources(spec, target.flavor)
         ],
     }
+    # only when there are any: the hash of every other lock stays what it was
+    bounds = constraints(spec, target.flavor)
+    if bounds:
+        data["constraints"] = bounds
     local = local_packages(spec, target.flavor)
-    if local:  # absent otherwise: the inputs of every lock without one stay what they were
+    if local:
         data["local"] = [(p.target, p.editable, _build_files(spec, p)) for p in local]
     return files.inputs_hash(data)
+
+
+def constraints(spec: Spec, flavor: str) -> list[str]:
+    """uv constraints the compatibility table adds to a flavor's lock (``compat.abi_bounds``):
+    ``numpy<2`` for a torch built against NumPy 1.x, in the flavors that hold torch. They bind
+    a package whoever pulls it in, and add none."""
+    from orchestrator import compat
+
+    torch = spec.dependency("torch")
+    if torch is None or not torch.applies_to(flavor):
+        return []
+    return [f"{b.package}{b.requires}" for b in compat.abi_bounds(spec)]
 
 
 def requirements(spec: Spec, flavor: str) -> list[str]:
@@ -281,6 +297,9 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
     python = spec.environment.python
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
         req, unscoped = _resolver_input(spec, target.flavor, Path(tmp))
+        bounds = Path(tmp, CONSTRAINTS_NAME)
+        bound = constraints(spec, target.flavor)
+        bounds.write_text("".join(f"{c}\n" for c in bound), encoding="utf-8")
         out = Path(tmp, "lock.txt")
         if previous and not upgrade:
             out.write_text(previous, encoding="utf-8")  # uv keeps these pins where it can
@@ -300,6 +319,7 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
             "--python-platform",
             target.platform,
             "--quiet",
+            *(["--constraints", str(bounds)] if bound else []),
             *unscoped,
         ]
         if upgrade:
@@ -325,8 +345,12 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         body = out.read_text(encoding="utf-8")
     for via in (f"{_PROJECT} ({req})", f"{_PROJECT} (pyproject.toml)"):  # a pyproject input
         body = body.replace(via, "-r environment.toml")  # worded as a requirements input's
-    body = _without_local(body.replace(str(req), "environment.toml"))
+    body = body.replace(str(req), "environment.toml").replace(str(bounds), CONSTRAINTS_NAME)
+    body = _without_local(body)
     _check_flavor(spec, target, body)
+    conflicts = compat_conflicts(body)
+    if conflicts:
+        raise ToolError(f"{target.path}: " + "; ".join(conflicts))
     return body
 
 
@@ -398,6 +422,17 @@ def _without_local(body: str) -> str:
         if not skipping:
             out.append(line)
     return "".join(out)
+
+
+# How a bound from the compatibility table is named in a lock's "# via -c ..." lines.
+CONSTRAINTS_NAME = "envparity-compat-bounds.txt"
+
+
+def compat_conflicts(body: str) -> list[str]:
+    """The ABI pairs a lock body breaks (``compat.abi_conflicts`` of its pins)."""
+    from orchestrator import compat
+
+    return compat.abi_conflicts(pinned(body))
 
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
@@ -646,8 +681,18 @@ def _one_paragraph(exc: EnvparityError) -> str:
 
 def _raise_together(errors: list[EnvparityError]) -> None:
     if all(isinstance(e, SpecError) for e in errors):
-        raise SpecError([p for e in errors for p in e.problems])  # type: ignore[attr-defined]
+        problems = [p for e in errors for p in e.problems]  # type: ignore[attr-defined]
+        raise SpecError(list(dict.fromkeys(problems)))  # a problem two flavors share, once
     raise errors[0]
+
+
+def refuse_when_no_flavor_locks(spec: Spec, flavors: list[str] | None = None) -> None:
+    """Raise ``SpecError`` when every flavor asked for has a compatibility problem: nothing
+    could be locked. One flavor's problem beside flavors that lock is ``lock``'s to report."""
+    chosen = dict.fromkeys(t.flavor for t in lock_targets(spec, flavors))
+    found = [_incompatible(spec, f) for f in chosen]
+    if found and all(found):
+        _raise_together([e for e in found if e is not None])
 
 
 def _incompatible(spec: Spec, flavor: str) -> SpecError | None:

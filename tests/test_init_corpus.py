@@ -8,7 +8,6 @@ packages, targets, and the lines kept as ``# not converted:``. The CPU ones are 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +18,10 @@ import pytest
 from packaging.requirements import Requirement
 
 from orchestrator import init, lock, spec
+from tests.helpers import CPU_INDEX as CPU
+from tests.helpers import envparity, torch_wheel, wheel_folder
 
 CORPUS = Path(__file__).parent / "init_corpus"
-REPO = Path(__file__).resolve().parent.parent
-CPU = "https://download.pytorch.org/whl/cpu"
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -482,31 +481,6 @@ class TestCorpus:
         assert all("cuda" not in i.flavors for i in lock.sources(s, "cpu"))
 
 
-def _envparity(
-    folder: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    wheels = (
-        (env or {}).get("ENVPARITY_TEST_WHEELS")
-        or os.environ.get("ENVPARITY_TEST_WHEELS")
-        or os.environ.get("PIP_FIND_LINKS")
-        or "/opt/wheels"
-    )
-    if not any(Path(wheels).glob("torch-2.13.0+cpu-*.whl")):
-        pytest.fail(
-            f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS to a folder holding it"
-        )
-    full = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU}={wheels}", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=folder,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
     """init -> lock -> render -> check with the real uv, for every CPU file of the corpus (the
@@ -523,7 +497,7 @@ def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
         shutil.copy(CORPUS / name, folder / name)
         steps = [["init", "--from", name]] + [[verb] for verb in ("lock", "render", "check")]
         for argv in steps:
-            done = _envparity(folder, *argv)
+            done = envparity(folder, *argv)
             assert done.returncode == 0, (name, argv, done.stdout, done.stderr)
         pins = lock.pinned((folder / "locks" / "cpu.txt").read_text())
         if name != "conda_explicit.txt":
@@ -535,21 +509,15 @@ def test_torchvision_needs_its_cpu_build_in_the_index(tmp_path: Path) -> None:
     """poetry2_project_source.toml takes torch and torchvision from an explicit CPU source: a
     stand-in for the CPU index holding torch alone is refused for torchvision, not filled
     from PyPI (whose torchvision is built for CUDA torch)."""
-    wheels = (
-        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
-    )
-    torch = next(Path(wheels).glob("torch-2.13.0+cpu-*.whl"), None)
-    if torch is None:
-        pytest.fail(f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS")
+    torch = torch_wheel()
     only_torch = tmp_path / "only-torch"
     only_torch.mkdir()
     (only_torch / torch.name).symlink_to(torch)
     folder = tmp_path / "project"
     folder.mkdir()
     shutil.copy(CORPUS / "poetry2_project_source.toml", folder / "pyproject.toml")
-    assert _envparity(folder, "init", "--from", "pyproject.toml").returncode == 0
-    env = {"ENVPARITY_TEST_WHEELS": str(only_torch)}
-    done = _envparity(folder, "lock", env=env)
+    assert envparity(folder, "init", "--from", "pyproject.toml").returncode == 0
+    done = envparity(folder, "lock", mirrors=f"{CPU}={only_torch}")
     assert done.returncode == 2
     assert "Because torchvision was not found in the package registry" in done.stderr
     assert "keeps torch, torchvision only from https://download.pytorch.org/whl/cpu" in done.stderr
@@ -560,10 +528,7 @@ def test_torchvision_needs_its_cpu_build_in_the_index(tmp_path: Path) -> None:
 def test_a_uv_lock_keeps_its_pins(tmp_path: Path) -> None:
     """A uv.lock written here by the real `uv lock` (filelock and networkx held back by a
     constraint), converted alone: envparity's lock has the uv.lock's versions, not the newest."""
-    wheels = (
-        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
-    )
-    index = lock.simple_index(Path(wheels))
+    index = lock.simple_index(wheel_folder())
     project = tmp_path / "uv-project"
     project.mkdir()
     (project / "pyproject.toml").write_text(
@@ -578,7 +543,7 @@ def test_a_uv_lock_keeps_its_pins(tmp_path: Path) -> None:
     folder.mkdir()
     shutil.copy(project / "uv.lock", folder / "uv.lock")
     for argv in (["init", "--from", "uv.lock"], ["lock"]):
-        done = _envparity(folder, *argv)
+        done = envparity(folder, *argv)
         assert done.returncode == 0, (argv, done.stdout, done.stderr)
     pins = lock.pinned((folder / "locks" / "cpu.txt").read_text())
     assert (pins["filelock"], pins["networkx"], pins["torch"]) == ("3.16.1", "3.4.2", "2.13.0+cpu")
