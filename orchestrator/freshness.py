@@ -297,6 +297,6 @@ def install_command(spec: Spec, interpreter: Interpreter) -> str:
         local = lock.local_folder(location) is not None
         kind = "--find-links" if index.kind == "find-links" or local else "--extra-index-url"
         args += [kind, location]
-    args += ["-r", target.path]
+    args += [*lock.index_strategy(spec, target.flavor), "-r", target.path]
     installs = lock.local_install_commands(spec, target.flavor, interpreter.executable)
     return " && ".join(shlex.join(a) for a in [args, *installs])

@@ -161,7 +161,7 @@ def source_args(spec: Spec, flavor: str) -> list[str]:
     args: list[str] = []
     for index, location in _located(spec, flavor):
         args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", location]
-    return args + _strategy(spec, flavor)
+    return args + index_strategy(spec, flavor)
 
 
 def _located(spec: Spec, flavor: str) -> list[tuple[Index, str]]:
@@ -177,7 +177,7 @@ def _located(spec: Spec, flavor: str) -> list[tuple[Index, str]]:
     return out
 
 
-def _strategy(spec: Spec, flavor: str) -> list[str]:
+def index_strategy(spec: Spec, flavor: str) -> list[str]:
     """Installing a lock whose packages come from an index kept to some packages: every
     index may serve any pinned file, since the lock's hashes decide which file is accepted
     (uv's default takes each package from the first index that has it, at any version)."""
@@ -285,7 +285,7 @@ def install_args(spec: Spec, flavor: str) -> list[str]:
     args: list[str] = []
     for index in sources(spec, flavor):
         args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", index.url]
-    return args + _strategy(spec, flavor)
+    return args + index_strategy(spec, flavor)
 
 
 def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bool) -> str:
