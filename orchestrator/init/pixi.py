@@ -21,20 +21,13 @@ a PyPI package's ``index`` is kept to that package, as pixi does.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import Problem, SpecError
 from orchestrator.init.conda import CondaReader
 from orchestrator.init.draft import Draft, Where, canonical
-from orchestrator.init.requirements import UNLOCKABLE, RequirementsReader, read_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from orchestrator.init.requirements import UNLOCKABLE, RequirementsReader, read_toml
 
 _CUDA_CONDA = frozenset({"pytorch-cuda", "cuda-version", "cudatoolkit", "cuda", "cuda-toolkit"})
 _CPU_CONDA = frozenset({"pytorch-cpu", "cpuonly"})
@@ -59,10 +52,7 @@ class _Feature:
 
 def from_pixi_toml(draft: Draft, path: Path) -> None:
     display = str(path)
-    try:
-        data = tomllib.loads(read_text(path, display))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
+    data = read_toml(path, display)
     meta = data.get("workspace") or data.get("project") or {}
     if isinstance(meta, dict) and isinstance(meta.get("name"), str):
         draft.name = meta["name"]

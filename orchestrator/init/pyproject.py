@@ -18,7 +18,6 @@ Development groups (Poetry groups, PEP 735 ``[dependency-groups]``) are left out
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,9 @@ from orchestrator.init.requirements import (
     UNLOCKABLE,
     RequirementsReader,
     first_line,
-    read_text,
+    read_toml,
 )
 from orchestrator.spec import Dependency
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 # [tool.poetry] keys that describe the package, not its environment: neither converted nor noted.
 _POETRY_METADATA = frozenset(
@@ -86,10 +80,7 @@ def _build_flavor(build: str | None) -> str | None:
 
 def from_pyproject(draft: Draft, path: Path) -> None:
     display = str(path)
-    try:
-        data = tomllib.loads(read_text(path, display))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
+    data = read_toml(path, display)
     tool = _table(data.get("tool"))
     poetry = tool.get("poetry")
     project = data.get("project")

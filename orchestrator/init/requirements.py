@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -67,6 +69,20 @@ def read_text(path: Path, display: str) -> str:
         ) from None
     except OSError as exc:
         raise SpecError([Problem(display, "", f"cannot read: {exc.strerror or exc}")]) from None
+
+
+def read_toml(path: Path, display: str) -> dict[str, Any]:
+    """A TOML input file (pyproject.toml, pixi.toml, uv.lock) parsed; ``SpecError`` naming it
+    when it cannot be read or is not TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(read_text(path, display))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
 
 
 def first_line(exc: Exception) -> str:

@@ -21,7 +21,6 @@ as ``version = 1`` files written by uv 0.5 to 0.13): ``[[package]]`` tables with
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,13 +31,8 @@ from packaging.markers import InvalidMarker, Marker
 from orchestrator.errors import Problem, SpecError
 from orchestrator.init import python as python_choice
 from orchestrator.init.draft import Draft, Where, canonical, cuda_only
-from orchestrator.init.requirements import UNLOCKABLE, read_text
+from orchestrator.init.requirements import UNLOCKABLE, read_toml
 from orchestrator.spec import Dependency
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 _PYTORCH_BUILD_RE = re.compile(r"^https://download\.pytorch\.org/whl/(cpu|cu[0-9]{2,3})/?\Z")
 _ROOT_SOURCES = ("virtual", "editable")
@@ -46,10 +40,7 @@ _ROOT_SOURCES = ("virtual", "editable")
 
 def from_uv_lock(draft: Draft, path: Path) -> None:
     display = str(path)
-    try:
-        data = tomllib.loads(read_text(path, display))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
+    data = read_toml(path, display)
     packages = data.get("package")
     if not isinstance(packages, list) or not all(isinstance(p, dict) for p in packages):
         raise SpecError([Problem(display, "package", "expected uv's [[package]] tables")])
