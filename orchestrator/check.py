@@ -1,8 +1,9 @@
 """``envparity check``: is everything generated from the spec current and possible?
 
-Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files and
-stale references in ``fingerprints/`` (``references.stale``) are check failures (exit 1);
-pinning advice is printed as warnings (exit 0).
+Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files,
+stale references in ``fingerprints/`` (``references.stale``) and nox sessions a CI file calls but
+the project's noxfile does not register (``render.ci.session_problems``) are check failures
+(exit 1); pinning advice is printed as warnings (exit 0).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def check(spec: Spec) -> Report:
     # locks as they are now
     stale_refs = references.stale(spec)
     report.lines += stale_refs
-    if state.current and not stale_refs:
+    sessions = _ci_sessions(spec)
+    report.lines += sessions
+    if state.current and not stale_refs and not sessions:
         report.lines.append(f"ok: {state.summary}")
         return report
     if not state.files_current:
@@ -73,3 +76,13 @@ def check(spec: Spec) -> Report:
         report.lines.append(state.flake_lock)
     report.exit_code = 1
     return report
+
+
+def _ci_sessions(spec: Spec) -> list[str]:
+    """Sessions the CI files on disk call that the noxfile lacks (runs nox only when needed)."""
+    if spec.ci is None:
+        return []
+    from orchestrator.render import CI_FILES
+    from orchestrator.render.ci import session_problems
+
+    return session_problems(spec, [CI_FILES[p] for p in spec.ci.providers])
