@@ -33,7 +33,9 @@ def nox(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("nox") / "project"
     folder.mkdir()
-    (folder / "environment.toml").write_text(BASE + "[ci]\nnoxfile = true\n")
+    (folder / "environment.toml").write_text(
+        BASE + '[ci]\nenvparity = "envparity==0.1.0"\nnoxfile = true\n'
+    )
     for verb in ("lock", "render"):
         done = envparity(folder, verb)
         assert done.returncode == 0, done.stderr
@@ -72,4 +74,7 @@ class TestGeneratedNoxfile:
     def test_compare_without_folders_says_how_to_call_it(self, project: Path) -> None:
         done = nox(project, "-s", "compare")
         assert done.returncode == 1
-        assert "usage: nox -s compare -- DIR... [--summary FILE]" in done.stdout + done.stderr
+        assert (
+            "usage: nox -s compare -- DIR... [--summary FILE] [--report FILE] [--record-to DIR]"
+            in done.stdout + done.stderr
+        )
