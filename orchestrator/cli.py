@@ -251,6 +251,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
     """``compare --references DIR``: runs of several machines (CI artifacts), each with the
     first of its hardware class and with the references (``orchestrator.references``)."""
+    import os
+
     from orchestrator import ci_runs, files, references
 
     spec = _spec(args)
@@ -282,12 +284,10 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
     jobs = ci_runs.by_job(fps)
     if args.record_to and not report.problems:
         written = ci_runs.record(spec, jobs, Path(args.record_to))
-        shown = ", ".join(
-            str(p.relative_to(args.record_to)) for p in written if p.name != references.META
-        )
+        shown = ", ".join(os.path.normpath(p) for p in written if p.name != references.META)
         report.notes.append(
-            f"these runs are written as references to {args.record_to} ({shown}): committed "
-            f"as {references.FOLDER}/, later runs are compared with them"
+            f"these runs are written as references: {shown}; committed as "
+            f"{references.FOLDER}/<class>/, later runs are compared with them"
         )
     elif args.record_to:
         report.notes.append(f"nothing written to {args.record_to}: the runs diverged")

@@ -113,6 +113,7 @@ class Harness:
             text=True,
             timeout=STEP_TIMEOUT,
         )
+        path.with_suffix(".log").write_text(done.stdout + done.stderr)  # kept for reading
         return done.returncode, done.stdout + done.stderr
 
     # ------------------------------------------------------------------ GitHub Actions

@@ -568,9 +568,9 @@ class TestCompareJob:
             "identical (same hardware class) | - | - |\n\n"
             f"- no reference for hardware class {hw} in fingerprints/ yet (run 'envparity verify "
             "--record' on this machine and commit it)\n"
-            "- these runs are written as references to .envparity/compare/references "
-            f"(fingerprints/{hw}/venv.json): committed as fingerprints/, later runs are compared "
-            "with them\n"
+            "- these runs are written as references: .envparity/compare/references/fingerprints/"
+            f"{hw}/venv.json; committed as fingerprints/<class>/, later runs are compared with "
+            "them\n"
         )
         written = artifacts / ci.REFERENCES / "fingerprints" / hw
         assert sorted(p.name for p in written.iterdir()) == ["reference.json", "venv.json"]
@@ -689,9 +689,10 @@ class TestGitlab:
         assert jobs["compare"]["script"] == [
             "uvx --with envparity==0.1.0 nox -s compare -- .envparity/ci --summary "
             ".envparity/compare/summary.md --report .envparity/compare/report.html "
-            "--record-to .envparity/compare/references"
+            "--record-to ."
         ]
         assert jobs["compare"]["artifacts"]["expose_as"] == "envparity report"
+        assert jobs["compare"]["artifacts"]["paths"] == [".envparity/compare/", "fingerprints/"]
 
     def test_ci_gitlab_needs_the_provider(self, small: Path, tmp_path: Path) -> None:
         project = copy_of(small, tmp_path)
@@ -872,8 +873,8 @@ class TestPipelineRuns:
             r"- no reference for hardware class cpu-[\w-]+ in fingerprints/ yet", summary
         )
         assert re.search(
-            r"- these runs are written as references to \.envparity/compare/references "
-            r"\(fingerprints/cpu-[\w-]+/venv\.json\)",
+            r"- these runs are written as references: \.envparity/compare/references/"
+            r"fingerprints/cpu-[\w-]+/venv\.json; committed as fingerprints/<class>/",
             summary,
         ), summary
         assert (
@@ -915,5 +916,16 @@ class TestPipelineRuns:
         assert re.search(
             r"venv vs reference cpu-[\w-]+/venv \(recorded .+\): bitwise identical", log
         ), log
-        summary = (harness.artifacts / "compare" / ".envparity/compare/summary.md").read_text()
+        kept = harness.artifacts / "compare"
+        summary = (kept / ".envparity/compare/summary.md").read_text()
         assert summary.startswith("## envparity: fingerprints vs references: equivalent\n")
+        assert "bitwise identical (same hardware class)" in summary
+        # the archive's fingerprints/ is the committed one with this run recorded again
+        committed = sorted(
+            p.relative_to(pipelines["repo"])
+            for p in (pipelines["repo"] / "fingerprints").rglob("*.json")
+        )
+        assert (
+            sorted(p.relative_to(kept) for p in (kept / "fingerprints").rglob("*.json"))
+            == committed
+        )

@@ -170,9 +170,9 @@ def nox_command(source: str, session: str, *args: str) -> str:
     return line + (" -- " + " ".join(args) if args else "")
 
 
-def compare_command(source: str, summary: str) -> str:
-    """The compare job's line: every job's runs, the summary to ``summary``, the HTML report
-    and the runs as references under ``OUT_DIR``."""
+def compare_command(source: str, summary: str, references: str = REFERENCES) -> str:
+    """The compare job's line: every job's runs, the summary to ``summary``, the HTML report,
+    and the runs as references under ``references`` (``references/fingerprints/<class>/``)."""
     return nox_command(
         source,
         "compare",
@@ -182,7 +182,7 @@ def compare_command(source: str, summary: str) -> str:
         "--report",
         REPORT,
         "--record-to",
-        REFERENCES,
+        references,
     )
 
 

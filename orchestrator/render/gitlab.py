@@ -7,8 +7,9 @@ accepted), ``probe-devcontainer`` with Docker-in-Docker and the devcontainers CL
 ``[ci] gpu_runner_labels``; each runs ``nox -s "probe($TARGET)"`` and keeps
 ``.envparity/ci/fingerprints-<job>/`` as its artifact (also when it fails). In stage
 ``compare`` (``when: always``) the ``compare`` job gets every earlier job's artifacts, runs
-``nox -s compare``, and keeps ``.envparity/compare/`` (the Markdown summary, the HTML report and
-the runs laid out as references) as an artifact exposed in merge requests as "envparity report".
+``nox -s compare``, and keeps ``.envparity/compare/`` (the Markdown summary and the HTML report)
+and ``fingerprints/`` (the committed references with these runs recorded beside them, when they
+agree) as one archive, exposed in merge requests as "envparity report".
 
 Images are pinned by tag: uv's image at the minor release the devcontainer's Dockerfile uses,
 with the spec's Python. Values reach shell lines only through ``render.ci``'s commands (the
@@ -21,6 +22,7 @@ import copy
 from typing import Any
 
 from orchestrator import files
+from orchestrator.references import FOLDER
 from orchestrator.render.ci import (
     ARTIFACT_PREFIX,
     DEVCONTAINER_CLI,
@@ -104,11 +106,13 @@ def gitlab_ci(spec: Spec, source: str | None = None) -> dict[str, Any]:
     out["compare"] = {
         "stage": "compare",
         "when": "always",  # also after a failed probe job: its fingerprints show why
-        "script": [compare_command(source, SUMMARY)],
+        # the references into the checkout's own fingerprints/: one archive, and
+        # `unzip artifacts.zip 'fingerprints/*'` at the repository root takes them
+        "script": [compare_command(source, SUMMARY, ".")],
         "artifacts": {
             "when": "always",
             "expose_as": "envparity report",
-            "paths": [f"{OUT_DIR}/"],
+            "paths": [f"{OUT_DIR}/", f"{FOLDER}/"],
             "expire_in": "30 days",
         },
     }
