@@ -304,6 +304,18 @@ class TestWorkflow:
         spec = loads(SMALL.replace('"envparity==0.1.0"', json.dumps(value)))
         assert ci.install_source(spec) == value
 
+    def test_the_documented_workflow_is_what_render_writes(self) -> None:
+        """docs/ci.md's small project: host and venv (init's targets), cpu, its [ci] table."""
+        doc = (REPO / "docs" / "ci.md").read_text()
+        block = doc.split("<!-- the generated workflow:", 1)[1].split("```yaml\n", 1)[1]
+        shown = block.split("```\n", 1)[0]
+        spec = loads(
+            '[environment]\nname = "user"\npython = "3.11"\n[dependencies]\n'
+            'torch = "==2.13.0"\n[targets.host]\n[targets.venv]\n'
+            '[ci]\nenvparity = "envparity==0.1.0"\n'
+        )
+        assert ci.render_workflow(spec).text == shown
+
     def test_without_a_ci_table_it_says_what_to_add(self, tmp_path: Path) -> None:
         (tmp_path / "environment.toml").write_text(BASE)
         done = envparity(tmp_path, "ci", "github")
