@@ -29,9 +29,8 @@ from orchestrator.render.ci import (
     OUT_DIR,
     RUNS_DIR,
     SUMMARY,
-    ci_inputs,
+    ci_file,
     compare_command,
-    dump,
     install_source,
     matrix,
     nox_command,
@@ -121,11 +120,4 @@ def gitlab_ci(spec: Spec, source: str | None = None) -> dict[str, Any]:
 
 def render_gitlab_ci(spec: Spec) -> files.Generated:
     """``.gitlab-ci.yml`` with envparity's header."""
-    source = install_source(spec)
-    return files.Generated(
-        GITLAB_CI,
-        dump(gitlab_ci(spec, source)),
-        ci_inputs(spec, source),
-        regenerate="envparity ci gitlab",
-        spec_name=spec.path.name,
-    )
+    return ci_file(spec, GITLAB_CI, gitlab_ci, "gitlab")
