@@ -8,6 +8,7 @@ the project's noxfile does not register (``render.ci.session_problems``) are che
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator import compat, freshness, references
@@ -56,14 +57,17 @@ def check(spec: Spec) -> Report:
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
     report.lines += [f"warning: {w}" for w in spec.determinism.warnings()]
-    state = freshness.freshness(spec)
+    # loading the project's noxfile (a nox process, when needed) runs beside the rest
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nox-sessions") as pool:
+        pending = pool.submit(_ci_sessions, spec)
+        state = freshness.freshness(spec)
+        # not part of freshness: verify must still run (--record is the fix); judged against
+        # the locks as they are now
+        stale_refs = references.stale(spec)
+        sessions = pending.result()
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)
-    # not part of freshness: verify must still run (--record is the fix); judged against the
-    # locks as they are now
-    stale_refs = references.stale(spec)
     report.lines += stale_refs
-    sessions = _ci_sessions(spec)
     report.lines += sessions
     if state.current and not stale_refs and not sessions:
         report.lines.append(f"ok: {state.summary}")
