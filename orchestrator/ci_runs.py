@@ -54,15 +54,23 @@ def machine_of(fp: Fingerprint) -> str:
     return f"{platform.get('cpu_model') or 'unknown CPU'} {platform.get('cpu_count')} cpus; {gpus}"
 
 
-def record(spec: Spec, jobs: list[JobRuns], dest: Path) -> list[Path]:
-    """Each target's first run of each hardware class as a reference under
-    ``dest/fingerprints/<class>/`` (``references.record``, the machine read from the run), over
-    a copy of the committed ``fingerprints/<class>/``, so that the folder replaces it whole.
-    Returns the files written."""
+def record(spec: Spec, jobs: list[JobRuns], dest: Path, compared: Path) -> list[Path]:
+    """Each target's first run of each hardware class that has no usable reference in
+    ``compared`` (none, or a stale one) as a reference under ``dest/fingerprints/<class>/``
+    (``references.record``, the machine read from the run), over a copy of the committed
+    ``fingerprints/<class>/``, so that the folder replaces it whole. Returns the files written
+    ([] when every run already has its reference)."""
+    have = {
+        (ref.hw_class, ref.target)
+        for ref in references.load_all(compared)
+        if references.stale_reason(spec, ref) is None
+    }
     chosen: dict[tuple[str, str], Path] = {}
     for job in jobs:
         for path, fp in job.runs:
-            chosen.setdefault((references.hardware_class(fp), job.target), path)
+            key = (references.hardware_class(fp), job.target)
+            if key not in have:
+                chosen.setdefault(key, path)
     root = dest / references.FOLDER
     written: list[Path] = []
     for hw_class in sorted({c for c, _ in chosen}):

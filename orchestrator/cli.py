@@ -283,12 +283,13 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
     )
     jobs = ci_runs.by_job(fps)
     if args.record_to and not report.problems:
-        written = ci_runs.record(spec, jobs, Path(args.record_to))
+        written = ci_runs.record(spec, jobs, Path(args.record_to), folder)
         shown = ", ".join(os.path.normpath(p) for p in written if p.name != references.META)
-        report.notes.append(
-            f"these runs are written as references: {shown}; committed as "
-            f"{references.FOLDER}/<class>/, later runs are compared with them"
-        )
+        if shown:  # only runs without a usable reference
+            report.notes.append(
+                f"these runs are written as references: {shown}; committed as "
+                f"{references.FOLDER}/<class>/, later runs are compared with them"
+            )
     elif args.record_to:
         report.notes.append(f"nothing written to {args.record_to}: the runs diverged")
     if args.report:
@@ -529,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--record-to",
         metavar="DIR",
-        help="with --references: when the runs agree, write them as references to "
-        "DIR/fingerprints/<class>/ (to commit)",
+        help="with --references: when the runs agree, write those without a usable reference "
+        "as references to DIR/fingerprints/<class>/ (to commit)",
     )
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")

@@ -145,6 +145,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for verb in ("lock", "render"):
         done = envparity(folder, verb)
         assert done.returncode == 0, done.stdout + done.stderr
+    lint(folder / ci.WORKFLOW)
     return folder
 
 
@@ -600,6 +601,7 @@ class TestCompareJob:
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"venv vs reference {hw}/venv (recorded " in again.stdout
         assert "no reference for hardware class" not in again.stdout
+        assert "written as references" not in again.stdout  # each run has its reference
 
     def test_a_divergence_fails_with_the_first_difference_and_writes_no_references(
         self, artifacts: Path

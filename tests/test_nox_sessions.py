@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ci import BASE
+from tests.test_ci import BASE, lint
 from tests.test_verify import CPU_INDEX, envparity
 
 
@@ -39,6 +39,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for verb in ("lock", "render"):
         done = envparity(folder, verb)
         assert done.returncode == 0, done.stderr
+    lint(folder / ".github/workflows/envparity.yml")
     return folder
 
 
