@@ -27,12 +27,15 @@ import itertools
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.render import ci
+import pytest
+
+from orchestrator.render import ci, gitlab
 
 STEP_TIMEOUT = 900  # seconds; a cold venv with torch takes about 20 s here
 
@@ -394,6 +397,33 @@ class Harness:
             self.say(name, f"stood in: artifacts {artifacts['paths']} kept (when: {when})")
         self.say(name, f"job {result.status}")
         return result, artifact
+
+
+# --------------------------------------------------------------------------- linters
+
+
+def tool(name: str) -> str:
+    """``name`` beside this interpreter (the test lock installs it), else on ``PATH``."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: it comes with the test lock (nox -s tests)")
+    return found
+
+
+def lint(path: Path) -> None:
+    """A generated CI file passes its linters: GitLab's CI schema (check-jsonschema's vendored
+    copy) for ``.gitlab-ci.yml``; actionlint and the GitHub workflow schema for a workflow."""
+    checks = (
+        [[tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(path)]]
+        if path.name == gitlab.GITLAB_CI
+        else [
+            [tool("actionlint"), str(path)],
+            [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
+        ]
+    )
+    for argv in checks:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------- helpers

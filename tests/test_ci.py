@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
@@ -25,33 +24,14 @@ import pytest
 import yaml
 
 from orchestrator import check as check_module
+from orchestrator import process
 from orchestrator.errors import UsageError
 from orchestrator.render import ci, gitlab
 from orchestrator.spec import UNPINNED_ADVICE, load, loads
-from tests.ci_harness import Harness
-from tests.conftest import REPO, pin_torch_closure
-from tests.test_verify import CPU_INDEX, envparity, mirror
+from tests.ci_harness import Harness, lint, tool
+from tests.helpers import REPO, envparity, mirror, torch_spec
 
-BASE = f"""\
-[environment]
-name = "ci-demo"
-python = "3.11"
-
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-[[index]]
-url = "{CPU_INDEX}"
-flavors = ["cpu"]
-
-[targets.host]
-[targets.venv]
-
-[verify]
-steps = 3
-"""
-BASE = pin_torch_closure(BASE)  # the host target locks what this host has
+BASE = torch_spec("ci-demo", steps=3)
 
 # numpy alone: locked from PyPI in about a second, for the tests that need a current project
 SMALL = """\
@@ -97,27 +77,8 @@ providers = ["github", "gitlab"]
 GPU = ["self-hosted", "linux", "gpu"]
 
 
-def tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed: it comes with the test lock (nox -s tests)")
-    return found
-
-
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
-
-
-def lint(path: Path) -> None:
-    """actionlint and the GitHub workflow schema (a GitHub file) or GitLab's CI schema."""
-    if path.name == gitlab.GITLAB_CI:
-        done = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", path)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return
-    done = run(tool("actionlint"), path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    done = run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", path)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def write_rendered(tmp_path: Path, spec_text: str) -> dict[str, Path]:
@@ -550,7 +511,7 @@ def artifacts(tmp_path: Path) -> Path:
     return project
 
 
-def compare_job(project: Path) -> subprocess.CompletedProcess[str]:
+def compare_job(project: Path) -> process.Completed:
     runs = sorted(str(p.relative_to(project)) for p in (project / ci.RUNS_DIR).rglob("*.json"))
     return envparity(
         project,
