@@ -29,8 +29,6 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from orchestrator import files
 from orchestrator.errors import ToolError, UsageError
 from orchestrator.spec import CiSettings, Spec
@@ -334,23 +332,24 @@ def workflow(spec: Spec, source: str | None = None) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    """SafeDumper writing multi-line strings as literal blocks (``|``), as people write them."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def dump(data: dict[str, Any]) -> str:
-    """``data`` as YAML, in its own key order, multi-line strings as literal blocks."""
-    return str(
-        yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=2**16, default_flow_style=False)
+    """``data`` as YAML: PyYAML's SafeDumper in the data's own key order, multi-line strings as
+    literal blocks (``|``), as people write them, no line folded. PyYAML is imported here,
+    when a CI file is rendered: ``envparity check`` of a spec without ``[ci]`` never imports it."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
+        pass
+
+    def literal(dumper: Any, value: str) -> Any:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, literal)
+    text: str = yaml.dump(
+        data, Dumper=Dumper, sort_keys=False, width=2**16, default_flow_style=False
     )
+    return text
 
 
 def ci_inputs(spec: Spec, source: str) -> str:
