@@ -81,6 +81,13 @@ VERDICTS = (PROVEN, MASKED, CHANGES, NO_EFFECT, UNRESOLVED, NOT_APPLICABLE, CONS
 # Outcomes of one experiment: its results are A's, B's, neither, or it could not run.
 SAME_AS_A, SAME_AS_B, OTHER, FAILED = "A", "B", "other", "failed"
 
+# Why a difference cannot be applied here, and how a summary names that kind of cause.
+_CODE = "a module the probe ran differs: bisect runs A's code"
+_DATA = "a data file differs: bisect runs on A's files"
+_STATE = "set by the probe's code while it ran"
+_HARDWARE = "the hardware or platform"
+_NAMED = {_CODE: "the code", _DATA: "the data", _STATE: "state the probe's code set"}
+
 # Packages a hybrid never installs: envparity itself reaches the probe on PYTHONPATH.
 _NOT_HYBRID = frozenset({"envparity"})
 # Flags that a [determinism] setting sets (the others are set by the probe's code).
@@ -193,21 +200,21 @@ def _kind(d: Difference, *, gpu_here: bool, packages: bool) -> tuple[str, str]:
         return "option", ""
     if key.startswith("packages."):
         if key.removeprefix("packages.") in _NOT_HYBRID:
-            return "", "envparity itself (it reaches the probe on PYTHONPATH)"
+            return "", "envparity itself, which reaches the probe on PYTHONPATH"
         if not packages:
             return "", "a package, and A's environment is not a local interpreter for a hybrid venv"
         return "package", ""
     what = category(key)
     if key.startswith("code."):
-        return "", "the code differs (a module the probe ran): bisect runs A's code"
+        return "", _CODE
     if key.startswith("data."):
-        return "", "a data file differs: bisect runs on A's files"
+        return "", _DATA
     if key.startswith("flags."):
-        return "", "set by the probe's code while it ran"
+        return "", _STATE
     if key.startswith("python."):
         return "", "another Python: a hybrid keeps A's interpreter"
     if what in ("device", "cpu_kernels", "platform") or key.startswith(("platform.", "gpus")):
-        return "", "the hardware or platform"
+        return "", _HARDWARE
     return "", "not a setting bisect can change"
 
 
@@ -870,12 +877,15 @@ class Bisection:
                 "state set by code the capture does not record)",
                 verdicts,
             )
-        hardware = all(j.note == "the hardware or platform" for j in rest)
-        what = "the hardware or platform" if hardware else "what cannot be applied here"
+        kinds = list(dict.fromkeys(_NAMED.get(j.note, j.note) for j in rest))
         tried = f" ({len(self.changes)} applied, alone and together)" if self.changes else ""
+        what = (
+            f"{kinds[0]}, by elimination"
+            if len(kinds) == 1
+            else f"among what cannot be applied here, by elimination: {', '.join(kinds)}"
+        )
         summary = (
-            f"no applicable difference changes {a}'s results{tried}: the remaining cause is "
-            f"{what}, by elimination"
+            f"no applicable difference changes {a}'s results{tried}: the remaining cause is {what}"
         )
         return self._report("eliminated", summary, verdicts, remaining=remaining)
 

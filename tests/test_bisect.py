@@ -322,8 +322,8 @@ def test_state_set_by_the_probes_code_is_not_applicable_and_named(tmp_path: Path
         "flags.flush_denormal: False vs True",
     ]
     assert report["summary"] == (
-        f"no applicable difference changes {a}'s results: the remaining cause is what "
-        "cannot be applied here, by elimination"
+        f"no applicable difference changes {a}'s results: the remaining cause is state the "
+        "probe's code set, by elimination"
     )
 
 

@@ -327,11 +327,29 @@ def show(value: JsonValue) -> str:
 _IGNORED = frozenset({"python.executable"})
 
 
+# Keys every capture records now but older ones did not: absent from one capture, such a key
+# was not recorded there, which is no difference (a launch variable a capture always records
+# is absent only from captures made before it was added, e.g. CUDA_DEVICE_ORDER).
+_RECORDED_SINCE = frozenset(
+    {
+        "flags.default_dtype",
+        "flags.mkldnn.enabled",
+        "flags.flush_denormal",
+        "flags.compile",
+        "flags.compile.frames",
+        *(f"launch.{name}" for name in (*LAUNCH_VARIABLES, *DISPATCH_VARIABLES)),
+    }
+)
+
+
 def diff(a: Environment, b: Environment) -> list[Difference]:
-    """Every leaf value that differs between two captures, sorted by key."""
+    """Every leaf value that differs between two captures, sorted by key (a key only one of
+    them records, because the other predates it, is not a difference)."""
     left, right = dict(a.leaves()), dict(b.leaves())
     return [
         Difference(key, left.get(key), right.get(key))
         for key in sorted(set(left) | set(right))
-        if key not in _IGNORED and left.get(key) != right.get(key)
+        if key not in _IGNORED
+        and left.get(key) != right.get(key)
+        and not (key in _RECORDED_SINCE and (key not in left or key not in right))
     ]
