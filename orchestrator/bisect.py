@@ -66,7 +66,7 @@ from orchestrator.probe.compare import category, compare, differences_between
 from orchestrator.probe.fingerprint import Fingerprint, JsonValue, printable
 from orchestrator.probe.run import BUILTIN
 from orchestrator.spec import Spec
-from orchestrator.targets.base import RUNTIME_DIR
+from orchestrator.targets.base import RUNTIME_DIR, Context, Target
 
 # Verdicts of a captured difference.
 PROVEN = "proven"
@@ -1123,9 +1123,8 @@ def _bisect_targets(
     """Provision targets ``a`` and ``b`` (as verify does), probe each once, and bisect from
     ``a``: in its interpreter (host, venv; hybrids for packages) or through its command
     (devcontainer, nix; packages not applicable there)."""
-    from orchestrator import freshness, gpus, verify
+    from orchestrator import verify
     from orchestrator.targets import TARGETS
-    from orchestrator.targets.base import Context
 
     chosen = verify.choose_targets(spec, [a, b])
     if len(chosen) < 2:
@@ -1147,26 +1146,50 @@ def _bisect_targets(
         fa, fb = (
             dataclasses.replace(fp, source=t.name) for fp, t in zip(runs, targets, strict=True)
         )
-        first = targets[0]
-        local = {"host": freshness.user_interpreter().executable}
-        if first.name == "venv":
-            local["venv"] = str(first.python)  # type: ignore[attr-defined]
-        runner = LocalRunner(
-            python=local.get(first.name, "python"),
-            cwd=spec.root,
-            runtime=runtime,
-            work=work,
-            base=Setup.of(fa),
-            sources=hybrid_sources(spec, fa),
-            slots=Slots(_threads(fa, fb)),
-            wrap=None if first.name in local else (lambda argv, env: first.command(argv, env=env)),
+        return bisect_from_target(
+            fa, fb, targets[0], ctx, work=work, budget=budget, progress=progress
         )
-        return Bisection(
-            fa,
-            fb,
-            runner,
-            gpu_here=gpus.visible(),
-            packages=first.name in local,
-            budget=budget,
-            progress=progress,
-        ).run()
+
+
+def bisect_from_target(
+    fa: Fingerprint,
+    fb: Fingerprint,
+    target: Target,
+    ctx: Context,
+    *,
+    work: Path,
+    budget: float | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Report:
+    """Bisect ``fa`` (a run of ``target``, provisioned) against ``fb``: experiments in the
+    target's interpreter (host, venv: hybrids for packages) or through its command
+    (devcontainer, nix: packages not applicable there); fingerprints and hybrids in ``work``.
+    What ``envparity bisect T1 T2`` and ``verify --bisect`` run."""
+    from orchestrator import freshness, gpus
+
+    local = {"host": freshness.user_interpreter().executable}
+    if target.name == "venv":
+        local["venv"] = str(target.python)  # type: ignore[attr-defined]
+
+    def inside(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        return target.command(argv, env=env)
+
+    runner = LocalRunner(
+        python=local.get(target.name, "python"),
+        cwd=ctx.spec.root,
+        runtime=ctx.runtime,
+        work=work,
+        base=Setup.of(fa),
+        sources=hybrid_sources(ctx.spec, fa),
+        slots=Slots(_threads(fa, fb)),
+        wrap=None if target.name in local else inside,
+    )
+    return Bisection(
+        fa,
+        fb,
+        runner,
+        gpu_here=gpus.visible(),
+        packages=target.name in local,
+        budget=budget,
+        progress=progress,
+    ).run()
