@@ -29,7 +29,16 @@ from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import Difference
 from orchestrator.probe.fingerprint import Fingerprint
-from tests.helpers import CLI, REPO, cli_env, eleven_variables, envparity, torch_venv
+from tests.helpers import (
+    CLI,
+    REPO,
+    cli_env,
+    eleven_variables,
+    envparity,
+    make_project,
+    torch_spec,
+    torch_venv,
+)
 
 STEPS = 2
 # Two threads, so that a thread-count variable has something to change.
@@ -367,3 +376,21 @@ def test_a_flaky_probe_is_refused_after_one_repeat(tmp_path: Path) -> None:
         "experiment can prove a cause until a repeat gives its results"
     )
     assert verdicts(report)["launch.MKL_CBWR"] == "unresolved"
+
+
+@pytest.mark.slow
+def test_two_targets_are_provisioned_probed_and_bisected(tmp_path: Path) -> None:
+    """``envparity bisect host venv``: the interpreter running the tests against a uv venv of
+    the lock; their packages differ (pytest, ruff, ... on the host), their results do not."""
+    project = make_project(tmp_path / "project", torch_spec("bisect-targets", steps=STEPS))
+    done = envparity(project, "bisect", "host", "venv", "--json", timeout=900)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["a"], report["b"], report["status"], report["runs"]) == (
+        "host",
+        "venv",
+        "identical",
+        0,
+    )
+    assert verdicts(report)["packages.pytest"] == "no effect"
+    assert "venv: probe run" in done.stderr
