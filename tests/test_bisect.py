@@ -206,15 +206,40 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def cbwr(base: Path) -> Path:
+    """A's launch environment with MKL_CBWR=COMPATIBLE."""
+    out = base.with_name("cbwr.json")
+    probe(out, env={"MKL_CBWR": "COMPATIBLE"})
+    return out
+
+
 @pytest.mark.slow
-def test_one_variable_is_proven_in_two_runs(base: Path) -> None:
-    other = base.with_name("cbwr.json")
-    probe(other, env={"MKL_CBWR": "COMPATIBLE"})
-    code, report = bisect(base, other)
+def test_one_variable_is_proven_in_two_runs(base: Path, cbwr: Path) -> None:
+    code, report = bisect(base, cbwr)
     assert (code, report["status"], report["runs"]) == (0, "explained", 2)
     assert report["minimal"] == ["launch.MKL_CBWR"]
     assert verdicts(report) == {"launch.MKL_CBWR": "proven"}
     assert [e["outcome"] for e in report["experiments"]] == ["A", "B"]
+
+
+@pytest.mark.slow
+def test_a_package_version_that_cannot_be_resolved_is_unresolved_not_a_failure(
+    base: Path, cbwr: Path
+) -> None:
+    """B's capture edited to name a NumPy that does not exist: its hybrid cannot be built;
+    the rest is still bisected."""
+    data = json.loads(cbwr.read_text())
+    data["environment"]["packages"]["numpy"] = "0.0.1"
+    other = base.with_name("no-such-numpy.json")
+    other.write_text(json.dumps(data))
+    code, report = bisect(base, other)
+    assert (code, report["status"], report["minimal"]) == (0, "explained", ["launch.MKL_CBWR"])
+    numpy = next(d for d in report["differences"] if d["key"] == "packages.numpy")
+    assert numpy["verdict"] == "unresolved"
+    assert "numpy==0.0.1" in numpy["note"]
+    hybrid = next(e for e in report["experiments"] if e["applied"] == ["packages.numpy"])
+    assert hybrid["outcome"] == "failed"
 
 
 @pytest.mark.slow
