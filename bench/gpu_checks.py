@@ -57,8 +57,8 @@ from orchestrator.determinism import LAUNCH_VARIABLES  # noqa: E402
 from orchestrator.determinism_settings import DeterminismSettings  # noqa: E402
 from orchestrator.errors import ToolError  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
-from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
+from orchestrator.verdict.compare import compare  # noqa: E402
 
 SEED = 0
 Result = dict[str, Any]

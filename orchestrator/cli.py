@@ -210,70 +210,48 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from orchestrator.probe import compare, fingerprint
+    from orchestrator import tolerances
+    from orchestrator.probe import fingerprint
+    from orchestrator.verdict import compare, wording
 
-    tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
-    for name, value in tolerances.items():
-        if value is not None and not 0.0 <= value < 1.0:  # also refuses nan
+    given = {name: getattr(args, name) for name in tolerances.NAMES}
+    for name, value in given.items():
+        if value is not None and not tolerances.valid(value):  # also refuses nan
             option = "--" + name.replace("_", "-")
-            raise UsageError(f"compare {option} {value}: not a tolerance in [0, 1)")
-    if None in tolerances.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
-        verify = _spec(args).verify
+            raise UsageError(f"compare {option} {value}: not a tolerance in {tolerances.RANGE}")
+    base = tolerances.DEFAULTS
+    if None in given.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
+        base = _spec(args).verify.tolerances
         print(f"tolerances from {args.spec} [verify] where not given", file=sys.stderr)
-        defaults = {
-            "rtol": verify.rtol,
-            "atol": verify.atol,
-            "cross_device_rtol": verify.cross_device_rtol,
-        }
-        tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
     fps = [fingerprint.load(path) for path in args.fingerprints]
     if args.references is not None:
         if args.json:
             raise UsageError("compare: --json and --references cannot be combined")
-        return _compare_with_references(args, fps, tolerances)
-    verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
+        return _compare_with_references(args, fps, given)
+    verdict = compare.compare(fps, base.given(**given))
     if args.json:
         print(json.dumps(verdict.to_dict(), indent=1))
     else:
-        _print_lines(compare.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
+        _print_lines(wording.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
     return 0 if verdict.equivalent else 1
 
 
-def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
+def _compare_with_references(
+    args: argparse.Namespace, fps: list[Any], given: dict[str, float | None]
+) -> int:
     """``compare --references DIR``: runs of several machines (CI artifacts), each with the
-    first of its hardware class and with the references (``orchestrator.references``)."""
-    from orchestrator import references
+    first of its hardware class and with the references (``verdict.references``); tolerances
+    from the spec where not given."""
+    from orchestrator.verdict.references import compare_artifacts
 
     spec = _spec(args)
-    given = {k: v for k, v in tol.items() if v is not None}
-    v = spec.verify
-    tolerances = references.Tolerances(
-        **{"rtol": v.rtol, "atol": v.atol, "cross_device_rtol": v.cross_device_rtol, **given}
-    )
-    folder = Path(args.references)
-    if not folder.is_dir():
-        raise UsageError(f"compare --references {folder}: no such folder")
-    runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
-    among = references.compare_runs(runs, tolerances)
-    firsts: dict[str, Any] = {}  # each target's first run, against the references
-    for name, fp in runs:
-        firsts.setdefault(name, fp)
-    against = references.compare_with_references(
-        spec, list(firsts.items()), tolerances, root=folder
-    )
-    report = references.ReferenceReport(
-        among.comparisons + against.comparisons, among.notes + against.notes
-    )
+    tolerances = spec.verify.tolerances.given(**given)
+    report = compare_artifacts(spec, fps, tolerances, Path(args.references))
     if args.summary:
         with open(args.summary, "a", encoding="utf-8") as summary:
             summary.write(report.markdown())
     lines = report.lines() + [f"FAIL {p}" for p in report.problems]
-    headline = (
-        f"DIVERGED ({len(fps)} fingerprints)"
-        if report.problems
-        else f"equivalent ({len(fps)} fingerprints, {len(against.comparisons)} reference comparisons)"
-    )
-    _print_lines([headline, *lines], style="red" if report.problems else "green")
+    _print_lines([report.headline(), *lines], style="red" if report.problems else "green")
     return 1 if report.problems else 0
 
 
@@ -290,7 +268,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from orchestrator.probe import capture, compare, fingerprint
+    from orchestrator.probe import capture, fingerprint
+    from orchestrator.verdict import compare
 
     differences = capture.diff(fingerprint.load_capture(args.a), fingerprint.load_capture(args.b))
     if not differences:

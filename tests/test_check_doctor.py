@@ -490,10 +490,11 @@ class TestHostConformance:
         from importlib.metadata import version
 
         from orchestrator import freshness
+        from orchestrator.interpreter import Interpreter
 
         pinned = version("packaging")
         s = self._spec(tmp_path, monkeypatch)
-        interpreter = freshness.Interpreter(
+        interpreter = Interpreter(
             "/x/python", python, {k: v.replace("PINNED", pinned) for k, v in packages.items()}
         )
         assert freshness.conformance(s, interpreter).problems == [
@@ -528,7 +529,7 @@ class TestHostConformance:
         from rich.console import Console
 
         from orchestrator import report, verify
-        from orchestrator.probe.compare import Verdict
+        from orchestrator.verdict.compare import Verdict
 
         s = self._spec(tmp_path, monkeypatch)
         host = verify.TargetResult(

@@ -327,7 +327,7 @@ class TestJobsRunHere:
         code, log = results["compare"]
         assert code == 0, log
         summary = (runner.work / "compare" / "summary.md").read_text()
-        assert summary.startswith("## envparity: fingerprints vs references: equivalent\n")
+        assert summary.startswith("## envparity: fingerprints vs references: bitwise identical\n")
         assert re.search(
             r"\| venv \| cpu-[\w-]+ \| reference cpu-[\w-]+/venv \(recorded .+\) \| bitwise "
             r"identical \(same hardware class\) \|",
@@ -350,6 +350,6 @@ class TestJobsRunHere:
         assert code == 1, log
         summary = (runner.work / "compare-diverged" / "summary.md").read_text()
         assert summary.startswith("## envparity: fingerprints vs references: DIVERGED\n")
-        assert re.search(r"FAIL venv: diverged from reference cpu-[\w-]+/venv \(recorded ", log), (
-            log
-        )
+        assert re.search(
+            r"FAIL venv: DIVERGED at \S+ step \d+ from reference cpu-[\w-]+/venv \(recorded ", log
+        ), log
