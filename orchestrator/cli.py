@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import determinism_settings
+from orchestrator import determinism_settings, tolerances
 from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import EnvparityError, UsageError
 
@@ -210,7 +210,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from orchestrator import tolerances
     from orchestrator.probe import fingerprint
     from orchestrator.verdict import compare, wording
 
@@ -245,8 +244,8 @@ def _compare_with_references(
     from orchestrator.verdict.references import compare_artifacts
 
     spec = _spec(args)
-    tolerances = spec.verify.tolerances.given(**given)
-    report = compare_artifacts(spec, fps, tolerances, Path(args.references))
+    tol = spec.verify.tolerances.given(**given)
+    report = compare_artifacts(spec, fps, tol, Path(args.references))
     if args.summary:
         with open(args.summary, "a", encoding="utf-8") as summary:
             summary.write(report.markdown())
@@ -460,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             type=float,
             default=None,
-            help=f"{what} (default: bitwise / 1e-4; with --spec or ENVPARITY_SPEC, that spec's [verify])",
+            help=f"{what} (default: bitwise / {tolerances.DEFAULTS.cross_device_rtol:g}; with --spec "
+            "or ENVPARITY_SPEC, that spec's [verify])",
         )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.add_argument(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import files
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import SpecError, ToolError, UsageError
 from orchestrator.messages import quote
 from orchestrator.spec import Index, Spec
@@ -262,9 +263,6 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
     body = body.replace(str(req), "environment.toml")
     _check_flavor(spec, target, body)
     return body
-
-
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:

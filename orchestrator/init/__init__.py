@@ -28,8 +28,9 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import Problem, SpecError, UsageError
-from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
+from orchestrator.init.draft import Draft, IndexDraft, Where
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
 from orchestrator.messages import quote

@@ -30,7 +30,6 @@ from orchestrator import spec as specs
 from orchestrator.errors import Problem
 from orchestrator.spec import Dependency
 
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _PYTORCH_INDEX_RE = re.compile(
     r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<build>cu[0-9]{2,3}|cpu)"
     r"(?P<page>/torch_stable\.html|/torch/?)?/?\Z"
