@@ -1,11 +1,13 @@
 """``envparity check`` as a whole process, beside a bare ``python -c pass`` of the same
-interpreter (target, issue 2: at most 4x).
+interpreter (target, issue 18: at most 6x; issue 2 asked 4x, below the import floor's 4.35x).
 
 Also timed: the import floor, a process that only imports the standard-library and
 packaging modules check cannot do without (argparse, dataclasses, pathlib, tomllib, hashlib,
 json, packaging.specifiers), so the report shows how much of check is envparity's own work.
 Bytecode may be cached, as on a user's machine. The run also asserts that check imports
-neither torch, numpy nor rich.
+neither torch, numpy, rich nor the verdict package (``orchestrator.verdict``); PyYAML it
+imports here because this repository's spec has ``[ci]``, whose workflow check renders to
+compare (``tests/test_check_doctor.py`` holds both).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def main() -> None:
             sys.executable,
             "-c",
             "import sys; from orchestrator import cli; cli.main(['check']);"
-            "print([m for m in ('torch', 'numpy', 'rich') if m in sys.modules])",
+            "print([m for m in ('torch', 'numpy', 'rich', 'orchestrator.verdict') if m in sys.modules])",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -56,7 +58,7 @@ def main() -> None:
         rounds=25,
     )
     report(
-        f"envparity check vs a bare interpreter ({sys.executable}; target: <= 4x)",
+        f"envparity check vs a bare interpreter ({sys.executable}; target: <= 6x)",
         timings,
         "python -c pass",
     )

@@ -19,8 +19,6 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import yaml
-
 from orchestrator import files
 from orchestrator.errors import UsageError
 from orchestrator.spec import CiSettings, Spec
@@ -150,25 +148,29 @@ def workflow(spec: Spec) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    """SafeDumper writing multi-line strings as literal blocks (``|``), as people write them."""
+def _dump(data: dict[str, Any]) -> str:
+    """``data`` as YAML: PyYAML's SafeDumper, multi-line strings as literal blocks (``|``), as
+    people write them. PyYAML is imported here, when a workflow is rendered: ``envparity
+    check`` of a spec without ``[ci]`` never imports it."""
+    import yaml
 
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
+        pass
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    def literal(dumper: Any, value: str) -> Any:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-
-_Dumper.add_representer(str, _str)
+    Dumper.add_representer(str, literal)
+    text: str = yaml.dump(data, Dumper=Dumper, sort_keys=False, width=100, default_flow_style=False)
+    return text
 
 
 def render_workflow(spec: Spec) -> files.Generated:
     """``.github/workflows/envparity.yml`` with envparity's header (inputs: [ci] and each
     target's flavor, all the workflow is made from; not the locks, read when the jobs run)."""
     data = spec.to_dict()
-    body = yaml.dump(
-        workflow(spec), Dumper=_Dumper, sort_keys=False, width=100, default_flow_style=False
-    )
+    body = _dump(workflow(spec))
     inputs = files.inputs_hash(
         {
             "format": CI_FORMAT,
