@@ -1,22 +1,12 @@
+"""The fixtures the test modules share; the plain constants and functions are in helpers.py."""
+
 from __future__ import annotations
 
-from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
-
-MINIMAL = """\
-[environment]
-name = "demo"
-python = "3.11"
-
-[dependencies]
-numpy = ">=2"
-"""
+from tests.helpers import MINIMAL
 
 
 @pytest.fixture
@@ -31,32 +21,8 @@ def write_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
     return write
 
 
-def freeze(*roots: str) -> list[str]:
-    """``name==version`` of ``roots`` and everything they require here, as `pip freeze` says."""
-    seen: dict[str, str] = {}
-    todo = list(roots)
-    while todo:
-        name = str(canonicalize_name(todo.pop()))
-        if name in seen:
-            continue
-        seen[name] = version(name)
-        for line in requires(name) or []:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    return [f"{n}=={v}" for n, v in sorted(seen.items())]
-
-
-def pin_torch_closure(spec: str) -> str:
-    """``spec`` with what torch requires pinned, in ``[dependencies]``, to the versions installed
-    here: a test spec that verifies the ``host`` target (this interpreter) then locks exactly
-    what the host has, today and after PyPI publishes a newer fsspec or sympy (host drift
-    would otherwise fail the run)."""
-    lines = [
-        f'{p.split("==")[0]} = "=={p.split("==")[1]}"'
-        for p in freeze("torch")
-        if not p.startswith(("torch==", "numpy=="))
-    ]
-    anchor = 'torch = "==2.13.0"\n'
-    assert anchor in spec, "pin_torch_closure: the spec has no torch pin to extend"
-    return spec.replace(anchor, anchor + "\n".join(lines) + "\n", 1)
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test in its own folder, so that messages name files as a user typed them."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

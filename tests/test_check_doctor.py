@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, files, lock, spec
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SPEC = """\
 [environment]

@@ -13,11 +13,10 @@ import pytest
 from orchestrator import process
 from orchestrator.determinism import dataloader_kwargs, flag_findings, seed_everything, torch_flags
 from orchestrator.determinism_settings import DeterminismSettings, add_arguments, launch_environment
+from tests.helpers import REPO
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def draws() -> tuple[float, float, list[float]]:
@@ -308,7 +307,7 @@ def test_set_at_launch_names_every_variable_the_launcher_can_set() -> None:
 )
 def test_the_spec_builds_the_one_settings_value(table: str, expected: DeterminismSettings) -> None:
     from orchestrator import spec
-    from tests.conftest import MINIMAL
+    from tests.helpers import MINIMAL
 
     loaded = spec.loads(MINIMAL + f"\n[determinism]\n{table}\n").determinism
     assert loaded == expected
@@ -337,7 +336,7 @@ def test_the_spec_builds_the_one_settings_value(table: str, expected: Determinis
 def test_the_spec_refuses_a_bad_determinism_value_with_its_key(table: str, message: str) -> None:
     from orchestrator import spec
     from orchestrator.errors import SpecError
-    from tests.conftest import MINIMAL
+    from tests.helpers import MINIMAL
 
     with pytest.raises(SpecError) as info:
         spec.loads(MINIMAL + f"\n[determinism]\n{table}\n", path="environment.toml")

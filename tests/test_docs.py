@@ -20,7 +20,7 @@ import pytest
 import tomllib
 
 from orchestrator import spec
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```", re.S | re.M)

@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from orchestrator import cli, init, spec
 from orchestrator.errors import SpecError, UsageError
+from tests.helpers import UNLOCKABLE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,18 +30,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 CPU_INDEX = ("https://download.pytorch.org/whl/cpu", "index", ("cpu",))
-UNLOCKABLE = (
-    "cannot be locked with hashes; the spec lists released packages by name and version "
-    "(publish it to an index, or put its wheel in a find-links [[index]] folder and require "
-    "it by name)"
-)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs in its own folder, so messages name files as a user typed them."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")  # every test in its own folder
 
 
 def write(files: dict[str, str]) -> None:
