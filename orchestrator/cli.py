@@ -459,8 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             type=float,
             default=None,
-            help=f"{what} (default: bitwise / {tolerances.DEFAULTS.cross_device_rtol:g}; with --spec "
-            "or ENVPARITY_SPEC, that spec's [verify])",
+            help=f"{what} (default: bitwise / 1e-4; with --spec or ENVPARITY_SPEC, that spec's [verify])",
         )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.add_argument(
