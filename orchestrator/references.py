@@ -232,9 +232,15 @@ def _meta(path: Path) -> dict[str, Any]:
 
 
 def record(
-    spec: Spec, recorded: Sequence[tuple[str, Path]], *, machine: str, now: str | None = None
+    spec: Spec,
+    recorded: Sequence[tuple[str, Path]],
+    *,
+    machine: str,
+    now: str | None = None,
+    root: Path | None = None,
 ) -> list[Path]:
-    """Write ``(target, fingerprint file)`` pairs as the references of their hardware classes.
+    """Write ``(target, fingerprint file)`` pairs as the references of their hardware classes,
+    in ``root`` (default: the spec's ``fingerprints/``; CI's compare job writes elsewhere).
 
     A class's other targets keep their references. Returns the files written.
     """
@@ -245,9 +251,12 @@ def record(
         by_class.setdefault(hardware_class(fingerprint.load(path)), []).append((target, path))
     written: list[Path] = []
     # Committed files: never written through a symbolic link (orchestrator.files' policy).
-    files.refuse_links(spec.root, *(f"{FOLDER}/{c}/{META}" for c in by_class))
+    if root is None:
+        files.refuse_links(spec.root, *(f"{FOLDER}/{c}/{META}" for c in by_class))
+    else:
+        files.refuse_links(root, *(f"{c}/{META}" for c in by_class))
     for hw_class, items in sorted(by_class.items()):
-        where = folder(spec) / hw_class
+        where = (root or folder(spec)) / hw_class
         meta_path = where / META
         meta: dict[str, Any] = (
             _meta(meta_path)

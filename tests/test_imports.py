@@ -44,16 +44,22 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "orchestrator.interpreter",
         ),
     ),
-    ("facts about packages", ("orchestrator.compat", "orchestrator.lock")),
+    (
+        "facts about packages and CUDA",
+        ("orchestrator.compat", "orchestrator.lock", "orchestrator.cuda_host"),
+    ),
     ("the probe (runs in bare targets)", ("orchestrator.probe.*",)),
     ("init", ("orchestrator.init", "orchestrator.init.*")),
-    ("generated files and stored references", ("orchestrator.render.*", "orchestrator.references")),
+    (
+        "generated files, stored references, the nox sessions CI calls",
+        ("orchestrator.render.*", "orchestrator.references", "orchestrator.nox_sessions"),
+    ),
     ("the verdict", ("orchestrator.verdict.*",)),
     ("targets and freshness", ("orchestrator.targets.*", "orchestrator.freshness")),
     ("verify and check", ("orchestrator.verify", "orchestrator.check")),
     (
         "reports and sessions",
-        ("orchestrator.doctor", "orchestrator.report", "orchestrator.nox_sessions"),
+        ("orchestrator.doctor", "orchestrator.report", "orchestrator.ci_runs"),
     ),
     ("the CLI", ("orchestrator.cli", "orchestrator.__main__")),
 )

@@ -49,10 +49,10 @@ class Comparison:
     def diverged(self) -> bool:
         return self.pair.kind == "diverged"
 
-    def verdict(self) -> str:
+    def verdict(self, *, reason: bool = True) -> str:
         """``bitwise identical (same hardware class)``, ``DIVERGED at losses step 3: ...``
         (``wording.against_reference``)."""
-        return wording.against_reference(self.pair, self.same_class)
+        return wording.against_reference(self.pair, self.same_class, reason=reason)
 
     def line(self) -> str:
         return f"{self.target} vs {self.against}: {self.verdict()}"
@@ -89,9 +89,17 @@ class ReferenceReport:
     def markdown(self, title: str = "envparity: fingerprints vs references") -> str:
         """The verdict as a Markdown table (for ``$GITHUB_STEP_SUMMARY``)."""
         out = [f"## {title}: {wording.word(self.kind)}", ""]
-        out += ["| target | class | compared with | verdict |", "|---|---|---|---|"]
+        out += [
+            "| target | class | compared with | verdict | first difference | likely cause |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in self.comparisons:
-            out.append(f"| {c.target} | {c.hw_class} | {_md(c.against)} | {_md(c.verdict())} |")
+            first = c.pair.reason if c.diverged else "-"
+            cause = c.pair.causes[0] if c.diverged and c.pair.causes else "-"
+            out.append(
+                f"| {c.target} | {c.hw_class} | {_md(c.against)} | "
+                f"{_md(c.verdict(reason=False))} | {_md(first)} | {_md(cause)} |"
+            )
         out += [""] + [f"- {_md(n)}" for n in self.notes]
         return "\n".join(out) + "\n"
 
@@ -190,15 +198,17 @@ def compare_artifacts(
     ``references.run_file_name``, as ``verify --out`` writes them), each against the first of
     its hardware class and the first of each class against the first overall
     (``compare_runs``), then each target's first run against the references in ``root``
-    (``compare_with_references``). Raises ``UsageError`` when ``root`` is not a folder."""
-    if not root.is_dir():
+    (``compare_with_references``), each target's first run of each class. Raises
+    ``UsageError`` when ``root`` is not a folder (the spec's own ``fingerprints/`` may not exist
+    yet: no references, a note, as verify says)."""
+    if not root.is_dir() and root.resolve() != folder(spec).resolve():
         raise UsageError(f"compare --references {root}: no such folder")
     runs = [(target_of(Path(fp.source)), fp) for fp in fingerprints]
     among = compare_runs(runs, tol)
-    firsts: dict[str, Fingerprint] = {}  # each target's first run, against the references
+    firsts: dict[tuple[str, str], tuple[str, Fingerprint]] = {}  # per target and class
     for name, fp in runs:
-        firsts.setdefault(name, fp)
-    against = compare_with_references(spec, list(firsts.items()), tol, root=root)
+        firsts.setdefault((name, hardware_class(fp)), (name, fp))
+    against = compare_with_references(spec, list(firsts.values()), tol, root=root)
     return ReferenceReport(
         among.comparisons + against.comparisons, among.notes + against.notes, len(fingerprints)
     )

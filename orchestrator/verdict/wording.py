@@ -101,12 +101,13 @@ def verdict_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
-def against_reference(pair: PairVerdict, same_class: bool) -> str:
+def against_reference(pair: PairVerdict, same_class: bool, *, reason: bool = True) -> str:
     """A run against a reference (or a run of another machine): ``bitwise identical (same
     hardware class)``, ``DIVERGED at losses step 3: loss at step 3 differs: ... (other
-    hardware class, cross_device_rtol=0.0001)``."""
+    hardware class, cross_device_rtol=0.0001)``; without ``reason`` (a table that shows it in
+    a column of its own): ``DIVERGED at losses step 3 (same hardware class)``."""
     text = result(pair)
-    if pair.kind == "diverged":
+    if pair.kind == "diverged" and reason:
         text += f": {pair.reason}"
     how = (
         "same hardware class"
