@@ -88,11 +88,11 @@ class VerifyResult:
                     f"{t.name}: does not match the spec ({'; '.join(t.drift)}); "
                     "fix it (envparity doctor says how) or pass --accept-host-drift"
                 )
-        if self.across is not None:
-            names = [t.name for t in self.targets if t.status == "ok" and t.runs]
+        if self.across is not None:  # each pair named by its targets (first runs' files)
+            name = {t.runs[0].fingerprint.source: t.name for t in self.targets if t.runs}
             out += [
-                wording.pair_line(names[0], name, p)
-                for name, p in zip(names[1:], self.across.pairs, strict=True)
+                wording.pair_line(name.get(p.reference, p.reference), name.get(p.other, p.other), p)
+                for p in self.across.pairs
                 if p.kind == "diverged"
             ]
         if not any(t.status == "ok" for t in self.targets):

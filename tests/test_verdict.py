@@ -137,3 +137,37 @@ def test_the_spec_holds_the_same_tolerances(tmp_path: Path) -> None:
     loaded = spec.load(tmp_path / "environment.toml")
     assert loaded.verify.tolerances == Tolerances(rtol=1e-6)
     assert spec.Verify().tolerances == DEFAULTS
+
+
+def test_verify_fails_naming_the_targets_that_diverged(tmp_path: Path) -> None:
+    """Across targets, each diverged pair is a problem line in the one wording, named by its
+    targets (not by the cached fingerprint files)."""
+    import json
+
+    from orchestrator import spec, verify
+    from orchestrator.probe import fingerprint
+    from orchestrator.verdict.compare import compare
+    from tests.helpers import REPO
+
+    (committed,) = sorted(REPO.glob("fingerprints/*/host.json"))[:1]
+    data = json.loads(committed.read_text())
+    runs = []
+    for name, factor in (("host", 1.0), ("venv", 1.5), ("nix", 1.0)):
+        data["stages"]["losses"][2] = float.hex(float.fromhex(data["stages"]["losses"][2]) * factor)
+        path = tmp_path / f"{name}-cache-1.json"
+        path.write_text(json.dumps(data))
+        runs.append((name, path, fingerprint.load(path)))
+    targets = [
+        verify.TargetResult(name, "ok", runs=[verify.Run(1, path, fp, False)])
+        for name, path, fp in runs
+    ]
+    result = verify.VerifyResult(
+        spec.load(REPO / "environment.toml"),
+        targets,
+        compare([fp for _, _, fp in runs]),
+        strict=False,
+    )
+    assert result.problems == [
+        "host vs venv: DIVERGED at losses step 2",
+        "host vs nix: DIVERGED at losses step 2",
+    ]
