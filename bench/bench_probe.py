@@ -27,8 +27,8 @@ from timing import interleaved, report, run_time  # noqa: E402
 
 from orchestrator import process  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
-from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
+from orchestrator.verdict.compare import compare  # noqa: E402
 
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 ROUNDS = 5

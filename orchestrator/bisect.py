@@ -62,11 +62,12 @@ from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import EnvparityError, UsageError
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import DISPATCH_PREFIXES, DISPATCH_VARIABLES, Difference, show
-from orchestrator.probe.compare import category, compare, differences_between
 from orchestrator.probe.fingerprint import Fingerprint, JsonValue, printable
 from orchestrator.probe.run import BUILTIN
 from orchestrator.spec import Spec
 from orchestrator.targets.base import RUNTIME_DIR, Context, Target
+from orchestrator.verdict import wording
+from orchestrator.verdict.compare import category, compare, differences_between
 
 # Verdicts of a captured difference.
 PROVEN = "proven"
@@ -455,7 +456,7 @@ class Experiment:
     applied: frozenset[str]
     label: str  # "repeat of A", "launch.MKL_CBWR alone", "union of 3", "ddmin: 2 of 11"
     outcome: str  # SAME_AS_A, SAME_AS_B, OTHER, FAILED
-    where: str = ""  # how the results differ from A's ("DIVERGED at losses step 1")
+    where: str = ""  # how the results differ from A's (``wording.result``)
     seconds: float = 0.0
     note: str = ""  # FAILED: why; a confound the capture shows
 
@@ -599,8 +600,7 @@ class Bisection:
         to_a = compare([self.a, fp]).worst
         if to_a.kind == "bitwise":
             return SAME_AS_A, ""
-        where = to_a.stage if to_a.step is None else f"{to_a.stage} step {to_a.step}"
-        said = f"DIVERGED at {where}"
+        said = wording.result(to_a)
         if compare([self.b, fp]).worst.kind == "bitwise":
             return SAME_AS_B, said
         return OTHER, said
@@ -676,11 +676,12 @@ class Bisection:
 
     def run(self) -> Report:
         a, b = self.a.source, self.b.source
-        if compare([self.a, self.b]).worst.kind == "bitwise":
+        pair = compare([self.a, self.b]).worst
+        if pair.kind == "bitwise":
             same = {
                 c.key: (NO_EFFECT, "A and B have the same results with it") for c in self.changes
             }
-            return self._report("identical", f"{a} and {b} have bitwise identical results", same)
+            return self._report("identical", f"{a} and {b}: {wording.result(pair)}", same)
         try:
             return self._plan()
         except BudgetSpent:
@@ -1021,14 +1022,14 @@ def hybrid_sources(spec: Spec | None, fp: Fingerprint) -> list[str]:
     """uv's package-source arguments for A's hybrids: the spec's sources for the flavor of A's
     torch (its local version, ``+cpu``), mirrors applied (``lock.source_args``); without a
     spec, the PyTorch index of that flavor (mirrored when ``ENVPARITY_MIRRORS`` says so)."""
-    from orchestrator import lock
+    from orchestrator import compat, lock
 
     tag = str(fp.environment.packages.get("torch", "")).partition("+")[2]
     if spec is not None:
         return lock.source_args(spec, tag if tag in spec.flavors else spec.default_flavor)
     if not tag:
         return []
-    url = lock.PYTORCH_INDEX + tag
+    url = compat.PYTORCH_INDEX + tag
     location = lock.mirrors().get(url, url)
     folder = lock.local_folder(location)
     return ["--extra-index-url", lock.simple_index(folder, mirror_of=url) if folder else location]
@@ -1095,11 +1096,11 @@ def _bisect_files(
     progress: Callable[[str], None],
     cwd: Path,
 ) -> Report:
-    from orchestrator import freshness, gpus
+    from orchestrator import gpus, interpreter
 
     python = fa.environment.python.executable
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        python = freshness.user_interpreter().executable
+        python = interpreter.user_interpreter().executable
         progress(f"{printable(fa.source)}'s interpreter is not here: probing with {python}")
     root = spec.root if spec is not None else cwd
     with _workspace(root) as (runtime, work):
@@ -1165,9 +1166,9 @@ def bisect_from_target(
     target's interpreter (host, venv: hybrids for packages) or through its command
     (devcontainer, nix: packages not applicable there); fingerprints and hybrids in ``work``.
     What ``envparity bisect T1 T2`` and ``verify --bisect`` run."""
-    from orchestrator import freshness, gpus
+    from orchestrator import gpus, interpreter
 
-    local = {"host": freshness.user_interpreter().executable}
+    local = {"host": interpreter.user_interpreter().executable}
     if target.name == "venv":
         local["venv"] = str(target.python)  # type: ignore[attr-defined]
 
