@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import process
 from orchestrator.determinism import LAUNCH_VARIABLES
@@ -66,6 +66,9 @@ from orchestrator.probe.fingerprint import Fingerprint, JsonValue, printable
 from orchestrator.probe.run import BUILTIN
 from orchestrator.spec import Spec
 from orchestrator.targets.base import RUNTIME_DIR, Context, Target
+
+if TYPE_CHECKING:
+    from orchestrator.verify import VerifyResult
 from orchestrator.verdict import wording
 from orchestrator.verdict.compare import category, compare, differences_between
 
@@ -166,16 +169,27 @@ class Judged:
 
 
 def classify(
-    differences: Sequence[Difference], *, gpu_here: bool, packages: bool
+    differences: Sequence[Difference],
+    *,
+    gpu_here: bool,
+    packages: bool,
+    imported: frozenset[str] | None = None,
 ) -> tuple[list[Change], list[Judged]]:
     """Split the captured differences into changes bisect can apply, and the rest judged
-    already: consequences of other differences (never toggled) and what cannot be applied
-    here (code, data, Python, hardware). ``packages``: whether hybrid venvs can be built for
-    A (a local interpreter); ``gpu_here``: whether a CUDA run can happen here."""
+    already: consequences of other differences (never toggled), what cannot be applied here
+    (code, data, Python, hardware), and packages neither run imported (``imported``: the
+    distributions either run imported, ``inputs.imported``; None when a run did not record
+    them): those cannot have changed a number, and are not tried. ``packages``: whether
+    hybrid venvs can be built for A (a local interpreter); ``gpu_here``: whether a CUDA run
+    can happen here."""
     keys = [d.key for d in differences]
     changes: list[Change] = []
     judged: list[Judged] = []
     for d in differences:
+        name = d.key.removeprefix("packages.")
+        if d.key.startswith("packages.") and imported is not None and name not in imported:
+            judged.append(Judged(d, NO_EFFECT, "neither run imported it: not tried"))
+            continue
         kind, reason = _kind(d, gpu_here=gpu_here, packages=packages)
         if kind:
             changes.append(Change(d.key, kind, d.a, d.b))
@@ -518,6 +532,15 @@ class Report:
     def verdict_of(self, key: str) -> str | None:
         return next((j.verdict for j in self.judged if j.difference.key == key), None)
 
+    @property
+    def proven(self) -> list[Judged]:
+        """The differences an experiment proved, in the order judged."""
+        return [j for j in self.judged if j.verdict == PROVEN]
+
+    def brief(self) -> str:
+        """One line for verify's table and report: ``bisect: explained in 3 probe runs: ...``."""
+        return f"bisect: {self.status} in {self.runs} probe run(s): {self.summary}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a,
@@ -585,7 +608,14 @@ class Bisection:
         self.a, self.b, self.runner = a, b, runner
         self.budget, self.progress = budget, progress
         self.differences = differences_between(a, b)
-        self.changes, self.judged = classify(self.differences, gpu_here=gpu_here, packages=packages)
+        imported = (
+            frozenset(a.inputs.imported) | frozenset(b.inputs.imported)
+            if a.inputs.imported and b.inputs.imported
+            else None
+        )
+        self.changes, self.judged = classify(
+            self.differences, gpu_here=gpu_here, packages=packages, imported=imported
+        )
         self.by_key = {c.key: c for c in self.changes}
         self.base = Setup.of(a)
         self.results: dict[frozenset[str], Experiment] = {}
@@ -1194,3 +1224,45 @@ def bisect_from_target(
         budget=budget,
         progress=progress,
     ).run()
+
+
+def after_verify(
+    result: VerifyResult,
+    *,
+    budget: float | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict[tuple[str, str], Report]:
+    """``verify --bisect``: bisect each diverged pair of ``result``, keyed by the names its
+    lines give the pair: across targets (A: the first target's first run, B: the other's), and
+    each target against a reference it diverged from (A: the target's first run, B: the
+    reference). Experiments run in the A target's environment, provisioned by verify.
+    ``budget``: seconds for each pair."""
+    from orchestrator.targets import TARGETS
+
+    spec = result.spec
+    pairs: list[tuple[str, str, Fingerprint, Fingerprint]] = []
+    if result.across is not None:
+        for pair in result.across.pairs:
+            if pair.kind == "diverged":
+                a, b = result.pair_names(pair)
+                pairs.append((a, b, _first_run(result, a), _first_run(result, b)))
+    if result.references is not None:
+        for c in result.references.comparisons:
+            if c.diverged and c.reference:
+                reference = dataclasses.replace(fingerprint.load(c.pair.other), source=c.against)
+                pairs.append((c.target, c.against, _first_run(result, c.target), reference))
+    if not pairs:
+        return {}
+    found: dict[tuple[str, str], Report] = {}
+    with _workspace(spec.root) as (runtime, work):
+        ctx = Context(spec=spec, cache=spec.root / RUNTIME_DIR, runtime=runtime, progress=progress)
+        for a, b, fa, fb in pairs:
+            progress(f"bisect {a} vs {b}")
+            found[(a, b)] = bisect_from_target(
+                fa, fb, TARGETS[a](ctx), ctx, work=work, budget=budget, progress=progress
+            )
+    return found
+
+
+def _first_run(result: VerifyResult, name: str) -> Fingerprint:
+    return dataclasses.replace(result.target(name).runs[0].fingerprint, source=name)

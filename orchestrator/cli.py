@@ -309,13 +309,17 @@ def _compare_with_references(
     return 1 if report.problems else 0
 
 
+def _check_budget(verb: str, budget: float | None) -> None:
+    if budget is not None and not budget > 0:  # also refuses nan
+        raise UsageError(f"{verb} --budget {budget}: not a number of seconds above 0")
+
+
 def cmd_bisect(args: argparse.Namespace) -> int:
     import json
 
     from orchestrator import bisect, spec
 
-    if args.budget is not None and not args.budget > 0:  # also refuses nan
-        raise UsageError(f"bisect --budget {args.budget}: not a number of seconds above 0")
+    _check_budget("bisect", args.budget)
     path = Path(args.spec or spec.SPEC_FILE)
     loaded = spec.load(path) if args.spec or path.is_file() else None
 
@@ -392,6 +396,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from orchestrator import files, report, verify
 
+    _check_budget("verify", args.budget)
+    if args.budget is not None and not args.bisect:
+        raise UsageError("verify --budget: applies to --bisect, which was not given")
     if args.report:
         files.check_output(Path(args.report))  # no link, device or folder: before the work
     if args.out:
@@ -434,7 +441,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         if started:
             progress.stop()
-    report.print_table(result, _console())
+    bisections = {}
+    if args.bisect:  # each diverged pair, by experiment (orchestrator.bisect)
+        from orchestrator import bisect
+
+        bisections = bisect.after_verify(result, budget=args.budget, progress=step)
+    report.print_table(result, _console(), bisections)
     for path in result.recorded:
         print(f"recorded {path.relative_to(spec.root)}")
     if result.references is not None:
@@ -443,7 +455,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
     if not args.report:
         verify.make_cache(html_path.parent)
-    files.atomic_write(html_path, report.render_html(result))
+    files.atomic_write(html_path, report.render_html(result, bisections))
     print(f"report: {html_path}")
     return result.exit_code
 
@@ -604,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="also copy each run's fingerprint to DIR")
     p.add_argument("--sequential", action="store_true", help="provision one target after another")
+    p.add_argument(
+        "--bisect",
+        action="store_true",
+        help="run envparity bisect on each diverged pair: causes marked proven or likely",
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="with --bisect: per pair"
+    )
 
     p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
     p.add_argument("provider", choices=("github", "gitlab"))

@@ -112,6 +112,11 @@ def test_what_bisect_applies_and_what_it_never_toggles() -> None:
     assert said["packages.envparity"][0] == NOT_APPLICABLE
     without_hybrids, _ = classify(differences, gpu_here=False, packages=False)
     assert "packages.numpy" not in [c.key for c in without_hybrids]
+    # A package neither run imported (inputs.imported) is not tried: it changed no number.
+    changes, judged = classify(differences, gpu_here=False, packages=True, imported=frozenset())
+    assert "packages.numpy" not in [c.key for c in changes]
+    numpy = next(j for j in judged if j.difference.key == "packages.numpy")
+    assert (numpy.verdict, numpy.note) == ("no effect", "neither run imported it: not tried")
 
 
 def test_a_configuration_sets_exactly_its_captured_variables() -> None:
@@ -419,3 +424,27 @@ def test_two_targets_are_provisioned_probed_and_bisected(tmp_path: Path) -> None
     )
     assert verdicts(report)["packages.pytest"] == "no effect"
     assert "venv: probe run" in done.stderr
+
+
+@pytest.mark.slow
+def test_verify_bisect_marks_the_cause_it_proved(tmp_path: Path) -> None:
+    """verify --bisect on a project whose venv locks NumPy 1.26.4 and whose host (the
+    interpreter running the tests) has 2.4.6, with a probe that mixes its weights by a NumPy
+    matmul on two OpenBLAS threads: the two diverge, bisect proves the NumPy through a hybrid
+    of the host, and the table and the HTML report say "proven cause"."""
+    spec = torch_spec("verify-bisect", steps=STEPS).replace(
+        'numpy = "==2.4.6"', 'numpy = "==1.26.4"'
+    )
+    project = make_project(tmp_path / "project", spec + 'probe = "tiny:train"\n')
+    (project / "tiny.py").write_text(TINY_PROBE)
+    env = {**cli_env(), "PROBE_NUMPY_MIX": "1", "OPENBLAS_NUM_THREADS": "2"}
+    args = ["verify", "--targets", "host", "venv", "--accept-host-drift", "--bisect"]
+    done = process.run([*CLI, *args], env=env, cwd=project, check=False, timeout=900)
+    assert done.returncode == 1, done.stderr  # the targets still differ: bisect explains why
+    out = done.stdout
+    assert "host vs venv: DIVERGED at initial_params" in out
+    assert "  bisect: explained in 2 probe run(s): 1 of 1 applicable difference(s) proven" in out
+    assert "  proven cause: numpy: packages.numpy: 2.4.6 vs 1.26.4" in out
+    assert "likely cause: numpy: packages.numpy" not in out  # tested: not merely likely
+    html = (project / ".envparity" / "report.html").read_text()
+    assert "host vs venv: proven cause: numpy: packages.numpy: 2.4.6 vs 1.26.4" in html

@@ -226,10 +226,25 @@ def test_user_probe_seeded_with_dataloader_kwargs_repeats(runs: dict[str, Finger
 def test_user_probe_with_an_unseeded_dataloader_diverges_at_the_data_order(
     runs: dict[str, Fingerprint],
 ) -> None:
-    worst = compare([runs["train_unseeded_loader0"], runs["train_unseeded_loader1"]]).worst
+    pair = [runs["train_unseeded_loader0"], runs["train_unseeded_loader1"]]
+    worst = compare(pair).worst
     assert (worst.kind, worst.stage, worst.step) == ("diverged", "data_order", 0)
     assert worst.causes[0].startswith("unseeded_rng: the torch RNG state already differed")
-    assert worst.causes[-1].startswith("probe_itself: no difference in code, data or environment")
+    # No repeat has shown the probe unrepeatable: compare does not say it is (issue 19).
+    a, b = (fp.source for fp in pair)
+    assert worst.causes[-1] == (
+        f"not_captured: no captured difference explains it; run 'envparity bisect {a} {b}' "
+        f"(its repeat of {a} shows whether the probe repeats at all); not captured: "
+        "variables the probe reads that are not launch variables; files opened before the "
+        "probe function ran, or by C code; state its code sets beyond the recorded flags (a "
+        "seed from the clock or os.urandom)"
+    )
+    # Two runs verify made of one environment are a repeat: then it says so.
+    assert compare(pair, repeats=True).worst.causes[-1] == (
+        "probe_itself: two runs of one environment differ and nothing captured differs "
+        "between them: the probe is not repeatable (an unseeded RNG, a DataLoader without a "
+        "seeded generator, a nondeterministic kernel)"
+    )
 
 
 def test_cli_compare_exit_codes_and_verdict(
@@ -510,6 +525,16 @@ def test_what_code_sets_is_captured_and_named_and_outside_files_are_listed(
     assert new["compile.frames"] >= 1
     assert plain.inputs.outside == (str(vocab.resolve()),)
     assert plain.inputs.data == {}
+    # The vocabulary outside the project changes: nothing captured differs, and the verdict
+    # names the file as not captured instead of calling the probe unrepeatable.
+    vocab.write_text("a b c d e\n")
+    edited = run("edited")
+    last = compare([plain, edited]).worst.causes[-1]
+    assert last.startswith("not_captured: no captured difference explains it; run 'envparity")
+    assert (
+        f"not captured: 1 file(s) read outside the project are not fingerprinted ({vocab.resolve()})"
+        in last
+    )
     causes = compare([plain, changed]).worst.causes
     for expected in (
         "flags.default_dtype: float32 vs float64",

@@ -271,7 +271,7 @@ def _packages() -> dict[str, str]:
     for dist in importlib.metadata.distributions(path=install_paths()):
         name, version = _name_and_version(dist)
         if name and version is not None:
-            found.setdefault(_normalise(name), version)
+            found.setdefault(normalise(name), version)
     return dict(sorted(found.items()))
 
 
@@ -294,7 +294,8 @@ def _name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None
     return fields["Name"], fields["Version"]
 
 
-def _normalise(name: str) -> str:
+def normalise(name: str) -> str:
+    """A distribution name as the capture keys it: lower case, ``_`` and ``.`` as ``-``."""
     return name.lower().replace("_", "-").replace(".", "-")
 
 

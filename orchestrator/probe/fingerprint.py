@@ -183,18 +183,21 @@ class Inputs:
     probe's own module. ``data``: project-relative path -> sha256 of every other file the
     probe opened for reading under the project folder (datasets, vocabularies, configs).
     ``outside``: absolute paths of files it read outside the project folder and
-    ``ENVPARITY_DATA_PATHS``, not hashed (absent in older files: empty).
+    ``ENVPARITY_DATA_PATHS``, not hashed. ``imported``: the installed distributions (normalised
+    names) whose modules the run had imported by its end. Both absent in older files: empty.
     """
 
     code: Mapping[str, CodeFile] = field(default_factory=dict)
     data: Mapping[str, str] = field(default_factory=dict)
     outside: tuple[str, ...] = ()
+    imported: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": {name: vars(f).copy() for name, f in sorted(self.code.items())},
             "data": dict(sorted(self.data.items())),
             "outside": sorted(self.outside),
+            "imported": sorted(self.imported),
         }
 
     def files(self) -> dict[str, str]:
@@ -455,6 +458,7 @@ def _inputs(value: object) -> Inputs:
         code=code,
         data=_map(_get(i, "data", "inputs."), "inputs.data", _digest),
         outside=_list(i.get("outside", []), "inputs.outside", _str),
+        imported=_list(i.get("imported", []), "inputs.imported", _str),
     )
 
 
