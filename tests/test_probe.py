@@ -601,26 +601,26 @@ def test_a_different_numpy_version_is_named_and_does_not_cry_wolf(
 
 
 def test_a_field_an_older_capture_does_not_record_is_no_difference() -> None:
-    """The committed reference (recorded before the capture had the flags code sets, and
-    CUDA_DEVICE_ORDER) against the same capture with them: no difference; with a value that
-    differs in both, a difference."""
+    """The committed reference's capture, as a capture made before it recorded the flags code
+    sets and CUDA_DEVICE_ORDER (those keys taken out), against itself: no difference; a value
+    that differs where both record it: a difference."""
     from orchestrator.probe.capture import diff
     from orchestrator.probe.fingerprint import capture_from_dict
 
-    path = REPO / "fingerprints" / "cpu-amd-epyc-avx512" / "host.json"
+    path = REPO / "fingerprints" / "cpu-amd-epyc-avx2" / "host.json"
     data = json.loads(path.read_text())["environment"]
     data.update(format="envparity-capture", version=1)
-    old = capture_from_dict(data, "old")
-    assert "default_dtype" not in old.flags and "CUDA_DEVICE_ORDER" not in old.launch
-    newer = json.loads(json.dumps(data))
-    newer["flags"].update({"default_dtype": "float32", "compile": "not called"})
-    newer["launch"]["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    assert diff(old, capture_from_dict(newer, "new")) == []
-    other = json.loads(json.dumps(newer))
+    now = capture_from_dict(data, "now")
+    older = json.loads(json.dumps(data))
+    for key in ("default_dtype", "mkldnn.enabled", "flush_denormal", "compile", "compile.frames"):
+        del older["flags"][key]
+    del older["launch"]["CUDA_DEVICE_ORDER"]
+    assert diff(capture_from_dict(older, "older"), now) == []
+    other = json.loads(json.dumps(data))
     other["flags"]["default_dtype"] = "float64"
-    assert [
-        str(d) for d in diff(capture_from_dict(newer, "new"), capture_from_dict(other, "o"))
-    ] == ["flags.default_dtype: float32 vs float64"]
+    assert [str(d) for d in diff(now, capture_from_dict(other, "other"))] == [
+        "flags.default_dtype: float32 vs float64"
+    ]
 
 
 def test_the_recorders_defaults_are_the_specs() -> None:

@@ -328,9 +328,8 @@ def show(value: JsonValue) -> str:
 _IGNORED = frozenset({"python.executable"})
 
 
-# Keys every capture records now but older ones did not: absent from one capture, such a key
-# was not recorded there, which is no difference (a launch variable a capture always records
-# is absent only from captures made before it was added, e.g. CUDA_DEVICE_ORDER).
+# Keys every capture records now but older ones did not (2026-12-08): absent from one
+# capture, such a key was not recorded there, which is no difference.
 _RECORDED_SINCE = frozenset(
     {
         "flags.default_dtype",
@@ -338,7 +337,7 @@ _RECORDED_SINCE = frozenset(
         "flags.flush_denormal",
         "flags.compile",
         "flags.compile.frames",
-        *(f"launch.{name}" for name in (*LAUNCH_VARIABLES, *DISPATCH_VARIABLES)),
+        "launch.CUDA_DEVICE_ORDER",
     }
 )
 
