@@ -1,7 +1,7 @@
 """``envparity bisect A B``: experiments that prove which captured differences change the numbers.
 
 Two fingerprints that diverge come with likely causes, ranked by heuristics
-(``orchestrator.probe.compare``). Bisect replaces the ranking with experiments on this machine:
+(``orchestrator.verdict.compare``). Bisect replaces the ranking with experiments on this machine:
 it runs the probe again in A's configuration with B's values applied, and checks whether the
 results become B's, bit for bit.
 
@@ -9,25 +9,28 @@ What it can apply (a ``Change``): launch variables (``launch.*``), probe options
 ``[determinism]`` settings (``probe.seed``, ``probe.device``, ``probe.world_size``,
 ``probe.determinism.*``; thread counts among them), and packages (``packages.*``: a hybrid
 venv, A's packages with one from B, built by uv from its cache, from scratch for every
-experiment). Values derived from those (``torch.num_threads``, ``torch.cpu_capability``,
-``torch.config``, ``python.hash_seed``, the flags a determinism setting sets) are
-consequences, never toggled. The code, data files, the Python build and the hardware cannot be
+experiment; a package neither run imported, ``inputs.imported``, is not tried). Values
+derived from those (``torch.num_threads``, ``torch.cpu_capability``, ``torch.config``,
+``python.hash_seed``, the flags a determinism setting sets) are consequences, never toggled. The code, data files, the Python build and the hardware cannot be
 applied here: "not applicable here".
 
 The plan (``Bisection.run``), cheapest first:
 
 1. one repeat of A: the only honest basis for "not repeatable" (a repeat that differs in the
    same environment ends the bisection, saying so);
-2. each change alone, in parallel where the machine has cores (probes never share a core:
-   ``Slots``);
+2. each change alone, in parallel where the machine has cores (``Slots``: their threads
+   never outnumber the cores);
 3. the union of the changes that mattered alone (skipped when one of them alone gives B);
-   when it gives B and several changes are in it, each is taken out once to see whether the
-   rest still give B (a change that does is *masked*);
+   when it gives B and several changes are in it, each whose own marks (initial parameters,
+   data order, kernel outputs) do not show it in the union is taken out once to see whether
+   the rest still give B (a change that does is *masked*);
 4. ddmin (Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", 2002)
-   over every applicable change, only where interactions remain (the union is not B).
+   only where interactions remain (the union is not B, everything together is): seeded by the
+   singles (``_reduce``), plain ``ddmin`` if that does not settle it.
 
-For n independent differences that is n + 2 probe runs at most (a repeat, n singles, a union;
-n + 1 when only one matters). Each applicable change ends *proven* (alone, or as part of the
+For n independent differences that each leave a mark that is n + 2 probe runs at most (a
+repeat, n singles, a union; n + 1 when one alone gives B), one more per change that leaves
+none. Each applicable change ends *proven* (alone, or as part of the
 minimal set, it reproduces B bit for bit), *no effect*, *masked* (it changes the results alone
 but not with the rest), *changes results* (it moves A's results, but B also needs what cannot
 be applied here), or *unresolved* (a hybrid whose packages cannot be resolved, or the budget
@@ -414,7 +417,7 @@ class LocalRunner:
                 hybrid = self._name("hybrid")
                 try:
                     python = self._hybrid(hybrid, setup.packages)
-                except EnvparityError as exc:
+                except (EnvparityError, OSError) as exc:  # uv refused, or could not run
                     return Probed(None, time.monotonic() - start, _last_line(str(exc)))
             argv = setup.argv(str(out))
             argv[0] = python
