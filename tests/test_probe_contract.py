@@ -15,7 +15,9 @@ subprocess runs, are named here so that the list stays whole:
 * ``examples/user_probe.py:train`` repeats and ``train_unseeded_loader`` diverges at the data
   order: ``test_probe.py::test_user_probe_seeded_with_dataloader_kwargs_repeats`` and the test
   after it;
-* ``--probe os:system`` refused: ``test_compare.py`` (the CLI's refusals).
+* ``--probe os:system`` refused: ``test_compare.py`` (the CLI's refusals);
+* every call the section shows runs, in order, against a real Recorder:
+  ``test_docs.py::test_every_call_of_the_probe_contract_runs``.
 """
 
 from __future__ import annotations
