@@ -131,7 +131,7 @@ class TestWorkflow:
                 "environment.toml: ci.envparity: 'x; rm -rf /' is not a requirement or path "
                 "(e.g. 'envparity==0.1.0', '.')",
             ),
-            ("noxfile = 1", "environment.toml: ci.noxfile: expected a boolean, got integer 1"),
+            ("noxfile = 1", "environment.toml: ci.noxfile: expected a boolean, got an integer 1"),
             (
                 "runner = 1",
                 "environment.toml: ci.runner: unknown key (known keys: envparity, gpu_runner_labels, noxfile)",

@@ -321,12 +321,12 @@ def test_the_spec_builds_the_one_settings_value(table: str, expected: Determinis
         (
             'deterministic_algorithms = "maybe"',
             "environment.toml: determinism.deterministic_algorithms: expected a boolean or "
-            "\"warn\", got string 'maybe'",
+            "\"warn\", got a string 'maybe'",
         ),
         (
             "deterministic_algorithms = 1",
             'environment.toml: determinism.deterministic_algorithms: expected a boolean or "warn", '
-            "got integer 1",
+            "got an integer 1",
         ),
         (
             "seed = 4294967296",

@@ -682,7 +682,7 @@ class TestBoundedInput:
         ),
         "a huge array as a string": (
             lambda: SPEC_HEAD.replace('"hostile"', "[" + "1, " * 100_000 + "1]"),
-            "environment.name: expected a string, got array [1, 1, 1, 1, ...]",
+            "environment.name: expected a string, got an array [1, 1, 1, 1, ...]",
         ),
     }
 
