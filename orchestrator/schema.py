@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -155,21 +155,22 @@ def _quoted_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Item(Generic[T]):
-    """How each item of an array, or each value of a table of names, is read.
-
-    ``read(reader, value, path)`` returns the typed item, recording its problems on ``reader``
-    at ``path``; an item with problems is dropped. ``plural`` words the container: ``"strings"``
-    makes ``an array of strings``; ``""``, just ``an array``.
+    """How each item of an array, or each value of a table of names, is read: of type ``typ``
+    passing ``check`` (``of``), or by ``read(reader, value, path)``, which returns the typed
+    item and records its problems on ``reader`` at ``path`` (``tables``). An item with a
+    problem is left out. ``plural`` words the container: ``"strings"`` makes ``an array of
+    strings``; ``""`` just ``an array``.
     """
 
-    read: Callable[[Reader, object, str], T]
+    typ: Types = object
+    check: Check[Any] | None = None
+    read: Callable[[Reader, object, str], T] | None = None
     plural: str = ""
 
 
 def of(typ: Types, check: Check[Any] | None = None) -> Item[Any]:
     """Items of type ``typ`` (one type or a tuple of types) that pass ``check``."""
-    plural = _PLURAL.get(typ, "") if isinstance(typ, type) else ""
-    return Item(lambda r, value, path: r.value(value, path, typ, check), plural)
+    return Item(typ, check, plural=_PLURAL.get(typ, "") if isinstance(typ, type) else "")
 
 
 def tables(read: Callable[[Reader, dict[str, Any]], T]) -> Item[T]:
@@ -182,7 +183,19 @@ def tables(read: Callable[[Reader, dict[str, Any]], T]) -> Item[T]:
             return cast(T, None)
         return cast(T, r.nested(path, lambda inner: read(inner, value)))
 
-    return Item(item, "tables")
+    return Item(read=item, plural="tables")
+
+
+def _wrong(value: object, typ: Types, check: Check[Any] | None) -> tuple[Any, str | None]:
+    """``(value, None)`` when ``value`` is of type ``typ`` and passes ``check`` (an integer
+    where a number is expected comes back as a float), else ``(None, the problem)``."""
+    types = typ if isinstance(typ, tuple) else (typ,)
+    if float in types and int not in types and type(value) is int:
+        value = float(value)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return None, expected(words(typ), value)  # True is no integer or number
+    message = check(value) if check is not None else None
+    return (None, message) if message else (value, None)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -208,21 +221,10 @@ class Reader:
     def value(self, value: object, path: str, typ: Types, check: Check[Any] | None = None) -> Any:
         """``value`` if it is of type ``typ`` and passes ``check``, else None (the problem
         recorded at ``path``). An integer passes for a ``float`` and comes back as one."""
-        types = typ if isinstance(typ, tuple) else (typ,)
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value) if int not in types else value
-        ok = isinstance(value, types) and not (
-            isinstance(value, bool) and bool not in types  # True is no integer or number
-        )
-        if not ok:
-            self.problem(path, expected(words(typ), value))
-            return None
-        if check is not None:
-            message = check(value)
-            if message:
-                self.problem(path, message)
-                return None
-        return value
+        found, message = _wrong(value, typ, check)
+        if message:
+            self.problem(path, message)
+        return found
 
     def get(
         self,
@@ -288,7 +290,7 @@ class Reader:
         if not isinstance(value, list):
             self.problem(full, expected(what, value))
             return default
-        return tuple(self._items(((index(full, i), v) for i, v in enumerate(value)), item))
+        return tuple(got for _, got in self._items(full, enumerate(value), item))
 
     def entries(
         self,
@@ -324,16 +326,13 @@ class Reader:
     ) -> dict[str, T]:
         """Every entry of ``table`` (at ``path``) read as ``item``, keys checked by
         ``key_check``; an entry with a problem is left out."""
-        out: dict[str, T] = {}
-        for name, value in table.items():
-            where = join(path, name)
-            message = key_check(name) if key_check is not None else None
-            if message:
-                self.problem(where, message)
-                continue
-            for got in self._items([(where, value)], item):
-                out[name] = got
-        return out
+        if key_check is not None:
+            for name in table:
+                message = key_check(name)
+                if message:
+                    self.problem(join(path, name), message)
+            table = {k: v for k, v in table.items() if not key_check(k)}
+        return dict(self._items(path, table.items(), item))
 
     def strings(
         self,
@@ -346,6 +345,22 @@ class Reader:
     ) -> tuple[str, ...]:
         """``data[key]`` as an array of strings that pass ``check``; a bad item is left out."""
         return self.array(data, key, path, of(str, check), default)
+
+    def section(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        read: Callable[[Reader, dict[str, Any]], T],
+        *,
+        required: bool = False,
+    ) -> T | None:
+        """``data[key]``, a table, read by ``read(reader, table)`` with key paths relative to
+        it (``nested``); None when it is missing or not a table, or has a problem."""
+        table = self.table(data, key, path, required=required)
+        if table is None:
+            return None
+        return self.nested(join(path, key), lambda inner: read(inner, table))
 
     def nested(self, path: str, read: Callable[[Reader], T]) -> T | None:
         """``read(reader)`` with a reader of its own whose key paths are relative to ``path``;
@@ -372,12 +387,28 @@ class Reader:
                 )
                 self.problem(join(path, key), f"unknown key{hint}")
 
-    def _items(self, pairs: Any, item: Item[T]) -> list[T]:
-        """``item.read`` of each ``(path, value)``, leaving out those that recorded a problem."""
-        out: list[T] = []
-        for where, value in pairs:
-            before = len(self.problems)
-            got = item.read(self, value, where)
-            if len(self.problems) == before:
-                out.append(got)
+    def _items(
+        self, path: str, pairs: Iterable[tuple[int | str, object]], item: Item[T]
+    ) -> list[tuple[Any, T]]:
+        """``(key, item)`` for each ``(key, value)`` under ``path`` (an index or a name) that
+        reads without a problem. The key path is worked out only for a problem or a nested
+        read: reading a large fingerprint stays cheap."""
+
+        def where(key: int | str) -> str:
+            return index(path, key) if isinstance(key, int) else join(path, key)
+
+        out: list[tuple[Any, T]] = []
+        read = item.read
+        for key, value in pairs:
+            if read is None:
+                got, message = _wrong(value, item.typ, item.check)
+                if message:
+                    self.problem(where(key), message)
+                    continue
+            else:
+                before = len(self.problems)
+                got = read(self, value, where(key))
+                if len(self.problems) != before:
+                    continue
+            out.append((key, got))
         return out
