@@ -55,20 +55,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import init
 
     target = Path(args.spec or "environment.toml")
-    converted = init.convert(Path(args.from_file) if args.from_file else None, name=args.name)
+    converted = init.convert(
+        Path(args.from_file) if args.from_file else None, name=args.name, spec_dir=target.parent
+    )
     init.write_spec(target, converted.text, force=args.force)
     for line in converted.unlockable:  # kept in the spec as '# not converted:' comments
         _err(f"not converted: {line}")
     print(f"wrote {target}")
     from orchestrator import compat, spec
 
-    for problem in compat.check(spec.load(target)):  # written all the same: a draft to edit
+    draft = spec.load(target)
+    for problem in compat.check(draft):  # written all the same: a draft to edit
         _err(f"warning: {problem} (edit {target} before 'envparity lock')")
+    for note in compat.abi_notes(draft):
+        _err(f"note: {note}")
     return 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from orchestrator import lock
+    from orchestrator import compat, lock
 
     spec = _spec(args)
     if args.check:
@@ -78,25 +83,38 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if stale:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
-    for path in lock.lock(
-        spec,
-        upgrade=args.upgrade,
-        flavors=args.flavor or None,
-        force=args.force,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
-    ):
+    # every flavor asked for refused: the refusal alone, before the notes (a flavor refused
+    # beside others that lock is named by lock.lock on its own line)
+    lock.refuse_when_no_flavor_locks(spec, args.flavor or None)
+    for line in compat.architecture_warnings(spec):
+        _err(f"warning: {line}")
+    for note in compat.abi_notes(spec):
+        _err(f"note: {note}")
+    try:
+        written = lock.lock(
+            spec,
+            upgrade=args.upgrade,
+            flavors=args.flavor or None,
+            force=args.force,
+            progress=lambda message: print(message, file=sys.stderr, flush=True),
+        )
+    except lock.LockIncomplete as exc:  # the flavors that resolved are written: say so first
+        for path in exc.written:
+            print(f"wrote {path}")
+        raise
+    for path in written:
         print(f"wrote {path}")
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from orchestrator import files, lock, render
+    from orchestrator import compat, files, lock, render
     from orchestrator.render.flake import flake_warnings
 
     spec = _spec(args)
     lock.refuse_incompatible(spec)
     rendered = render.render_all(spec)
-    for warning in flake_warnings(spec):
+    for warning in compat.architecture_warnings(spec) + flake_warnings(spec):
         _err(f"warning: {warning}")
     orphans = render.orphans(spec, rendered)
     if args.check:
@@ -125,7 +143,8 @@ def _render_summary(spec_name: str, written: list[tuple[str, str]], removed: lis
     if not written and not removed:
         return (
             f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer], "
-            "[variables] or [ci] (locks are written by 'envparity lock')"
+            "[variables] or [ci] (locks are written by 'envparity lock'; 'envparity init' writes "
+            "the two targets as comments, ready to uncomment)"
         )
     changed = sum(1 for _, status in written if status != "unchanged")
     return (
@@ -155,17 +174,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
-    from orchestrator import files, lock
-    from orchestrator.render import ci
+    from orchestrator import files, lock, render
 
     spec = _spec(args)
+    path = render.CI_FILES[args.provider]
     if spec.ci is None:
+        table = "" if args.provider == "github" else f' with providers = ["{args.provider}"]'
         raise UsageError(
-            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do) so that render and "
-            f"check keep {ci.WORKFLOW} up to date"
+            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do{table}) so that "
+            f"render and check keep {path} up to date"
+        )
+    if args.provider not in spec.ci.providers:
+        wanted = ", ".join(f'"{p}"' for p in (*spec.ci.providers, args.provider))
+        raise UsageError(
+            f"{spec.path.name}: ci.providers does not name {args.provider!r}; set providers = "
+            f"[{wanted}] so that render and check keep {path} up to date"
         )
     lock.refuse_incompatible(spec)
-    generated = ci.render_workflow(spec)
+    (generated,) = render.render_ci(spec, (args.provider,))
     if args.check:
         drift = files.drift(spec.root, [generated])
         for d in drift:
@@ -212,6 +238,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from orchestrator.probe import compare, fingerprint
 
+    if args.references is None and (args.summary or args.report or args.record_to):
+        raise UsageError("compare: --summary, --report and --record-to need --references DIR")
     tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
     for name, value in tolerances.items():
         if value is not None and not 0.0 <= value < 1.0:  # also refuses nan
@@ -242,7 +270,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
     """``compare --references DIR``: runs of several machines (CI artifacts), each with the
     first of its hardware class and with the references (``orchestrator.references``)."""
-    from orchestrator import references
+    import os
+
+    from orchestrator import ci_runs, files, references
 
     spec = _spec(args)
     given = {k: v for k, v in tol.items() if v is not None}
@@ -251,19 +281,39 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
         **{"rtol": v.rtol, "atol": v.atol, "cross_device_rtol": v.cross_device_rtol, **given}
     )
     folder = Path(args.references)
-    if not folder.is_dir():
+    # the spec's own fingerprints/ may not exist yet: no references, a note (as verify says)
+    if not folder.is_dir() and folder.resolve() != references.folder(spec).resolve():
         raise UsageError(f"compare --references {folder}: no such folder")
+    for given in (args.report, args.summary):
+        if given:
+            files.check_output(Path(given))
+    if args.record_to:
+        files.check_output_folder(Path(args.record_to))
     runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
     among = references.compare_runs(runs, tolerances)
-    firsts: dict[str, Any] = {}  # each target's first run, against the references
+    firsts: dict[tuple[str, str], Any] = {}  # each target's first run per class, against them
     for name, fp in runs:
-        firsts.setdefault(name, fp)
+        firsts.setdefault((name, references.hardware_class(fp)), (name, fp))
     against = references.compare_with_references(
-        spec, list(firsts.items()), tolerances, root=folder
+        spec, list(firsts.values()), tolerances, root=folder
     )
     report = references.ReferenceReport(
         among.comparisons + against.comparisons, among.notes + against.notes
     )
+    jobs = ci_runs.by_job(fps)
+    if args.record_to and not report.problems:
+        written = ci_runs.record(spec, jobs, Path(args.record_to), folder)
+        shown = ", ".join(os.path.normpath(p) for p in written if p.name != references.META)
+        if shown:  # only runs without a usable reference
+            report.notes.append(
+                f"these runs are written as references: {shown}; committed as "
+                f"{references.FOLDER}/<class>/, later runs are compared with them"
+            )
+    elif args.record_to:
+        report.notes.append(f"nothing written to {args.record_to}: the runs diverged")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        files.atomic_write(Path(args.report), ci_runs.render_report(spec, jobs, report))
     if args.summary:
         with open(args.summary, "a", encoding="utf-8") as summary:
             summary.write(report.markdown())
@@ -493,6 +543,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", metavar="FILE", help="with --references: append a Markdown verdict to FILE"
     )
+    p.add_argument(
+        "--report", metavar="FILE", help="with --references: write the HTML report to FILE"
+    )
+    p.add_argument(
+        "--record-to",
+        metavar="DIR",
+        help="with --references: when the runs agree, write those without a usable reference "
+        "as references to DIR/fingerprints/<class>/ (to commit)",
+    )
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
@@ -530,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true", help="provision one target after another")
 
     p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
-    p.add_argument("provider", choices=("github",))
+    p.add_argument("provider", choices=("github", "gitlab"))
     p.add_argument("--check", action="store_true", help="exit 1 if the workflow is out of date")
     p.add_argument("--force", action="store_true", help="overwrite a workflow edited by hand")
     return parser

@@ -57,6 +57,9 @@ _ENV_NAME_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _EXTENSION_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*")
 _USER_RE = _ascii(r"[a-z_][a-z0-9_-]{0,31}")
 _NIXPKGS_RE = _ascii(r"github:NixOS/nixpkgs/[0-9a-f]{40}")
+# A pin that loads and is one: nixos-unstable of 2026-10-01 (docs/targets.md, "Choosing a
+# nixpkgs pin"), this repository's own. Messages and init's templates offer it as the example.
+EXAMPLE_NIXPKGS = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 _NIXPKGS_ANY_RE = _ascii(
     r"(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+"
 )
@@ -130,10 +133,38 @@ class Dependency:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalPackage:
+    """The project's own code from a folder of the repository, a ``[dependencies]`` table
+    with ``path`` (``sd-scripts = { path = "sd-scripts", editable = true }``; ``-e .`` is
+    ``path = "."``). Its dependencies are resolved into the lock with the rest; the package
+    itself is not locked (it has no release to hash) but installed after the lock, without
+    dependencies (``uv pip install --no-deps [-e] PATH``), in every target that runs the
+    project's code."""
+
+    name: str
+    path: str  # relative to the spec's folder and inside it, "/"-separated; "." is the folder
+    editable: bool = False
+    extras: tuple[str, ...] = ()
+    flavors: tuple[str, ...] = ()  # empty: every flavor; "cuda" means the CUDA flavor
+
+    def applies_to(self, flavor: str) -> bool:
+        return _in_flavors(flavor, self.flavors)
+
+    @property
+    def target(self) -> str:
+        """What ``uv pip install`` is given, relative to the spec's folder: ``./sd-scripts[train]``."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return ("." if self.path == "." else f"./{self.path}") + extras
+
+
+@dataclass(frozen=True, kw_only=True)
 class Index:
     url: str
     kind: str = "index"  # "index" (PEP 503 simple index) or "find-links" (flat folder/page)
     flavors: tuple[str, ...] = ()  # empty: every flavor
+    # empty: the index serves every package; else only these (uv's explicit index, Poetry's
+    # explicit source): the other packages never look at it
+    packages: tuple[str, ...] = ()
 
     def applies_to(self, flavor: str) -> bool:
         return _in_flavors(flavor, self.flavors)
@@ -209,11 +240,15 @@ class Verify:
 class CiSettings:
     """``[ci]``: the generated workflow (``envparity ci github``) and noxfile."""
 
-    # what the CI jobs install to get envparity: a PEP 508 requirement or a path ("." here)
-    envparity: str = "envparity"
-    # runs-on labels of the self-hosted GPU runners; empty: no GPU jobs
+    # what the CI jobs install to get envparity, pinned: an exact version, a URL at a commit or
+    # a path in the repository ("." here); None: the envparity that renders (render/ci.py)
+    envparity: str | None = None
+    # runs-on labels (GitLab: tags) of the self-hosted GPU runners; empty: no GPU jobs
     gpu_runner_labels: tuple[str, ...] = ()
-    noxfile: bool = False  # render writes a small generated noxfile.py calling nox_sessions
+    # render writes a small generated noxfile.py calling nox_sessions: True always, False
+    # never (the project's own registers the sessions), None when the project has none
+    noxfile: bool | None = None
+    providers: tuple[str, ...] = ("github",)  # which CI files render writes (CI_PROVIDERS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,6 +257,7 @@ class Spec:
     environment: Environment
     cuda: Cuda | None = None
     dependencies: tuple[Dependency, ...] = ()
+    local_packages: tuple[LocalPackage, ...] = ()  # [dependencies] tables with a path
     indexes: tuple[Index, ...] = ()
     system: System = field(default_factory=System)
     determinism: Determinism = field(default_factory=Determinism)
@@ -260,6 +296,11 @@ class Spec:
             # Added later, and never rendered: absent when unset, so the inputs hash of
             # every spec without it (and so every generated file) stays what it was.
             del data["cuda"]["compute_capabilities"]
+        if not data["local_packages"]:  # likewise for local packages and scoped indexes
+            del data["local_packages"]
+        for index in data["indexes"]:
+            if not index["packages"]:
+                del index["packages"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -365,8 +406,19 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     r.known_keys(data, "", _TOP)
     environment = _environment(r, data)
     cuda = _cuda(r, data)
-    dependencies = _dependencies(r, data, cuda)
+    local: list[LocalPackage] = []
+    dependencies = _dependencies(r, data, cuda, local)
     indexes = _indexes(r, data, cuda)
+    named = {_canonical(d.name) for d in dependencies} | {_canonical(p.name) for p in local}
+    for i, index in enumerate(indexes):
+        for j, package in enumerate(index.packages):
+            if _canonical(package) not in named:
+                r.problem(
+                    f"index[{i}].packages[{j}]",
+                    f"{quote(package)} is not in [dependencies]: an index kept to some packages "
+                    "serves only packages the spec names (uv sends only direct dependencies "
+                    "to such an index)",
+                )
     system = _system(r, data)
     determinism = _determinism(r, data)
     variables = _variables(r, data)
@@ -381,6 +433,7 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
         environment=environment,
         cuda=cuda,
         dependencies=dependencies,
+        local_packages=tuple(local),
         indexes=indexes,
         system=system,
         determinism=determinism,
@@ -468,7 +521,10 @@ def _flavor_check(cuda: Cuda | None) -> Callable[[str], str | None]:
     )
 
 
-def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Dependency, ...]:
+def _dependencies(
+    r: _Reader, data: dict[str, Any], cuda: Cuda | None, local: list[LocalPackage]
+) -> tuple[Dependency, ...]:
+    """The released packages; the tables with a ``path`` (local packages) go to ``local``."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     t = r.table(data, "dependencies", "")
@@ -488,6 +544,11 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
         extras: tuple[str, ...] = ()
         markers = ""
         flavors: tuple[str, ...] = ()
+        if isinstance(value, dict) and "path" in value:
+            package = _local_package(r, name, value, key, cuda)
+            if package is not None:
+                local.append(package)
+            continue
         if isinstance(value, dict):
             r.known_keys(value, key, ("version", "extras", "markers", "flavors"))
             flavors = r.strings(value, "flavors", key, check=_flavor_check(cuda))
@@ -531,6 +592,34 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
     return tuple(sorted(out, key=lambda d: _canonical(d.name)))
 
 
+# A folder inside the spec's: "/"-separated names, none of them "." or ".." (nor hidden).
+_LOCAL_PATH_RE = _ascii(r"\.|[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+
+
+def _local_package(
+    r: _Reader, name: str, value: dict[str, Any], key: str, cuda: Cuda | None
+) -> LocalPackage | None:
+    r.known_keys(value, key, ("path", "editable", "extras", "flavors"))
+    path = r.get(value, "path", key, str, "")
+    editable = bool(r.get(value, "editable", key, bool, False))
+    extras = r.strings(value, "extras", key, check=_shape(_PKG_RE, "a valid extra name"))
+    flavors = r.strings(value, "flavors", key, check=_flavor_check(cuda))
+    if path is None:
+        return None
+    shown = path.rstrip("/")
+    shown = shown[2:] if shown.startswith("./") and shown != "./" else shown
+    shown = "." if shown in ("", "./") else shown
+    if not _LOCAL_PATH_RE.fullmatch(shown):
+        r.problem(
+            f"{key}.path",
+            f"{quote(path)} is not a folder inside the spec's folder (a relative path such as "
+            '"sd-scripts" or "."; no "..", no absolute path: the devcontainer and CI see only '
+            "the repository)",
+        )
+        return None
+    return LocalPackage(name=name, path=shown, editable=editable, extras=extras, flavors=flavors)
+
+
 def _reason(exc: Exception) -> str:
     """The first line of a library's error, short (packaging adds the value and a caret)."""
     return clip((str(exc).splitlines() or [""])[0])
@@ -546,7 +635,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
-        r.known_keys(t, path, ("url", "kind", "flavors"))
+        r.known_keys(t, path, ("url", "kind", "flavors", "packages"))
         url = r.get(
             t,
             "url",
@@ -568,8 +657,19 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             ),
         )
         flavors = r.strings(t, "flavors", path, check=_flavor_check(cuda))
+        packages = r.strings(
+            t, "packages", path, check=_shape(_PKG_RE, "a package name such as 'torch'")
+        )
+        if "packages" in t and not packages and isinstance(t["packages"], list):
+            r.problem(f"{path}.packages", "must name at least one package (or leave it out)")
+        if packages and kind == "find-links":
+            r.problem(
+                f"{path}.packages",
+                'an index for some packages only must be kind = "index" (uv keeps packages to '
+                "an index, not to find-links)",
+            )
         if url is not None and kind is not None:
-            out.append(Index(url=url, kind=kind, flavors=flavors))
+            out.append(Index(url=url, kind=kind, flavors=flavors, packages=packages))
     return tuple(out)
 
 
@@ -802,7 +902,8 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 required=True,
                 check=_shape(
                     _NIXPKGS_ANY_RE,
-                    'a flake reference such as "github:NixOS/nixpkgs/<40-hex commit>"',
+                    f'a flake reference such as "{EXAMPLE_NIXPKGS}" (a commit a nixpkgs '
+                    "channel published: docs/targets.md)",
                 ),
             )
             if nixpkgs is not None:
@@ -894,28 +995,76 @@ def _requirement_problem(value: str) -> str | None:
     return shape
 
 
+CI_PROVIDERS = (
+    "github",
+    "gitlab",
+)  # envparity ci github: .github/workflows; gitlab: .gitlab-ci.yml
+_VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
+UNPINNED_ADVICE = (
+    "a bare name or a range installs whatever an index serves under that name (envparity is "
+    "not on PyPI: anyone may publish it there); give an exact version ('envparity==0.1.0'), a "
+    "VCS URL at a commit ('envparity @ git+https://host/envparity@<commit>') or a path in the "
+    "repository ('.')"
+)
+
+
+def _ci_install_problem(value: str) -> str | None:
+    """``[ci] envparity``: the shape, no credentials, and pinned like pre-commit's ``rev``: a
+    path inside the repository, a URL naming one file or commit, or an exact version."""
+    problem = _requirement_problem(value)
+    if problem is not None:
+        return problem
+    name, _, url = value.partition(" @ ") if " @ " in value else ("", "", value)
+    if "://" in url:
+        if url.startswith("file:"):
+            return f"{quote(value)} is a file: URL, a path on this machine, not in the CI runner's checkout; give a path in the repository ('./vendor/...')"
+        path = url.split("://", 1)[1]
+        if url.startswith(_VCS_SCHEMES) and "@" not in path.rsplit("/", 1)[-1]:
+            return f"{quote(value)} is not pinned: a VCS URL without '@<commit>' installs whatever the branch holds when the job runs; append '@<commit>' (or a tag)"
+        return None
+    if not name and (value.startswith(".") or "/" in value):
+        if value.startswith("/") or value == ".." or value.startswith("../"):
+            return f"{quote(value)} is a path outside the repository, which the CI runner's checkout does not have; give a path in the repository ('.', './vendor/...')"
+        return None
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(value)
+    except InvalidRequirement:
+        return f"{quote(value)} is not a requirement or path (e.g. 'envparity==0.1.0', '.')"
+    specs = list(req.specifier)
+    exact = len(specs) == 1 and (
+        specs[0].operator == "===" or (specs[0].operator == "==" and "*" not in specs[0].version)
+    )
+    return None if exact else f"{quote(value)} is not pinned: {UNPINNED_ADVICE}"
+
+
 def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
     t = r.table(data, "ci", "")
     if t is None:
         return None
     p = "ci"
     d = CiSettings()
-    r.known_keys(t, p, ("envparity", "gpu_runner_labels", "noxfile"))
+    r.known_keys(t, p, ("envparity", "gpu_runner_labels", "noxfile", "providers"))
+    providers = r.strings(
+        t,
+        "providers",
+        p,
+        d.providers,
+        check=lambda v: (
+            None if v in CI_PROVIDERS else f"{quote(v)} is not one of {', '.join(CI_PROVIDERS)}"
+        ),
+    )
+    if "providers" in t and not t["providers"]:
+        r.problem(f"{p}.providers", f"empty; name one or more of {', '.join(CI_PROVIDERS)}")
     return CiSettings(
-        envparity=r.get(
-            t,
-            "envparity",
-            p,
-            str,
-            d.envparity,
-            check=_requirement_problem,
-        )
-        or d.envparity,
+        envparity=r.get(t, "envparity", p, str, check=_ci_install_problem),
         gpu_runner_labels=r.strings(
             t,
             "gpu_runner_labels",
             p,
             check=_shape(_LABEL_RE, "a runner label (letters, digits, '.', '_', '-')"),
         ),
-        noxfile=bool(r.get(t, "noxfile", p, bool, d.noxfile)),
+        noxfile=r.get(t, "noxfile", p, bool),
+        providers=tuple(dict.fromkeys(providers)) or d.providers,
     )

@@ -176,6 +176,7 @@ def test_dataloader_kwargs_repeat_order_and_worker_side_draws() -> None:
 def test_launch_environment_sets_what_only_works_before_start_up() -> None:
     assert launch_environment(DeterminismSettings(seed=42)) == {
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "NVIDIA_TF32_OVERRIDE": "0",
         "PYTHONHASHSEED": "42",
     }
@@ -185,6 +186,7 @@ def test_launch_environment_sets_what_only_works_before_start_up() -> None:
         seed=1, deterministic_algorithms=False, tf32=True, threads=2
     ).launch_env()
     assert env == {
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "MKL_NUM_THREADS": "2",
         "OMP_NUM_THREADS": "2",
         "OPENBLAS_NUM_THREADS": "2",

@@ -779,3 +779,20 @@ def test_world_size_out_of_range_is_refused_before_training(
     assert main(["probe", "--out", str(tmp_path / "x.json"), "--world-size", "9"]) == 2
     assert capsys.readouterr().err == "envparity: --world-size 9: not between 1 and 8\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_envparity_run_sets_cuda_device_order_and_the_capture_records_it(tmp_path: Path) -> None:
+    """Issue 20: CUDA_DEVICE_ORDER=PCI_BUS_ID from the launch environment (``envparity run``),
+    read back from the capture the command writes."""
+    spec = tmp_path / "environment.toml"
+    spec.write_text('[environment]\nname = "g"\npython = "3.11"\n', encoding="utf-8")
+    out = tmp_path / "capture.json"
+    command = [sys.executable, "-m", "orchestrator", "capture", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_ORDER"}
+    process.run(
+        [sys.executable, "-m", "orchestrator", "--spec", str(spec), "run", "--", *command],
+        env={**env, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert fingerprint.load_capture(out).launch["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"

@@ -47,6 +47,25 @@ def _target(spec: Spec) -> DevcontainerTarget:
     return t
 
 
+def build_env(spec: Spec) -> dict[str, str]:
+    """Variables for what is compiled inside the container: ``TORCH_CUDA_ARCH_LIST`` from
+    ``[cuda] compute_capabilities`` (``"8.9;12.0"``) for a CUDA flavor, so that extensions
+    built there (``pip install flash-attn``, ``torch.utils.cpp_extension``) get kernels for
+    exactly the spec's GPUs rather than for the GPUs visible where they are built (none, in an
+    image build). Empty when the spec lists none. Source: torch/utils/cpp_extension.py
+    (``_get_cuda_arch_flags`` reads TORCH_CUDA_ARCH_LIST, entries split on ``;`` or spaces)."""
+    if spec.cuda is None or not spec.flavor_of("devcontainer").startswith("cu"):
+        return {}
+    if not spec.cuda.compute_capabilities:
+        return {}
+    return {"TORCH_CUDA_ARCH_LIST": ";".join(spec.cuda.compute_capabilities)}
+
+
+def container_env(spec: Spec) -> dict[str, str]:
+    """The launch environment and ``build_env``, sorted: the container's variables."""
+    return dict(sorted({**spec.determinism.launch_env(), **build_env(spec)}.items()))
+
+
 def render_devcontainer_json(spec: Spec) -> str:
     t = _target(spec)
     data: dict[str, object] = {
@@ -54,7 +73,7 @@ def render_devcontainer_json(spec: Spec) -> str:
         # The build context is the locks folder alone: nothing else (caches, data, .env) is
         # sent to the builder, and the image depends on nothing but the lock.
         "build": {"dockerfile": "Dockerfile", "context": "../locks"},
-        "containerEnv": spec.determinism.launch_env(),
+        "containerEnv": container_env(spec),
         "customizations": {
             "vscode": {
                 "extensions": list(t.extensions),
@@ -71,20 +90,26 @@ def render_devcontainer_json(spec: Spec) -> str:
         # true, not "optional": without a GPU the CLI still starts the container (on CPU) but
         # says that one was required, which is what a CUDA flavor means.
         data["hostRequirements"] = {"gpu": True}
-    if t.install_project:
-        # The workspace is mounted at run time, so the project is installed then, editable,
-        # into the image's venv; its dependencies come from the lock (--no-deps).
-        data["postCreateCommand"] = [
-            "uv",
-            "pip",
-            "install",
-            "--python",
-            f"{VENV}/bin/python",
-            *lock.install_args(spec, flavor),
-            "--no-deps",
-            "--editable",
-            ".",
-        ]
+    project = [
+        "uv",
+        "pip",
+        "install",
+        "--python",
+        f"{VENV}/bin/python",
+        *lock.install_args(spec, flavor),
+        "--no-deps",
+        "--editable",
+        ".",
+    ]
+    # The workspace is mounted at run time, so the project's own code is installed then into
+    # the image's venv (install_project: the workspace, editable; the spec's local packages);
+    # their dependencies come from the lock (--no-deps).
+    local = lock.local_install_commands(spec, flavor, f"{VENV}/bin/python")
+    if local:
+        commands = ([project] if t.install_project else []) + local
+        data["postCreateCommand"] = " && ".join(shell_line(c) for c in commands)
+    elif t.install_project:
+        data["postCreateCommand"] = project
     return json_text(data)
 
 
@@ -112,7 +137,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         "ca-certificates",
         *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages}),
     ]
-    env = spec.determinism.launch_env()
+    env = container_env(spec)
     sync = [
         "uv",
         "pip",
@@ -157,7 +182,10 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         f"    && chown -R {t.user}:{t.user} {VENV}",
         f'ENV PATH="{VENV}/bin:$PATH"',
         "",
-        "# The launch environment: read when Python (or CUDA) starts.",
+        "# The launch environment: read when Python (or CUDA) starts."
+        if not build_env(spec)
+        else "# The launch environment (read when Python or CUDA starts), and the GPUs that"
+        "\n# extensions built here get kernels for (TORCH_CUDA_ARCH_LIST).",
         "ENV " + " \\\n    ".join(f"{k}={dockerfile_string(v)}" for k, v in env.items()),
         "",
         "LABEL "
