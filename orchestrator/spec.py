@@ -23,7 +23,7 @@ from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
 from orchestrator.messages import clip, quote, redact
 from orchestrator.schema import Reader as _Reader
-from orchestrator.schema import expected
+from orchestrator.schema import expected, of
 from orchestrator.schema import join as _join
 from orchestrator.schema import shape as _shape
 
@@ -709,20 +709,17 @@ def _system(r: _Reader, data: dict[str, Any]) -> System:
         "system",
         check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"),
     )
-    maps: dict[str, dict[str, str]] = {}
-    for key, regex, what in (
-        ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
-        ("apt", _SYSPKG_RE, "a Debian package name"),
-    ):
-        m = r.table(t, key, "system") or {}
-        maps[key] = {}
-        for pkg, attr in m.items():
-            if pkg not in packages:
-                r.problem(_join(f"system.{key}", pkg), f"{quote(pkg)} is not in system.packages")
-            elif not isinstance(attr, str) or not regex.fullmatch(attr):
-                r.problem(_join(f"system.{key}", pkg), f"{quote(attr)} is not {what}")
-            else:
-                maps[key][pkg] = attr
+
+    def listed(pkg: str) -> str | None:
+        return None if pkg in packages else f"{quote(pkg)} is not in system.packages"
+
+    maps = {
+        key: r.entries(t, key, "system", of(str, _shape(regex, what)), key_check=listed)
+        for key, regex, what in (
+            ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
+            ("apt", _SYSPKG_RE, "a Debian package name"),
+        )
+    }
     return System(packages=packages, nix=maps["nix"], apt=maps["apt"])
 
 
