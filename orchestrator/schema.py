@@ -112,6 +112,11 @@ def shape(regex: re.Pattern[str], what: str) -> Check[str]:
     return check
 
 
+def between(low: int, high: int) -> Check[int]:
+    """A check that an integer is in ``low..high``: ``0 is not between 1 and 100``."""
+    return lambda n: None if low <= n <= high else f"{quote(n)} is not between {low} and {high}"
+
+
 def at_least(low: int) -> Check[int]:
     """A check that an integer is ``low`` or more: ``0 is less than 1``."""
     return lambda n: None if n >= low else f"{quote(n)} is less than {low}"

@@ -23,7 +23,7 @@ from orchestrator.errors import Problem, SpecError
 from orchestrator.launch import SET_AT_LAUNCH
 from orchestrator.messages import clip, quote, redact
 from orchestrator.schema import Reader as _Reader
-from orchestrator.schema import expected, of
+from orchestrator.schema import between, expected, of
 from orchestrator.schema import join as _join
 from orchestrator.schema import shape as _shape
 
@@ -751,13 +751,6 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     return Determinism(**values)
 
 
-def _between(lo: int, hi: int) -> Callable[[int], str | None]:
-    def check(n: int) -> str | None:
-        return None if lo <= n <= hi else f"{quote(n)} is not between {lo} and {hi}"
-
-    return check
-
-
 def _one_line(what: str) -> Callable[[str], str | None]:
     """Refuses control characters: C0 (newlines, escapes), DEL and C1 (U+0080-U+009F, which
     some terminals read as escape sequences)."""
@@ -942,7 +935,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = _between(1, MAX_STEPS)
+    positive = between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
         return None if 0.0 <= x < 1.0 else f"{quote(x)} is not a tolerance in [0, 1)"
@@ -955,7 +948,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
             p,
             int,
             d.runs,
-            check=_between(2, 100),
+            check=between(2, 100),
         )
         or d.runs,
         probe=r.get(

@@ -665,7 +665,7 @@ class TestBoundedInput:
         ),
         "a 4,000-digit integer": (
             lambda: SPEC_HEAD + "[determinism]\nseed = " + "9" * 4000 + "\n",
-            "determinism.seed: an integer of 4000 digits is outside 0..4294967295",
+            "determinism.seed: an integer of 4000 digits is not between 0 and 4294967295",
         ),
         "a 500,000-character name": (
             lambda: SPEC_HEAD.replace('"hostile"', '"' + "a" * 500_000 + '"'),

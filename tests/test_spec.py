@@ -62,7 +62,7 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             MINIMAL + "\n[determinism]\nseed = -1\n",
-            "environment.toml: determinism.seed: -1 is outside 0..4294967295",
+            "environment.toml: determinism.seed: -1 is not between 0 and 4294967295",
         ),
         (
             MINIMAL.replace('"3.11"', '"3"'),
