@@ -191,7 +191,7 @@ def tables(read: Callable[[Reader, dict[str, Any]], T]) -> Item[T]:
     return Item(read=item, plural="tables")
 
 
-def _wrong(value: object, typ: Types, check: Check[Any] | None) -> tuple[Any, str | None]:
+def _checked(value: object, typ: Types, check: Check[Any] | None) -> tuple[Any, str | None]:
     """``(value, None)`` when ``value`` is of type ``typ`` and passes ``check`` (an integer
     where a number is expected comes back as a float), else ``(None, the problem)``."""
     types = typ if isinstance(typ, tuple) else (typ,)
@@ -226,7 +226,7 @@ class Reader:
     def value(self, value: object, path: str, typ: Types, check: Check[Any] | None = None) -> Any:
         """``value`` if it is of type ``typ`` and passes ``check``, else None (the problem
         recorded at ``path``). An integer passes for a ``float`` and comes back as one."""
-        found, message = _wrong(value, typ, check)
+        found, message = _checked(value, typ, check)
         if message:
             self.problem(path, message)
         return found
@@ -406,7 +406,7 @@ class Reader:
         read = item.read
         for key, value in pairs:
             if read is None:
-                got, message = _wrong(value, item.typ, item.check)
+                got, message = _checked(value, item.typ, item.check)
                 if message:
                     self.problem(where(key), message)
                     continue
