@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator import compat, schema, spec
+from orchestrator import compat, references, schema, spec
 from orchestrator.errors import SpecError
 from orchestrator.probe import fingerprint
 from orchestrator.schema import Reader, of, tables
@@ -64,10 +65,27 @@ def compat_problems(tmp_path: Path, wrong: str) -> tuple[str, list[str]]:
     return f"{path}: {key}", str(info.value).splitlines()
 
 
+def reference_problems(tmp_path: Path, wrong: str) -> tuple[str, list[str]]:
+    folder = tmp_path / FINGERPRINT.parent.name
+    shutil.copytree(FINGERPRINT.parent, folder)
+    meta = folder / "reference.json"
+    data = json.loads(meta.read_text())
+    target = sorted(data["targets"])[0]
+    if wrong == "string":
+        data["targets"][target]["machine"], key = 1, f"targets.{target}.machine"
+    else:
+        data["targets"][target], key = "x", f"targets.{target}"
+    meta.write_text(json.dumps(data))
+    with pytest.raises(fingerprint.FingerprintError) as info:
+        references.load_all(tmp_path)
+    return f"{meta}: {key}", str(info.value).splitlines()
+
+
 READERS: dict[str, Callable[[Path, str], tuple[str, list[str]]]] = {
     "spec": spec_problems,
     "fingerprint": fingerprint_problems,
     "compat table": compat_problems,
+    "reference metadata": reference_problems,
 }
 WRONG = {
     "string": "expected a string, got an integer 1",
@@ -78,14 +96,15 @@ CASES = [
     pytest.param(reader, wrong, id=f"{reader}-{wrong}")
     for reader in READERS
     for wrong in WRONG
-    if (reader, wrong) != ("compat table", "table")  # its tables are TOML headers
+    # the compat table's tables are TOML headers; reference metadata holds no array
+    if (reader, wrong) not in (("compat table", "table"), ("reference metadata", "strings"))
 ]
 
 
 @pytest.mark.parametrize(("reader", "wrong"), CASES)
 def test_every_reader_words_a_wrong_type_the_same(tmp_path: Path, reader: str, wrong: str) -> None:
-    """The same wrong type reads the same in the spec, a fingerprint and the compat table: the
-    file, the key path, then one wording."""
+    """The same wrong type reads the same in the spec, a fingerprint, reference metadata and
+    the compat table: the file, the key path, then one wording."""
     where, lines = READERS[reader](tmp_path, wrong)
     assert f"{where}: {WRONG[wrong]}" in lines
 
