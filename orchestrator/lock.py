@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import files
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import CheckFailed, EnvparityError, SpecError, ToolError, UsageError
 from orchestrator.messages import quote
 from orchestrator.spec import Index, LocalPackage, Spec
@@ -433,9 +434,6 @@ def compat_conflicts(body: str) -> list[str]:
     from orchestrator import compat
 
     return compat.abi_conflicts(pinned(body))
-
-
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
