@@ -495,7 +495,11 @@ class TestMalformedFingerprints:
                 "probe.steps: 0 is less than 1",
                 id="steps-zero",
             ),
-            pytest.param(_set("probe.name", _DELETE), "probe.name: missing (expected a string)", id="name-missing"),
+            pytest.param(
+                _set("probe.name", _DELETE),
+                "probe.name: missing (expected a string)",
+                id="name-missing",
+            ),
             pytest.param(
                 _set("probe.name", "\x1b[2Jevil:train"),
                 "probe.name: '\\x1b[2Jevil:train' is not a probe reference 'package.module:function'",
@@ -525,7 +529,9 @@ class TestMalformedFingerprints:
             pytest.param(
                 _set("audit", [1]), "audit[0]: expected a string, got an integer 1", id="audit"
             ),
-            pytest.param(_set("inputs", _DELETE), "inputs: missing (expected a table)", id="inputs-missing"),
+            pytest.param(
+                _set("inputs", _DELETE), "inputs: missing (expected a table)", id="inputs-missing"
+            ),
             pytest.param(
                 _set("inputs.code.mymodel", "sha"),
                 "inputs.code.mymodel: expected a table, got a string 'sha'",
@@ -606,7 +612,9 @@ class TestMalformedFingerprints:
                 "capture.launch.OMP_NUM_THREADS: expected a string or null, got an integer 2",
                 id="launch-value",
             ),
-            pytest.param(_set("python", _DELETE), "capture.python: missing (expected a table)", id="python"),
+            pytest.param(
+                _set("python", _DELETE), "capture.python: missing (expected a table)", id="python"
+            ),
             pytest.param(
                 _set("version", 2),
                 "not an envparity capture (format 'envparity-capture' version 2; expected "
