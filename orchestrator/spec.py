@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrator.determinism_settings import (
     MAX_STEPS,
@@ -26,6 +26,10 @@ from orchestrator.determinism_settings import (
 )
 from orchestrator.errors import Problem, SpecError
 from orchestrator.messages import clip, quote, redact
+from orchestrator.schema import Reader as _Reader
+from orchestrator.schema import between, expected, of
+from orchestrator.schema import join as _join
+from orchestrator.schema import shape as _shape
 from orchestrator.tolerances import DEFAULTS, RANGE, Tolerances, valid
 
 if sys.version_info >= (3, 11):
@@ -77,8 +81,6 @@ _URL_RE = _ascii(r"(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+")
 # Variables the launch environment sets (determinism_settings.SET_AT_LAUNCH) or the system owns.
 _RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
 _PROBE_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
-# TOML keys shown bare in key paths; any other key is shown quoted (and shortened).
-_BARE_KEY_RE = _ascii(r"[A-Za-z0-9_-]{1,64}")
 # A spec is a page of settings; anything this large is a mistake (or an attack on the parser).
 MAX_SPEC_BYTES = 1_000_000
 
@@ -338,156 +340,8 @@ def _canonical(name: str) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-T = TypeVar("T")
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "a boolean",
-    float: "a number",
-    list: "an array",
-    dict: "a table",
-}
-
-
-def _type_name(value: object) -> str:
-    for typ, name in (
-        (bool, "boolean"),
-        (int, "integer"),
-        (float, "float"),
-        (str, "string"),
-        (list, "array"),
-        (dict, "table"),
-    ):
-        if isinstance(value, typ):
-            return name
-    return type(value).__name__
-
-
-class _Reader:
-    """Typed getters over the parsed TOML that record problems instead of raising."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(Problem(self.file, key, message))
-
-    def table(
-        self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> dict[str, Any] | None:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.problem(_join(path, key), "missing (a table is required)")
-            return None
-        if not isinstance(value, dict):
-            self.problem(
-                _join(path, key), f"expected a table, got {_type_name(value)} {quote(value)}"
-            )
-            return None
-        return value
-
-    def get(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        typ: type[T],
-        default: T | None = None,
-        *,
-        required: bool = False,
-        check: Callable[[T], str | None] | None = None,
-    ) -> T | None:
-        full = _join(path, key)
-        if key not in data:
-            if required:
-                self.problem(full, f"missing (expected {_TYPE_NAMES[typ]})")
-            return default
-        value = data[key]
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.problem(
-                full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {quote(value)}"
-            )
-            return default
-        if check is not None:
-            message = check(value)
-            if message:
-                self.problem(full, message)
-                return default
-        return value  # type: ignore[no-any-return]
-
-    def strings(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: tuple[str, ...] = (),
-        *,
-        check: Callable[[str], str | None] | None = None,
-    ) -> tuple[str, ...]:
-        full = _join(path, key)
-        if key not in data:
-            return default
-        value = data[key]
-        if not isinstance(value, list):
-            self.problem(
-                full, f"expected an array of strings, got {_type_name(value)} {quote(value)}"
-            )
-            return default
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.problem(
-                    f"{full}[{i}]", f"expected a string, got {_type_name(item)} {quote(item)}"
-                )
-                continue
-            message = check(item) if check else None
-            if message:
-                self.problem(f"{full}[{i}]", message)
-                continue
-            out.append(item)
-        return tuple(out)
-
-    def known_keys(self, data: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-        for key in data:
-            if key not in allowed:
-                import difflib  # only on the error path
-
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = (
-                    f"; did you mean '{close[0]}'?"
-                    if close
-                    else f" (known keys: {', '.join(allowed)})"
-                )
-                self.problem(_join(path, key), f"unknown key{hint}")
-
-
-def _join(path: str, key: str) -> str:
-    """``path.key``; a key that is not a plain word is shown quoted (``variables."A\\n"``)."""
-    shown = key if _BARE_KEY_RE.fullmatch(key) else _quoted_key(key)
-    return f"{path}.{shown}" if path else shown
-
-
-def _quoted_key(key: str) -> str:
-    """A TOML-style quoted key, one line, shortened like ``quote`` shortens values."""
-    short = key if len(key) <= 60 else key[:60]  # keys are short: 60 characters shown
-    text = json.dumps(short, ensure_ascii=True)
-    return text if short == key else f"{text}... ({len(key)} characters)"
-
 
 _CAPABILITY_RE = _ascii(r"[1-9][0-9]?\.[0-9]")
-
-
-def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if regex.fullmatch(value) else f"{quote(value)} is not {what}"
-
-    return check
 
 
 def load(path: str | Path = SPEC_FILE) -> Spec:
@@ -719,7 +573,7 @@ def _dependencies(
         else:
             r.problem(
                 key,
-                f"expected a version specifier string or a table, got {_type_name(value)} {quote(value)}",
+                expected("a version specifier string or a table", value),
             )
             continue
         version = version.strip()
@@ -788,7 +642,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        r.problem("index", "expected an array of tables ([[index]] entries)")
+        r.problem("index", expected("an array of tables ([[index]] entries)", value))
         return ()
     out = []
     for i, t in enumerate(value):
@@ -867,20 +721,17 @@ def _system(r: _Reader, data: dict[str, Any]) -> System:
         "system",
         check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"),
     )
-    maps: dict[str, dict[str, str]] = {}
-    for key, regex, what in (
-        ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
-        ("apt", _SYSPKG_RE, "a Debian package name"),
-    ):
-        m = r.table(t, key, "system") or {}
-        maps[key] = {}
-        for pkg, attr in m.items():
-            if pkg not in packages:
-                r.problem(_join(f"system.{key}", pkg), f"{quote(pkg)} is not in system.packages")
-            elif not isinstance(attr, str) or not regex.fullmatch(attr):
-                r.problem(_join(f"system.{key}", pkg), f"{quote(attr)} is not {what}")
-            else:
-                maps[key][pkg] = attr
+
+    def listed(pkg: str) -> str | None:
+        return None if pkg in packages else f"{quote(pkg)} is not in system.packages"
+
+    maps = {
+        key: r.entries(t, key, "system", of(str, _shape(regex, what)), key_check=listed)
+        for key, regex, what in (
+            ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
+            ("apt", _SYSPKG_RE, "a Debian package name"),
+        )
+    }
     return System(packages=packages, nix=maps["nix"], apt=maps["apt"])
 
 
@@ -902,7 +753,7 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     if not (isinstance(mode, bool) or mode == "warn"):
         r.problem(
             f"{p}.deterministic_algorithms",
-            f'expected a boolean or "warn", got {_type_name(mode)} {quote(mode)}',
+            expected('a boolean or "warn"', mode),
         )
         values["deterministic_algorithms"] = True
     found = check_values(values)  # the ranges, worded once by the settings' owner
@@ -910,13 +761,6 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
         r.problem(f"{p}.{key}", message)
         values[key] = defaults[key]
     return Determinism(**values)
-
-
-def _between(lo: int, hi: int) -> Callable[[int], str | None]:
-    def check(n: int) -> str | None:
-        return None if lo <= n <= hi else f"{quote(n)} is not between {lo} and {hi}"
-
-    return check
 
 
 def _one_line(what: str) -> Callable[[str], str | None]:
@@ -954,7 +798,7 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
         if not isinstance(value, dict):
             r.problem(
                 path,
-                f"expected a table or a default string, got {_type_name(value)} {quote(value)}",
+                expected("a table or a default string", value),
             )
             continue
         r.known_keys(value, path, ("default", "required", "secret", "description"))
@@ -1103,7 +947,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = _between(1, MAX_STEPS)
+    positive = between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
         return None if valid(x) else f"{quote(x)} is not a tolerance in {RANGE}"
@@ -1116,7 +960,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
             p,
             int,
             d.runs,
-            check=_between(2, 100),
+            check=between(2, 100),
         )
         or d.runs,
         probe=r.get(

@@ -233,7 +233,7 @@ class TestWorkflow:
                 "ci.providers[0]: 'bitbucket' is not one of github, gitlab",
             ),
             ("providers = []", "ci.providers: empty; name one or more of github, gitlab"),
-            ("noxfile = 1", "ci.noxfile: expected a boolean, got integer 1"),
+            ("noxfile = 1", "ci.noxfile: expected a boolean, got an integer 1"),
             (
                 "runner = 1",
                 "ci.runner: unknown key (known keys: envparity, gpu_runner_labels, noxfile, "

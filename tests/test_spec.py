@@ -54,15 +54,15 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             MINIMAL + "\n[determinism]\nseed = 'a'\n",
-            "environment.toml: determinism.seed: expected an integer, got string 'a'",
+            "environment.toml: determinism.seed: expected an integer, got a string 'a'",
         ),
         (
             MINIMAL + "\n[determinism]\nseed = true\n",
-            "environment.toml: determinism.seed: expected an integer, got boolean True",
+            "environment.toml: determinism.seed: expected an integer, got a boolean True",
         ),
         (
             MINIMAL + "\n[determinism]\nseed = -1\n",
-            "environment.toml: determinism.seed: -1 is outside 0..4294967295",
+            "environment.toml: determinism.seed: -1 is not between 0 and 4294967295",
         ),
         (
             MINIMAL.replace('"3.11"', '"3"'),
@@ -70,7 +70,7 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             MINIMAL + "\n[cuda]\nversion = 12.8\n",
-            "environment.toml: cuda.version: expected a string, got float 12.8",
+            "environment.toml: cuda.version: expected a string, got a number 12.8",
         ),
         (
             MINIMAL + "\n[variables]\nPYTHONHASHSEED = '1'\n",
@@ -110,7 +110,7 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             "[dependencies]\nnumpy = '>=2'\n",
-            "environment.toml: environment: missing (a table is required)",
+            "environment.toml: environment: missing (expected a table)",
         ),
     ],
 )
