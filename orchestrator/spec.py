@@ -30,7 +30,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SPEC_FILE = "environment.toml"
 
-SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# Nix's system names. CUDA flavors are locked for the Linux ones only (no CUDA on macOS).
+SYSTEMS = ("x86_64-linux", "aarch64-linux", "aarch64-darwin", "x86_64-darwin")
+LINUX_SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# The oldest macOS a darwin lock installs on, when [environment] macos is not set: torch 2.13's
+# macOS wheels are macosx_14_0_arm64 (PyPI), which uv's own default target (13.0) refuses.
+DEFAULT_MACOS = "14.0"
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 
 
@@ -82,6 +87,12 @@ class Environment:
     name: str
     python: str
     systems: tuple[str, ...] = ("x86_64-linux",)
+    macos: str | None = None  # the oldest macOS the darwin locks install on; None: DEFAULT_MACOS
+
+    @property
+    def macos_target(self) -> str:
+        """The macOS deployment target of the darwin locks (``MACOSX_DEPLOYMENT_TARGET``)."""
+        return self.macos or DEFAULT_MACOS
 
     @property
     def python_minor(self) -> str:
@@ -132,9 +143,13 @@ class Index:
     url: str
     kind: str = "index"  # "index" (PEP 503 simple index) or "find-links" (flat folder/page)
     flavors: tuple[str, ...] = ()  # empty: every flavor
+    systems: tuple[str, ...] = ()  # empty: every system (macOS takes PyPI's torch: leave it out)
 
-    def applies_to(self, flavor: str) -> bool:
-        return _in_flavors(flavor, self.flavors)
+    def applies_to(self, flavor: str, system: str | None = None) -> bool:
+        """Whether the lock of ``flavor`` (for ``system``, when given) reads this source."""
+        return _in_flavors(flavor, self.flavors) and (
+            system is None or not self.systems or system in self.systems
+        )
 
 
 def _in_flavors(flavor: str, flavors: tuple[str, ...]) -> bool:
@@ -238,6 +253,12 @@ class Spec:
         """Lock flavors: always ``cpu``; plus ``cuXY`` when a CUDA toolkit is given."""
         return ("cpu",) if self.cuda is None else (self.cuda.flavor, "cpu")
 
+    def systems_of(self, flavor: str) -> tuple[str, ...]:
+        """The systems ``flavor`` is locked for: every system for ``cpu``, the Linux ones for a
+        CUDA flavor (NVIDIA's CUDA does not run on macOS)."""
+        systems = self.environment.systems
+        return systems if flavor == "cpu" else tuple(s for s in systems if s in LINUX_SYSTEMS)
+
     @property
     def default_flavor(self) -> str:
         return self.flavors[0]
@@ -258,6 +279,12 @@ class Spec:
             # Added later, and never rendered: absent when unset, so the inputs hash of
             # every spec without it (and so every generated file) stays what it was.
             del data["cuda"]["compute_capabilities"]
+        # Added later too, and absent when unset for the same reason.
+        if data["environment"]["macos"] is None:
+            del data["environment"]["macos"]
+        for index in data["indexes"]:
+            if not index["systems"]:
+                del index["systems"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -428,6 +455,7 @@ def _quoted_key(key: str) -> str:
 
 
 _CAPABILITY_RE = _ascii(r"[1-9][0-9]?\.[0-9]")
+_MACOS_RE = _ascii(r"1[1-9]\.[0-9]|[2-9][0-9]\.[0-9]")
 
 
 def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
@@ -520,6 +548,8 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     targets = _targets(r, data, flavors)
     verify = _verify(r, data)
     ci = _ci(r, data)
+    if environment is not None:
+        _check_systems(r, environment, cuda, indexes, targets)
     if environment is None or r.problems:
         return None
     return Spec(
@@ -541,7 +571,7 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
     t = r.table(data, "environment", "", required=True)
     if t is None:
         return None
-    r.known_keys(t, "environment", ("name", "python", "systems"))
+    r.known_keys(t, "environment", ("name", "python", "systems", "macos"))
     name = r.get(
         t,
         "name",
@@ -563,17 +593,54 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
         "systems",
         "environment",
         ("x86_64-linux",),
-        check=lambda s: (
-            None
-            if s in SYSTEMS
-            else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
-        ),
+        check=_system_check,
     )
     if "systems" in t and not systems and not r.problems:
         r.problem("environment.systems", "must list at least one system")
+    macos = r.get(
+        t, "macos", "environment", str, check=_shape(_MACOS_RE, 'a macOS version such as "14.0"')
+    )
     if name is None or python is None:
         return None
-    return Environment(name=name, python=python, systems=systems)
+    return Environment(name=name, python=python, systems=systems, macos=macos)
+
+
+def _check_systems(
+    r: _Reader,
+    environment: Environment,
+    cuda: Cuda | None,
+    indexes: tuple[Index, ...],
+    targets: Mapping[str, Target],
+) -> None:
+    """What needs a Linux system has one; an index names only systems the spec has."""
+    linux = [s for s in environment.systems if s in LINUX_SYSTEMS]
+    if cuda is not None and not linux:
+        r.problem(
+            "environment.systems",
+            "[cuda] needs a Linux system (x86_64-linux or aarch64-linux): CUDA flavors are "
+            "locked for Linux only, macOS has no CUDA",
+        )
+    if "devcontainer" in targets and not linux:
+        r.problem(
+            "targets.devcontainer",
+            "needs a Linux system in environment.systems: a container runs Linux (on Apple "
+            "Silicon add aarch64-linux, for linux/arm64 images)",
+        )
+    for i, index in enumerate(indexes):
+        for j, system in enumerate(index.systems):
+            if system not in environment.systems:
+                r.problem(
+                    f"index[{i}].systems[{j}]",
+                    f"{quote(system)} is not in environment.systems ({', '.join(environment.systems)})",
+                )
+
+
+def _system_check(s: str) -> str | None:
+    return (
+        None
+        if s in SYSTEMS
+        else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
+    )
 
 
 def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
@@ -692,7 +759,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
-        r.known_keys(t, path, ("url", "kind", "flavors"))
+        r.known_keys(t, path, ("url", "kind", "flavors", "systems"))
         url = r.get(
             t,
             "url",
@@ -714,8 +781,9 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             ),
         )
         flavors = r.strings(t, "flavors", path, check=_flavor_check(cuda))
+        systems = r.strings(t, "systems", path, check=_system_check)
         if url is not None and kind is not None:
-            out.append(Index(url=url, kind=kind, flavors=flavors))
+            out.append(Index(url=url, kind=kind, flavors=flavors, systems=systems))
     return tuple(out)
 
 
