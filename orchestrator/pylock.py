@@ -93,6 +93,12 @@ def wheel_tags(system: str, python: str, *, macos: str) -> list[Any]:
     ]
 
 
+def _without_times(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A file entry without ``upload-time``: optional in PEP 751, and a TOML datetime, which
+    Nix's ``builtins.fromTOML`` refuses ("Dates and times are not supported")."""
+    return {k: v for k, v in entry.items() if k != "upload-time"}
+
+
 def _file_name(entry: Mapping[str, Any]) -> str:
     where = entry.get("url") or entry.get("path") or ""
     return unquote(urlparse(where).path.rsplit("/", 1)[-1]) if where else ""
@@ -121,9 +127,11 @@ def merge(
             entry = entries.setdefault(
                 key, {k: v for k, v in package.items() if k not in ("marker", "wheels")}
             )
+            if "sdist" in entry:
+                entry["sdist"] = _without_times(entry["sdist"])
             wheels = {_file_name(w): w for w in entry.get("wheels", [])}
             for wheel in package.get("wheels", []):
-                wheels.setdefault(_file_name(wheel), dict(wheel))
+                wheels.setdefault(_file_name(wheel), _without_times(wheel))
             if wheels:
                 entry["wheels"] = [
                     {"name": n, **{k: v for k, v in w.items() if k != "name"}}
