@@ -602,6 +602,12 @@ def lock_digest(spec: Spec, flavor: str) -> str:
     return content_digest(spec, LockTarget(flavor, spec.systems_of(flavor)[0]).path)
 
 
+def recorded_contents(spec: Spec) -> dict[str, str]:
+    """``{path: content_digest}`` of every lock the spec has (``lock_paths``), for the files
+    rendered from all of them (flake.nix)."""
+    return {path: content_digest(spec, path) for path in lock_paths(spec)}
+
+
 def content_digest(spec: Spec, path: str) -> str:
     """The content hash recorded in the lock at ``path`` (its whole text's when it has no
     envparity header; "" when it is missing)."""

@@ -264,8 +264,13 @@ class Spec:
         return self.flavors[0]
 
     def flavor_of(self, target: str) -> str:
+        """The flavor a target installs: its ``flavor``, else the CUDA flavor if any; for
+        ``nix`` else ``cpu`` (the flake's default devShell: a contributor without a GPU gets
+        CPU torch; ``nix develop .#cuXY`` is one command away)."""
         t = self.targets.get(target)
-        return t.flavor if t is not None and t.flavor else self.default_flavor
+        if t is not None and t.flavor:
+            return t.flavor
+        return "cpu" if target == "nix" else self.default_flavor
 
     def dependency(self, name: str) -> Dependency | None:
         key = _canonical(name)

@@ -177,10 +177,10 @@ def test_multi_system_flake_has_a_dev_shell_for_each_system(rendered: dict[str, 
     assert shells == {"aarch64-linux": "multi.arch", "x86_64-linux": "multi.arch"}
 
 
-def _shell(folder: Path, attr: str) -> object:
+def _shell(folder: Path, attr: str, shell: str = "default") -> object:
     return real_tools.nix_eval_json(
         "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
-        f".devShells.x86_64-linux.default.{attr}",
+        f".devShells.x86_64-linux.{shell}.{attr}",
         cwd=folder,
     )
 
@@ -192,7 +192,7 @@ def test_cuda_flake_takes_the_split_cuda_packages_and_maps_apt_names(
     # build-essential, git, libgl1, ffmpeg, openssh-client, curl (overridden as itself)
     names = real_tools.nix_eval_json(
         "map (p: p.name) ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
-        ".devShells.x86_64-linux.default.nativeBuildInputs",
+        ".devShells.x86_64-linux.cu128.nativeBuildInputs",
         cwd=rendered["cuda-12.8"],
     )
     assert names == [
@@ -204,29 +204,37 @@ def test_cuda_flake_takes_the_split_cuda_packages_and_maps_apt_names(
 
 
 @pytest.mark.slow
-def test_library_packages_and_nothing_of_cuda_go_on_the_library_path(
+def test_the_shell_library_path_holds_the_driver_alone_and_python_gets_the_libraries(
     rendered: dict[str, Path],
 ) -> None:
-    hook = str(_shell(rendered["cuda-12.8"], "shellHook"))
-    first = hook.splitlines()[0]
-    assert first.startswith("envparity_libs=")
+    # The CUDA shell: only the driver folder on the shell's LD_LIBRARY_PATH; CPU shells: none.
+    hook = str(_shell(rendered["cuda-12.8"], "shellHook", "cu128"))
+    exports = [line.strip() for line in hook.splitlines() if "LD_LIBRARY_PATH=" in line]
+    assert exports == [
+        'export LD_LIBRARY_PATH="$envparity_driver${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"'
+    ]
+    for name in SPECS:
+        cpu_hook = str(_shell(rendered[name], "shellHook", "cpu"))
+        assert "LD_LIBRARY_PATH" not in cpu_hook and "envparity_driver" not in cpu_hook, name
+    # The wheels' libraries are set by the venv's interpreter for itself and its children:
+    # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd).
+    text = str(_shell(rendered["cuda-12.8"], "ENVPARITY_PYTHON_WRAPPER.text", "cpu"))
+    shebang, export, run = text.splitlines()
+    assert (
+        shebang == "#!/bin/bash"
+        and run.startswith('exec -a "$0" /')
+        and run.endswith('-python312/bin/python3.12 "$@"')
+    )
     folders = [  # /nix/store/<hash>-<name>/lib -> <name>/lib
         Path(p).parent.name.split("-", 1)[1] + "/lib"
-        for p in first.removeprefix("envparity_libs=").split(":")
+        for p in export.removeprefix('export LD_LIBRARY_PATH="').split("${")[0].split(":")
     ]
-    # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd)
     assert folders == [
         "gcc-unwrapped-lib/lib",
         "zlib-lib/lib",
         "ffmpeg-lib/lib",
         "libglvnd-lib/lib",
     ]
-    assert 'export LD_LIBRARY_PATH="$envparity_libs:$envparity_driver${LD_LIBRARY_PATH' in hook
-    cpu_hook = str(_shell(rendered["cpu-minimal"], "shellHook"))
-    assert "envparity_driver" not in cpu_hook
-    assert (
-        'export LD_LIBRARY_PATH="$envparity_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' in cpu_hook
-    )
 
 
 @pytest.mark.slow
@@ -342,7 +350,7 @@ def test_standin_knows_exactly_the_cuda_package_sets_and_pythons_of_the_compat_t
 
 
 BROKEN_FLAKES = {
-    "a misspelt package": ("pkgs.uv", "pkgs.uvv", "attribute 'uvv' missing"),
+    "a misspelt package": ("pkgs.uv\n", "pkgs.uvv\n", "attribute 'uvv' missing"),
     "a CUDA set nixpkgs removed": (
         "cudaPackages_12_8",
         "cudaPackages_12_4",
@@ -419,7 +427,9 @@ def test_render_and_check_warn_about_an_unmapped_system_package(
     assert capsys.readouterr().err == UNMAPPED_WARNING + "render: wrote 3 of 3 generated file(s)\n"
     text = (tmp_path / "flake.nix").read_text(encoding="utf-8")
     assert 'pkgs."libfoo7"' in text and 'pkgs."libsm"' in text  # passed through; mapped
-    libs = 'makeLibraryPath [ pkgs.stdenv.cc.cc.lib pkgs.zlib pkgs."libfoo7" pkgs."libsm" ]'
+    libs = (
+        'pythonWithLibs pkgs python [ pkgs.stdenv.cc.cc.lib pkgs.zlib pkgs."libfoo7" pkgs."libsm" ]'
+    )
     assert libs in text  # lib* names count as libraries
     cli.main(["--spec", str(tmp_path / "environment.toml"), "check"])
     out = capsys.readouterr().out

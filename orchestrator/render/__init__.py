@@ -51,7 +51,10 @@ def render_all(spec: Spec) -> list[files.Generated]:
         )
 
     if "nix" in spec.targets:
-        flake_inputs = inputs(_FLAKE_PARTS, "nix")
+        # the flake reads every lock of every flavor and system (its shells and checks)
+        flake_inputs = files.inputs_hash(
+            {"flake": inputs(_FLAKE_PARTS, "nix"), "locks": lock.recorded_contents(spec)}
+        )
         out.append(files.Generated("flake.nix", render_flake(spec), flake_inputs, spec_name=name))
     if "devcontainer" in spec.targets:
         dc_inputs = inputs(_DEVCONTAINER_PARTS, "devcontainer")

@@ -189,7 +189,7 @@ if [ ! -d "$envparity_driver" ]; then
   # /usr/lib/wsl/lib there), then the usual folders (as nix-gl-host does).
   envparity_found=""
   if [ -z "${ENVPARITY_HOST_LIBS:-}" ]; then
-    for envparity_ldconfig in /sbin/ldconfig /usr/sbin/ldconfig; do
+    for envparity_ldconfig in ${ENVPARITY_LDCONFIG:-/sbin/ldconfig /usr/sbin/ldconfig}; do
       if [ -x "$envparity_ldconfig" ]; then
         envparity_found=$("$envparity_ldconfig" -p 2>/dev/null | sed -n "s/^.* => //p")
         break
@@ -226,7 +226,7 @@ def driver_hook() -> str:
     ``/etc/ld.so.conf.d/ld.wsl.conf`` lists ``/usr/lib/wsl/lib``), then in
     ``HOST_LIBRARY_DIRS`` (nix-gl-host's known folders, WSL2's first); the first copy of a name
     wins. ``ENVPARITY_HOST_LIBS`` (space-separated folders) replaces the search,
-    ``ENVPARITY_NIXOS_DRIVER`` the NixOS folder."""
+    ``ENVPARITY_LDCONFIG`` the host's ldconfig, ``ENVPARITY_NIXOS_DRIVER`` the NixOS folder."""
     return (
         _DRIVER_HOOK.replace("@NIXOS@", NIXOS_DRIVER_DIR)
         .replace("@DRIVER_DIR@", DRIVER_DIR)
@@ -284,10 +284,9 @@ def venv_hook(spec: Spec, flavor: str | None = None, system: str | None = None) 
 
 
 def nix_flavor(spec: Spec) -> str:
-    """The flavor of the flake's ``default`` devShell (and of the ``nix`` target): the spec's
-    ``[targets.nix] flavor``, else ``cpu`` (a contributor without a GPU gets CPU torch)."""
-    target = spec.targets.get("nix")
-    return target.flavor if target is not None and target.flavor else "cpu"
+    """The flavor of the flake's ``default`` devShell and of the ``nix`` target
+    (``spec.flavor_of("nix")``: ``[targets.nix] flavor``, else ``cpu``)."""
+    return spec.flavor_of("nix")
 
 
 def _indent(text: str, width: int) -> str:
@@ -353,11 +352,13 @@ _NIX_FUNCTIONS = """\
       # `envparity check`, which Nix cannot run (envparity is no Nix package).
       lockProblems = contents: builtins.filter (p: p != null) (map (path:
         let
-          lines = builtins.filter builtins.isString (builtins.split "\\n" (builtins.readFile (./. + "/${path}")));
+          text = if builtins.pathExists (./. + "/${path}") then builtins.readFile (./. + "/${path}") else "\\n";
+          lines = builtins.filter builtins.isString (builtins.split "\\n" text);
           body = builtins.concatStringsSep "\\n" (builtins.tail (builtins.tail lines));
           recorded = builtins.match ".* content=sha256:([0-9a-f]+)" (builtins.elemAt lines 1);
         in
-        if recorded == null then "${path}: has no envparity header; run: envparity lock --force"
+        if !(builtins.pathExists (./. + "/${path}")) then "${path}: missing; run: envparity lock"
+        else if recorded == null then "${path}: has no envparity header; run: envparity lock --force"
         else if builtins.hashString "sha256" "${builtins.head lines}\\n${body}" != builtins.head recorded
         then "${path}: edited by hand since envparity wrote it; run: envparity lock --force"
         else if builtins.head recorded != contents.${path}
@@ -389,15 +390,15 @@ def _checks(spec: Spec, flavor: str, locks: list[str]) -> list[str]:
         "  let",
         f"    problems = lockProblems {{ {contents} }};",
         f"    env = envs.{nix_string(flavor)};",
-        "    probeRuns = builtins.pathExists ./orchestrator/probe/run.py",
+        f"    probeRuns = envs ? {nix_string(flavor)} && builtins.pathExists ./orchestrator/probe/run.py",
         '      && builtins.any (p: p.name == "torch")',
         f"        (builtins.fromTOML (builtins.readFile ./{pylock})).packages;",
         "  in",
         "  {",
         f'    locks = pkgs.runCommand "{name}-locks" {{ }} (if problems == [ ] then "touch $out"',
         '      else "echo " + lib.escapeShellArg (builtins.concatStringsSep "\\n" problems) + " >&2; exit 1");',
-        f'    "python-{flavor}" = env;',
         "  }",
+        f'  // lib.optionalAttrs (envs ? {nix_string(flavor)}) {{ "python-{flavor}" = env; }}',
         "  // lib.optionalAttrs probeRuns {",
         f'    probe = pkgs.runCommand "{name}-probe" {{ }} ' + "''",
         '      mkdir -p "$out" && export HOME="$TMPDIR"',
@@ -459,14 +460,7 @@ def render_flake(spec: Spec) -> str:
     cuda = spec.cuda
     default = nix_flavor(spec)
     systems = list(spec.environment.systems)
-    contents = {
-        path: lock.content_digest(spec, path)
-        for flavor in spec.flavors
-        for path in [
-            *(lock.LockTarget(flavor, s).path for s in spec.systems_of(flavor)),
-            lock.pylock_path(flavor),
-        ]
-    }
+    contents = lock.recorded_contents(spec)
 
     out = [
         "{",
@@ -531,34 +525,46 @@ def render_flake(spec: Spec) -> str:
         if linux:
             out.append(f"            wrapper = pythonWithLibs pkgs python [ {' '.join(libs)} ];")
         wrap = " wrapper = wrapper;" if linux else ""
-        out.append("            envs = {")
+        out += [
+            "            # The pure environments of the flavors locked so far (envparity lock).",
+            '            envs = lib.filterAttrs (flavor: env: builtins.pathExists (./locks + "/pylock.${flavor}.toml")) {',
+        ]
         for flavor in flavors:
             out.append(
                 f"              {nix_string(flavor)} = pythonEnv {{ inherit pkgs python; "
                 f"system = {nix_string(system)}; flavor = {nix_string(flavor)};{wrap} }};"
             )
-        out += ["            };", "            shells = {"]
-        for flavor in flavors:
-            for pure in (False, True):
-                key = flavor + ("-pure" if pure else "")
+        out += ["            };"]
+        for pure in (False, True):  # the uv shells, then each locked flavor's pure shell
+            for flavor in flavors:
                 body = _shell(spec, flavor, system, linux=linux, pure=pure, packages=packages)
-                if pure:
-                    body[0] = f"let env = envs.{nix_string(flavor)}; in " + body[0]
-                out.append(f"              {nix_string(key)} = " + body[0])
+                key = nix_string(flavor + ("-pure" if pure else ""))
+                if not pure:
+                    opening = "            shells = {" if flavor == flavors[0] else None
+                    first = f"              {key} = {body[0]}"
+                else:
+                    opening = f"            // lib.optionalAttrs (envs ? {nix_string(flavor)}) {{"
+                    first = (
+                        f"              {key} = let env = envs.{nix_string(flavor)}; in {body[0]}"
+                    )
+                if opening:
+                    out.append(opening)
+                out.append(first)
                 out += [
                     f"              {line}" if line else line
                     for line in "\n".join(body[1:-1]).split("\n")
                 ]
                 out.append("              };")
+                if pure or flavor == flavors[-1]:
+                    out.append("            }")
+        out[-1] += ";"
         here = default if default in flavors else "cpu"  # macOS has no CUDA flavor
         out += [
-            "            };",
             "          in",
             "          {",
             f"            devShells = shells // {{ default = shells.{nix_string(here)}; }};",
-            "            packages = { "
-            + " ".join(f'"{f}-python" = envs.{nix_string(f)};' for f in flavors)
-            + " };",
+            "            packages = builtins.listToAttrs (map (flavor:",
+            '              { name = "${flavor}-python"; value = envs.${flavor}; }) (builtins.attrNames envs));',
             "            formatter = formatterFor pkgs;",
         ]
         out += [f"            {line}" for line in _checks(spec, here, locks)]
