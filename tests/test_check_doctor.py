@@ -46,6 +46,21 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, python: str = "3
     for target in lock.lock_targets(s):
         body = f"packaging=={version('packaging')} \\\n    --hash=sha256:{'0' * 64}\n"
         files.atomic_write(tmp_path / target.path, lock.render_lock(s, target, body).text)
+    # the PEP 751 lock, from what uv would say of that body (one wheel, its URL and hash)
+    wheel = f"packaging-{version('packaging')}-py3-none-any.whl"
+    uv_says = {
+        "packages": [
+            {
+                "name": "packaging",
+                "version": version("packaging"),
+                "wheels": [
+                    {"url": f"https://files.pythonhosted.org/{wheel}", "hashes": {"sha256": "0" * 64}}
+                ],
+            }
+        ]
+    }
+    pylock = lock.render_pylock(s, "cpu", {"x86_64-linux": uv_says})
+    files.atomic_write(tmp_path / pylock.path, pylock.text)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["render"]) == 0
     return path
@@ -173,7 +188,8 @@ class TestAdviceForALockEnvparityWouldRefuse:
             verify.preflight(spec.load(path), ["venv"])
         assert str(refused.value) == (
             "verify would test stale files; run 'envparity lock':\n"
-            "  locks/cpu.txt: stale (environment.toml changed since it was locked)"
+            "  locks/cpu.txt: stale (environment.toml changed since it was locked)\n"
+            "  locks/pylock.cpu.toml: stale (environment.toml changed since it was locked)"
         )
 
 

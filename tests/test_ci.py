@@ -65,6 +65,7 @@ flavor = "cpu"
 image = "nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04"
 [targets.nix]
 nixpkgs = "github:NixOS/nixpkgs/03652d51808a3ea042cf9e6f0c658b8ca7c044ea"
+flavor = "cu130"  # the flake's default shell is the cpu one unless a flavor is named
 
 [ci]
 envparity = "envparity==0.1.0"

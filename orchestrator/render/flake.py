@@ -309,7 +309,7 @@ _DRIVER_NOTE = """\
   # Binary caches: Nix uses nixConfig's caches only with --accept-flake-config, or when they
   # are in nix.conf's trusted-substituters (multi-user installs)."""
 
-# The pure environment, shared by every system and flavor (Nix; @NAME@ and @MINOR@ replaced).
+# The functions every system's outputs share (Nix; @MINOR@ is the Python minor, "3.11").
 _NIX_FUNCTIONS = """\
       # A Python for manylinux wheels, which load libstdc++, zlib and the system packages'
       # libraries by soname: they are put on LD_LIBRARY_PATH for this interpreter (and what
@@ -336,7 +336,7 @@ _NIX_FUNCTIONS = """\
             { name = file; path = pkgs.fetchurl { url = wheel.url or ("file://" + wheel.path); sha256 = wheel.hashes.sha256; name = file; }; };
           wheels = map fetch (builtins.filter wanted pylock.packages);
         in
-        pkgs.runCommand "@NAME@-${flavor}-python" { nativeBuildInputs = [ pkgs.uv ]; } (''
+        pkgs.runCommand "${envName}-${flavor}-python" { nativeBuildInputs = [ pkgs.uv ]; } (''
           export HOME="$TMPDIR" UV_CACHE_DIR="$TMPDIR/uv" UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never
           mkdir "$TMPDIR/wheels"
         '' + builtins.concatStringsSep "" (map (w: "ln -s ${w.path} \\"$TMPDIR/wheels/${w.name}\\"\\n") wheels) + ''
@@ -379,8 +379,8 @@ def _checks(spec: Spec, flavor: str, locks: list[str]) -> list[str]:
     environment of ``flavor`` (``python-<flavor>``), and ``probe``, the built-in probe run in
     that environment where it can run: torch in the lock, and envparity's own source in the
     flake (its repository, or a project that vendors ``orchestrator/``)."""
-    env = spec.determinism.launch_env()
-    assignments = " ".join(f"{k}={shell_word(v)}" for k, v in env.items())
+    # the launch environment as the derivation's attributes (its builder's environment)
+    launch = " ".join(f"{k} = {nix_string(v)};" for k, v in spec.determinism.launch_env().items())
     steps = min(spec.verify.steps, 5)
     name = spec.environment.name
     pylock = lock.pylock_path(flavor)
@@ -395,14 +395,14 @@ def _checks(spec: Spec, flavor: str, locks: list[str]) -> list[str]:
         f"        (builtins.fromTOML (builtins.readFile ./{pylock})).packages;",
         "  in",
         "  {",
-        f'    locks = pkgs.runCommand "{name}-locks" {{ }} (if problems == [ ] then "touch $out"',
+        f"    locks = pkgs.runCommand {nix_string(name + '-locks')} {{ }} (if problems == [ ] then \"touch $out\"",
         '      else "echo " + lib.escapeShellArg (builtins.concatStringsSep "\\n" problems) + " >&2; exit 1");',
         "  }",
         f'  // lib.optionalAttrs (envs ? {nix_string(flavor)}) {{ "python-{flavor}" = env; }}',
         "  // lib.optionalAttrs probeRuns {",
-        f'    probe = pkgs.runCommand "{name}-probe" {{ }} ' + "''",
+        f"    probe = pkgs.runCommand {nix_string(name + '-probe')} {{ {launch} }} " + "''",
         '      mkdir -p "$out" && export HOME="$TMPDIR"',
-        f"      {assignments} PYTHONPATH=${{self}} ${{env}}/bin/python -m orchestrator probe \\",
+        "      PYTHONPATH=${self} ${env}/bin/python -m orchestrator probe \\",
         f'        --device cpu --steps {steps} --out "$out/fingerprint.json"',
         "    '';",
         "  }",
@@ -488,9 +488,8 @@ def render_flake(spec: Spec) -> str:
         "      lockContents = {",
         *[f"        {nix_string(p)} = {nix_string(c)};" for p, c in contents.items()],
         "      };",
-        _NIX_FUNCTIONS.replace("@NAME@", spec.environment.name).replace(
-            "@MINOR@", spec.environment.python_minor
-        ),
+        f"      envName = {nix_string(spec.environment.name)};",
+        _NIX_FUNCTIONS.replace("@MINOR@", spec.environment.python_minor),
         "      perSystem = {",
     ]
     for system in systems:
