@@ -54,7 +54,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, python: str = "3
                 "name": "packaging",
                 "version": version("packaging"),
                 "wheels": [
-                    {"url": f"https://files.pythonhosted.org/{wheel}", "hashes": {"sha256": "0" * 64}}
+                    {
+                        "url": f"https://files.pythonhosted.org/{wheel}",
+                        "hashes": {"sha256": "0" * 64},
+                    }
                 ],
             }
         ]

@@ -105,8 +105,8 @@ def test_pylock_is_valid_pep_751_and_selects_each_systems_files(fleet: Path) -> 
     lock_file = Pylock.from_dict(data)  # packaging's validator: raises on any error
     assert lock_file.lock_version is not None and str(lock_file.lock_version) == "1.0"
     assert [str(m) for m in lock_file.environments or []] == [
-        "sys_platform == \"linux\" and platform_machine == \"x86_64\"",
-        "sys_platform == \"darwin\" and platform_machine == \"arm64\"",
+        'sys_platform == "linux" and platform_machine == "x86_64"',
+        'sys_platform == "darwin" and platform_machine == "arm64"',
     ]
     chosen = {}
     for system in ("x86_64-linux", "aarch64-darwin"):
@@ -119,7 +119,10 @@ def test_pylock_is_valid_pep_751_and_selects_each_systems_files(fleet: Path) -> 
         "2.13.0+cpu",
         "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
     )
-    assert chosen["aarch64-darwin"]["torch"] == ("2.13.0", "torch-2.13.0-cp311-cp311-macosx_14_0_arm64.whl")
+    assert chosen["aarch64-darwin"]["torch"] == (
+        "2.13.0",
+        "torch-2.13.0-cp311-cp311-macosx_14_0_arm64.whl",
+    )
     assert chosen["aarch64-darwin"]["numpy"][1].endswith("macosx_14_0_arm64.whl")
     # Each package records what each system installs, for Nix (no marker evaluation there).
     for package in data["packages"]:
@@ -153,7 +156,11 @@ def test_uv_installs_the_pylock_on_this_machine_hash_checked(fleet: Path, tmp_pa
         timeout=600,
     )  # fmt: skip
     shown = process.run(
-        [str(venv / "bin" / "python"), "-c", "import numpy, torch; print(torch.__version__, numpy.__version__)"]
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import numpy, torch; print(torch.__version__, numpy.__version__)",
+        ]
     ).stdout.split()
     assert shown == ["2.13.0+cpu", "2.4.6"]  # the x86_64-linux packages, by their markers
 
@@ -167,7 +174,16 @@ def test_uv_installs_the_pylock_on_this_machine_hash_checked(fleet: Path, tmp_pa
     other = tmp_path / "other"
     process.run([uv, "venv", "--quiet", "--python", sys.executable, str(other)])
     failed = process.run(
-        [uv, "pip", "install", "--quiet", "--python", str(other / "bin" / "python"), "-r", str(tampered)],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(other / "bin" / "python"),
+            "-r",
+            str(tampered),
+        ],
         check=False,
     )
     assert failed.returncode != 0 and "hash" in failed.stderr.lower()
@@ -273,9 +289,7 @@ def test_a_mac_the_spec_does_not_list_is_told_so(
 ) -> None:
     shutil.copytree(small, tmp_path, dirs_exist_ok=True)
     spec_path = tmp_path / "environment.toml"
-    spec_path.write_text(
-        spec_path.read_text().replace(', "aarch64-darwin", "x86_64-darwin"]', "]")
-    )
+    spec_path.write_text(spec_path.read_text().replace(', "aarch64-darwin", "x86_64-darwin"]', "]"))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["lock"]) == 0
     _as_a_mac(monkeypatch)

@@ -436,3 +436,65 @@ def test_pure_environment_is_built_by_nix_from_the_pylock_with_wheels_nix_fetche
         "locks/pylock.cpu.toml: edited by hand since envparity wrote it; run: envparity lock --force"
         in failed.stderr
     )
+
+
+PROBE_SPEC = """\
+[environment]
+name = "probe-check"
+python = "3.11"
+
+[dependencies]
+torch = "==2.13.0"
+numpy = "==2.4.6"
+
+[[index]]
+url = "https://download.pytorch.org/whl/cpu"
+flavors = ["cpu"]
+
+[determinism]
+threads = 1
+
+[targets.nix]
+nixpkgs = "{nixpkgs}"
+"""
+
+
+@pytest.mark.slow
+def test_the_flakes_probe_check_trains_in_the_pure_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checks.<system>.probe where it can run: a project vendoring envparity's orchestrator/,
+    torch 2.13.0+cpu from the CPU index's mirror (the local wheel, fetched by Nix through its
+    file:// URL in the pylock), numpy from PyPI. Nix builds the pure environment and runs the
+    probe in its sandbox; the fingerprint is the check's output. About 2 minutes cold here
+    (copying torch into the store), seconds when Nix has it."""
+    nix = nix_on_path(monkeypatch)
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")
+    monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={WHEELS}")
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "environment.toml").write_text(
+        PROBE_SPEC.format(nixpkgs=f"path:{standin}"), encoding="utf-8"
+    )
+    spec = load(root / "environment.toml")
+    lock.lock(spec)
+    files.write_all(root, render.render_all(spec))
+    shutil.copytree(REPO / "orchestrator", root / "orchestrator",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "."])
+    built = process.run(
+        [str(nix / "nix"), "build", "--extra-experimental-features", "nix-command flakes",
+         "--no-write-lock-file", "--no-link", "--print-out-paths",
+         f"{root}#checks.x86_64-linux.probe"],
+        timeout=900,
+    )  # fmt: skip
+    fingerprint = json.loads(
+        (Path(built.stdout.strip()) / "fingerprint.json").read_text(encoding="utf-8")
+    )
+    env = fingerprint["environment"]
+    assert env["python"]["executable"].endswith("-probe-check-cpu-python/bin/python")
+    assert env["python"]["hash_seed"] == "fixed:0"
+    assert fingerprint["stages"]
