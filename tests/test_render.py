@@ -155,6 +155,8 @@ def test_every_spec_renders_all_four_files(rendered: dict[str, Path], name: str)
         expected.add(".env.example")
     if name == "dogfood":  # its [ci] table: the CI workflow
         expected.add(".github/workflows/envparity.yml")
+    if name == "multi-system":  # aarch64-linux: the Apple Silicon configuration too
+        expected |= {".devcontainer/arm64/devcontainer.json", ".devcontainer/arm64/Dockerfile"}
     assert set(generated(rendered[name])) == expected
 
 
@@ -549,3 +551,44 @@ def test_a_flake_lock_pointing_at_a_local_nixpkgs_is_reported_with_its_path(
             f"targets.nix.nixpkgs = '{PIN}'; "
         )
     )
+
+
+APPLE_SILICON = CUDA_12_8.replace(
+    'python = "3.12"\n',
+    'python = "3.12"\nsystems = ["x86_64-linux", "aarch64-linux", "aarch64-darwin"]\n',
+    1,
+)
+
+
+@pytest.mark.slow
+def test_apple_silicon_gets_a_linux_arm64_configuration_without_gpu_requests(
+    tmp_path: Path,
+) -> None:
+    folder = render_into(tmp_path, APPLE_SILICON)
+    main = real_tools.validate_devcontainer(folder / ".devcontainer" / "devcontainer.json")
+    arm = real_tools.validate_devcontainer(folder / ".devcontainer" / "arm64" / "devcontainer.json")
+    assert main["hostRequirements"] == {"gpu": True}  # the CUDA flavor, as before
+    assert "hostRequirements" not in arm and not any("gpu" in a for a in arm["runArgs"])
+    assert arm["name"] == "vision_train (arm64, cpu)"
+    assert arm["build"] == {
+        "context": "../../locks",
+        "dockerfile": "Dockerfile",
+        "options": ["--platform=linux/arm64"],
+    }
+    steps = real_tools.dockerfile_instructions(folder / ".devcontainer" / "arm64" / "Dockerfile")
+    copies = [c.value for c in steps if c.cmd.upper() == "COPY" and not c.flags]
+    assert copies == [("cpu-aarch64.txt", "/tmp/envparity-lock.txt")]  # the cpu flavor's arm64 lock
+    labels = real_tools.dockerfile_pairs(
+        folder / ".devcontainer" / "arm64" / "Dockerfile", "LABEL", ["dev.envparity.flavor"]
+    )
+    assert labels == {"dev.envparity.flavor": "cpu"}
+    # the main image takes the CUDA flavor's lock of its machine; no macOS lock goes in
+    main_copies = [
+        c.value
+        for c in real_tools.dockerfile_instructions(folder / ".devcontainer" / "Dockerfile")
+        if c.cmd.upper() == "COPY" and not c.flags
+    ]
+    assert main_copies == [("cu128.txt", "cu128-aarch64.txt", "/tmp/envparity-locks/")]
+    read = real_tools.devcontainer_read_configuration(folder)  # the CLI reads the main one
+    assert read["name"] == "vision_train"
+    real_tools.hadolint(folder / ".devcontainer" / "arm64" / "Dockerfile")

@@ -395,7 +395,7 @@ def _checks(spec: Spec, flavor: str, locks: list[str]) -> list[str]:
         f"        (builtins.fromTOML (builtins.readFile ./{pylock})).packages;",
         "  in",
         "  {",
-        f"    locks = pkgs.runCommand {nix_string(name + '-locks')} {{ }} (if problems == [ ] then \"touch $out\"",
+        f'    locks = pkgs.runCommand {nix_string(name + "-locks")} {{ }} (if problems == [ ] then "touch $out"',
         '      else "echo " + lib.escapeShellArg (builtins.concatStringsSep "\\n" problems) + " >&2; exit 1");',
         "  }",
         f'  // lib.optionalAttrs (envs ? {nix_string(flavor)}) {{ "python-{flavor}" = env; }}',
