@@ -284,3 +284,19 @@ def test_new_keys_left_unset_keep_every_inputs_hash() -> None:
         ).to_dict()["environment"]["macos"]
         == "15.0"
     )
+
+
+def test_the_documented_fleet_example_loads_and_locks_what_the_docs_say() -> None:
+    from orchestrator import lock
+
+    text = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
+    example = text.split("## Systems: Linux and macOS in one spec")[1].split("```toml\n")[1]
+    s = spec.loads(example.split("```")[0])
+    assert [t.path for t in lock.lock_targets(s)] + [lock.pylock_path(f) for f in s.flavors] == [
+        "locks/cu130.txt",
+        "locks/cpu.txt",
+        "locks/cpu-aarch64-darwin.txt",
+        "locks/pylock.cu130.toml",
+        "locks/pylock.cpu.toml",
+    ]
+    assert [i.url for i in lock.sources(s, "cpu", "aarch64-darwin")] == []  # PyPI's torch
