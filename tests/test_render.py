@@ -592,3 +592,38 @@ def test_apple_silicon_gets_a_linux_arm64_configuration_without_gpu_requests(
     read = real_tools.devcontainer_read_configuration(folder)  # the CLI reads the main one
     assert read["name"] == "vision_train"
     real_tools.hadolint(folder / ".devcontainer" / "arm64" / "Dockerfile")
+
+
+@pytest.mark.slow
+def test_compute_capabilities_reach_nixpkgs_and_extension_builds(tmp_path: Path) -> None:
+    text = CUDA_12_8.replace('cudnn = "9"', 'cudnn = "9"\ncompute_capabilities = ["8.9", "12.0"]')
+    folder = render_into(tmp_path, text)
+    flake = (folder / "flake.nix").read_text(encoding="utf-8")
+    assert flake.count('cudaCapabilities = [ "8.9" "12.0" ];') == 1  # nixpkgs' config, Linux
+    assert _shell(folder, "TORCH_CUDA_ARCH_LIST", "cu128") == "8.9;12.0"
+    cpu = real_tools.nix_eval_json(
+        "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
+        ".devShells.x86_64-linux.cpu ? TORCH_CUDA_ARCH_LIST",
+        cwd=folder,
+    )
+    assert cpu is False  # the cpu shell builds no CUDA extension
+    real_tools.nix_flake_check(folder)
+
+
+@pytest.mark.slow
+def test_darwin_shells_have_no_cuda_and_no_driver(tmp_path: Path) -> None:
+    folder = render_into(tmp_path, APPLE_SILICON)
+    report = real_tools.nix_flake_check(folder)
+    assert "checking derivation devShells.aarch64-darwin.default" in report
+    shells = real_tools.nix_eval_json(
+        "builtins.mapAttrs (n: s: { inputs = map (p: p.name) s.nativeBuildInputs;"
+        ' hook = s.shellHook or ""; wrapper = s ? ENVPARITY_PYTHON_WRAPPER; })'
+        " ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; }).devShells.aarch64-darwin",
+        cwd=folder,
+    )
+    assert sorted(shells) == ["cpu", "default"]  # no CUDA flavor on macOS; pure once locked
+    for shell in shells.values():
+        assert not any(name.startswith("cuda") for name in shell["inputs"])
+        assert "envparity_driver" not in shell["hook"] and "LD_LIBRARY_PATH" not in shell["hook"]
+        assert shell["wrapper"] is False  # macOS wheels need no library path
+        assert "locks/cpu-aarch64-darwin.txt" in shell["hook"]

@@ -171,4 +171,8 @@ if !(builtins ? nixVersion) || builtins.compareVersions requiredNix builtins.nix
 else if !builtins.elem system systems then throw "stand-in nixpkgs: unsupported system '${system}'"
 else if unknownConfig != [ ] then
   throw "stand-in nixpkgs: config option(s) ${builtins.concatStringsSep ", " unknownConfig} unknown here"
+# pkgs/top-level/config.nix: cudaCapabilities is a list of strings ("8.9"), as
+# pkgs/development/cuda-modules reads them
+else if cfg ? cudaCapabilities && !(builtins.isList cfg.cudaCapabilities && builtins.all builtins.isString cfg.cudaCapabilities) then
+  throw "stand-in nixpkgs: config.cudaCapabilities must be a list of strings"
 else self
