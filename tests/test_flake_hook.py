@@ -36,7 +36,20 @@ if [ "$1" = venv ]; then mkdir -p .venv/bin && : > .venv/bin/activate; exit 0; f
 """
 
 
-def enter(root: Path, hook: str, *, fail: bool = False) -> tuple[list[str], str]:
+def hook_project(root: Path) -> tuple[str, Path]:
+    """(the hook of SPEC, its lock): SPEC, a recording stand-in for uv and a one-line lock."""
+    (root / "environment.toml").write_text(SPEC)
+    hook = venv_hook(spec.load(root / "environment.toml"))
+    (root / "bin").mkdir()
+    (root / "bin" / "uv").write_text(FAKE_UV)
+    (root / "bin" / "uv").chmod(0o755)
+    lock = root / "locks" / "cpu.txt"
+    lock.parent.mkdir()
+    lock.write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    return hook, lock
+
+
+def enter(root: Path, hook: str, *, fail: bool = False, wrapper: str = "") -> tuple[list[str], str]:
     log = root / "uv.log"
     log.unlink(missing_ok=True)
     env = {
@@ -44,6 +57,7 @@ def enter(root: Path, hook: str, *, fail: bool = False) -> tuple[list[str], str]
         "PATH": f"{root / 'bin'}:{os.environ['PATH']}",
         "HOOK_LOG": str(log),
         "ENVPARITY_PYTHON": "/usr/bin/python3",
+        "ENVPARITY_PYTHON_WRAPPER": wrapper,
         "FAKE_UV_FAIL": "1" if fail else "",
     }
     done = subprocess.run(
@@ -56,14 +70,7 @@ def enter(root: Path, hook: str, *, fail: bool = False) -> tuple[list[str], str]
 def test_hook_builds_once_rebuilds_on_change_and_never_trusts_a_failed_build(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "environment.toml").write_text(SPEC)
-    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
-    (tmp_path / "bin" / "uv").chmod(0o755)
-    lock = tmp_path / "locks" / "cpu.txt"
-    lock.parent.mkdir()
-    lock.write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    hook, lock = hook_project(tmp_path)
     stamp = tmp_path / ".venv" / ".envparity-lock"
 
     calls, err = enter(tmp_path, hook)
@@ -261,23 +268,10 @@ def test_driver_hook_on_this_machine_asks_its_real_ldconfig_and_finds_no_driver(
 def test_hook_points_the_venvs_interpreter_at_the_flakes_python_with_libraries(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "environment.toml").write_text(SPEC)
-    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
-    (tmp_path / "bin" / "uv").chmod(0o755)
-    (tmp_path / "locks").mkdir()
-    (tmp_path / "locks" / "cpu.txt").write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    hook, _ = hook_project(tmp_path)
     wrapper = tmp_path / "python-with-libs"
     wrapper.write_text("#!/bin/sh\n")
-    env = {
-        **os.environ,
-        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-        "HOOK_LOG": str(tmp_path / "log"),
-        "ENVPARITY_PYTHON": "/usr/bin/python3",
-        "ENVPARITY_PYTHON_WRAPPER": str(wrapper),
-    }
-    subprocess.run(["bash", "-c", hook], cwd=tmp_path, env=env, check=True, capture_output=True)
+    enter(tmp_path, hook, wrapper=str(wrapper))
     bin_dir = tmp_path / ".venv" / "bin"
     assert {n: os.readlink(bin_dir / n) for n in ("python", "python3", "python3.11")} == {
         n: str(wrapper) for n in ("python", "python3", "python3.11")

@@ -354,6 +354,32 @@ def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_pa
     assert str(host) not in path
 
 
+def _locked_flake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec_text: str, *, vendor: bool = False
+) -> tuple[Path, Path]:
+    """(nix's bin folder, project): ``spec_text`` locked by uv and rendered against the live
+    stand-in, in a git repository with its files tracked (``vendor``: with a copy of
+    envparity's ``orchestrator/``, as a project that vendors it has)."""
+    nix = nix_on_path(monkeypatch)
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "environment.toml").write_text(
+        spec_text.format(nixpkgs=f"path:{standin}"), encoding="utf-8"
+    )
+    spec = load(root / "environment.toml")
+    lock.lock(spec)
+    files.write_all(root, render.render_all(spec))
+    if vendor:
+        shutil.copytree(REPO / "orchestrator", root / "orchestrator",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "."])
+    return nix, root
+
+
 PURE_SPEC = """\
 [environment]
 name = "pure-env"
@@ -379,20 +405,7 @@ def test_pure_environment_is_built_by_nix_from_the_pylock_with_wheels_nix_fetche
     """numpy and six locked by uv against PyPI (real metadata and hashes); Nix fetches each
     wheel from files.pythonhosted.org itself (fixed-output, the pylock's sha256), the stand-in's
     runCommand installs them offline with uv into the store, and the flake's checks build."""
-    nix = nix_on_path(monkeypatch)
-    monkeypatch.setenv("NIX_CONFIG", "substituters =")
-    standin = _standin(tmp_path / "standin")
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "environment.toml").write_text(
-        PURE_SPEC.format(nixpkgs=f"path:{standin}"), encoding="utf-8"
-    )
-    spec = load(root / "environment.toml")
-    lock.lock(spec)
-    files.write_all(root, render.render_all(spec))
-    git = require("git")
-    process.run([git, "init", "--quiet", str(root)])
-    process.run([git, "-C", str(root), "add", "environment.toml", "flake.nix", "locks"])
+    nix, root = _locked_flake(tmp_path, monkeypatch, PURE_SPEC)
     flake = ["--extra-experimental-features", "nix-command flakes", "--no-write-lock-file"]
 
     built = process.run(
@@ -468,23 +481,8 @@ def test_the_flakes_probe_check_trains_in_the_pure_environment(
     file:// URL in the pylock), numpy from PyPI. Nix builds the pure environment and runs the
     probe in its sandbox; the fingerprint is the check's output. About 2 minutes cold here
     (copying torch into the store), seconds when Nix has it."""
-    nix = nix_on_path(monkeypatch)
-    monkeypatch.setenv("NIX_CONFIG", "substituters =")
     monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={WHEELS}")
-    standin = _standin(tmp_path / "standin")
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "environment.toml").write_text(
-        PROBE_SPEC.format(nixpkgs=f"path:{standin}"), encoding="utf-8"
-    )
-    spec = load(root / "environment.toml")
-    lock.lock(spec)
-    files.write_all(root, render.render_all(spec))
-    shutil.copytree(REPO / "orchestrator", root / "orchestrator",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    git = require("git")
-    process.run([git, "init", "--quiet", str(root)])
-    process.run([git, "-C", str(root), "add", "."])
+    nix, root = _locked_flake(tmp_path, monkeypatch, PROBE_SPEC, vendor=True)
     built = process.run(
         [str(nix / "nix"), "build", "--extra-experimental-features", "nix-command flakes",
          "--no-write-lock-file", "--no-link", "--print-out-paths",
