@@ -24,10 +24,18 @@ e. the GPU model, SM count, driver, torch, CUDA and cuDNN versions, ``get_arch_l
 f. TF32 allowed (``--tf32``) against (a)'s run: the verdict and which kernel outputs changed;
 g. ``--deterministic-algorithms warn`` against (a)'s run: the verdict and the audit;
 h. data-parallel training (``--world-size 2``) twice, and world size 1 against 2: NCCL on
-   CUDA when two GPUs are visible, else gloo on the CPU (recorded as ``device``).
+   CUDA when two GPUs are visible, else gloo on the CPU (recorded as ``device``);
+i. the host checks of ``envparity doctor`` against the real tools: ``nvidia-smi -q`` as
+   ``gpus.driver()`` reads it (driver, its CUDA, each GPU's brand and bus ID), whether the
+   NVIDIA_REQUIRE_CUDA of each recorded nvidia/cuda image holds here
+   (``cuda_host.requirement_holds``), the host nvcc's release, and the start of the raw
+   ``nvidia-smi -q`` output, so that the stand-ins of tests/gpu_stand_ins.py can be checked
+   against it.
 
 ``gpu.json`` holds one key per part (``a``, ``b``, ``b_atomics``, ``c``, ``d``, ``e``, ``f``,
-``g``, ``h``).
+``g``, ``h``, ``i``). Part ``c`` also gives the verdict with the spec's default
+``cross_device_rtol`` (``[verify]``) and the largest relative loss difference, from which a
+tolerance is calibrated.
 Each part runs alone: a failure is recorded as that part's error and the others still run,
 and a part that would start after the time budget is recorded as skipped. With ``--quick``
 every probe runs on the CPU for a few steps ("CPU vs CUDA" then compares two CPU runs).
@@ -59,9 +67,11 @@ from orchestrator.errors import ToolError  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
 from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
+from orchestrator.spec import Verify  # noqa: E402
 
 SEED = 0
 Result = dict[str, Any]
+CROSS_DEVICE_RTOL = Verify().cross_device_rtol  # the spec's default ([verify])
 
 
 class Checks:
@@ -151,6 +161,8 @@ class Checks:
         )
         cpu = self.probe("cpu_on", "cpu")
         result = verdict([cpu, cuda])
+        result["cross_device_rtol"] = CROSS_DEVICE_RTOL
+        result["with_cross_device_rtol"] = verdict([cpu, cuda], cross_device_rtol=CROSS_DEVICE_RTOL)
         relative = [
             abs(a - b) / abs(a) if a else abs(b)
             for a, b in zip(cpu.losses, cuda.losses, strict=True)
@@ -195,13 +207,50 @@ class Checks:
             "gpus_visible": torch.cuda.device_count(),
             "two_vs_two": verdict(two),
             "one_vs_two": verdict([one, two[0]]),
-            "one_vs_two_same_data_order": one.stages["data_order"] == two[0].stages["data_order"],
+            "one_vs_two_same_data_order": one.stages.data_order == two[0].stages.data_order,
         }
 
     def cost(self) -> Result:
         on = self.worker("timing", deterministic=True)
         off = self.worker("timing", "--no-deterministic", deterministic=False)
         return {"on": on, "off": off, "on_over_off": on["steps_per_s"] / off["steps_per_s"]}
+
+    def host_tools(self) -> Result:
+        from orchestrator import compat, cuda_host, gpus
+
+        raw = gpus.nvidia_smi("-q")
+        driver = gpus.driver()
+        result: Result = {
+            "nvidia_smi_q_head": None if raw is None else raw.splitlines()[:16],
+            "driver": None
+            if driver is None
+            else {
+                "version": driver.version,
+                "cuda": driver.cuda,
+                "cuda_from_table": compat.cuda_of_driver(driver.version),
+                "gpus": [vars(g) for g in driver.gpus],
+            },
+        }
+        if driver is not None:
+            result["images_start"] = {
+                cuda: [
+                    cuda_host.requirement_holds(
+                        requirement.expression,
+                        cuda_host.HostFacts(
+                            cuda=driver.cuda or compat.cuda_of_driver(driver.version),
+                            driver=driver.version,
+                            brand=cuda_host.brand_word(gpu.brand),
+                        ),
+                    )
+                    for gpu in driver.gpus
+                ]
+                for cuda, requirement in sorted(compat.table().images.items())
+            }
+        home = cuda_host.cuda_home()
+        nvcc = None if home is None else home / "bin" / "nvcc"
+        result["nvcc"] = None if nvcc is None else [str(nvcc), cuda_host.nvcc_release(nvcc)]
+        result["CUDA_DEVICE_ORDER_in_launch"] = settings(True).launch_env().get("CUDA_DEVICE_ORDER")
+        return result
 
     def versions(self) -> Result:
         result = self.worker("info")
@@ -221,20 +270,21 @@ def settings(deterministic: bool | str, *, tf32: bool = False) -> DeterminismSet
 
 def outputs_apart(a: Fingerprint, b: Fingerprint) -> Result:
     """Per kernel output both recorded: identical or not, and the relative norm difference."""
-    oa, ob = a.stages.get("outputs", {}), b.stages.get("outputs", {})
+    oa, ob = a.stages.outputs, b.stages.outputs
     result: Result = {}
     for name in sorted(set(oa) & set(ob)):
-        na, nb = float.fromhex(oa[name]["norm"]), float.fromhex(ob[name]["norm"])
+        na, nb = float.fromhex(oa[name].norm), float.fromhex(ob[name].norm)
         result[name] = {
-            "identical": oa[name]["digest"] == ob[name]["digest"],
+            "identical": oa[name].digest == ob[name].digest,
             "relative_norm_difference": float(f"{abs(na - nb) / abs(na) if na else abs(nb):.3g}"),
         }
     result["only_in_second"] = sorted(set(ob) - set(oa))
     return result
 
 
-def verdict(runs: list[Fingerprint]) -> Result:
-    v = compare(runs).worst
+def verdict(runs: list[Fingerprint], *, cross_device_rtol: float = 1e-4) -> Result:
+    """The worst pair's verdict: bitwise within a device, ``cross_device_rtol`` across."""
+    v = compare(runs, cross_device_rtol=cross_device_rtol).worst
     return {
         "kind": v.kind,
         "stage": v.stage,
@@ -420,7 +470,9 @@ def table(results: Result) -> list[str]:
         f"c) cpu vs {device}",
         results["c"],
         lambda r: (
-            f"{kind(r)}; max relative loss difference {r['max_relative_loss_difference']:.3g}; "
+            f"{kind(r)}; with cross_device_rtol {r['cross_device_rtol']:g}: "
+            f"{kind(r['with_cross_device_rtol'])}; max relative loss difference "
+            f"{r['max_relative_loss_difference']:.3g}; "
             f"outputs differing: {changed(r['outputs']) or 'none'}"
         ),
     )
@@ -460,6 +512,17 @@ def table(results: Result) -> list[str]:
             f"{r['one_vs_two_same_data_order']}"
         ),
     )
+    show(
+        "i) host tools (doctor)",
+        results["i"],
+        lambda r: (
+            f"driver {(r['driver'] or {}).get('version', '-')} CUDA "
+            f"{(r['driver'] or {}).get('cuda', '-')}; images that start: "
+            + (", ".join(c for c, ok in (r.get("images_start") or {}).items() if all(ok)) or "none")
+            + f"; nvcc {r['nvcc'][1] if r['nvcc'] else 'none'}; "
+            f"CUDA_DEVICE_ORDER {r['CUDA_DEVICE_ORDER_in_launch']}"
+        ),
+    )
     width = max(len(name) for name, _ in rows)
     return [f"{name:<{width}}  {text}" for name, text in rows]
 
@@ -483,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(os.environ.get("OUT") or ".")
     checks = Checks(quick=args.quick, budget=args.budget, out=out)
     for name, run in (
+        ("i", checks.host_tools),  # first: it takes a second, and tests the stand-ins
         ("e", checks.versions),
         ("a", checks.repeat_on),
         ("b", checks.repeat_off),

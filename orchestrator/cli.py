@@ -62,13 +62,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {target}")
     from orchestrator import compat, spec
 
-    for problem in compat.check(spec.load(target)):  # written all the same: a draft to edit
+    draft = spec.load(target)
+    for problem in compat.check(draft):  # written all the same: a draft to edit
         _err(f"warning: {problem} (edit {target} before 'envparity lock')")
+    for note in compat.abi_notes(draft):
+        _err(f"note: {note}")
     return 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from orchestrator import lock
+    from orchestrator import compat, lock
 
     spec = _spec(args)
     if args.check:
@@ -78,6 +81,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if stale:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
+    lock.refuse_incompatible(spec)  # before the notes: a refused spec gets the refusal alone
+    for line in compat.architecture_warnings(spec):
+        _err(f"warning: {line}")
+    for note in compat.abi_notes(spec):
+        _err(f"note: {note}")
     for path in lock.lock(
         spec,
         upgrade=args.upgrade,
@@ -90,13 +98,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from orchestrator import files, lock, render
+    from orchestrator import compat, files, lock, render
     from orchestrator.render.flake import flake_warnings
 
     spec = _spec(args)
     lock.refuse_incompatible(spec)
     rendered = render.render_all(spec)
-    for warning in flake_warnings(spec):
+    for warning in compat.architecture_warnings(spec) + flake_warnings(spec):
         _err(f"warning: {warning}")
     orphans = render.orphans(spec, rendered)
     if args.check:

@@ -12,7 +12,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +85,50 @@ class Toolkit:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AbiBound:
+    """torch releases built against one major version of a package's C API (``[abi.X]``)."""
+
+    package: str  # "numpy"
+    torch: str  # the torch releases concerned: "<2.3"
+    requires: str  # what they need of the package: "<2"
+    newest: str  # the newest release of the package inside the bound: "1.26.4"
+    symptom: str
+    source: str
+
+    def covers(self, torch_version: str) -> bool:
+        """Whether the torch release ``torch_version`` (a local label is ignored) needs it."""
+        return SpecifierSet(self.torch).contains(_public(torch_version), prereleases=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageRequirement:
+    """What ``NVIDIA_REQUIRE_CUDA`` of the nvidia/cuda:A.B.x images asks of the host
+    (``[nvidia_require_cuda."A.B"]``); ``expression`` is the variable's value."""
+
+    cuda: str
+    brands: tuple[str, ...]
+    branches: tuple[int, ...]
+    source: str
+
+    @property
+    def expression(self) -> str:
+        clauses = [f"cuda>={self.cuda}"] + [
+            f"brand={brand},driver>={n},driver<{n + 1}"
+            for n in self.branches
+            for brand in self.brands
+        ]
+        return " ".join(clauses)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Table:
     newest_on_pypi: str
     checked: str
     sources: Mapping[str, str]
     releases: tuple[Release, ...]  # oldest first
     toolkits: Mapping[str, Toolkit]
+    abi: tuple[AbiBound, ...] = ()
+    images: Mapping[str, ImageRequirement] = field(default_factory=dict)
 
     def release_of(self, version: str) -> Release | None:
         return next((r for r in self.releases if version in r.versions), None)
@@ -114,6 +152,16 @@ def table() -> Table:
         sources=data["sources"],
         releases=tuple(releases),
         toolkits=toolkits,
+        abi=tuple(AbiBound(package=name, **entry) for name, entry in data.get("abi", {}).items()),
+        images={
+            cuda: ImageRequirement(
+                cuda=cuda,
+                brands=tuple(e["brands"]),
+                branches=tuple(e["branches"]),
+                source=e["source"],
+            )
+            for cuda, e in data.get("nvidia_require_cuda", {}).items()
+        },
     )
 
 
@@ -180,6 +228,39 @@ def min_driver_minor_compat(cuda_version: str) -> str | None:
     return None if toolkit is None else toolkit.minor_compat
 
 
+def cuda_of_driver(driver: str) -> str | None:
+    """The newest CUDA toolkit in the table whose GA Linux driver is at most ``driver``
+    (``"551.78"`` -> ``"12.4"``): what that driver reports as its CUDA version, by NVIDIA's
+    table "CUDA Toolkit and Corresponding Driver Versions". None below every toolkit."""
+    have = _key_loose(driver)
+    fits = [k.version for k in table().toolkits.values() if _key_loose(k.driver) <= have]
+    return max(fits, key=_key) if fits else None
+
+
+def image_cuda(image: str) -> str | None:
+    """The CUDA ``major.minor`` of an ``nvidia/cuda`` image from its tag
+    (``nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:...`` -> ``"12.8"``); None for
+    another image or a tag without a version."""
+    name, tag = _image_tag(image)
+    found = _CUDA_IMAGE_TAG_RE.match(tag) if name.rsplit("/", 1)[-1] == "cuda" else None
+    return f"{int(found[1])}.{int(found[2])}" if found else None
+
+
+def image_patch(cuda: str) -> str | None:
+    """``"12.4"`` -> ``"12.4.1"``: the newest update release of a toolkit in the table (the
+    version nvidia/cuda tags of it start with); None for a toolkit not in the table."""
+    toolkit = table().toolkits.get(cuda)
+    if toolkit is None:
+        return None
+    update = re.search(r"Update (\d+)", toolkit.latest_update)
+    return f"{cuda}.{update[1] if update else 0}"
+
+
+def _key_loose(version: str) -> tuple[int, ...]:
+    """``"570.86.15"`` -> ``(570, 86, 15)``; non-numeric parts are dropped."""
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
 def cudnn_for(cuda_version: str, torch_version: str | None = None) -> str | None:
     """The cuDNN of torch's CUDA build: of ``torch_version`` when given, else of the newest
     recorded torch release that has a build for ``cuda_version``. None when unknown."""
@@ -235,6 +316,7 @@ def check(spec: Spec) -> list[Problem]:
             if refused:
                 problems.append(Problem(request.file, "cuda.compute_capabilities", refused))
     problems += _local_label(spec, request)
+    problems += _abi_problems(spec)
     if not request.admitted:
         return problems
     with_cuda = request.admitted
@@ -260,7 +342,12 @@ def check(spec: Spec) -> list[Problem]:
 
 
 def warnings(spec: Spec) -> list[str]:
-    """Non-fatal notes: what the check could not prove either way."""
+    """Non-fatal notes: what the check could not prove either way (``architecture_warnings``
+    last)."""
+    return _table_warnings(spec) + architecture_warnings(spec)
+
+
+def _table_warnings(spec: Spec) -> list[str]:
     file = _display(spec.path)
     out: list[Problem] = []
     torch = spec.dependency("torch")
@@ -488,9 +575,8 @@ def _cuda_sources(spec: Spec) -> list[Problem]:
     flavor = spec.flavor_of("devcontainer")
     if isinstance(dc, DevcontainerTarget) and spec.cuda is not None and flavor.startswith("cu"):
         name, tag = _image_tag(dc.image)
-        found = _CUDA_IMAGE_TAG_RE.match(tag) if name.rsplit("/", 1)[-1] == "cuda" else None
-        if found and f"{int(found[1])}.{int(found[2])}" != spec.cuda.version:
-            have = f"{int(found[1])}.{int(found[2])}"
+        have = image_cuda(dc.image)
+        if have is not None and have != spec.cuda.version:
             out.append(
                 Problem(
                     file,
@@ -689,6 +775,180 @@ def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+# --------------------------------------------------------------------------- ABI pairs
+
+
+def abi_bounds(spec: Spec) -> list[AbiBound]:
+    """The table's ABI bounds (``[abi.X]``) that the lock must add for ``spec``: those whose
+    torch releases include every release the spec's torch admits, where the spec's own
+    requirement of the package (or its absence) also admits versions outside the bound. The
+    lock hands each to uv as a constraint (``bound.package + bound.requires``), so it binds the
+    package whether the spec names it or another package pulls it in. ``[]`` for a spec whose
+    torch also admits releases outside a bound: the lock then checks its pins
+    (``abi_conflicts``). Source of the facts: ``orchestrator/data/compat.toml``."""
+    torch = spec.dependency("torch")
+    if torch is None:
+        return []
+    out = []
+    for bound in table().abi:
+        if not _only_inside(torch.specifier, bound.torch, table().versions):
+            continue
+        dep = spec.dependency(bound.package)
+        if dep is None or _admits_outside(dep.specifier, bound.requires):
+            out.append(bound)
+    return out
+
+
+def abi_notes(spec: Spec) -> list[str]:
+    """One line per bound of ``abi_bounds(spec)``: what the lock takes, and why."""
+    torch = spec.dependency("torch")
+    out = []
+    for bound in abi_bounds(spec):
+        dep = spec.dependency(bound.package)
+        key = f"dependencies.{dep.name if dep is not None else 'torch'}"
+        out.append(
+            str(
+                Problem(
+                    _display(spec.path),
+                    key,
+                    f"the locks take {bound.package} {bound.requires} ({bound.newest} is the "
+                    f"newest): torch {torch.specifier if torch else ''!r} needs it; "
+                    f"{bound.symptom}",
+                )
+            )
+        )
+    return out
+
+
+def abi_conflicts(pins: Mapping[str, str]) -> list[str]:
+    """What a resolved lock (``{canonical name: version}``) pairs across an ABI bound, one
+    line each naming the pins, the symptom and the fix; ``[]`` when nothing does."""
+    out = []
+    torch = pins.get("torch")
+    for bound in table().abi:
+        have = pins.get(bound.package)
+        if torch is None or have is None or not bound.covers(torch):
+            continue
+        if not SpecifierSet(bound.requires).contains(have, prereleases=True):
+            out.append(
+                f"torch {torch} beside {bound.package} {have} (add {bound.package} = "
+                f'"{bound.requires}" to [dependencies], {bound.newest} being the newest, or use '
+                f"{_outside(bound)}): {bound.symptom}"
+            )
+    return out
+
+
+def _abi_problems(spec: Spec) -> list[Problem]:
+    """A spec whose torch needs a bound that its own requirement of the package excludes."""
+    torch = spec.dependency("torch")
+    if torch is None:
+        return []
+    out = []
+    for bound in table().abi:
+        dep = spec.dependency(bound.package)
+        if dep is None or not _only_inside(torch.specifier, bound.torch, table().versions):
+            continue
+        if not _admits_inside(dep.specifier, bound.requires, bound.newest):
+            out.append(
+                Problem(
+                    _display(spec.path),
+                    f"dependencies.{dep.name}",
+                    f"{dep.specifier!r} admits no {bound.package} {bound.requires}, which torch "
+                    f'{torch.specifier!r} needs (use {dep.name} = "{bound.requires}", '
+                    f"{bound.newest} being the newest, or {_outside(bound)}): {bound.symptom}",
+                )
+            )
+    return out
+
+
+def _outside(bound: AbiBound) -> str:
+    """The fix on torch's side: ``"torch 2.3 or newer"`` for a bound on ``"<2.3"``."""
+    clauses = list(SpecifierSet(bound.torch))
+    if len(clauses) == 1 and clauses[0].operator == "<":
+        return f"torch {clauses[0].version} or newer"
+    return f"a torch release outside {bound.torch!r}"
+
+
+def _candidates(*specifiers: str) -> set[str]:
+    """Versions that probe ``specifiers``: each clause's version, just above and just below
+    it, and a far-off release (an open range admits it)."""
+    out = {"9999"}
+    for text in specifiers:
+        for clause in SpecifierSet(text):
+            try:
+                release = list(Version(_public(clause.version)).release)
+            except ValueError:  # a prefix match such as ==2.2.*
+                release = [int(p) for p in clause.version.split(".") if p.isdigit()]
+            if not release:
+                continue
+            out.add(".".join(map(str, release)))
+            out.add(".".join(map(str, [*release[:-1], release[-1] + 1])))
+            nonzero = [i for i, p in enumerate(release) if p > 0]
+            if nonzero:
+                i = nonzero[-1]
+                out.add(".".join(map(str, [*release[:i], release[i] - 1, 999])))
+    return out
+
+
+def _admits(specifier: str, version: str) -> bool:
+    public = ",".join(f"{c.operator}{_public(c.version)}" for c in SpecifierSet(specifier))
+    return SpecifierSet(public).contains(version, prereleases=True)
+
+
+def _only_inside(specifier: str, bound: str, known: Sequence[str]) -> bool:
+    """Whether ``specifier`` admits some version, all of them inside ``bound`` (as far as the
+    table's ``known`` releases and the specifiers' own versions show)."""
+    admitted = [v for v in {*known, *_candidates(specifier, bound)} if _admits(specifier, v)]
+    return bool(admitted) and all(_admits(bound, v) for v in admitted)
+
+
+def _admits_outside(specifier: str, bound: str) -> bool:
+    return any(
+        _admits(specifier, v) and not _admits(bound, v) for v in _candidates(specifier, bound)
+    )
+
+
+def _admits_inside(specifier: str, bound: str, newest: str) -> bool:
+    return any(
+        _admits(specifier, v) and _admits(bound, v)
+        for v in {newest, *_candidates(specifier, bound)}
+    )
+
+
+# --------------------------------------------------------------------------- GPU architectures: the spec
+
+
+def architecture_warnings(spec: Spec) -> list[str]:
+    """What the architecture check (``gpu_verdict``) could not prove for each of the spec's
+    ``cuda.compute_capabilities``: no kernel list known for the build, an unverified list, or
+    PTX only. One line when no list is known at all. lock, render, check and doctor print
+    these; refusals are ``check``'s."""
+    if spec.cuda is None or not spec.cuda.compute_capabilities:
+        return []
+    capabilities = spec.cuda.compute_capabilities
+    what = "compute capability" if len(capabilities) == 1 else "compute capabilities"
+    request = _request(spec)
+    if request is None or request.cuda is None or not request.admitted:
+        torch = spec.dependency("torch")
+        why = (
+            "no torch dependency"
+            if torch is None
+            else f"{torch.specifier!r} admits no torch release in the compatibility table"
+        )
+        message = f"{why}: {what} {_and(list(capabilities))} not checked"
+        return [str(Problem(_display(spec.path), "cuda.compute_capabilities", message))]
+    builds = _builds(request.admitted, request.cuda)
+    if capabilities and builds and not any(b.archs for _, b in builds):
+        message = _not_in_table(request.admitted, request.cuda, capabilities)
+        return [str(Problem(request.file, "cuda.compute_capabilities", message))]
+    out = []
+    for capability in capabilities:
+        _, warning = gpu_verdict(request.admitted, request.cuda, capability)
+        if warning:
+            out.append(str(Problem(request.file, "cuda.compute_capabilities", warning)))
+    return out
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -792,19 +1052,10 @@ def gpu_verdict(
     ``torch_versions`` (releases in the table). A refusal when every such build with a known
     list lacks kernels for it; a warning when only PTX or unverified lists cover it, or when
     no list is known. ``(None, None)``: it runs natively."""
-    builds = [
-        (v, b)
-        for v in torch_versions
-        if (r := table().release_of(v)) is not None and (b := r.builds.get(cuda)) is not None
-    ]
+    builds = _builds(torch_versions, cuda)
     known = [(v, b) for v, b in builds if b.archs]
     if not known:
-        return None, (
-            f"which GPUs torch {_span(torch_versions)} cu{cuda.replace('.', '')} has kernels "
-            f"for is not in the table: compute capability {capability} unchecked"
-            if builds
-            else None
-        )
+        return None, (_not_in_table(torch_versions, cuda, [capability]) if builds else None)
     fits = {v: runs_on(b.archs, capability) for v, b in known}
     sm = "sm_" + capability.replace(".", "")
     if any(f == "native" for f in fits.values()):
@@ -827,6 +1078,24 @@ def gpu_verdict(
         f"{what}: 'no kernel image is available'; torch builds that have them: {alternatives}",
         None,
     )
+
+
+def _not_in_table(torch_versions: Sequence[str], cuda: str, capabilities: Sequence[str]) -> str:
+    """Says that no build's kernel list is known, so ``capabilities`` were not checked."""
+    what = "compute capability" if len(capabilities) == 1 else "compute capabilities"
+    return (
+        f"which GPUs torch {_span(torch_versions)} cu{cuda.replace('.', '')} has kernels for is "
+        f"not in the compatibility table: {what} {_and(list(capabilities))} not checked"
+    )
+
+
+def _builds(torch_versions: Sequence[str], cuda: str) -> list[tuple[str, Build]]:
+    """``(release, build)`` of the table's ``cuda`` build of each of ``torch_versions``."""
+    return [
+        (v, b)
+        for v in torch_versions
+        if (r := table().release_of(v)) is not None and (b := r.builds.get(cuda)) is not None
+    ]
 
 
 def _capability(text: str) -> tuple[int, int]:

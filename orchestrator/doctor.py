@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import check, compat, files, freshness, gpus, lock
+from orchestrator import check, compat, cuda_host, files, freshness, gpus, lock
 from orchestrator.spec import Spec
 
 
@@ -140,10 +140,13 @@ def _gpu(spec: Spec, r: Report) -> None:
             f"no NVIDIA driver answers here: the CUDA {spec.cuda.version} flavor cannot run here",
             f"a driver >= {need} is needed" if need else "",
         )
+        _finding(r, cuda_host.nvcc_verdict(spec))
         return
     floor = compat.min_driver_minor_compat(spec.cuda.version)
+    names = []
     for line in out.strip().splitlines():
         name, _, driver = (part.strip() for part in line.partition(","))
+        names.append(name)
         if floor and _version(driver) < _version(floor):
             r.fail(
                 f"{name}: driver {driver} cannot run CUDA {spec.cuda.version} "
@@ -154,11 +157,26 @@ def _gpu(spec: Spec, r: Report) -> None:
             r.warn(
                 f"{name}: driver {driver} runs CUDA {spec.cuda.version} only under minor-version "
                 f"compatibility (>= {floor}); the toolkit's own minimum is {need}",
-                "fine for torch's wheels; update the driver for nvcc-built PTX or new features",
+                "fine for torch's wheels on the host; update the driver for nvcc-built PTX, new "
+                "features and containers that require this CUDA",
             )
         else:
             r.ok(f"{name}: driver {driver}" + (f" >= {need}" if need else ""))
+    _finding(r, cuda_host.image_verdict(spec, gpus.driver()))
+    _finding(r, cuda_host.nvcc_verdict(spec))
+    _finding(r, cuda_host.device_order_verdict(names))
     _gpu_architectures(spec, r)
+
+
+def _finding(r: Report, finding: cuda_host.Finding | None) -> None:
+    if finding is None:
+        return
+    if finding.level == "ok":
+        r.ok(finding.message)
+    elif finding.level == "warn":
+        r.warn(finding.message, finding.fix)
+    else:
+        r.fail(finding.message, finding.fix)
 
 
 def _gpu_architectures(spec: Spec, r: Report) -> None:

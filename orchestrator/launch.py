@@ -22,6 +22,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # Every variable launch_environment() may set.
 SET_AT_LAUNCH = (
     "PYTHONHASHSEED",
+    "CUDA_DEVICE_ORDER",
     "CUBLAS_WORKSPACE_CONFIG",
     "NVIDIA_TF32_OVERRIDE",
     *THREAD_VARIABLES,
@@ -34,6 +35,12 @@ def launch_environment(settings: DeterminismSettings) -> dict[str, str]:
     ``settings.launch_env()`` is the usual way to call this.
     """
     env = {"PYTHONHASHSEED": str(settings.seed)}
+    # CUDA numbers GPUs fastest first unless told otherwise, nvidia-smi (and NVML, and the
+    # container toolkit) by PCI bus ID: on a machine with two GPU models CUDA_VISIBLE_DEVICES=1
+    # is then another GPU for torch than for nvidia-smi. Read when the CUDA driver initialises.
+    # Source: CUDA C++ Programming Guide, "CUDA Environment Variables" (CUDA_DEVICE_ORDER:
+    # FASTEST_FIRST, the default, or PCI_BUS_ID).
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if settings.deterministic:  # true or "warn"
         # cuBLAS picks reduction strategies per stream unless its workspace is fixed; torch
         # refuses deterministic mode on CUDA >= 10.2 without this (":16:8" also works, slower).

@@ -111,6 +111,7 @@ def sources(spec: Spec, flavor: str, system: str | None = None) -> tuple[Index, 
 
 def inputs(spec: Spec, target: LockTarget) -> str:
     """Hash of exactly what determines a lock's content."""
+    bounds = constraints(spec, target.flavor)
     data = {
         "format": LOCK_FORMAT,
         "flavor": target.flavor,
@@ -118,6 +119,8 @@ def inputs(spec: Spec, target: LockTarget) -> str:
         "python": spec.environment.python,
         "requirements": requirements(spec, target.flavor),
         "sources": [(i.kind, i.url) for i in sources(spec, target.flavor, target.system)],
+        # only when there are any: the hash of every other lock stays what it was
+        **({"constraints": bounds} if bounds else {}),
     }
     if target.darwin:  # the deployment target decides which macOS wheels fit
         data["macos"] = spec.environment.macos_target
@@ -129,6 +132,18 @@ def pylock_inputs(spec: Spec, flavor: str) -> str:
     return files.inputs_hash(
         {"pylock": 1, "locks": [inputs(spec, t) for t in lock_targets(spec, [flavor])]}
     )
+
+
+def constraints(spec: Spec, flavor: str) -> list[str]:
+    """uv constraints the compatibility table adds to a flavor's lock (``compat.abi_bounds``):
+    ``numpy<2`` for a torch built against NumPy 1.x, in the flavors that hold torch. They bind
+    a package whoever pulls it in, and add none."""
+    from orchestrator import compat
+
+    torch = spec.dependency("torch")
+    if torch is None or not torch.applies_to(flavor):
+        return []
+    return [f"{b.package}{b.requires}" for b in compat.abi_bounds(spec)]
 
 
 def requirements(spec: Spec, flavor: str) -> list[str]:
@@ -279,6 +294,9 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
         req = Path(tmp, "requirements.in")
         req.write_text("\n".join(requirements(spec, target.flavor)) + "\n", encoding="utf-8")
+        bounds = Path(tmp, CONSTRAINTS_NAME)
+        bound = constraints(spec, target.flavor)
+        bounds.write_text("".join(f"{c}\n" for c in bound), encoding="utf-8")
         out = Path(tmp, "lock.txt")
         if previous and not upgrade:
             out.write_text(previous, encoding="utf-8")  # uv keeps these pins where it can
@@ -298,15 +316,30 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
             "--python-platform",
             target.platform,
             "--quiet",
+            *(["--constraints", str(bounds)] if bound else []),
             *source_args(spec, target.flavor, target.system),
         ]
         if upgrade:
             args.append("--upgrade")
         _run_uv(spec, target, args)
         body = out.read_text(encoding="utf-8")
-    body = body.replace(str(req), "environment.toml")
+    body = body.replace(str(req), "environment.toml").replace(str(bounds), CONSTRAINTS_NAME)
     _check_flavor(spec, target, body)
+    conflicts = compat_conflicts(body)
+    if conflicts:
+        raise ToolError(f"{target.path}: " + "; ".join(conflicts))
     return body
+
+
+# How a bound from the compatibility table is named in a lock's "# via -c ..." lines.
+CONSTRAINTS_NAME = "envparity-compat-bounds.txt"
+
+
+def compat_conflicts(body: str) -> list[str]:
+    """The ABI pairs a lock body breaks (``compat.abi_conflicts`` of its pins)."""
+    from orchestrator import compat
+
+    return compat.abi_conflicts(pinned(body))
 
 
 def _run_uv(spec: Spec, target: LockTarget, args: list[str]) -> None:

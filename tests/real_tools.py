@@ -29,8 +29,8 @@ import pytest
 
 from orchestrator import process
 from orchestrator.targets import nix as nix_target
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "nix" / "nixpkgs-standin"
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 SKIP_VAR = "ENVPARITY_SKIP_REAL_TOOLS"

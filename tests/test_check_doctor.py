@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, files, lock, spec
-from tests.conftest import REPO
+from tests import gpu_stand_ins
+from tests.helpers import REPO
 
 SPEC = """\
 [environment]
@@ -351,29 +352,19 @@ def test_a_lock_of_a_flavor_no_longer_in_the_spec_is_stale(
 def test_doctor_judges_the_driver_by_minor_version_compatibility(
     driver: str,
     line: str,
+    stand_in_bin: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from orchestrator import gpus
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nvidia-smi").write_text(
-        f'#!/bin/sh\nif [ "$1" = -L ]; then echo "GPU 0: NVIDIA H100"; else echo "NVIDIA H100, {driver}"; fi\n'
-    )
-    (bin_dir / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    gpus.nvidia_smi.cache_clear()
+    """nvidia-smi is a stand-in (tests/gpu_stand_ins.py) listing one H100 on ``driver``."""
+    gpu_stand_ins.nvidia_smi(stand_in_bin, [gpu_stand_ins.StandInGpu("NVIDIA H100")], driver=driver)
     (tmp_path / "environment.toml").write_text(
         '[environment]\nname = "g"\npython = "3.11"\n[cuda]\nversion = "12.8"\n'
         '[dependencies]\ntorch = "==2.7.0"\n'
     )
     monkeypatch.chdir(tmp_path)
-    try:
-        cli.main(["doctor"])
-    finally:
-        gpus.nvidia_smi.cache_clear()
+    cli.main(["doctor"])
     assert line in capsys.readouterr().out
 
 

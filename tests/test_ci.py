@@ -24,29 +24,9 @@ import yaml
 
 from orchestrator.render import ci
 from orchestrator.spec import loads
-from tests.conftest import REPO, pin_torch_closure
-from tests.test_verify import CPU_INDEX, envparity
+from tests.helpers import REPO, cli_env, envparity, make_project, torch_spec
 
-BASE = f"""\
-[environment]
-name = "ci-demo"
-python = "3.11"
-
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-[[index]]
-url = "{CPU_INDEX}"
-flavors = ["cpu"]
-
-[targets.host]
-[targets.venv]
-
-[verify]
-steps = 3
-"""
-BASE = pin_torch_closure(BASE)  # the host target locks what this host has
+BASE = torch_spec("ci-demo", steps=3)
 
 FULL = """\
 [environment]
@@ -285,23 +265,15 @@ def ran(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Runner, dict[str, Any], dict[str, tuple[int, str]]]:
     """A project with references recorded here, its workflow's jobs run in order (venv)."""
-    project = tmp_path_factory.mktemp("ci") / "project"
-    project.mkdir()
-    (project / "environment.toml").write_text(
-        BASE + f"[ci]\nenvparity = {str(REPO)!r}\nnoxfile = true\n"
+    project = make_project(
+        tmp_path_factory.mktemp("ci") / "project",
+        BASE + f"[ci]\nenvparity = {str(REPO)!r}\nnoxfile = true\n",
     )
-    for verb in ("lock", "render"):
-        done = envparity(project, verb)
-        assert done.returncode == 0, done.stderr
     record = envparity(project, "verify", "--targets", "venv", "--record")
     assert record.returncode == 0, record.stdout + record.stderr
     workflow = yaml.safe_load((project / ci.WORKFLOW).read_text())
-    env = {
-        **os.environ,
-        "ENVPARITY_MIRRORS": f"{CPU_INDEX}=/opt/wheels",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("PYTHONPATH", None)
+    env = cli_env(columns=None, pythonpath=False)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     env.pop("VIRTUAL_ENV", None)
     runner = Runner(project, tmp_path_factory.mktemp("jobs"), env)
     results = {}

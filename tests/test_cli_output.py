@@ -74,7 +74,7 @@ class TestRenderSaysWhatItWrote:
     def test_written_then_current(
         self, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     ) -> None:  # type: ignore[no-untyped-def]
-        from tests.conftest import MINIMAL
+        from tests.helpers import MINIMAL
 
         write_spec(MINIMAL + '\n[variables]\nDATA = "./data"\n')
         monkeypatch.chdir(tmp_path)

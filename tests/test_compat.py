@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from packaging.version import Version
 from orchestrator import compat
 from orchestrator.errors import Problem, SpecError
 from orchestrator.spec import Spec, loads
+from tests import gpu_stand_ins
 
 ROOT = Path(__file__).resolve().parent.parent
 F = "environment.toml"
@@ -544,27 +543,13 @@ def test_the_loader_refuses_a_malformed_compute_capability() -> None:
     ]
 
 
-FAKE_SMI = """#!/bin/sh
-case "$1" in
-  -L) echo "GPU 0: NVIDIA GeForce RTX 5090 (UUID: GPU-0)" ;;
-  --query-gpu=name,compute_cap) echo "NVIDIA GeForce RTX 5090, 12.0" ;;
-  *) echo "NVIDIA GeForce RTX 5090, 570.86.10" ;;
-esac
-"""
-
-
 @pytest.fixture
-def rtx_5090(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A project with a torch 2.5.1 + CUDA 12.1 spec on a machine whose nvidia-smi reports
-    one RTX 5090 (a shell script on PATH standing in for the driver's tool)."""
-    from orchestrator import gpus
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
-    (bin_dir / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    gpus.nvidia_smi.cache_clear()
+def rtx_5090(stand_in_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with a torch 2.5.1 + CUDA 12.1 spec on a machine whose nvidia-smi (a
+    stand-in, tests/gpu_stand_ins.py) reports one RTX 5090 on driver 570.86.10."""
+    gpu_stand_ins.nvidia_smi(
+        stand_in_bin, [gpu_stand_ins.RTX_5090], driver="570.86.10", cuda="12.8"
+    )
     project = tmp_path / "project"
     project.mkdir()
     (project / "environment.toml").write_text(
@@ -572,8 +557,7 @@ def rtx_5090(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         '[dependencies]\ntorch = "==2.5.1"\n'
     )
     monkeypatch.chdir(project)
-    yield project
-    gpus.nvidia_smi.cache_clear()
+    return project
 
 
 def test_gpus_reads_compute_capabilities_from_nvidia_smi(rtx_5090: Path) -> None:
@@ -633,3 +617,164 @@ def test_doctor_uses_the_running_torchs_arch_list(
     monkeypatch.setattr(doctor, "_runtime_archs", lambda: ("2.5.1+cu121", archs))
     cli.main(["doctor"])
     assert line in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- what could not be checked
+
+
+@pytest.mark.parametrize(
+    ("torch", "cuda", "capabilities", "expected"),
+    [
+        (
+            "==2.13.0",
+            "13.0",
+            ("6.1", "9.0"),
+            [
+                "environment.toml: cuda.compute_capabilities: which GPUs torch 2.13.0 cu130 has "
+                "kernels for is not in the compatibility table: compute capabilities 6.1 and "
+                "9.0 not checked"
+            ],
+        ),
+        (
+            "==2.8.0",
+            "12.6",
+            (RTX_5090,),
+            [
+                "environment.toml: cuda.compute_capabilities: torch 2.8.0+cu126 has no kernels "
+                "for compute capability 12.0 (sm_120; it is built for sm_50, sm_60, sm_70, sm_75, "
+                "sm_80, sm_86, sm_90), as far as the table knows; torch builds with sm_120: "
+                "2.11+cu128, 2.11+cu130 (unverified), 2.10+cu128, 2.8+cu128 (unverified), "
+                "2.8+cu129 (unverified)"
+            ],
+        ),
+        (
+            "==1.9.0",
+            "11.8",
+            ("8.6",),
+            [
+                "environment.toml: cuda.compute_capabilities: '==1.9.0' admits no torch release "
+                "in the compatibility table: compute capability 8.6 not checked"
+            ],
+        ),
+        ("==2.5.1", "12.1", ("8.9", "9.0"), []),  # both run natively: nothing to say
+    ],
+    ids=["no-list", "unverified-list", "torch-outside-table", "native"],
+)
+def test_architecture_warnings_say_what_was_not_checked(
+    torch: str, cuda: str, capabilities: tuple[str, ...], expected: list[str]
+) -> None:
+    spec = spec_with_gpus(torch, cuda, *capabilities)
+    assert compat.architecture_warnings(spec) == expected
+    assert set(expected) <= set(compat.warnings(spec))  # check and doctor print warnings()
+
+
+def test_every_verb_prints_the_compute_capabilities_it_could_not_check(
+    stand_in_bin: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 20 / 15: torch 2.13 + cu130 with compute_capabilities ["6.1", "9.0"] printed
+    nothing. The cpu flavor locks packaging alone (torch is in the CUDA flavor only), so the
+    lock resolves in a second against PyPI. No GPU here: stand_in_bin keeps the machine's
+    NVIDIA tools out of doctor's way."""
+    from orchestrator import cli
+
+    (tmp_path / "environment.toml").write_text(
+        '[environment]\nname = "g"\npython = "3.11"\n'
+        '[cuda]\nversion = "13.0"\ncompute_capabilities = ["6.1", "9.0"]\n'
+        '[dependencies]\ntorch = { version = "==2.13.0", flavors = ["cuda"] }\n'
+        'packaging = "==24.2"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    line = (
+        "environment.toml: cuda.compute_capabilities: which GPUs torch 2.13.0 cu130 has kernels "
+        "for is not in the compatibility table: compute capabilities 6.1 and 9.0 not checked"
+    )
+    assert cli.main(["lock", "--flavor", "cpu"]) == 0
+    assert f"envparity: warning: {line}\n" in capsys.readouterr().err
+    assert cli.main(["render"]) == 0
+    assert f"envparity: warning: {line}\n" in capsys.readouterr().err
+    assert cli.main(["check"]) == 1  # locks/cu130.txt is missing
+    assert f"warning: {line}\n" in capsys.readouterr().out
+    cli.main(["doctor"])
+    assert f"  warn  {line}\n" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- ABI pairs
+
+NUMPY_1 = (
+    "torch builds before 2.3 were compiled against NumPy 1.x; beside NumPy 2, 'import torch' "
+    "prints 'A module that was compiled using NumPy 1.x cannot be run in NumPy 2...' and "
+    "torch.from_numpy() and Tensor.numpy() raise 'RuntimeError: Numpy is not available'"
+)
+
+
+def numpy_spec(torch: str, numpy: str | None) -> Spec:
+    text = f'[environment]\nname = "t"\npython = "3.11"\n[dependencies]\ntorch = "{torch}"\n'
+    if numpy is not None:
+        text += f'numpy = "{numpy}"\n'
+    return loads(text, path=F)
+
+
+@pytest.mark.parametrize(
+    ("torch", "numpy", "bounded"),
+    [
+        ("==2.2.2", "*", True),  # issue 20: this locked NumPy 2.4
+        ("==2.2.2", ">=1.20", True),
+        ("==2.2.2", None, True),  # numpy pulled in by another package: bound all the same
+        ("==2.2.2+cpu", "*", True),
+        (">=2.1,<2.3", "*", True),
+        ("==1.13.1", "*", True),  # outside the table, still below 2.3
+        ("==2.2.2", "<1.27", False),  # already inside the bound
+        ("==2.3.0", "*", False),  # built against NumPy 2.0: either works
+        (">=2.2", "*", False),  # the lock's pins are checked instead (abi_conflicts)
+        ("", "*", False),
+    ],
+)
+def test_abi_bounds(torch: str, numpy: str | None, bounded: bool) -> None:
+    bounds = compat.abi_bounds(numpy_spec(torch, numpy))
+    assert [f"{b.package}{b.requires}" for b in bounds] == (["numpy<2"] if bounded else [])
+
+
+def test_abi_note_says_what_the_lock_takes_and_why() -> None:
+    assert compat.abi_notes(numpy_spec("==2.2.2", "*")) == [
+        "environment.toml: dependencies.numpy: the locks take numpy <2 (1.26.4 is the newest): "
+        f"torch '==2.2.2' needs it; {NUMPY_1}"
+    ]
+    assert compat.abi_notes(numpy_spec("==2.2.2", None))[0].startswith(
+        "environment.toml: dependencies.torch: the locks take numpy <2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("torch", "numpy", "said"),
+    [
+        ("==2.2.2", ">=2", "'>=2' admits no numpy <2, which torch '==2.2.2' needs"),
+        (">=2.1,<2.3", "==2.1.0", "'==2.1.0' admits no numpy <2, which torch '<2.3,>=2.1' needs"),
+    ],
+)
+def test_a_numpy_requirement_torch_cannot_load_is_refused(
+    torch: str, numpy: str, said: str
+) -> None:
+    assert [str(p) for p in compat.check(numpy_spec(torch, numpy))] == [
+        f'environment.toml: dependencies.numpy: {said} (use numpy = "<2", 1.26.4 being the '
+        f"newest, or torch 2.3 or newer): {NUMPY_1}"
+    ]
+
+
+def test_abi_conflicts_judge_a_locks_pins() -> None:
+    assert compat.abi_conflicts({"torch": "2.2.2+cpu", "numpy": "2.4.6"}) == [
+        'torch 2.2.2+cpu beside numpy 2.4.6 (add numpy = "<2" to [dependencies], 1.26.4 being '
+        f"the newest, or use torch 2.3 or newer): {NUMPY_1}"
+    ]
+    assert compat.abi_conflicts({"torch": "2.2.2", "numpy": "1.26.4"}) == []
+    assert compat.abi_conflicts({"torch": "2.3.0", "numpy": "2.4.6"}) == []
+    assert compat.abi_conflicts({"numpy": "2.4.6"}) == []
+
+
+def test_every_abi_bound_names_its_source() -> None:
+    for bound in compat.table().abi:
+        assert bound.source and bound.symptom and bound.newest, bound.package
+        assert SpecifierSet(bound.requires).contains(bound.newest)

@@ -14,11 +14,10 @@ from orchestrator import process
 from orchestrator.determinism import dataloader_kwargs, flag_findings, seed_everything, torch_flags
 from orchestrator.determinism_settings import DeterminismSettings, add_arguments
 from orchestrator.launch import launch_environment
+from tests.helpers import REPO
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def draws() -> tuple[float, float, list[float]]:
@@ -177,6 +176,7 @@ def test_dataloader_kwargs_repeat_order_and_worker_side_draws() -> None:
 def test_launch_environment_sets_what_only_works_before_start_up() -> None:
     assert launch_environment(DeterminismSettings(seed=42)) == {
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "NVIDIA_TF32_OVERRIDE": "0",
         "PYTHONHASHSEED": "42",
     }
@@ -186,6 +186,7 @@ def test_launch_environment_sets_what_only_works_before_start_up() -> None:
         seed=1, deterministic_algorithms=False, tf32=True, threads=2
     ).launch_env()
     assert env == {
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "MKL_NUM_THREADS": "2",
         "OMP_NUM_THREADS": "2",
         "OPENBLAS_NUM_THREADS": "2",
@@ -309,7 +310,7 @@ def test_set_at_launch_names_every_variable_the_launcher_can_set() -> None:
 )
 def test_the_spec_builds_the_one_settings_value(table: str, expected: DeterminismSettings) -> None:
     from orchestrator import spec
-    from tests.conftest import MINIMAL
+    from tests.helpers import MINIMAL
 
     loaded = spec.loads(MINIMAL + f"\n[determinism]\n{table}\n").determinism
     assert loaded == expected
@@ -338,7 +339,7 @@ def test_the_spec_builds_the_one_settings_value(table: str, expected: Determinis
 def test_the_spec_refuses_a_bad_determinism_value_with_its_key(table: str, message: str) -> None:
     from orchestrator import spec
     from orchestrator.errors import SpecError
-    from tests.conftest import MINIMAL
+    from tests.helpers import MINIMAL
 
     with pytest.raises(SpecError) as info:
         spec.loads(MINIMAL + f"\n[determinism]\n{table}\n", path="environment.toml")

@@ -5,17 +5,16 @@ for."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, freeze
-from tests.test_verify import CPU_INDEX, mirror
+from orchestrator import process
+from tests import helpers
+from tests.helpers import CPU_INDEX, REPO, freeze
 
 README = REPO / "README.md"
 
@@ -31,21 +30,9 @@ def first_session() -> list[list[str]]:
     return commands
 
 
-def envparity(project: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ENVPARITY_MIRRORS": mirror(),
-        "PYTHONPATH": str(REPO),
-        "COLUMNS": str(columns),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def envparity(project: Path, *args: str, columns: int = 80) -> process.Completed:
+    """``tests.helpers.envparity`` as wide as the README's blocks (80 columns)."""
+    return helpers.envparity(project, *args, columns=columns, timeout=900)
 
 
 @pytest.fixture(scope="module")

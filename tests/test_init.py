@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from orchestrator import cli, init, spec
 from orchestrator.errors import SpecError, UsageError
+from tests.helpers import UNLOCKABLE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,18 +30,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 CPU_INDEX = ("https://download.pytorch.org/whl/cpu", "index", ("cpu",))
-UNLOCKABLE = (
-    "cannot be locked with hashes; the spec lists released packages by name and version "
-    "(publish it to an index, or put its wheel in a find-links [[index]] folder and require "
-    "it by name)"
-)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs in its own folder, so messages name files as a user typed them."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")  # every test in its own folder
 
 
 def write(files: dict[str, str]) -> None:
@@ -1065,6 +1055,19 @@ def test_cli_init_from_requirements(in_tmp: Path, capsys: pytest.CaptureFixture[
     assert cli.main(["init", "--from", "requirements.txt", "--name", "ml"]) == 0
     assert capsys.readouterr().out == "wrote environment.toml\n"
     assert spec.load("environment.toml").cuda == spec.Cuda(version="11.8")
+
+
+def test_cli_init_says_the_lock_bounds_numpy_for_a_torch_built_against_numpy_1(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: torch 2.2 with an unpinned numpy locked NumPy 2; init says what lock does."""
+    Path("requirements.txt").write_text("torch==2.2.2\nnumpy\n")
+    assert cli.main(["init", "--from", "requirements.txt", "--name", "ml"]) == 0
+    assert (
+        "envparity: note: environment.toml: dependencies.numpy: the locks take numpy <2 "
+        "(1.26.4 is the newest): torch '==2.2.2' needs it; torch builds before 2.3 were compiled "
+        "against NumPy 1.x;"
+    ) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,7 @@ packages, targets, and the lines kept as ``# not converted:``. The CPU ones are 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +17,10 @@ import pytest
 from packaging.requirements import Requirement
 
 from orchestrator import init, lock, spec
+from tests.helpers import CPU_INDEX as CPU
+from tests.helpers import envparity
 
 CORPUS = Path(__file__).parent / "init_corpus"
-REPO = Path(__file__).resolve().parent.parent
-CPU = "https://download.pytorch.org/whl/cpu"
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -316,26 +314,6 @@ class TestCorpus:
         assert all("cuda" not in i.flavors for i in lock.sources(s, "cpu"))
 
 
-def _envparity(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    wheels = (
-        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
-    )
-    if not any(Path(wheels).glob("torch-2.13.0+cpu-*.whl")):
-        pytest.fail(
-            f"no torch-2.13.0+cpu wheel in {wheels}: set ENVPARITY_TEST_WHEELS to a folder holding it"
-        )
-    env = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU}={wheels}", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
     """init -> lock -> render -> check with the real uv, for every CPU file of the corpus (the
@@ -353,7 +331,7 @@ def test_cpu_projects_lock_render_and_check(tmp_path: Path) -> None:
         shutil.copy(CORPUS / name, folder / name)
         steps = [["init", "--from", name]] + [[verb] for verb in ("lock", "render", "check")]
         for argv in steps:
-            done = _envparity(folder, *argv)
+            done = envparity(folder, *argv)
             assert done.returncode == 0, (name, argv, done.stdout, done.stderr)
         pins = lock.pinned((folder / "locks" / "cpu.txt").read_text())
         if name != "conda_explicit.txt":

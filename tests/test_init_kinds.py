@@ -13,19 +13,10 @@ import pytest
 
 from orchestrator import cli, init, lock, spec
 from orchestrator.errors import SpecError
+from tests.helpers import UNLOCKABLE
 
 CPU = ("https://download.pytorch.org/whl/cpu", "index", ("cpu",))
-UNLOCKABLE = (
-    "cannot be locked with hashes; the spec lists released packages by name and version "
-    "(publish it to an index, or put its wheel in a find-links [[index]] folder and require "
-    "it by name)"
-)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")  # every test in its own folder
 
 
 def convert(name: str, text: str) -> tuple[init.Converted, spec.Spec]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrator import cli, files, lock, spec
+from tests.helpers import mirror, torch_wheel
 
 BASE = """\
 [environment]
@@ -185,36 +187,44 @@ def test_a_hand_edited_lock_is_kept_unless_forced(
 class TestALockEnvparityWouldNotReplaceIsRefusedBeforeUvRuns:
     """Refused in a second, before any resolution, with every such lock named and no change."""
 
+    @pytest.fixture
+    def lock_without_uv(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> Callable[[], str]:
+        """Runs ``envparity lock`` in tmp_path (exit code 2) with uv made to fail the test, and
+        returns its stderr."""
+
+        def no_uv(*args: object, **kwargs: object) -> str:
+            pytest.fail("uv ran before the existing lock was checked")
+
+        def lock_it() -> str:
+            monkeypatch.setattr(lock, "resolve", no_uv)
+            assert run(tmp_path, monkeypatch, "lock") == 2
+            return capsys.readouterr().err
+
+        return lock_it
+
+    @staticmethod
+    def _refused(problem: str) -> str:
+        return (
+            "envparity: error\nrefusing to overwrite, nothing written:\n"
+            f"  locks/cpu.txt: {problem}\n"
+            "move your changes into environment.toml, or rerun with --force to discard them\n"
+        )
+
     def test_a_foreign_lock_is_refused_before_resolving(
-        self,
-        write_spec,  # type: ignore[no-untyped-def]
-        tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        self, write_spec: Callable[..., Path], tmp_path: Path, lock_without_uv: Callable[[], str]
     ) -> None:
         make_spec(write_spec)
         lock_file = tmp_path / "locks/cpu.txt"
         lock_file.parent.mkdir()
         lock_file.write_text("garbage\n")
-
-        def no_uv(*args: object, **kwargs: object) -> str:
-            pytest.fail("uv ran before the existing lock was checked")
-
-        monkeypatch.setattr(lock, "resolve", no_uv)
-        assert run(tmp_path, monkeypatch, "lock") == 2
-        assert capsys.readouterr().err == (
-            "envparity: error\nrefusing to overwrite, nothing written:\n"
-            "  locks/cpu.txt: exists and was not written by envparity\n"
-            "move your changes into environment.toml, or rerun with --force to discard them\n"
-        )
+        err = lock_without_uv()
+        assert err == self._refused("exists and was not written by envparity")
         assert lock_file.read_text() == "garbage\n"
 
     def test_a_hand_edited_lock_is_refused_before_resolving(
-        self,
-        write_spec,  # type: ignore[no-untyped-def]
-        tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        self, write_spec: Callable[..., Path], tmp_path: Path, lock_without_uv: Callable[[], str]
     ) -> None:
         s = spec.load(make_spec(write_spec))
         target = lock.lock_targets(s)[0]
@@ -222,17 +232,8 @@ class TestALockEnvparityWouldNotReplaceIsRefusedBeforeUvRuns:
         edited = lock.render_lock(s, target, body).text.replace("8.3.4", "8.3.5")
         (tmp_path / "locks").mkdir()
         (tmp_path / target.path).write_text(edited)
-
-        def no_uv(*args: object, **kwargs: object) -> str:
-            pytest.fail("uv ran before the existing lock was checked")
-
-        monkeypatch.setattr(lock, "resolve", no_uv)
-        assert run(tmp_path, monkeypatch, "lock") == 2
-        assert capsys.readouterr().err == (
-            "envparity: error\nrefusing to overwrite, nothing written:\n"
-            "  locks/cpu.txt: edited by hand since envparity wrote it\n"
-            "move your changes into environment.toml, or rerun with --force to discard them\n"
-        )
+        err = lock_without_uv()
+        assert err == self._refused("edited by hand since envparity wrote it")
         assert (tmp_path / target.path).read_text() == edited
 
     def test_force_replaces_a_foreign_lock_without_reading_pins_from_it(
@@ -258,15 +259,7 @@ def test_other_nvidia_packages_are_fine_in_a_cpu_lock(
     assert "nvidia-ml-py" in lock.pinned((tmp_path / "locks/cpu.txt").read_text())
 
 
-TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
 CPU_INDEX = '\n[[index]]\nurl = "https://download.pytorch.org/whl/cpu"\nflavors = ["cpu"]\n'
-
-
-def _need_torch_wheel() -> None:
-    if not TORCH_WHEEL.is_file():
-        pytest.fail(
-            f"{TORCH_WHEEL} is missing: put the torch 2.13.0 CPU wheel for Python 3.11 there"
-        )
 
 
 def _simple_index_of(folder: Path, out: Path) -> Path:
@@ -284,21 +277,19 @@ def test_a_folder_mirroring_the_cpu_index_behaves_like_that_index(
 ) -> None:
     # Passed as find-links, the folder's files were merged with PyPI's and PyPI's newer CUDA
     # torch won; as an index, the first index that has torch is the only one asked for it.
-    _need_torch_wheel()
+    wheel = torch_wheel()
     make_spec(write_spec, deps=f"torch = {torch}", extra=CPU_INDEX)
-    monkeypatch.setenv(
-        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
-    )
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
     assert run(tmp_path, monkeypatch, "lock") == 0
     mirrored = files.read_header((tmp_path / "locks/cpu.txt").read_text())
     assert mirrored is not None
     assert lock.pinned(mirrored.body)["torch"] == "2.13.0+cpu"
-    digest = hashlib.sha256(TORCH_WHEEL.read_bytes()).hexdigest()
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert f"torch==2.13.0+cpu \\\n    --hash=sha256:{digest}\n" in mirrored.body
     assert not [p for p in lock.pinned(mirrored.body) if p.startswith("nvidia-")]
 
     # The same spec naming a file:// simple index of that folder locks the same body.
-    reference = _simple_index_of(TORCH_WHEEL.parent, tmp_path / "simple")
+    reference = _simple_index_of(wheel.parent, tmp_path / "simple")
     monkeypatch.delenv("ENVPARITY_MIRRORS")
     (tmp_path / "environment.toml").write_text(
         BASE.format(python="3.11", deps=f"torch = {torch}")
@@ -375,18 +366,86 @@ def test_a_version_the_mirror_lacks_is_refused_as_the_index_would_and_says_what_
     write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The index rule: torch is on the first index (the mirror), so PyPI is not asked for it.
-    _need_torch_wheel()
+    wheel = torch_wheel()
     make_spec(write_spec, deps='torch = "==2.12.0"', extra=CPU_INDEX)
-    monkeypatch.setenv(
-        "ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
-    )
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
     assert run(tmp_path, monkeypatch, "lock") == 2
     err = capsys.readouterr().err
     assert "there is no version of torch==2.12.0" in err
-    index = lock.simple_index(TORCH_WHEEL.parent)
+    index = lock.simple_index(wheel.parent)
     assert err.rstrip().endswith(
-        f"{index} is {TORCH_WHEEL.parent} served as an index: ENVPARITY_MIRRORS has it stand in "
+        f"{index} is {wheel.parent} served as an index: ENVPARITY_MIRRORS has it stand in "
         "for https://download.pytorch.org/whl/cpu"
     )
     assert err.count("envparity:") == 1
     assert not (tmp_path / "locks").exists()
+
+
+# --------------------------------------------------------------------------- torch x NumPy ABI
+
+# PyPI's torch 2.2.2 is its CUDA 12.1 build: the cu121 flavor locks it (metadata only).
+CU121 = '\n[cuda]\nversion = "12.1"\n'
+
+
+def test_torch_2_2_locks_numpy_1_and_says_why(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: torch 2.2 with numpy = "*" locked NumPy 2.4, which that torch cannot load."""
+    make_spec(write_spec, deps='torch = "==2.2.2"\nnumpy = "*"', extra=CU121)
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu121") == 0
+    assert (
+        "envparity: note: environment.toml: dependencies.numpy: the locks take numpy <2 "
+        "(1.26.4 is the newest): torch '==2.2.2' needs it; torch builds before 2.3 were compiled "
+        "against NumPy 1.x;"
+    ) in capsys.readouterr().err
+    header = files.read_header((tmp_path / "locks/cu121.txt").read_text())
+    assert header is not None
+    assert lock.pinned(header.body)["numpy"] == "1.26.4"
+    assert f"    #   -c {lock.CONSTRAINTS_NAME}\n" in header.body  # why numpy is held back
+    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only locks/cpu.txt: missing
+    assert capsys.readouterr().out == "locks/cpu.txt: missing\n"
+
+
+def test_a_numpy_2_requirement_beside_torch_2_2_is_refused_before_uv_runs(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_spec(write_spec, deps='torch = "==2.2.2"\nnumpy = ">=2"', extra=CU121)
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert (
+        "environment.toml: dependencies.numpy: '>=2' admits no numpy <2, which torch '==2.2.2' "
+        'needs (use numpy = "<2", 1.26.4 being the newest, or torch 2.3 or newer)'
+    ) in err
+    assert "resolving" not in err
+    assert not (tmp_path / "locks").exists()
+
+
+def test_a_resolution_that_pairs_torch_2_2_with_numpy_2_is_refused(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The torch range also admits 2.3, so nothing is bounded before resolving; torchvision
+    0.17.2 pins torch 2.2.2, and uv pairs it with NumPy 2: the lock is refused, not written."""
+    make_spec(
+        write_spec,
+        deps='torch = ">=2.2,<2.4"\ntorchvision = "==0.17.2"\nnumpy = "*"',
+        extra=CU121,
+    )
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu121") == 2
+    err = capsys.readouterr().err
+    assert "envparity: locks/cu121.txt: torch 2.2.2 beside numpy 2." in err
+    assert (
+        '(add numpy = "<2" to [dependencies], 1.26.4 being the newest, or use torch 2.3 or '
+        "newer): torch builds before 2.3 were compiled against NumPy 1.x;"
+    ) in err
+    assert not (tmp_path / "locks/cu121.txt").exists()
+
+
+def test_the_numpy_bound_goes_to_the_flavors_that_hold_torch(write_spec) -> None:  # type: ignore[no-untyped-def]
+    path = make_spec(
+        write_spec,
+        deps='torch = { version = "==2.2.2", flavors = ["cuda"] }\nnumpy = "*"',
+        extra=CU121,
+    )
+    loaded = spec.load(path)
+    assert lock.constraints(loaded, "cu121") == ["numpy<2"]
+    assert lock.constraints(loaded, "cpu") == []  # no torch there: numpy 2 is fine

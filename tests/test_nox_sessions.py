@@ -5,39 +5,27 @@ nox runs in this interpreter (it has envparity and torch), so its host target is
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_ci import BASE
-from tests.test_verify import CPU_INDEX, envparity
+from orchestrator import process
+from tests.helpers import cli_env, make_project, torch_spec
 
 
-def nox(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENVPARITY_MIRRORS": f"{CPU_INDEX}=/opt/wheels", "COLUMNS": "200"}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [sys.executable, "-m", "nox", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+def nox(project: Path, *args: str) -> process.Completed:
+    """``nox ARGS`` in ``project`` with this interpreter, which finds envparity installed."""
+    env = cli_env(pythonpath=False)
+    return process.run(
+        [sys.executable, "-m", "nox", *args], env=env, cwd=project, check=False, timeout=900
     )
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("nox") / "project"
-    folder.mkdir()
-    (folder / "environment.toml").write_text(BASE + "[ci]\nnoxfile = true\n")
-    for verb in ("lock", "render"):
-        done = envparity(folder, verb)
-        assert done.returncode == 0, done.stderr
-    return folder
+    spec = torch_spec("ci-demo", steps=3) + "[ci]\nnoxfile = true\n"
+    return make_project(tmp_path_factory.mktemp("nox") / "project", spec)
 
 
 class TestGeneratedNoxfile:

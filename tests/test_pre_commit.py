@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.test_verify import envparity
+from orchestrator import process
+from tests.helpers import REPO, make_project
 
 SPEC = """\
 [environment]
@@ -35,30 +35,19 @@ def git(folder: Path, *args: str) -> None:
     )
 
 
-def pre_commit(folder: Path, hook: str, home: Path) -> subprocess.CompletedProcess[str]:
+def pre_commit(folder: Path, hook: str, home: Path) -> process.Completed:
     exe = shutil.which("pre-commit", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.fail("pre-commit is not installed: it comes with the test lock (nox -s tests)")
     env = {**os.environ, "PRE_COMMIT_HOME": str(home)}
     env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [exe, "try-repo", str(REPO), hook, "--all-files"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    args = [exe, "try-repo", str(REPO), hook, "--all-files"]
+    return process.run(args, env=env, cwd=folder, check=False, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("hooks") / "repo"
-    folder.mkdir()
-    (folder / "environment.toml").write_text(SPEC)
-    for verb in ("lock", "render"):
-        done = envparity(folder, verb)
-        assert done.returncode == 0, done.stderr
+    folder = make_project(tmp_path_factory.mktemp("hooks") / "repo", SPEC)
     git(folder, "init", "-q")
     git(folder, "add", "-A")
     git(folder, "commit", "-qm", "init")

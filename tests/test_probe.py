@@ -20,10 +20,10 @@ from orchestrator import process
 from orchestrator.probe import fingerprint
 from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint
+from tests.helpers import REPO, USER_MODEL, VOCAB, user_project, wheel_folder
 
 pytest.importorskip("torch")
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 12  # the thread-count difference first shows in a loss at step 2 (step 8 before the
 # kernel stages widened the model)
 # The launch environment every run shares unless a test perturbs it.
@@ -265,50 +265,6 @@ DISPATCH = (
     ("OPENBLAS_CORETYPE", "Haswell"),
 )
 
-MYPROBE = """\
-import os
-
-import torch
-
-from mymodel import build
-from orchestrator.determinism import seed_everything
-
-
-def train(rec):
-    seed_everything(rec.determinism)
-    torch.set_float32_matmul_precision(os.environ.get("PROBE_PRECISION", "highest"))
-    with open("data/vocab.txt", encoding="utf-8") as handle:
-        words = handle.read().split()
-    model = build(len(words))
-    rec.initial(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.randn(64, 96)
-    for _ in range(rec.steps):
-        loss = model(x).logsumexp(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        rec.loss(loss)
-    rec.final(model, loss=float(loss))
-"""
-MYMODEL = """\
-from torch import nn
-
-
-def build(vocab):
-    return nn.Sequential(nn.Linear(96, 160), nn.Tanh(), nn.Linear(160, vocab))
-"""
-VOCAB = "the a of to in and is it was for\n"
-
-
-def user_project(folder: Path, model: str = MYMODEL, vocab: str = VOCAB) -> Path:
-    """A project folder holding a probe that imports a module of its own and reads a data file."""
-    (folder / "data").mkdir(parents=True)
-    (folder / "myprobe.py").write_text(MYPROBE)
-    (folder / "mymodel.py").write_text(model)
-    (folder / "data" / "vocab.txt").write_text(vocab)
-    return folder
-
 
 def envparity_script() -> str:
     """The installed ``envparity`` script: its sys.path[0] is its own folder, not the project."""
@@ -320,12 +276,16 @@ def envparity_script() -> str:
     return str(script)
 
 
-def run_user_probe(folder: Path, env: dict[str, str] | None = None) -> Fingerprint:
-    out = folder / "fp.json"
-    args = [envparity_script(), "probe", "--out", str(out), "--steps", str(FEW)]
+def run_user_probe(
+    folder: Path, env: dict[str, str] | None = None, *, steps: int = FEW, out: str = "fp.json"
+) -> Fingerprint:
+    """``envparity probe --probe myprobe:train`` in ``folder``, the fingerprint written to
+    ``folder / out``."""
+    out_file = folder / out
+    args = [envparity_script(), "probe", "--out", str(out_file), "--steps", str(steps)]
     args += ["--probe", "myprobe:train"]
     process.run(args, extra_env={**BASE_ENV, **(env or {})}, cwd=folder, timeout=120)
-    return fingerprint.load(out)
+    return fingerprint.load(out_file)
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +299,7 @@ def perturbed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint
     projects = {
         "user": user_project(d / "user"),
         "user_precision": user_project(d / "user_precision"),
-        "user_code": user_project(d / "user_code", model=MYMODEL.replace("Tanh", "ReLU")),
+        "user_code": user_project(d / "user_code", model=USER_MODEL.replace("Tanh", "ReLU")),
         "user_same_count": user_project(d / "user_same_count", vocab=VOCAB.replace("for", "by")),
         "user_more_words": user_project(d / "user_more_words", vocab=VOCAB + "on at\n"),
     }
@@ -468,19 +428,7 @@ def test_files_opened_in_dataloader_workers_are_recorded(tmp_path: Path) -> None
     for i in range(4):
         (tmp_path / "shards" / f"{i}.txt").write_text("x" * (i + 1))
     (tmp_path / "myprobe.py").write_text(WORKERS_PROBE)
-    out = tmp_path / "fp.json"
-    args = [
-        envparity_script(),
-        "probe",
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--probe",
-        "myprobe:train",
-    ]
-    process.run(args, extra_env=BASE_ENV, cwd=tmp_path, timeout=120)
-    recorded = fingerprint.load(out).inputs.data
+    recorded = run_user_probe(tmp_path, steps=2).inputs.data
     assert recorded == {f"shards/{i}.txt": fingerprint_of("x" * (i + 1)) for i in range(4)}
 
 
@@ -507,14 +455,8 @@ def train(rec):
 def test_an_unseeded_rng_nothing_drew_from_is_a_warning_not_a_divergence(tmp_path: Path) -> None:
     (tmp_path / "myprobe.py").write_text(TORCH_SEEDED_ONLY)
 
-    def run(i: int) -> Fingerprint:
-        out = tmp_path / f"{i}.json"
-        args = [envparity_script(), "probe", "--out", str(out), "--steps", "3"]
-        process.run([*args, "--probe", "myprobe:train"], extra_env=BASE_ENV, cwd=tmp_path)
-        return fingerprint.load(out)
-
     with ThreadPoolExecutor(max_workers=2) as pool:
-        a, b = pool.map(run, range(2))
+        a, b = pool.map(lambda i: run_user_probe(tmp_path, steps=3, out=f"{i}.json"), range(2))
     verdict = compare([a, b])
     assert (verdict.kind, verdict.equivalent) == ("bitwise", True)
     assert [w.split(" RNG state")[0] for w in verdict.worst.warnings] == [
@@ -542,7 +484,7 @@ def _venv_with_numpy(version: str) -> Path:
                 "--python",
                 str(python),
                 "--find-links",
-                "/opt/wheels",
+                str(wheel_folder()),
                 "torch==2.13.0",
                 f"numpy=={version}",
             ],
@@ -837,3 +779,20 @@ def test_world_size_out_of_range_is_refused_before_training(
     assert main(["probe", "--out", str(tmp_path / "x.json"), "--world-size", "9"]) == 2
     assert capsys.readouterr().err == "envparity: --world-size 9: not between 1 and 8\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_envparity_run_sets_cuda_device_order_and_the_capture_records_it(tmp_path: Path) -> None:
+    """Issue 20: CUDA_DEVICE_ORDER=PCI_BUS_ID from the launch environment (``envparity run``),
+    read back from the capture the command writes."""
+    spec = tmp_path / "environment.toml"
+    spec.write_text('[environment]\nname = "g"\npython = "3.11"\n', encoding="utf-8")
+    out = tmp_path / "capture.json"
+    command = [sys.executable, "-m", "orchestrator", "capture", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_ORDER"}
+    process.run(
+        [sys.executable, "-m", "orchestrator", "--spec", str(spec), "run", "--", *command],
+        env={**env, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert fingerprint.load_capture(out).launch["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"

@@ -19,10 +19,7 @@ import pytest
 from packaging.pylock import Pylock
 
 from orchestrator import cli, files, lock, process, pylock, spec
-from tests.conftest import REPO
-
-TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
-MIRROR = f"https://download.pytorch.org/whl/cpu={TORCH_WHEEL.parent}"
+from tests.helpers import REPO, mirror, torch_wheel
 
 FLEET = """\
 [environment]
@@ -62,10 +59,8 @@ def _lock(folder: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not TORCH_WHEEL.is_file():
-        pytest.fail(f"{TORCH_WHEEL} is missing: this test needs the local torch CPU wheel")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENVPARITY_MIRRORS", MIRROR)
+        mp.setenv("ENVPARITY_MIRRORS", mirror())
         return _lock(tmp_path_factory.mktemp("fleet"), FLEET, mp)
 
 
@@ -138,7 +133,7 @@ def test_pylock_is_valid_pep_751_and_selects_each_systems_files(fleet: Path) -> 
     ]
     assert torches[0]["wheels"][0]["url"].startswith("https://files.pythonhosted.org/")
     assert torches[1]["wheels"][0]["url"] == (
-        TORCH_WHEEL.parent.as_uri() + "/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+        torch_wheel().parent.as_uri() + "/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"
     )
     assert torches[1]["index"] == "https://download.pytorch.org/whl/cpu"
     assert all(w["hashes"]["sha256"] for p in data["packages"] for w in p["wheels"])
@@ -241,7 +236,7 @@ def test_intel_macs_get_no_torch_after_2_2_2_and_lock_says_so(
     text = FLEET.replace('"aarch64-darwin"]', '"x86_64-darwin"]').replace(
         'systems = ["x86_64-linux"]   # macOS takes PyPI\'s torch', 'systems = ["x86_64-linux"]'
     )
-    monkeypatch.setenv("ENVPARITY_MIRRORS", MIRROR)
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
     (tmp_path / "environment.toml").write_text(text, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["lock"]) == 2

@@ -19,53 +19,19 @@ from typing import Any
 
 import pytest
 
-from orchestrator import gpus, references, verify
+from orchestrator import gpus, process, references, verify
 from orchestrator.probe import fingerprint as fp_module
 from orchestrator.probe.fingerprint import Fingerprint
 from orchestrator.spec import loads
-from tests.conftest import pin_torch_closure
-from tests.test_verify import CPU_INDEX, mirror
-from tests.test_verify import envparity as envparity_cpu
+from tests import helpers
+from tests.helpers import CPU_INDEX, CU130_INDEX, REPO, make_project, mirror, torch_spec
 
-CU130_INDEX = "https://download.pytorch.org/whl/cu130"
-
-SPEC = f"""\
-[environment]
-name = "refs-demo"
-python = "3.11"
-
-[cuda]
-version = "13.0"
-cudnn = "9"
-
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-[[index]]
-url = "{CPU_INDEX}"
-flavors = ["cpu"]
-
-[[index]]
-url = "{CU130_INDEX}"
-flavors = ["cuda"]
-
-[targets.host]
-[targets.venv]
-
-[verify]
-steps = {{steps}}
-"""
-SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
+SPEC = torch_spec("refs-demo", cuda=True)
 
 
-def envparity(project: Path, *args: str) -> Any:
-    """``tests.test_verify.envparity`` with the cu130 index mirrored by the same folder."""
-    folder = mirror().split("=", 1)[1]
-    mirrors = f"{CPU_INDEX}={folder} {CU130_INDEX}={folder}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("tests.test_verify.mirror", lambda: mirrors)
-        return envparity_cpu(project, *args)
+def envparity(project: Path, *args: str) -> process.Completed:
+    """``tests.helpers.envparity`` with the cu130 index mirrored by the same folder."""
+    return helpers.envparity(project, *args, mirrors=mirror(CPU_INDEX, CU130_INDEX))
 
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -152,7 +118,7 @@ class TestProbeDevice:
     ) -> None:
         monkeypatch.setattr(gpus, "visible", lambda: gpu)
         venv = f'[targets.venv]\nflavor = "{flavor}"'
-        spec = loads(SPEC.format(steps=4).replace("[targets.venv]", venv))
+        spec = loads(SPEC.replace("[targets.venv]", venv))
         assert verify.probe_device(spec, "venv") == (device, note)
 
 
@@ -161,12 +127,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Locked, rendered, verified once with --record (host and venv, both cu130 on the CPU)."""
     if gpus.visible():
         pytest.fail("these tests assert the GPU-less path; run them on a machine without a GPU")
-    folder = tmp_path_factory.mktemp("refs") / "project"
-    folder.mkdir()
-    (folder / "environment.toml").write_text(SPEC.format(steps=4))
-    for verb in ("lock", "render"):
-        done = envparity(folder, verb)
-        assert done.returncode == 0, done.stderr
+    folder = make_project(
+        tmp_path_factory.mktemp("refs") / "project", SPEC, mirrors=mirror(CPU_INDEX, CU130_INDEX)
+    )
     for flavor in ("cpu", "cu130"):  # never let verify install a CUDA torch here
         assert "torch==2.13.0+cpu " in (folder / f"locks/{flavor}.txt").read_text()
     first = envparity(folder, "verify", "--record")
@@ -373,7 +336,6 @@ class TestStale:
 
 def test_the_repository_references_are_current() -> None:
     from orchestrator.spec import load
-    from tests.conftest import REPO
 
     refs = references.load_all(REPO / "fingerprints")
     assert {r.target for r in refs} >= {"host", "venv"}

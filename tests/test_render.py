@@ -47,6 +47,7 @@ python = "3.12"
 [cuda]
 version = "12.8"
 cudnn = "9"
+compute_capabilities = ["8.9", "12.0"]
 
 [dependencies]
 torch = "==2.10.0"
@@ -288,11 +289,14 @@ def test_dockerfile_env_matches_devcontainer_container_env(rendered: dict[str, P
     env = real_tools.dockerfile_pairs(folder / ".devcontainer" / "Dockerfile", "ENV", container_env)
     assert container_env == {
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "MKL_NUM_THREADS": "4",
         "NVIDIA_TF32_OVERRIDE": "0",
         "OMP_NUM_THREADS": "4",
         "OPENBLAS_NUM_THREADS": "4",
         "PYTHONHASHSEED": "1234",
+        # for extensions built in the container: the spec's compute_capabilities
+        "TORCH_CUDA_ARCH_LIST": "8.9;12.0",
     }
     assert env == container_env
 
@@ -627,3 +631,23 @@ def test_darwin_shells_have_no_cuda_and_no_driver(tmp_path: Path) -> None:
         assert "envparity_driver" not in shell["hook"] and "LD_LIBRARY_PATH" not in shell["hook"]
         assert shell["wrapper"] is False  # macOS wheels need no library path
         assert "locks/cpu-aarch64-darwin.txt" in shell["hook"]
+
+
+def test_torch_cuda_arch_list_only_for_a_cuda_devcontainer_with_compute_capabilities() -> None:
+    from orchestrator.render.devcontainer import build_env
+    from orchestrator.spec import loads
+
+    def env(cuda: str, target: str = "") -> dict[str, str]:
+        return build_env(
+            loads(
+                '[environment]\nname = "g"\npython = "3.12"\n[cuda]\nversion = "12.8"\n'
+                f'{cuda}[dependencies]\nnumpy = ">=2"\n[targets.devcontainer]\n'
+                f'image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04"\n{target}',
+                path="environment.toml",
+            )
+        )
+
+    listed = 'compute_capabilities = ["8.6", "9.0"]\n'
+    assert env(listed) == {"TORCH_CUDA_ARCH_LIST": "8.6;9.0"}
+    assert env("") == {}
+    assert env(listed, 'flavor = "cpu"\n') == {}  # a CPU devcontainer builds no CUDA code

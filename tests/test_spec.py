@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator import cli, spec
 from orchestrator.errors import SpecError
-from tests.conftest import MINIMAL, REPO
+from tests.helpers import MINIMAL, REPO
 
 
 def problems(text: str) -> list[str]:

@@ -19,6 +19,7 @@ import shutil
 import stat
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -36,34 +37,23 @@ from orchestrator.targets.devcontainer import (
     find_engine,
 )
 from tests import real_tools
-from tests.conftest import REPO, pin_torch_closure
 from tests.containers import images
+from tests.helpers import REPO, pin_torch_closure, wheel_folder, wheel_spec
 
 SKIP_VAR = "ENVPARITY_SKIP_CONTAINERS"
 STEPS = 5
 
-SPEC = f"""\
-[environment]
-name = "dc-probe"
-python = "3.11"
 
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-# The torch CPU wheel: on this machine, and in the stand-in base image at the same path.
-[[index]]
-url = "{images.WHEELS}"
-kind = "find-links"
-
-[determinism]
-seed = 11
-
-[targets.devcontainer]
-image = "{images.BASE_IMAGE}"
-"""
-NUMPY_ONLY = SPEC.replace('torch = "==2.13.0"\n', "")  # no torch, so no host pins
-SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
+@cache
+def dc_spec(torch: bool = True) -> str:
+    """``wheel_spec`` in the stand-in base image, what torch requires pinned to the host's
+    versions (the host target locks what this host has); with ``torch=False``, NumPy alone (no
+    torch, so no host pins)."""
+    text = (
+        wheel_spec("dc-probe", seed=11)
+        + f'\n[targets.devcontainer]\nimage = "{images.BASE_IMAGE}"\n'
+    )
+    return pin_torch_closure(text) if torch else text.replace('torch = "==2.13.0"\n', "")
 
 
 def _cli() -> str | None:
@@ -164,9 +154,9 @@ version = "0.1"
 """
 
 
-def _project(root: Path, spec: str = SPEC) -> Context:
+def _project(root: Path, spec: str | None = None) -> Context:
     """A spec, its lock and rendered files in ``root``, and a verify context over them."""
-    (root / "environment.toml").write_text(spec, encoding="utf-8")
+    (root / "environment.toml").write_text(spec or dc_spec(), encoding="utf-8")
     spec = load(root / "environment.toml")
     lock.lock(spec)
     files.write_all(root, render.render_all(spec))
@@ -189,7 +179,7 @@ def test_probe_runs_twice_in_the_container_with_identical_fingerprints(
     (root / "dcproj" / "__init__.py").write_text("", encoding="utf-8")
     messages: list[str] = []
     podman_calls(engine)
-    ctx = _project(root, SPEC + "install_project = true\n")
+    ctx = _project(root, dc_spec() + "install_project = true\n")
     ctx = Context(spec=ctx.spec, cache=ctx.cache, runtime=ctx.runtime, progress=messages.append)
     target = DevcontainerTarget(ctx)
     assert target.unavailable() is None
@@ -324,6 +314,13 @@ def test_probe_runs_twice_in_the_container_with_identical_fingerprints(
     assert left == []
 
 
+def _up_fails(target: DevcontainerTarget) -> str:
+    """The error of ``target.provision()``, which must be the CLI's ``up`` failing."""
+    with pytest.raises(ToolError, match=r"^devcontainer: 'devcontainer up' failed: ") as e:
+        target.provision()
+    return str(e.value)
+
+
 @pytest.mark.slow
 def test_a_failed_build_is_reported_and_never_reused(engine: str, tmp_path: Path) -> None:
     ctx = _project(tmp_path)
@@ -335,9 +332,8 @@ def test_a_failed_build_is_reported_and_never_reused(engine: str, tmp_path: Path
     lock_file.write_text(text[:start] + "0" * 64 + text[start + 64 :], encoding="utf-8")
     target = DevcontainerTarget(ctx)
     try:
-        with pytest.raises(ToolError, match=r"^devcontainer: 'devcontainer up' failed: ") as e:
-            target.provision()
-        assert "Hash mismatch for `torch==2.13.0+cpu`" in str(e.value)
+        error = _up_fails(target)
+        assert "Hash mismatch for `torch==2.13.0+cpu`" in error
         assert not (ctx.cache / "devcontainer" / "state.json").exists()
     finally:
         target.remove()
@@ -359,6 +355,15 @@ image = "{images.BASE_IMAGE}"
 """
 
 
+def _gpu_target(engine: str, root: Path, availability: str) -> DevcontainerTarget:
+    """The target of ``CUDA_SPEC`` in ``root``, which must ask the CLI for ``availability``
+    (``--gpu-availability``); the recorder's log emptied."""
+    target = DevcontainerTarget(_project(root, CUDA_SPEC))
+    assert target.gpu_availability() == availability
+    podman_calls(engine)
+    return target
+
+
 @pytest.mark.slow
 def test_a_cuda_flavor_on_podman_asks_for_the_gpus_through_cdi(
     engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -368,16 +373,12 @@ def test_a_cuda_flavor_on_podman_asks_for_the_gpus_through_cdi(
     runtimes, which fails on podman) nor adds --gpus; podman gets the CDI device. With no CDI
     spec on this machine, podman refuses it, and the failure says how to make one."""
     monkeypatch.setattr(gpus, "visible", lambda: True)
-    ctx = _project(tmp_path, CUDA_SPEC)
-    assert ctx.spec.flavor_of("devcontainer") == "cu130"
-    target = DevcontainerTarget(ctx)
-    assert target.gpu_availability() == "none"
-    podman_calls(engine)
+    target = _gpu_target(engine, tmp_path, "none")
+    assert target.ctx.spec.flavor_of("devcontainer") == "cu130"
     try:
-        with pytest.raises(ToolError, match=r"^devcontainer: 'devcontainer up' failed: ") as e:
-            target.provision()
-        assert "unresolvable CDI devices nvidia.com/gpu=all" in str(e.value)
-        assert str(e.value).endswith("\n" + CDI_HINT)
+        error = _up_fails(target)
+        assert "unresolvable CDI devices nvidia.com/gpu=all" in error
+        assert error.endswith("\n" + CDI_HINT)
         calls = podman_calls(engine)
         run = next(c for c in calls if c[0] == "run")
         assert "--device=nvidia.com/gpu=all" in run and "--shm-size=8g" in run
@@ -401,15 +402,11 @@ def test_a_cuda_flavor_on_docker_asks_the_cli_for_all_gpus(
     docker.write_text(Path(engine).read_text(encoding="utf-8"), encoding="utf-8")
     docker.chmod(0o755)
     monkeypatch.setenv(ENGINE_ENV, str(docker))
-    ctx = _project(tmp_path, CUDA_SPEC)
-    target = DevcontainerTarget(ctx)
-    assert target.gpu_availability() == "all"
-    podman_calls(engine)
+    target = _gpu_target(engine, tmp_path, "all")
     try:
-        with pytest.raises(ToolError, match=r"^devcontainer: 'devcontainer up' failed: ") as e:
-            target.provision()
-        assert "keep-id is only supported in rootless mode" in str(e.value)
-        assert CDI_HINT not in str(e.value)
+        error = _up_fails(target)
+        assert "keep-id is only supported in rootless mode" in error
+        assert CDI_HINT not in error
         run = podman_run(engine)
         assert run[run.index("--gpus") + 1] == "all"
         assert "--shm-size=8g" in run
@@ -424,7 +421,7 @@ def test_a_lock_change_downloads_only_what_changed(engine: str, tmp_path: Path) 
     uv prepares that package alone; the rest comes from the cache of the first build. buildah
     keeps cache mounts under $TMPDIR/buildah-cache: a fresh TMPDIR makes the first build's
     cache empty, whatever ran on this machine before."""
-    spec = NUMPY_ONLY
+    spec = dc_spec(torch=False)
     _project(tmp_path, spec)
     podman = shutil.which("podman")
     assert podman is not None
@@ -481,7 +478,7 @@ def test_the_user_gets_uid_1000_whatever_the_image_has(
     engine: str, tmp_path: Path, before: str, passwd: str
 ) -> None:
     """The Dockerfile's user step, run by the base image's own shell after ``before``."""
-    (tmp_path / "environment.toml").write_text(SPEC, encoding="utf-8")
+    (tmp_path / "environment.toml").write_text(dc_spec(), encoding="utf-8")
     files.write_all(tmp_path, render.render_all(load(tmp_path / "environment.toml")))
     steps = real_tools.dockerfile_instructions(tmp_path / ".devcontainer" / "Dockerfile")
     (step,) = [c.value[0] for c in steps if c.cmd.upper() == "RUN" and "useradd" in c.value[0]]
@@ -567,7 +564,7 @@ def test_a_uv_mirror_is_passed_as_the_uv_image_build_argument(
     fake.chmod(0o755)
     monkeypatch.setenv(ENGINE_ENV, str(fake))
     monkeypatch.setenv(UV_IMAGE_ENV, "mirror.example/astral-sh/uv:0.13.0")
-    (tmp_path / "environment.toml").write_text(SPEC, encoding="utf-8")
+    (tmp_path / "environment.toml").write_text(dc_spec(), encoding="utf-8")
     ctx = Context(
         spec=load(tmp_path / "environment.toml"),
         cache=tmp_path / ".envparity",
@@ -678,7 +675,7 @@ torch = "==2.10.0"
 class TestDevcontainerSettings:
     def test_shm_size_and_install_project_reach_devcontainer_json(self, tmp_path: Path) -> None:
         (tmp_path / "environment.toml").write_text(
-            SPEC + 'shm_size = "16g"\ninstall_project = true\n', encoding="utf-8"
+            dc_spec() + 'shm_size = "16g"\ninstall_project = true\n', encoding="utf-8"
         )
         assert cli.main(["--spec", str(tmp_path / "environment.toml"), "render"]) == 0
         data = real_tools.validate_devcontainer(tmp_path / ".devcontainer" / "devcontainer.json")
@@ -690,14 +687,14 @@ class TestDevcontainerSettings:
             "--python",
             "/opt/venv/bin/python",
             "--find-links",
-            str(images.WHEELS),
+            str(wheel_folder()),
             "--no-deps",
             "--editable",
             ".",
         ]
 
     def test_without_install_project_there_is_no_post_create_command(self, tmp_path: Path) -> None:
-        (tmp_path / "environment.toml").write_text(SPEC, encoding="utf-8")
+        (tmp_path / "environment.toml").write_text(dc_spec(), encoding="utf-8")
         assert cli.main(["--spec", str(tmp_path / "environment.toml"), "render"]) == 0
         data = real_tools.validate_devcontainer(tmp_path / ".devcontainer" / "devcontainer.json")
         assert "postCreateCommand" not in data
@@ -730,7 +727,7 @@ class TestDevcontainerSettings:
         message: str,
     ) -> None:
         spec = tmp_path / "environment.toml"
-        spec.write_text(SPEC + line + "\n", encoding="utf-8")
+        spec.write_text(dc_spec() + line + "\n", encoding="utf-8")
         assert cli.main(["--spec", str(spec), "render"]) == 2
         assert capsys.readouterr().err == f"envparity: {spec}: {message}\n"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.toml"]
@@ -738,7 +735,7 @@ class TestDevcontainerSettings:
 
 def test_unavailable_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec_path = tmp_path / "environment.toml"
-    spec_path.write_text(SPEC, encoding="utf-8")
+    spec_path.write_text(dc_spec(), encoding="utf-8")
     ctx = Context(spec=load(spec_path), cache=tmp_path / ".envparity", runtime=tmp_path / "rt")
     target = DevcontainerTarget(ctx)
     assert target.unavailable() == (
@@ -761,7 +758,7 @@ def test_unavailable_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.Mo
         "or set ENVPARITY_DOCKER_PATH)"
     )
 
-    no_target = SPEC[: SPEC.index("[targets.devcontainer]")]
+    no_target = dc_spec().split("[targets.devcontainer]")[0]
     spec_path.write_text(no_target, encoding="utf-8")
     bare = DevcontainerTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=tmp_path))
     assert bare.unavailable() == "devcontainer: the spec has no [targets.devcontainer]"
@@ -796,7 +793,8 @@ def test_verify_end_to_end_over_host_venv_and_devcontainer(engine: str, tmp_path
     root = tmp_path / "e2e"
     root.mkdir()
     (root / "environment.toml").write_text(
-        SPEC + f"\n[targets.host]\n[targets.venv]\n\n[verify]\nsteps = {STEPS}\n", encoding="utf-8"
+        dc_spec() + f"\n[targets.host]\n[targets.venv]\n\n[verify]\nsteps = {STEPS}\n",
+        encoding="utf-8",
     )
     spec = load(root / "environment.toml")
     lock.lock(spec)

@@ -29,32 +29,22 @@ from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
 from orchestrator.targets.nix import INSTALL_NIX, NixTarget
-from tests.conftest import REPO
+from tests.helpers import REPO, mirror, wheel_spec
 from tests.real_tools import nix_on_path, require
 
 PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
-WHEELS = "/opt/wheels"  # this machine's torch CPU wheel folder
 STEPS = 5
 
-SPEC = """\
-[environment]
-name = "nix-probe"
-python = "3.11"
 
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
+def nix_spec(nixpkgs: str = PINNED, *, cuda: bool = False) -> str:
+    """The test spec with ``[targets.nix] nixpkgs``; with ``cuda``, CUDA 13.0 in the flake
+    (packages, caches, driver links) and the shell's .venv from the cpu lock."""
+    spec = wheel_spec("nix-probe", seed=5) + f'\n[targets.nix]\nnixpkgs = "{nixpkgs}"\n'
+    if cuda:
+        spec = spec.replace("[dependencies]", '[cuda]\nversion = "13.0"\n\n[dependencies]')
+        spec += 'flavor = "cpu"\n'
+    return spec
 
-[[index]]
-url = "{wheels}"
-kind = "find-links"
-
-[determinism]
-seed = 5
-
-[targets.nix]
-nixpkgs = "{nixpkgs}"
-"""
 
 STANDIN_FLAKE = """\
 {
@@ -125,16 +115,8 @@ in
 """
 
 
-# CUDA 13.0 in the flake (packages, caches, driver links); the shell's .venv from the cpu lock.
-CUDA_SPEC = SPEC.replace("[dependencies]", '[cuda]\nversion = "13.0"\n\n[dependencies]') + (
-    'flavor = "cpu"\n'
-)
-
-
-def _project(root: Path, nixpkgs: str, spec_text: str = SPEC) -> Context:
-    (root / "environment.toml").write_text(
-        spec_text.format(wheels=WHEELS, nixpkgs=nixpkgs), encoding="utf-8"
-    )
+def _project(root: Path, nixpkgs: str, *, cuda: bool = False) -> Context:
+    (root / "environment.toml").write_text(nix_spec(nixpkgs, cuda=cuda), encoding="utf-8")
     spec = load(root / "environment.toml")
     lock.lock(spec, flavors=[spec.flavor_of("nix")])
     files.write_all(root, render.render_all(spec))
@@ -156,9 +138,7 @@ def _standin(folder: Path) -> Path:
 def test_command_enters_the_flake_from_its_folder_and_sets_the_environment_there(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "environment.toml").write_text(
-        SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8"
-    )
+    (tmp_path / "environment.toml").write_text(nix_spec(), encoding="utf-8")
     target = NixTarget(
         Context(spec=load(tmp_path / "environment.toml"), cache=tmp_path, runtime=REPO)
     )
@@ -177,7 +157,7 @@ def test_command_enters_the_flake_from_its_folder_and_sets_the_environment_there
 
 def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec_path = tmp_path / "environment.toml"
-    spec_path.write_text(SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8")
+    spec_path.write_text(nix_spec(), encoding="utf-8")
     target = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert target.unavailable() == f"nix: not installed; {INSTALL_NIX}"
@@ -187,7 +167,7 @@ def test_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     files.write_all(tmp_path, render.render_all(target.ctx.spec))
     assert target.unavailable() == "nix: locks/cpu.txt is missing (run 'envparity lock')"
 
-    without = SPEC.format(wheels=WHEELS, nixpkgs=PINNED).split("[targets.nix]")[0]
+    without = nix_spec().split("[targets.nix]")[0]
     spec_path.write_text(without, encoding="utf-8")
     bare = NixTarget(Context(spec=load(spec_path), cache=tmp_path, runtime=REPO))
     assert bare.unavailable() == "nix: the spec has no [targets.nix]"
@@ -215,9 +195,7 @@ FAKE_NIX = """#!/bin/sh
 def test_unavailable_when_nix_is_older_than_nixpkgs_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, expected: str
 ) -> None:
-    (tmp_path / "environment.toml").write_text(
-        SPEC.format(wheels=WHEELS, nixpkgs=PINNED), encoding="utf-8"
-    )
+    (tmp_path / "environment.toml").write_text(nix_spec(), encoding="utf-8")
     target = NixTarget(
         Context(spec=load(tmp_path / "environment.toml"), cache=tmp_path, runtime=REPO)
     )
@@ -323,7 +301,7 @@ def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_pa
     standin = _standin(tmp_path / "standin")
     root = tmp_path / "project"
     root.mkdir()
-    ctx = _project(root, f"path:{standin}", CUDA_SPEC)
+    ctx = _project(root, f"path:{standin}", cuda=True)
     git = require("git")
     process.run([git, "init", "--quiet", str(root)])
     process.run([git, "-C", str(root), "add", "environment.toml", "flake.nix", "locks"])
@@ -481,7 +459,7 @@ def test_the_flakes_probe_check_trains_in_the_pure_environment(
     file:// URL in the pylock), numpy from PyPI. Nix builds the pure environment and runs the
     probe in its sandbox; the fingerprint is the check's output. About 2 minutes cold here
     (copying torch into the store), seconds when Nix has it."""
-    monkeypatch.setenv("ENVPARITY_MIRRORS", f"https://download.pytorch.org/whl/cpu={WHEELS}")
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
     nix, root = _locked_flake(tmp_path, monkeypatch, PROBE_SPEC, vendor=True)
     built = process.run(
         [str(nix / "nix"), "build", "--extra-experimental-features", "nix-command flakes",

@@ -7,41 +7,26 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator import cli, verify
+from orchestrator import cli, process, verify
 from orchestrator.errors import UsageError
 from orchestrator.spec import load
-from tests.conftest import REPO, pin_torch_closure
+from tests.helpers import (
+    CLI,
+    cli_env,
+    envparity,
+    make_project,
+    mirror,
+    torch_spec,
+    user_project,
+)
 
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
-SPEC = f"""\
-[environment]
-name = "verify-demo"
-python = "3.11"
-
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-[[index]]
-url = "{CPU_INDEX}"
-flavors = ["cpu"]
-
-[targets.host]
-[targets.venv]
-
-[verify]
-steps = 4
-{{probe}}
-"""
-SPEC = pin_torch_closure(SPEC)  # the host target locks what this host has
+SPEC = torch_spec("verify-demo")
 
 FLAKY = """\
 import os
@@ -70,44 +55,10 @@ def train(rec):
 """
 
 
-def mirror() -> str:
-    """Where this machine keeps the PyTorch CPU wheel (the tests cannot reach the index)."""
-    folder = (
-        os.environ.get("ENVPARITY_TEST_WHEELS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
-    )
-    if not any(Path(folder).glob("torch-2.13.0+cpu-*.whl")):
-        pytest.fail(
-            f"no torch-2.13.0+cpu wheel in {folder}: set ENVPARITY_TEST_WHEELS to a folder "
-            "holding it (pip download torch==2.13.0 --index-url " + CPU_INDEX + ")"
-        )
-    return f"{CPU_INDEX}={folder}"
-
-
-def envparity(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def make_project(folder: Path, probe: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "environment.toml").write_text(SPEC.format(probe=probe))
-    for verb in ("lock", "render"):
-        done = envparity(folder, verb)
-        assert done.returncode == 0, done.stderr
-    return folder
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A locked CPU project verified once over host and venv (the cold run)."""
-    folder = make_project(tmp_path_factory.mktemp("verify") / "project")
+    folder = make_project(tmp_path_factory.mktemp("verify") / "project", SPEC)
     first = envparity(folder, "verify")
     assert first.returncode == 0, first.stdout + first.stderr
     (folder / "first-run.txt").write_text(first.stdout + first.stderr)
@@ -152,7 +103,7 @@ def test_fresh_probes_again(project: Path) -> None:
 
 
 def test_a_nondeterministic_probe_is_caught_within_a_target(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "flaky", probe='probe = "flaky:train"')
+    project = make_project(tmp_path / "flaky", SPEC + 'probe = "flaky:train"\n')
     (project / "flaky.py").write_text(FLAKY)
     done = envparity(project, "verify", "--targets", "host")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -257,11 +208,10 @@ def test_killed_provisioning_leaves_nothing_that_looks_finished(
 ) -> None:
     copy = tmp_path / "killed"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
-    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
+        [*CLI, "verify", "--targets", "venv"],
         cwd=copy,
-        env=env,
+        env=cli_env(columns=None),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -284,12 +234,11 @@ def test_killed_provisioning_leaves_nothing_that_looks_finished(
 def test_two_verifies_at_once_share_the_cache_safely(project: Path, tmp_path: Path) -> None:
     copy = tmp_path / "concurrent"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".envparity"))
-    env = {**os.environ, "ENVPARITY_MIRRORS": mirror(), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "verify", "--targets", "venv"],
+            [*CLI, "verify", "--targets", "venv"],
             cwd=copy,
-            env=env,
+            env=cli_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -322,7 +271,7 @@ def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -
     }
     custom = tmp_path / "environment.toml"
     custom.write_text(
-        SPEC.format(probe="") + "\n[determinism]\nseed = 5\ndeterministic_algorithms = false\n"
+        SPEC + "\n[determinism]\nseed = 5\ndeterministic_algorithms = false\n"
         "tf32 = true\ncudnn_benchmark = true\nthreads = 1\n"
     )
     assert verify.determinism_flags(load(custom)) == [
@@ -339,44 +288,14 @@ def test_the_spec_determinism_reaches_the_probe(project: Path, tmp_path: Path) -
 
 # --------------------------------------------------------------------------- user probes, caches
 
-MYPROBE = """\
-import torch
-
-from mymodel import build
-from orchestrator.determinism import seed_everything
-
-
-def train(rec):
-    seed_everything(rec.determinism)
-    with open("data/classes.txt", encoding="utf-8") as handle:
-        classes = handle.read().split()
-    model = build(len(classes))
-    rec.initial(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.randn(32, 8)
-    for _ in range(rec.steps):
-        loss = model(x).logsumexp(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        rec.loss(loss)
-    rec.final(model)
-"""
-MYMODEL = "from torch import nn\n\n\ndef build(n):\n    return nn.Linear(8, n)\n"
-
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose probe (given with --probe) imports a module and reads a data file."""
-    folder = make_project(tmp_path_factory.mktemp("verify") / "user")
-    (folder / "myprobe.py").write_text(MYPROBE)
-    (folder / "mymodel.py").write_text(MYMODEL)
-    (folder / "data").mkdir()
-    (folder / "data" / "classes.txt").write_text("cat dog bird\n")
-    return folder
+    return user_project(make_project(tmp_path_factory.mktemp("verify") / "user", SPEC))
 
 
-def verify_host(project: Path) -> subprocess.CompletedProcess[str]:
+def verify_host(project: Path) -> process.Completed:
     done = envparity(project, "verify", "--targets", "host", "--probe", "myprobe:train")
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -398,11 +317,8 @@ class TestCachedFingerprints:
     @pytest.mark.parametrize(
         ("path", "edit"),
         [
-            (
-                "mymodel.py",
-                lambda text: text.replace("nn.Linear(8, n)", "nn.Linear(8, n, bias=False)"),
-            ),
-            ("data/classes.txt", lambda text: text.replace("bird", "fish")),
+            ("mymodel.py", lambda text: text.replace("nn.Tanh()", "nn.ReLU()")),
+            ("data/vocab.txt", lambda text: text.replace("was", "were")),
         ],
         ids=["imported-module", "data-file"],
     )

@@ -117,6 +117,7 @@ _CATEGORIES = (
     ("collect_env.cudnn", "device"),
     ("collect_env.is_cuda_available", "device"),
     ("launch.CUDA_VISIBLE_DEVICES", "device"),
+    ("launch.CUDA_DEVICE_ORDER", "device"),  # which GPU an index names
     ("flags.", "flags"),
     ("launch.CUBLAS_WORKSPACE_CONFIG", "flags"),
     ("launch.NVIDIA_TF32_OVERRIDE", "flags"),
@@ -127,7 +128,13 @@ _MAX_CAUSES = 8
 # Among equal weights: what the user changed (code, data, seed) before what it changes.
 _TIE_ORDER = ("code", "data", "seed")
 # Flags of CUDA libraries: they cannot change a run on the CPU.
-_CUDA_ONLY = ("flags.cuda.", "flags.cudnn.", "launch.CUBLAS_", "launch.NVIDIA_TF32_OVERRIDE")
+_CUDA_ONLY = (
+    "flags.cuda.",
+    "flags.cudnn.",
+    "launch.CUBLAS_",
+    "launch.NVIDIA_TF32_OVERRIDE",
+    "launch.CUDA_DEVICE_ORDER",
+)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,25 @@ def _target(spec: Spec) -> DevcontainerTarget:
     return t
 
 
+def build_env(spec: Spec, flavor: str | None = None) -> dict[str, str]:
+    """Variables for what is compiled inside the container: ``TORCH_CUDA_ARCH_LIST`` from
+    ``[cuda] compute_capabilities`` (``"8.9;12.0"``) for a CUDA flavor, so that extensions
+    built there (``pip install flash-attn``, ``torch.utils.cpp_extension``) get kernels for
+    exactly the spec's GPUs rather than for the GPUs visible where they are built (none, in an
+    image build). Empty when the spec lists none. Source: torch/utils/cpp_extension.py
+    (``_get_cuda_arch_flags`` reads TORCH_CUDA_ARCH_LIST, entries split on ``;`` or spaces)."""
+    if spec.cuda is None or not (flavor or spec.flavor_of("devcontainer")).startswith("cu"):
+        return {}
+    if not spec.cuda.compute_capabilities:
+        return {}
+    return {"TORCH_CUDA_ARCH_LIST": ";".join(spec.cuda.compute_capabilities)}
+
+
+def container_env(spec: Spec, flavor: str | None = None) -> dict[str, str]:
+    """The launch environment and ``build_env``, sorted: the container's variables."""
+    return dict(sorted({**spec.determinism.launch_env(), **build_env(spec, flavor)}.items()))
+
+
 # Apple Silicon: a second configuration when the spec has aarch64-linux, for linux/arm64
 # images with the cpu flavor's aarch64 lock and no GPU request (Docker Desktop on a Mac runs
 # arm64 Linux without NVIDIA GPUs). VS Code offers both (.devcontainer/<name>/devcontainer.json).
@@ -76,7 +95,7 @@ def render_devcontainer_json(spec: Spec, *, arm64: bool = False) -> str:
         # The build context is the locks folder alone: nothing else (caches, data, .env) is
         # sent to the builder, and the image depends on nothing but the lock.
         "build": build,
-        "containerEnv": spec.determinism.launch_env(),
+        "containerEnv": container_env(spec, flavor),
         "customizations": {
             "vscode": {
                 "extensions": list(t.extensions),
@@ -129,7 +148,7 @@ def render_dockerfile(spec: Spec, inputs: str, *, arm64: bool = False) -> str:
         "ca-certificates",
         *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages}),
     ]
-    env = spec.determinism.launch_env()
+    env = container_env(spec, flavor)
     sync = [
         "uv",
         "pip",
@@ -174,7 +193,10 @@ def render_dockerfile(spec: Spec, inputs: str, *, arm64: bool = False) -> str:
         f"    && chown -R {t.user}:{t.user} {VENV}",
         f'ENV PATH="{VENV}/bin:$PATH"',
         "",
-        "# The launch environment: read when Python (or CUDA) starts.",
+        "# The launch environment: read when Python (or CUDA) starts."
+        if not build_env(spec, flavor)
+        else "# The launch environment (read when Python or CUDA starts), and the GPUs that"
+        "\n# extensions built here get kernels for (TORCH_CUDA_ARCH_LIST).",
         "ENV " + " \\\n    ".join(f"{k}={dockerfile_string(v)}" for k, v in env.items()),
         "",
         "LABEL "

@@ -5,8 +5,9 @@ No image registry is reachable here, so the devcontainer tests make:
 - ``BASE_IMAGE``: Debian bookworm (minbase) from debootstrap, with python3 (3.11) and
   ca-certificates. It also carries what the registry-less build needs to install a lock:
   this machine's CA certificates, named by ``SSL_CERT_FILE`` (https to PyPI passes only
-  through them), and the local torch CPU wheel in ``WHEELS``, which test specs name as a
-  find-links source (the PyTorch CPU index is not reachable).
+  through them), and the local torch CPU wheel at the path it has here
+  (``tests.helpers.torch_wheel``), which test specs name as a find-links source (the PyTorch
+  CPU index is not reachable).
   Like Ubuntu 24.04's images it has a user with uid 1000 (``ubuntu``), which the generated
   Dockerfile must move out of the way of its own user.
 - ``UV_IMAGE``: ``/uv`` and ``/uvx`` of the uv release the Dockerfile pins
@@ -14,7 +15,8 @@ No image registry is reachable here, so the devcontainer tests make:
   digest, which no image built here can have, so tests name this one through the Dockerfile's
   ``UV_IMAGE`` build argument (``ENVPARITY_UV_IMAGE``), as a user names a mirror.
 
-Each is built once per machine and reused while its ``RECIPE_LABEL`` matches this file.
+Each is built once per machine and reused while its ``RECIPE_LABEL`` matches this file (and,
+for ``BASE_IMAGE``, the wheel's path).
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ from pathlib import Path
 
 from orchestrator import process
 from orchestrator.render.devcontainer import UV_RELEASE
+from tests.helpers import torch_wheel
 
 HERE = Path(__file__).resolve().parent
 CONTAINERS_CONF = HERE / "containers.conf"
 BASE_IMAGE = "localhost/envparity-test-base:bookworm"
 UV_IMAGE = f"localhost/envparity-test-uv:{UV_RELEASE}"
 UID_1000_USER = "ubuntu"  # as in Ubuntu 24.04's images
-WHEELS = Path("/opt/wheels")  # this machine's torch CPU wheel folder (pip's find-links here)
-TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_CA = Path("/usr/local/share/ca-certificates")
 RECIPE_LABEL = "dev.envparity.test-recipe"
@@ -46,7 +47,7 @@ class Unavailable(Exception):
     """Why the stand-in images cannot be made on this machine."""
 
 
-def _current(engine: str, image: str) -> bool:
+def _current(engine: str, image: str, recipe: str = RECIPE) -> bool:
     found = process.run(
         [
             engine,
@@ -58,27 +59,25 @@ def _current(engine: str, image: str) -> bool:
         ],
         check=False,
     )
-    return found.returncode == 0 and found.stdout.strip() == RECIPE
+    return found.returncode == 0 and found.stdout.strip() == recipe
 
 
-def _import(engine: str, tar: Path, image: str, changes: list[str]) -> None:
+def _import(engine: str, tar: Path, image: str, changes: list[str], recipe: str = RECIPE) -> None:
     args = [engine, "import"]
-    for change in [*changes, f"LABEL {RECIPE_LABEL}={RECIPE}"]:
+    for change in [*changes, f"LABEL {RECIPE_LABEL}={recipe}"]:
         args += ["--change", change]
     process.run([*args, str(tar), image])
 
 
 def ensure_base_image(engine: str) -> float | None:
     """Build ``BASE_IMAGE`` unless it is current; return the seconds a build took (None: reused)."""
-    if _current(engine, BASE_IMAGE):
+    wheel = torch_wheel()  # fails the test when this machine has none
+    recipe = hashlib.sha256(f"{RECIPE} {wheel}".encode()).hexdigest()[:16]
+    if _current(engine, BASE_IMAGE, recipe):
         return None
     for tool in ("debootstrap", "chroot"):
         if shutil.which(tool) is None:
             raise Unavailable(f"{tool} is not installed (apt-get install debootstrap)")
-    if not (WHEELS / TORCH_WHEEL).is_file():
-        raise Unavailable(
-            f"{WHEELS / TORCH_WHEEL} is missing: the test spec installs torch from it"
-        )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="envparity-base-") as tmp:
         root = Path(tmp, "rootfs")
@@ -103,9 +102,9 @@ def ensure_base_image(engine: str) -> float | None:
             for item in (root / cache).glob("*"):
                 if item.is_file():
                     item.unlink()
-        wheels = root / WHEELS.relative_to("/")
+        wheels = root / wheel.parent.relative_to("/")
         wheels.mkdir(parents=True)
-        shutil.copy2(WHEELS / TORCH_WHEEL, wheels / TORCH_WHEEL)
+        shutil.copy2(wheel, wheels / wheel.name)
         tar = Path(tmp, "rootfs.tar")
         process.run(["tar", "--create", "--file", str(tar), "--directory", str(root), "."])
         _import(
@@ -113,6 +112,7 @@ def ensure_base_image(engine: str) -> float | None:
             tar,
             BASE_IMAGE,
             ["ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", 'CMD ["/bin/bash"]'],
+            recipe,
         )
     return time.perf_counter() - start
 
