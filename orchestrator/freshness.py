@@ -121,7 +121,7 @@ def freshness(spec: Spec) -> Freshness:
             f"{path}: no longer produced by {spec.path.name}"
             for path in render.orphans(spec, rendered)
         ),
-        generated=len(lock.lock_targets(spec)) + len(rendered),
+        generated=len(lock.lock_paths(spec)) + len(rendered),
         spec_name=spec.path.name,
     )
 

@@ -84,7 +84,7 @@ def test_check_passes_when_fresh_and_warns_about_pins(
         "warning: targets.nix.nixpkgs 'github:NixOS/nixpkgs/nixos-unstable' is not pinned to a commit"
         in out
     )
-    assert out.rstrip().endswith("ok: 5 generated files match environment.toml")
+    assert out.rstrip().endswith("ok: 6 generated files match environment.toml")
 
 
 def test_check_shows_a_diff_and_fails_on_drift_and_stale_lock(
