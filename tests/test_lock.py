@@ -402,8 +402,8 @@ def test_torch_2_2_locks_numpy_1_and_says_why(
     assert header is not None
     assert lock.pinned(header.body)["numpy"] == "1.26.4"
     assert f"    #   -c {lock.CONSTRAINTS_NAME}\n" in header.body  # why numpy is held back
-    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only locks/cpu.txt: missing
-    assert capsys.readouterr().out == "locks/cpu.txt: missing\n"
+    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only the cpu flavor: missing
+    assert capsys.readouterr().out == "locks/cpu.txt: missing\nlocks/pylock.cpu.toml: missing\n"
 
 
 def test_a_numpy_2_requirement_beside_torch_2_2_is_refused_before_uv_runs(

@@ -600,8 +600,8 @@ def test_apple_silicon_gets_a_linux_arm64_configuration_without_gpu_requests(
 
 @pytest.mark.slow
 def test_compute_capabilities_reach_nixpkgs_and_extension_builds(tmp_path: Path) -> None:
-    text = CUDA_12_8.replace('cudnn = "9"', 'cudnn = "9"\ncompute_capabilities = ["8.9", "12.0"]')
-    folder = render_into(tmp_path, text)
+    assert 'compute_capabilities = ["8.9", "12.0"]' in CUDA_12_8
+    folder = render_into(tmp_path, CUDA_12_8)
     flake = (folder / "flake.nix").read_text(encoding="utf-8")
     assert flake.count('cudaCapabilities = [ "8.9" "12.0" ];') == 1  # nixpkgs' config, Linux
     assert _shell(folder, "TORCH_CUDA_ARCH_LIST", "cu128") == "8.9;12.0"
