@@ -1,12 +1,14 @@
 """``envparity check``: is everything generated from the spec current and possible?
 
-Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files and
-stale references in ``fingerprints/`` (``references.stale``) are check failures (exit 1);
-pinning advice is printed as warnings (exit 0).
+Compatibility problems are refusals (exit 2, like any bad spec); stale locks, drifted files,
+stale references in ``fingerprints/`` (``references.stale``) and nox sessions a CI file calls but
+the project's noxfile does not register (``render.ci.session_problems``) are check failures
+(exit 1); pinning advice is printed as warnings (exit 0).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator import compat, freshness, references
@@ -55,14 +57,19 @@ def check(spec: Spec) -> Report:
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
     report.lines += [f"warning: {w}" for w in spec.determinism.warnings()]
-    state = freshness.freshness(spec)
+    # loading the project's noxfile (a nox process, when needed) runs beside the rest
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nox-sessions") as pool:
+        pending = pool.submit(_ci_sessions, spec)
+        state = freshness.freshness(spec)
+        # not part of freshness: verify must still run (--record is the fix); judged against
+        # the locks as they are now
+        stale_refs = references.stale(spec)
+        sessions = pending.result()
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)
-    # not part of freshness: verify must still run (--record is the fix); judged against the
-    # locks as they are now
-    stale_refs = references.stale(spec)
     report.lines += stale_refs
-    if state.current and not stale_refs:
+    report.lines += sessions
+    if state.current and not stale_refs and not sessions:
         report.lines.append(f"ok: {state.summary}")
         return report
     if not state.files_current:
@@ -73,3 +80,13 @@ def check(spec: Spec) -> Report:
         report.lines.append(state.flake_lock)
     report.exit_code = 1
     return report
+
+
+def _ci_sessions(spec: Spec) -> list[str]:
+    """Sessions the CI files on disk call that the noxfile lacks (runs nox only when needed)."""
+    if spec.ci is None:
+        return []
+    from orchestrator.render import CI_FILES
+    from orchestrator.render.ci import session_problems
+
+    return session_problems(spec, [CI_FILES[p] for p in spec.ci.providers])

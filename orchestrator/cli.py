@@ -163,17 +163,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
-    from orchestrator import files, lock
-    from orchestrator.render import ci
+    from orchestrator import files, lock, render
 
     spec = _spec(args)
+    path = render.CI_FILES[args.provider]
     if spec.ci is None:
+        table = "" if args.provider == "github" else f' with providers = ["{args.provider}"]'
         raise UsageError(
-            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do) so that render and "
-            f"check keep {ci.WORKFLOW} up to date"
+            f"{spec.path.name}: no [ci] table; add one (an empty [ci] will do{table}) so that "
+            f"render and check keep {path} up to date"
+        )
+    if args.provider not in spec.ci.providers:
+        wanted = ", ".join(f'"{p}"' for p in (*spec.ci.providers, args.provider))
+        raise UsageError(
+            f"{spec.path.name}: ci.providers does not name {args.provider!r}; set providers = "
+            f"[{wanted}] so that render and check keep {path} up to date"
         )
     lock.refuse_incompatible(spec)
-    generated = ci.render_workflow(spec)
+    (generated,) = render.render_ci(spec, (args.provider,))
     if args.check:
         drift = files.drift(spec.root, [generated])
         for d in drift:
@@ -220,6 +227,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from orchestrator.probe import compare, fingerprint
 
+    if args.references is None and (args.summary or args.report or args.record_to):
+        raise UsageError("compare: --summary, --report and --record-to need --references DIR")
     tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
     for name, value in tolerances.items():
         if value is not None and not 0.0 <= value < 1.0:  # also refuses nan
@@ -250,7 +259,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
     """``compare --references DIR``: runs of several machines (CI artifacts), each with the
     first of its hardware class and with the references (``orchestrator.references``)."""
-    from orchestrator import references
+    import os
+
+    from orchestrator import ci_runs, files, references
 
     spec = _spec(args)
     given = {k: v for k, v in tol.items() if v is not None}
@@ -259,19 +270,39 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
         **{"rtol": v.rtol, "atol": v.atol, "cross_device_rtol": v.cross_device_rtol, **given}
     )
     folder = Path(args.references)
-    if not folder.is_dir():
+    # the spec's own fingerprints/ may not exist yet: no references, a note (as verify says)
+    if not folder.is_dir() and folder.resolve() != references.folder(spec).resolve():
         raise UsageError(f"compare --references {folder}: no such folder")
+    for given in (args.report, args.summary):
+        if given:
+            files.check_output(Path(given))
+    if args.record_to:
+        files.check_output_folder(Path(args.record_to))
     runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
     among = references.compare_runs(runs, tolerances)
-    firsts: dict[str, Any] = {}  # each target's first run, against the references
+    firsts: dict[tuple[str, str], Any] = {}  # each target's first run per class, against them
     for name, fp in runs:
-        firsts.setdefault(name, fp)
+        firsts.setdefault((name, references.hardware_class(fp)), (name, fp))
     against = references.compare_with_references(
-        spec, list(firsts.items()), tolerances, root=folder
+        spec, list(firsts.values()), tolerances, root=folder
     )
     report = references.ReferenceReport(
         among.comparisons + against.comparisons, among.notes + against.notes
     )
+    jobs = ci_runs.by_job(fps)
+    if args.record_to and not report.problems:
+        written = ci_runs.record(spec, jobs, Path(args.record_to), folder)
+        shown = ", ".join(os.path.normpath(p) for p in written if p.name != references.META)
+        if shown:  # only runs without a usable reference
+            report.notes.append(
+                f"these runs are written as references: {shown}; committed as "
+                f"{references.FOLDER}/<class>/, later runs are compared with them"
+            )
+    elif args.record_to:
+        report.notes.append(f"nothing written to {args.record_to}: the runs diverged")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        files.atomic_write(Path(args.report), ci_runs.render_report(spec, jobs, report))
     if args.summary:
         with open(args.summary, "a", encoding="utf-8") as summary:
             summary.write(report.markdown())
@@ -501,6 +532,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", metavar="FILE", help="with --references: append a Markdown verdict to FILE"
     )
+    p.add_argument(
+        "--report", metavar="FILE", help="with --references: write the HTML report to FILE"
+    )
+    p.add_argument(
+        "--record-to",
+        metavar="DIR",
+        help="with --references: when the runs agree, write those without a usable reference "
+        "as references to DIR/fingerprints/<class>/ (to commit)",
+    )
 
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
@@ -538,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true", help="provision one target after another")
 
     p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
-    p.add_argument("provider", choices=("github",))
+    p.add_argument("provider", choices=("github", "gitlab"))
     p.add_argument("--check", action="store_true", help="exit 1 if the workflow is out of date")
     p.add_argument("--force", action="store_true", help="overwrite a workflow edited by hand")
     return parser

@@ -14,24 +14,74 @@ which registers, from the spec's targets:
 - ``verify``: every target (or ``verify_targets``), compared with each other and the
   references (``envparity verify``; arguments after ``--`` are passed on: ``--record``);
 - ``compare``: fingerprints from folders (the CI artifacts) with each other and with
-  ``fingerprints/`` (``envparity compare --references``); ``-- DIR... [--summary FILE]``.
+  ``fingerprints/`` (``envparity compare --references``); ``-- DIR... [--summary FILE]
+  [--report FILE] [--record-to DIR]``.
 
 The sessions run envparity in nox's own interpreter (``venv_backend="none"``: envparity is
-installed beside nox, ``uvx --with envparity nox``) unless ``setup`` is given, which then
-prepares a session virtualenv (this repository installs its lock there).
+installed beside nox, ``uvx --with 'envparity==0.1.0' nox``) unless ``setup`` is given, which
+then prepares a session virtualenv (this repository installs its lock there).
+
+``registered`` asks nox which of them a noxfile registers (``check`` uses it). nox itself is
+imported by ``register`` only, so that naming and listing sessions stays light.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nox
-
 from orchestrator import references
+from orchestrator.errors import ToolError
 from orchestrator.spec import TARGET_NAMES, load
+
+PROBE = "probe"
+VERIFY = "verify"
+COMPARE = "compare"
+COMPARE_USAGE = "usage: nox -s compare -- DIR... [--summary FILE] [--report FILE] [--record-to DIR]"
+
+
+def probe_session(target: str) -> str:
+    """The name nox gives the probe session of ``target``: ``probe(venv)``."""
+    return f"{PROBE}({target})"
+
+
+def registered(noxfile: Path, wanted: Iterable[str]) -> set[str]:
+    """Which of the session names ``wanted`` the noxfile registers, as nox itself lists them
+    (``nox --noxfile NOXFILE -l --json -k ...``, in this interpreter, in the noxfile's folder).
+
+    Raises ``ToolError`` (with nox's last line) when nox cannot load the noxfile.
+    """
+    from orchestrator import process
+
+    wanted = set(wanted)
+    words = sorted({name.split("(")[0] for name in wanted})
+    done = process.run(
+        [
+            sys.executable,
+            "-m",
+            "nox",
+            "--noxfile",
+            noxfile,
+            "-l",
+            "--json",
+            "-k",
+            " or ".join(words),
+        ],
+        cwd=noxfile.parent,
+        check=False,
+        timeout=120,
+    )
+    try:
+        listed = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        listed = None
+    if not isinstance(listed, list):
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ToolError(f"nox could not load it ({last})")
+    return {str(entry.get("session")) for entry in listed if isinstance(entry, dict)} & wanted
 
 
 def register(
@@ -47,6 +97,8 @@ def register(
     ``setup(session)`` installs envparity into a session virtualenv of ``python`` (default:
     the spec's Python), else the sessions run in nox's interpreter.
     """
+    import nox
+
     spec = load(spec_file)
     spec_arg = str(spec_file)
     targets = [t for t in TARGET_NAMES if t in spec.targets]
@@ -62,31 +114,31 @@ def register(
                 sys.executable, "-m", "orchestrator", "--spec", spec_arg, *args, external=True
             )
 
-    @nox.session(name="probe", python=py, venv_backend=backend)
+    @nox.session(name=PROBE, python=py, venv_backend=backend)
     @nox.parametrize("target", targets, ids=targets)
     def probe(session: Any, target: str) -> None:
         """Provision one target, probe it twice, compare with the references."""
         envparity(session, "verify", "--targets", target, *session.posargs)
 
-    @nox.session(name="verify", python=py, venv_backend=backend)
+    @nox.session(name=VERIFY, python=py, venv_backend=backend)
     def verify(session: Any) -> None:
         """Every target, compared with each other and with fingerprints/."""
         asked = "--targets" in session.posargs
         chosen = ["--targets", *verify_targets] if verify_targets and not asked else []
         envparity(session, "verify", *chosen, *session.posargs)
 
-    @nox.session(name="compare", python=py, venv_backend=backend)
+    @nox.session(name=COMPARE, python=py, venv_backend=backend)
     def compare(session: Any) -> None:
         """Fingerprints from folders (CI artifacts) with each other and with fingerprints/."""
         args = list(session.posargs)
         first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
         folders, options = args[:first_option], args[first_option:]
         if not folders:
-            session.error("usage: nox -s compare -- DIR... [--summary FILE]")
+            session.error(COMPARE_USAGE)
         found = sorted(str(p) for d in folders for p in Path(d).rglob("*.json"))
         if not found:
             session.error(f"no fingerprints (*.json) under {', '.join(folders)}")
         root = str(spec.root / references.FOLDER)
         envparity(session, "compare", "--references", root, *found, *options)
 
-    return ["probe", "verify", "compare"]
+    return [PROBE, VERIFY, COMPARE]

@@ -248,9 +248,15 @@ def _meta(path: Path) -> dict[str, Any]:
 
 
 def record(
-    spec: Spec, recorded: Sequence[tuple[str, Path]], *, machine: str, now: str | None = None
+    spec: Spec,
+    recorded: Sequence[tuple[str, Path]],
+    *,
+    machine: str,
+    now: str | None = None,
+    root: Path | None = None,
 ) -> list[Path]:
-    """Write ``(target, fingerprint file)`` pairs as the references of their hardware classes.
+    """Write ``(target, fingerprint file)`` pairs as the references of their hardware classes,
+    in ``root`` (default: the spec's ``fingerprints/``; CI's compare job writes elsewhere).
 
     A class's other targets keep their references. Returns the files written.
     """
@@ -261,9 +267,12 @@ def record(
         by_class.setdefault(hardware_class(fingerprint.load(path)), []).append((target, path))
     written: list[Path] = []
     # Committed files: never written through a symbolic link (orchestrator.files' policy).
-    files.refuse_links(spec.root, *(f"{FOLDER}/{c}/{META}" for c in by_class))
+    if root is None:
+        files.refuse_links(spec.root, *(f"{FOLDER}/{c}/{META}" for c in by_class))
+    else:
+        files.refuse_links(root, *(f"{c}/{META}" for c in by_class))
     for hw_class, items in sorted(by_class.items()):
-        where = folder(spec) / hw_class
+        where = (root or folder(spec)) / hw_class
         meta_path = where / META
         meta: dict[str, Any] = (
             _meta(meta_path)
@@ -320,20 +329,27 @@ class Comparison:
     def diverged(self) -> bool:
         return self.pair.kind == "diverged"
 
-    def verdict(self) -> str:
-        """``bitwise identical (same hardware class)``, ``DIVERGED at losses step 3: ...``."""
+    def verdict(self, *, first_difference: bool = True) -> str:
+        """``bitwise identical (same hardware class)``, ``DIVERGED at losses step 3: ...``
+        (without ``first_difference``: ``DIVERGED (same hardware class)``)."""
         text = {"bitwise": "bitwise identical", "tolerance": "within tolerance"}.get(
             self.pair.kind, "DIVERGED"
         )
-        if self.diverged:
-            step = f" step {self.pair.step}" if self.pair.step is not None else ""
-            text += f" at {self.pair.stage}{step}: {self.pair.reason}"
+        if self.diverged and first_difference:
+            text += f" at {self.first_difference()}"
         how = (
             "same hardware class"
             if self.same_class
             else f"other hardware class, cross_device_rtol={self.pair.tolerance.get('rtol', 0):g}"
         )
         return f"{text} ({how})"
+
+    def first_difference(self) -> str:
+        """``losses step 3: loss differs ...``; "" when nothing diverged."""
+        if not self.diverged:
+            return ""
+        step = f" step {self.pair.step}" if self.pair.step is not None else ""
+        return f"{self.pair.stage}{step}: {self.pair.reason}"
 
     def line(self) -> str:
         return f"{self.target} vs {self.against}: {self.verdict()}"
@@ -355,9 +371,17 @@ class ReferenceReport:
         """The verdict as a Markdown table (for ``$GITHUB_STEP_SUMMARY``)."""
         verdict = "DIVERGED" if self.problems else "equivalent"
         out = [f"## {title}: {verdict}", ""]
-        out += ["| target | class | compared with | verdict |", "|---|---|---|---|"]
+        out += [
+            "| target | class | compared with | verdict | first difference | likely cause |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in self.comparisons:
-            out.append(f"| {c.target} | {c.hw_class} | {_md(c.against)} | {_md(c.verdict())} |")
+            cause = c.pair.causes[0] if c.diverged and c.pair.causes else "-"
+            out.append(
+                f"| {c.target} | {c.hw_class} | {_md(c.against)} | "
+                f"{_md(c.verdict(first_difference=False))} | "
+                f"{_md(c.first_difference() or '-')} | {_md(cause)} |"
+            )
         out += [""] + [f"- {_md(n)}" for n in self.notes]
         return "\n".join(out) + "\n"
 

@@ -222,11 +222,15 @@ class Verify:
 class CiSettings:
     """``[ci]``: the generated workflow (``envparity ci github``) and noxfile."""
 
-    # what the CI jobs install to get envparity: a PEP 508 requirement or a path ("." here)
-    envparity: str = "envparity"
-    # runs-on labels of the self-hosted GPU runners; empty: no GPU jobs
+    # what the CI jobs install to get envparity, pinned: an exact version, a URL at a commit or
+    # a path in the repository ("." here); None: the envparity that renders (render/ci.py)
+    envparity: str | None = None
+    # runs-on labels (GitLab: tags) of the self-hosted GPU runners; empty: no GPU jobs
     gpu_runner_labels: tuple[str, ...] = ()
-    noxfile: bool = False  # render writes a small generated noxfile.py calling nox_sessions
+    # render writes a small generated noxfile.py calling nox_sessions: True always, False
+    # never (the project's own registers the sessions), None when the project has none
+    noxfile: bool | None = None
+    providers: tuple[str, ...] = ("github",)  # which CI files render writes (CI_PROVIDERS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1113,28 +1117,76 @@ def _requirement_problem(value: str) -> str | None:
     return shape
 
 
+CI_PROVIDERS = (
+    "github",
+    "gitlab",
+)  # envparity ci github: .github/workflows; gitlab: .gitlab-ci.yml
+_VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
+UNPINNED_ADVICE = (
+    "a bare name or a range installs whatever an index serves under that name (envparity is "
+    "not on PyPI: anyone may publish it there); give an exact version ('envparity==0.1.0'), a "
+    "VCS URL at a commit ('envparity @ git+https://host/envparity@<commit>') or a path in the "
+    "repository ('.')"
+)
+
+
+def _ci_install_problem(value: str) -> str | None:
+    """``[ci] envparity``: the shape, no credentials, and pinned like pre-commit's ``rev``: a
+    path inside the repository, a URL naming one file or commit, or an exact version."""
+    problem = _requirement_problem(value)
+    if problem is not None:
+        return problem
+    name, _, url = value.partition(" @ ") if " @ " in value else ("", "", value)
+    if "://" in url:
+        if url.startswith("file:"):
+            return f"{quote(value)} is a file: URL, a path on this machine, not in the CI runner's checkout; give a path in the repository ('./vendor/...')"
+        path = url.split("://", 1)[1]
+        if url.startswith(_VCS_SCHEMES) and "@" not in path.rsplit("/", 1)[-1]:
+            return f"{quote(value)} is not pinned: a VCS URL without '@<commit>' installs whatever the branch holds when the job runs; append '@<commit>' (or a tag)"
+        return None
+    if not name and (value.startswith(".") or "/" in value):
+        if value.startswith("/") or value == ".." or value.startswith("../"):
+            return f"{quote(value)} is a path outside the repository, which the CI runner's checkout does not have; give a path in the repository ('.', './vendor/...')"
+        return None
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(value)
+    except InvalidRequirement:
+        return f"{quote(value)} is not a requirement or path (e.g. 'envparity==0.1.0', '.')"
+    specs = list(req.specifier)
+    exact = len(specs) == 1 and (
+        specs[0].operator == "===" or (specs[0].operator == "==" and "*" not in specs[0].version)
+    )
+    return None if exact else f"{quote(value)} is not pinned: {UNPINNED_ADVICE}"
+
+
 def _ci(r: _Reader, data: dict[str, Any]) -> CiSettings | None:
     t = r.table(data, "ci", "")
     if t is None:
         return None
     p = "ci"
     d = CiSettings()
-    r.known_keys(t, p, ("envparity", "gpu_runner_labels", "noxfile"))
+    r.known_keys(t, p, ("envparity", "gpu_runner_labels", "noxfile", "providers"))
+    providers = r.strings(
+        t,
+        "providers",
+        p,
+        d.providers,
+        check=lambda v: (
+            None if v in CI_PROVIDERS else f"{quote(v)} is not one of {', '.join(CI_PROVIDERS)}"
+        ),
+    )
+    if "providers" in t and not t["providers"]:
+        r.problem(f"{p}.providers", f"empty; name one or more of {', '.join(CI_PROVIDERS)}")
     return CiSettings(
-        envparity=r.get(
-            t,
-            "envparity",
-            p,
-            str,
-            d.envparity,
-            check=_requirement_problem,
-        )
-        or d.envparity,
+        envparity=r.get(t, "envparity", p, str, check=_ci_install_problem),
         gpu_runner_labels=r.strings(
             t,
             "gpu_runner_labels",
             p,
             check=_shape(_LABEL_RE, "a runner label (letters, digits, '.', '_', '-')"),
         ),
-        noxfile=bool(r.get(t, "noxfile", p, bool, d.noxfile)),
+        noxfile=r.get(t, "noxfile", p, bool),
+        providers=tuple(dict.fromkeys(providers)) or d.providers,
     )

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import process
+from orchestrator.render.ci import WORKFLOW
+from tests.ci_harness import lint
 from tests.helpers import cli_env, make_project, torch_spec
 
 
@@ -24,8 +26,10 @@ def nox(project: Path, *args: str) -> process.Completed:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = torch_spec("ci-demo", steps=3) + "[ci]\nnoxfile = true\n"
-    return make_project(tmp_path_factory.mktemp("nox") / "project", spec)
+    spec = torch_spec("ci-demo", steps=3) + '[ci]\nenvparity = "envparity==0.1.0"\nnoxfile = true\n'
+    folder = make_project(tmp_path_factory.mktemp("nox") / "project", spec)
+    lint(folder / WORKFLOW)
+    return folder
 
 
 class TestGeneratedNoxfile:
@@ -60,4 +64,7 @@ class TestGeneratedNoxfile:
     def test_compare_without_folders_says_how_to_call_it(self, project: Path) -> None:
         done = nox(project, "-s", "compare")
         assert done.returncode == 1
-        assert "usage: nox -s compare -- DIR... [--summary FILE]" in done.stdout + done.stderr
+        assert (
+            "usage: nox -s compare -- DIR... [--summary FILE] [--report FILE] [--record-to DIR]"
+            in done.stdout + done.stderr
+        )

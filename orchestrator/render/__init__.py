@@ -15,7 +15,8 @@ from orchestrator.render.devcontainer import (
 )
 from orchestrator.render.dotenv import render_dotenv
 from orchestrator.render.flake import render_flake
-from orchestrator.render.noxfile import NOXFILE, render_noxfile
+from orchestrator.render.gitlab import GITLAB_CI, render_gitlab_ci
+from orchestrator.render.noxfile import NOXFILE, generated_noxfile, render_noxfile
 from orchestrator.spec import Spec
 
 RENDER_FORMAT = 1
@@ -28,8 +29,12 @@ GENERATED = (
     ".devcontainer/arm64/Dockerfile",
     ".env.example",
     WORKFLOW,
+    GITLAB_CI,
     NOXFILE,
 )
+# [ci] providers: the file each writes (``envparity ci <provider>``) and its renderer
+CI_FILES = {"github": WORKFLOW, "gitlab": GITLAB_CI}
+_CI_RENDERERS = {"github": render_workflow, "gitlab": render_gitlab_ci}
 
 
 # The spec parts each file is made from (besides its target's table and its lock): a change
@@ -108,11 +113,17 @@ def render_all(spec: Spec) -> list[files.Generated]:
                 ".env.example", render_dotenv(spec), inputs(_DOTENV_PARTS), spec_name=name
             )
         )
-    if spec.ci is not None:  # [ci]: the workflow, and the noxfile its jobs call if asked
-        out.append(render_workflow(spec))
-        if spec.ci.noxfile:
-            out.append(render_noxfile(spec))
+    out += render_ci(spec)
+    if generated_noxfile(spec):  # the sessions the CI jobs call, unless the project has its own
+        out.append(render_noxfile(spec))
     return out
+
+
+def render_ci(spec: Spec, providers: tuple[str, ...] | None = None) -> list[files.Generated]:
+    """The CI files of ``providers`` (default: ``[ci] providers``; none without ``[ci]``)."""
+    if spec.ci is None:
+        return []
+    return [_CI_RENDERERS[p](spec) for p in (providers or spec.ci.providers)]
 
 
 def orphans(spec: Spec, rendered: list[files.Generated]) -> list[str]:

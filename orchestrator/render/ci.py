@@ -1,32 +1,40 @@
-"""The GitHub Actions workflow (``envparity ci github``): ``.github/workflows/envparity.yml``.
+"""The CI files: what their jobs run (shared by both providers), and the GitHub Actions workflow
+``.github/workflows/envparity.yml`` (``envparity ci github``; GitLab's file: ``render.gitlab``).
 
-One matrix job per target the spec has (``venv``, ``devcontainer``, ``nix``; ``host`` is the
-runner's own interpreter and is left to laptops) on ``ubuntu-latest``, plus one per CUDA-flavor
+One probe job per target the spec has (``venv``, ``devcontainer``, ``nix``; ``host`` is the
+runner's own interpreter and is left to laptops) on hosted runners, plus one per CUDA-flavor
 target on the self-hosted runners named by ``[ci] gpu_runner_labels``. Each job runs the same
 nox session a laptop runs (``orchestrator.nox_sessions``: ``nox -s "probe(venv)"``) and uploads
-its fingerprints as the artifact ``fingerprints-<job>``; the ``compare`` job downloads them all,
-runs ``nox -s compare`` (``envparity compare --references fingerprints``) and writes the verdict
-table to ``$GITHUB_STEP_SUMMARY``; a divergence fails it.
+its fingerprints as the artifact ``fingerprints-<job>``; the ``compare`` job downloads them all
+and runs ``nox -s compare``: the runs with each other and with ``fingerprints/``, the verdict
+table in ``$GITHUB_STEP_SUMMARY``, the HTML report and the runs laid out as references
+(``fingerprints/<class>/``, ready to commit) uploaded; a divergence fails it.
+
+What the jobs install to get envparity (``install_source``) is pinned like pre-commit's
+``rev``: ``[ci] envparity`` when the spec sets it (``spec.py`` refuses an unpinned one), else
+the envparity that renders: its released version, or the VCS URL and commit that its
+``direct_url.json`` records (PEP 610). A bare name is never written: envparity is not on PyPI,
+and whoever registers the name there would run code in every job.
 
 Actions are pinned by major tag (their maintainers move the tag for fixes); the devcontainers
 CLI by exact version. The YAML is written by PyYAML (``safe_dump``), so values are escaped; the
-one value from the spec that reaches a shell line, ``[ci] envparity``, is quoted with
+one value from the spec that reaches a shell line, the install source, is quoted with
 ``shlex.quote``.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from orchestrator import files
-from orchestrator.errors import UsageError
+from orchestrator.errors import ToolError, UsageError
 from orchestrator.spec import CiSettings, Spec
 
 WORKFLOW = ".github/workflows/envparity.yml"
-CI_FORMAT = 1
+CI_FORMAT = 2
 
 # Pinned by tag; see the module docstring. Majors chosen so that actionlint reports no
 # deprecated runtime (node20 actions are deprecated from September 2026).
@@ -37,8 +45,91 @@ UPLOAD = "actions/upload-artifact@v6"
 DOWNLOAD = "actions/download-artifact@v7"
 DEVCONTAINER_CLI = "@devcontainers/cli@0.89.0"  # the version the noxfile installs
 
-RUNS_DIR = ".envparity/ci"  # where each job writes its fingerprints, and compare reads them
+RUNS_DIR = ".envparity/ci"  # each probe job writes RUNS_DIR/fingerprints-<job>; compare reads it
+ARTIFACT_PREFIX = "fingerprints-"
+OUT_DIR = ".envparity/compare"  # what the compare job writes (outside RUNS_DIR, which it reads)
+REPORT = f"{OUT_DIR}/report.html"
+SUMMARY = f"{OUT_DIR}/summary.md"
+REFERENCES = f"{OUT_DIR}/references"  # holds fingerprints/<class>/: unzipped at the root
+REFERENCES_ARTIFACT = "envparity-references"
+REPORT_ARTIFACT = "envparity-report"
 CI_TARGETS = ("venv", "devcontainer", "nix")  # host: the runner's interpreter, no torch
+
+
+# --------------------------------------------------------------------------- what jobs install
+
+
+def install_source(spec: Spec) -> str:
+    """What the jobs install to get envparity: ``[ci] envparity``, else ``running_source``."""
+    settings = spec.ci or CiSettings()
+    return settings.envparity or running_source(spec.path.name)
+
+
+def running_source(spec_name: str = "environment.toml") -> str:
+    """The envparity running now, as a pinned requirement (``pinned_source`` of its installed
+    distribution's metadata, read with ``importlib.metadata``).
+
+    Raises ``UsageError`` (exit 2) when it cannot be pinned (a local path, or no metadata).
+    """
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("envparity")
+    except importlib.metadata.PackageNotFoundError:
+        raise UsageError(
+            f"{spec_name}: ci.envparity: not set, and this envparity has no installed "
+            f"metadata to pin it by (run from a source folder?); {_SET_IT}"
+        ) from None
+    return pinned_source(dist.version, dist.read_text("direct_url.json"), spec_name)
+
+
+_SET_IT = (
+    "set [ci] envparity = \"<requirement or URL>\" ('envparity==0.1.0', "
+    "'envparity @ git+https://host/envparity@<commit>'; '.' in envparity's own repository)"
+)
+
+
+def pinned_source(version: str, direct_url: str | None, spec_name: str = "environment.toml") -> str:
+    """A requirement that installs exactly this envparity elsewhere.
+
+    ``direct_url`` is the text of the distribution's ``direct_url.json`` (PEP 610,
+    https://packaging.python.org/en/latest/specifications/direct-url-data-structure/), None
+    when it has none: then it came from an index, and ``envparity==<version>`` names it. A VCS
+    install gives ``envparity @ <vcs>+<url>@<commit_id>``, an archive from a URL ``envparity @
+    <url>``. A local folder, file or ``file:`` repository cannot be installed by a CI runner:
+    ``UsageError`` (exit 2) asks for ``[ci] envparity``.
+    """
+    from orchestrator.messages import redact
+
+    if direct_url is None:
+        return f"envparity=={version}"
+    try:
+        data = json.loads(direct_url)
+        url = str(data["url"])
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"{spec_name}: ci.envparity: not set, and this envparity's direct_url.json is "
+            f"unreadable; {_SET_IT}"
+        ) from None
+    if redact(url) != url:
+        raise UsageError(
+            f"{spec_name}: ci.envparity: not set, and this envparity was installed from a URL "
+            f"with credentials ({redact(url)}), which a committed workflow must not hold; {_SET_IT}"
+        )
+    vcs = data.get("vcs_info")
+    if not url.startswith("file:") and isinstance(vcs, dict) and vcs.get("commit_id"):
+        sub = data.get("subdirectory")
+        tail = f"#subdirectory={sub}" if sub else ""
+        return f"envparity @ {vcs.get('vcs', 'git')}+{url}@{vcs['commit_id']}{tail}"
+    if not url.startswith("file:") and "archive_info" in data:
+        return f"envparity @ {url}"
+    raise UsageError(
+        f"{spec_name}: ci.envparity: not set, and this envparity was installed from "
+        f"{url.removeprefix('file://')}, a path a CI runner does not have; {_SET_IT}"
+    )
+
+
+# --------------------------------------------------------------------------- jobs and sessions
 
 
 def matrix(spec: Spec) -> list[dict[str, Any]]:
@@ -54,27 +145,89 @@ def matrix(spec: Spec) -> list[dict[str, Any]]:
             for t in chosen
             if spec.flavor_of(t).startswith("cu")
         ]
-    return out
-
-
-def nox_command(spec: Spec, session: str, *args: str) -> str:
-    """The shell line a job runs: nox from PyPI with envparity beside it (``[ci] envparity``,
-    shell-quoted). ``session`` and ``args`` are this module's own constants, written as the
-    shell should see them (``"probe(${{ matrix.target }})"``: GitHub substitutes first)."""
-    settings = spec.ci or CiSettings()
-    line = f"uvx --with {shlex.quote(settings.envparity)} nox -s {session}"
-    return line + (" -- " + " ".join(args) if args else "")
-
-
-def workflow(spec: Spec) -> dict[str, Any]:
-    """The workflow as data (what ``render_workflow`` dumps as YAML)."""
-    jobs = matrix(spec)
-    if not jobs:
+    if not out:
         raise UsageError(
             f"{spec.path.name}: ci: no target a CI runner can provision; add [targets.venv], "
             "[targets.devcontainer] or [targets.nix]"
         )
-    out_dir = f"{RUNS_DIR}/${{{{ matrix.name }}}}"
+    return out
+
+
+def sessions_called(spec: Spec) -> list[str]:
+    """The nox sessions the jobs call, in job order: ``probe(<target>)`` ..., ``compare``."""
+    from orchestrator import nox_sessions
+
+    probes = [nox_sessions.probe_session(j["target"]) for j in matrix(spec)]
+    return [*dict.fromkeys(probes), nox_sessions.COMPARE]
+
+
+def nox_command(source: str, session: str, *args: str) -> str:
+    """The shell line a job runs: nox from PyPI with envparity beside it (``source``,
+    shell-quoted). ``session`` and ``args`` are this package's own constants, written as the
+    shell should see them (``"probe(${{ matrix.target }})"``: GitHub substitutes first)."""
+    line = f"uvx --with {shlex.quote(source)} nox -s {session}"
+    return line + (" -- " + " ".join(args) if args else "")
+
+
+def compare_command(source: str, summary: str, references: str = REFERENCES) -> str:
+    """The compare job's line: every job's runs, the summary to ``summary``, the HTML report,
+    and the runs as references under ``references`` (``references/fingerprints/<class>/``)."""
+    return nox_command(
+        source,
+        "compare",
+        RUNS_DIR,
+        "--summary",
+        summary,
+        "--report",
+        REPORT,
+        "--record-to",
+        references,
+    )
+
+
+def session_problems(spec: Spec, written: list[str]) -> list[str]:
+    """``check``'s view: a nox session a CI file on disk (``written``, paths under the spec's
+    folder) calls but the project's noxfile does not register. [] without such a file, or when
+    render writes the noxfile (it registers them all); loading the project's own noxfile runs
+    ``nox -l --json`` (``nox_sessions.registered``), so only then."""
+    from orchestrator import nox_sessions
+    from orchestrator.render.noxfile import NOXFILE, generated_noxfile
+
+    on_disk = [p for p in written if (spec.root / p).is_file()]
+    if spec.ci is None or not on_disk or generated_noxfile(spec):
+        return []
+    called = sessions_called(spec)
+    shown = " and ".join(on_disk)
+    path = spec.root / NOXFILE
+    if not path.is_file():
+        return [
+            f"{NOXFILE}: missing, but {shown} calls the nox sessions {', '.join(called)}; add "
+            f"one that calls register({spec.path.name!r}) (docs/cli.md#nox-sessions), or "
+            "set [ci] noxfile = true"
+        ]
+    try:
+        found = nox_sessions.registered(path, called)
+    except ToolError as exc:
+        return [f"{NOXFILE}: {exc}"]
+    missing = [s for s in called if s not in found]
+    if not missing:
+        return []
+    return [
+        f"{NOXFILE}: does not register the nox session(s) {', '.join(missing)} that {shown} "
+        f"calls; add: from orchestrator.nox_sessions import register; "
+        f"register({spec.path.name!r}) (docs/cli.md#nox-sessions)"
+    ]
+
+
+# --------------------------------------------------------------------------- GitHub Actions
+
+
+def workflow(spec: Spec, source: str | None = None) -> dict[str, Any]:
+    """The workflow as data (what ``render_workflow`` dumps as YAML); ``source``: what the
+    jobs install (default ``install_source(spec)``)."""
+    jobs = matrix(spec)
+    source = source or install_source(spec)
+    out_dir = f"{RUNS_DIR}/{ARTIFACT_PREFIX}${{{{ matrix.name }}}}"
     probe_steps: list[dict[str, Any]] = [
         {"uses": CHECKOUT},
         {"uses": SETUP_UV},
@@ -102,17 +255,60 @@ def workflow(spec: Spec) -> dict[str, Any]:
     probe_steps += [
         {
             "name": "Provision and probe",
-            "run": nox_command(spec, '"probe(${{ matrix.target }})"', "--out", f'"{out_dir}"'),
+            "run": nox_command(source, '"probe(${{ matrix.target }})"', "--out", f'"{out_dir}"'),
         },
         {
             "name": "Upload the fingerprints",
             "if": "${{ !cancelled() }}",  # a divergence from a reference still shows in compare
             "uses": UPLOAD,
             "with": {
-                "name": "fingerprints-${{ matrix.name }}",
+                "name": f"{ARTIFACT_PREFIX}${{{{ matrix.name }}}}",
                 "path": out_dir,
                 "if-no-files-found": "error",
             },
+        },
+    ]
+    compare_steps: list[dict[str, Any]] = [
+        {"uses": CHECKOUT},
+        {"uses": SETUP_UV},
+        {
+            "name": "Download every job's fingerprints",
+            "uses": DOWNLOAD,
+            "with": {"pattern": f"{ARTIFACT_PREFIX}*", "path": RUNS_DIR},
+        },
+        {
+            "name": "Compare with each other and with fingerprints/",
+            "run": compare_command(source, '"$GITHUB_STEP_SUMMARY"'),
+        },
+        {
+            "name": "Upload the HTML report",
+            "if": "${{ !cancelled() }}",
+            "uses": UPLOAD,
+            "with": {"name": REPORT_ARTIFACT, "path": REPORT, "if-no-files-found": "warn"},
+        },
+        {
+            "name": "Upload the runs as references (fingerprints/<class>/)",
+            "id": "references",
+            "if": "${{ !cancelled() }}",  # written only when the runs agree
+            "uses": UPLOAD,
+            "with": {
+                "name": REFERENCES_ARTIFACT,
+                "path": REFERENCES,
+                "if-no-files-found": "ignore",
+            },
+        },
+        {
+            "name": "Say how to commit them",
+            "if": "${{ !cancelled() && steps.references.outputs.artifact-url != '' }}",
+            "env": {"ARTIFACT_URL": "${{ steps.references.outputs.artifact-url }}"},
+            "run": (
+                "{\n"
+                "  echo\n"
+                f'  echo "To make these runs the references: download {REFERENCES_ARTIFACT} '
+                "($ARTIFACT_URL), unzip it at the repository root (it holds "
+                'fingerprints/<class>/) and commit fingerprints/."\n'
+                '} >> "$GITHUB_STEP_SUMMARY"\n'
+            ),
         },
     ]
     return {
@@ -130,56 +326,60 @@ def workflow(spec: Spec) -> dict[str, Any]:
                 "needs": "probe",
                 "if": "${{ !cancelled() }}",
                 "runs-on": "ubuntu-latest",
-                "steps": [
-                    {"uses": CHECKOUT},
-                    {"uses": SETUP_UV},
-                    {
-                        "name": "Download every job's fingerprints",
-                        "uses": DOWNLOAD,
-                        "with": {"pattern": "fingerprints-*", "path": RUNS_DIR},
-                    },
-                    {
-                        "name": "Compare with each other and with fingerprints/",
-                        "run": nox_command(
-                            spec, "compare", RUNS_DIR, "--summary", '"$GITHUB_STEP_SUMMARY"'
-                        ),
-                    },
-                ],
+                "steps": compare_steps,
             },
         },
     }
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    """SafeDumper writing multi-line strings as literal blocks (``|``), as people write them."""
+def dump(data: dict[str, Any]) -> str:
+    """``data`` as YAML: PyYAML's SafeDumper in the data's own key order, multi-line strings as
+    literal blocks (``|``), as people write them, no line folded. PyYAML is imported here,
+    when a CI file is rendered: ``envparity check`` of a spec without ``[ci]`` never imports it."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
+        pass
+
+    def literal(dumper: Any, value: str) -> Any:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, literal)
+    text: str = yaml.dump(
+        data, Dumper=Dumper, sort_keys=False, width=2**16, default_flow_style=False
+    )
+    return text
 
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+def ci_inputs(spec: Spec, source: str) -> str:
+    """The inputs hash of a CI file: [ci], each target's flavor and the install source (a
+    newer envparity makes the file stale); not the locks, read when the jobs run."""
+    return files.inputs_hash(
+        {
+            "format": CI_FORMAT,
+            "ci": spec.to_dict().get("ci"),
+            "flavors": {t: spec.flavor_of(t) for t in sorted(spec.targets)},
+            "source": source,
+        }
+    )
 
 
-_Dumper.add_representer(str, _str)
+def ci_file(
+    spec: Spec, path: str, build: Callable[[Spec, str], dict[str, Any]], provider: str
+) -> files.Generated:
+    """The CI file ``path`` that ``build(spec, install source)`` describes, with envparity's
+    header (regenerated by ``envparity ci <provider>``)."""
+    source = install_source(spec)
+    return files.Generated(
+        path,
+        dump(build(spec, source)),
+        ci_inputs(spec, source),
+        regenerate=f"envparity ci {provider}",
+        spec_name=spec.path.name,
+    )
 
 
 def render_workflow(spec: Spec) -> files.Generated:
-    """``.github/workflows/envparity.yml`` with envparity's header (inputs: [ci] and each
-    target's flavor, all the workflow is made from; not the locks, read when the jobs run)."""
-    data = spec.to_dict()
-    body = yaml.dump(
-        workflow(spec), Dumper=_Dumper, sort_keys=False, width=100, default_flow_style=False
-    )
-    inputs = files.inputs_hash(
-        {
-            "format": CI_FORMAT,
-            "ci": data.get("ci"),
-            "flavors": {t: spec.flavor_of(t) for t in sorted(spec.targets)},
-        }
-    )
-    return files.Generated(
-        WORKFLOW,
-        body,
-        inputs,
-        regenerate="envparity ci github",
-        spec_name=spec.path.name,
-    )
+    """``.github/workflows/envparity.yml`` with envparity's header."""
+    return ci_file(spec, WORKFLOW, workflow, "github")

@@ -1,6 +1,11 @@
-"""A small generated ``noxfile.py`` (``[ci] noxfile = true``): the sessions of
-``orchestrator.nox_sessions`` for a project that has no noxfile of its own. A project with one
-adds the two lines of its body to it instead (README: "nox sessions")."""
+"""A small generated ``noxfile.py``: the sessions of ``orchestrator.nox_sessions`` for a project
+that has no noxfile of its own, so that every session the CI jobs call exists. A project with
+one adds the two lines of its body to it instead (docs/cli.md: "nox sessions").
+
+``[ci] noxfile``: true, render writes it (and refuses to replace a noxfile envparity did not
+write); false, never (the project's own registers the sessions; ``check`` loads it to see);
+unset, render writes it unless the project has a noxfile of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,16 @@ from orchestrator import files
 from orchestrator.spec import Spec
 
 NOXFILE = "noxfile.py"
+
+
+def generated_noxfile(spec: Spec) -> bool:
+    """Whether render writes ``noxfile.py`` for ``spec`` (see the module docstring)."""
+    if spec.ci is None or spec.ci.noxfile is False:
+        return False
+    if spec.ci.noxfile:
+        return True
+    text = files.read(spec.root / NOXFILE, NOXFILE)
+    return text is None or files.read_header(text) is not None
 
 
 def render_noxfile(spec: Spec) -> files.Generated:
