@@ -55,7 +55,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import init
 
     target = Path(args.spec or "environment.toml")
-    converted = init.convert(Path(args.from_file) if args.from_file else None, name=args.name)
+    converted = init.convert(
+        Path(args.from_file) if args.from_file else None, name=args.name, spec_dir=target.parent
+    )
     init.write_spec(target, converted.text, force=args.force)
     for line in converted.unlockable:  # kept in the spec as '# not converted:' comments
         _err(f"not converted: {line}")
@@ -81,18 +83,26 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if stale:
             print("run 'envparity lock' to update", file=sys.stderr)
         return 1 if stale else 0
-    lock.refuse_incompatible(spec)  # before the notes: a refused spec gets the refusal alone
+    # every flavor asked for refused: the refusal alone, before the notes (a flavor refused
+    # beside others that lock is named by lock.lock on its own line)
+    lock.refuse_when_no_flavor_locks(spec, args.flavor or None)
     for line in compat.architecture_warnings(spec):
         _err(f"warning: {line}")
     for note in compat.abi_notes(spec):
         _err(f"note: {note}")
-    for path in lock.lock(
-        spec,
-        upgrade=args.upgrade,
-        flavors=args.flavor or None,
-        force=args.force,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
-    ):
+    try:
+        written = lock.lock(
+            spec,
+            upgrade=args.upgrade,
+            flavors=args.flavor or None,
+            force=args.force,
+            progress=lambda message: print(message, file=sys.stderr, flush=True),
+        )
+    except lock.LockIncomplete as exc:  # the flavors that resolved are written: say so first
+        for path in exc.written:
+            print(f"wrote {path}")
+        raise
+    for path in written:
         print(f"wrote {path}")
     return 0
 
@@ -133,7 +143,8 @@ def _render_summary(spec_name: str, written: list[tuple[str, str]], removed: lis
     if not written and not removed:
         return (
             f"render: nothing to write: {spec_name} has no [targets.nix], [targets.devcontainer], "
-            "[variables] or [ci] (locks are written by 'envparity lock')"
+            "[variables] or [ci] (locks are written by 'envparity lock'; 'envparity init' writes "
+            "the two targets as comments, ready to uncomment)"
         )
     changed = sum(1 for _, status in written if status != "unchanged")
     return (

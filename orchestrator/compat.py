@@ -12,7 +12,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -304,9 +304,13 @@ class _Request:
     cudnn: str | None
 
 
-def check(spec: Spec) -> list[Problem]:
-    """Every combination the spec asks for that the table proves does not exist."""
-    problems = _unknown_cuda(spec) + _cuda_sources(spec)
+def check(spec: Spec, *, flavor: str | None = None) -> list[Problem]:
+    """Every combination the spec asks for that the table proves does not exist; with
+    ``flavor``, those that stop that flavor's lock (for ``"cpu"``: the spec as if it had no
+    ``[cuda]``, so a CUDA build that does not exist leaves the cpu flavor alone)."""
+    if flavor == "cpu" and spec.cuda is not None:
+        spec = replace(spec, cuda=None)
+    problems = _unknown_cuda(spec) + _cuda_sources(spec, flavor)
     request = _request(spec)
     if problems or request is None:
         return problems
@@ -567,7 +571,7 @@ _TORCH_INDEX_RE = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,4}|cpu)/?$")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
-def _cuda_sources(spec: Spec) -> list[Problem]:
+def _cuda_sources(spec: Spec, only: str | None = None) -> list[Problem]:
     """The devcontainer's CUDA image and the PyTorch indexes must be the spec's CUDA (or CPU)."""
     file = _display(spec.path)
     out = []
@@ -592,7 +596,7 @@ def _cuda_sources(spec: Spec) -> list[Problem]:
             continue
         serves = found[1]
         for f in spec.flavors:
-            if not index.applies_to(f) or serves == f:
+            if not index.applies_to(f) or serves == f or only not in (None, f):
                 continue
             what = "the CPU" if serves == "cpu" else f"the CUDA {_cuda_of(serves)}"
             if f.startswith("cu") and serves.startswith("cu"):
@@ -773,6 +777,25 @@ def _span(versions: Sequence[str]) -> str:
 
 def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def example_image(cuda: str | None) -> str:
+    """A devcontainer base image for a spec: for CUDA ``X.Y``, NVIDIA's ``nvidia/cuda`` devel
+    image with cuDNN at the newest update the table records (``12.8`` ->
+    ``nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04``), else ``ubuntu:24.04``. The tag follows
+    the patterns of nvidia/cuda's published tags (``11.7.1-cudnn8-devel-ubuntu22.04``,
+    ``12.3.2-cudnn9-devel-ubuntu22.04``, ``12.4.1-cudnn-devel-ubuntu22.04``,
+    ``12.8.1-cudnn-devel-ubuntu24.04``, as public Dockerfiles name them; Docker Hub is not
+    reachable here, so a tag is not checked to exist). Unpinned: ``check`` asks for a digest."""
+    if cuda is None:
+        return "ubuntu:24.04"
+    toolkit = table().toolkits.get(cuda)
+    found = re.search(r"Update ([0-9]+)", toolkit.latest_update) if toolkit else None
+    patch = found[1] if found else "0"
+    key = _key(cuda)
+    cudnn = "cudnn8" if key < (12, 3) else "cudnn9" if key < (12, 4) else "cudnn"
+    ubuntu = "24.04" if key >= (12, 6) else "22.04"
+    return f"nvidia/cuda:{cuda}.{patch}-{cudnn}-devel-ubuntu{ubuntu}"
 
 
 # --------------------------------------------------------------------------- ABI pairs
@@ -1045,6 +1068,10 @@ def builds_for(capability: str) -> list[str]:
     return out
 
 
+# When the table records no build with kernels for a GPU: it does not know every build's list.
+NO_KNOWN_BUILD = "not known (the table records kernel lists for some builds only)"
+
+
 def gpu_verdict(
     torch_versions: Sequence[str], cuda: str, capability: str
 ) -> tuple[str | None, str | None]:
@@ -1061,7 +1088,7 @@ def gpu_verdict(
     if any(f == "native" for f in fits.values()):
         return None, None
     others = builds_for(capability)
-    alternatives = ", ".join(others) if others else "none in the table"
+    alternatives = ", ".join(others) if others else NO_KNOWN_BUILD
     build = known[-1][1]
     what = (
         f"torch {_span([v for v, _ in known])}+cu{cuda.replace('.', '')} has no kernels for "

@@ -195,7 +195,7 @@ def _gpu_architectures(spec: Spec, r: Report) -> None:
             if how == "native":
                 r.ok(f"{name} ({sm}): torch {version} has kernels for it")
                 continue
-            others = ", ".join(compat.builds_for(capability)) or "none in the table"
+            others = ", ".join(compat.builds_for(capability)) or compat.NO_KNOWN_BUILD
             what = (
                 f"{name} ({sm}): torch {version} has no kernels for it (built for "
                 f"{compat.sm_names(archs)})"

@@ -265,6 +265,11 @@ def conformance(spec: Spec, interpreter: Interpreter) -> Conformance:
             mismatched.append(f"{name} is not installed (lock: {version})")
         elif installed != version:
             mismatched.append(f"{name} {installed} installed, lock pins {version}")
+    from packaging.utils import canonicalize_name
+
+    for package in lock.local_packages(spec, target.flavor):  # the project's own code
+        if str(canonicalize_name(package.name)) not in interpreter.packages:
+            mismatched.append(f"{package.name} is not installed (local: {package.target})")
     packages = (
         f"{len(mismatched)} package(s) differ from {target.path}: "
         + "; ".join(mismatched[:6])
@@ -290,5 +295,6 @@ def install_command(spec: Spec, interpreter: Interpreter) -> str:
         local = lock.local_folder(location) is not None
         kind = "--find-links" if index.kind == "find-links" or local else "--extra-index-url"
         args += [kind, location]
-    args += ["-r", target.path]
-    return shlex.join(args)
+    args += [*lock.index_strategy(spec, target.flavor), "-r", target.path]
+    installs = lock.local_install_commands(spec, target.flavor, interpreter.executable)
+    return " && ".join(shlex.join(a) for a in [args, *installs])

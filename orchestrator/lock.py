@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import files
-from orchestrator.errors import SpecError, ToolError, UsageError
+from orchestrator.errors import CheckFailed, EnvparityError, SpecError, ToolError, UsageError
 from orchestrator.messages import quote
-from orchestrator.spec import Index, Spec
+from orchestrator.spec import Index, LocalPackage, Spec
 
 LOCK_DIR = "locks"
 LOCK_FORMAT = 1
@@ -110,18 +110,26 @@ def sources(spec: Spec, flavor: str, system: str | None = None) -> tuple[Index, 
 
 
 def inputs(spec: Spec, target: LockTarget) -> str:
-    """Hash of exactly what determines a lock's content."""
-    bounds = constraints(spec, target.flavor)
-    data = {
+    """Hash of exactly what determines a lock's content (a local package's build files too:
+    its dependencies are locked)."""
+    data: dict[str, object] = {
         "format": LOCK_FORMAT,
         "flavor": target.flavor,
         "platform": target.platform,
         "python": spec.environment.python,
         "requirements": requirements(spec, target.flavor),
-        "sources": [(i.kind, i.url) for i in sources(spec, target.flavor, target.system)],
-        # only when there are any: the hash of every other lock stays what it was
-        **({"constraints": bounds} if bounds else {}),
+        "sources": [
+            (i.kind, i.url, *([list(i.packages)] if i.packages else []))
+            for i in sources(spec, target.flavor, target.system)
+        ],
     }
+    # only when there are any: the hash of every other lock stays what it was
+    bounds = constraints(spec, target.flavor)
+    if bounds:
+        data["constraints"] = bounds
+    local = local_packages(spec, target.flavor)
+    if local:
+        data["local"] = [(p.target, p.editable, _build_files(spec, p)) for p in local]
     if target.darwin:  # the deployment target decides which macOS wheels fit
         data["macos"] = spec.environment.macos_target
     return files.inputs_hash(data)
@@ -151,6 +159,40 @@ def requirements(spec: Spec, flavor: str) -> list[str]:
     return [d.requirement() for d in spec.dependencies if d.applies_to(flavor)]
 
 
+def local_packages(spec: Spec, flavor: str) -> tuple[LocalPackage, ...]:
+    """The project's own packages (``[dependencies]`` tables with a ``path``) of a flavor."""
+    return tuple(p for p in spec.local_packages if p.applies_to(flavor))
+
+
+_BUILD_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def _build_files(spec: Spec, package: LocalPackage) -> str:
+    """sha256 of the files that declare a local package's dependencies ("" when none)."""
+    folder = spec.root / package.path
+    texts = {name: files.read(folder / name, name) for name in _BUILD_FILES}
+    return files.inputs_hash({k: v for k, v in texts.items() if v is not None})
+
+
+def local_install_commands(spec: Spec, flavor: str, python: str) -> list[list[str]]:
+    """``uv pip install --no-deps [-e] ./PATH`` for each local package of ``flavor``, into the
+    interpreter ``python``, run from the spec's folder after the lock is installed: their
+    dependencies are in the lock, hash-checked; the packages themselves have no release."""
+    return [
+        [
+            "uv",
+            "pip",
+            "install",
+            "--python",
+            python,
+            "--no-deps",
+            *(["--editable"] if p.editable else []),
+            p.target,
+        ]
+        for p in local_packages(spec, flavor)
+    ]
+
+
 def mirrors() -> dict[str, str]:
     """``ENVPARITY_MIRRORS`` as {spec URL: location to read instead}."""
     out = {}
@@ -171,17 +213,31 @@ def source_args(spec: Spec, flavor: str, system: str | None = None) -> list[str]
     does not exist.
     """
     args: list[str] = []
+    for index, location in _located(spec, flavor, system):
+        args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", location]
+    return args + index_strategy(spec, flavor, system)
+
+
+def _located(spec: Spec, flavor: str, system: str | None = None) -> list[tuple[Index, str]]:
+    """Each source of ``flavor`` with the location uv reads, mirrors applied."""
+    out = []
     mirror = mirrors()
     for index in sources(spec, flavor, system):
         location = mirror.get(index.url.rstrip("/"), index.url)
-        if index.kind == "find-links":
-            args += ["--find-links", location]
-            continue
-        folder = local_folder(location)
+        folder = None if index.kind == "find-links" else local_folder(location)
         if folder is not None:
             location = simple_index(folder, mirror_of=index.url)
-        args += ["--extra-index-url", location]
-    return args
+        out.append((index, location))
+    return out
+
+
+def index_strategy(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
+    """Installing a lock whose packages come from an index kept to some packages: every
+    index may serve any pinned file, since the lock's hashes decide which file is accepted
+    (uv's default takes each package from the first index that has it, at any version)."""
+    if any(i.packages for i in sources(spec, flavor, system)):
+        return ["--index-strategy", "unsafe-best-match"]
+    return []
 
 
 def mirror_notes(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
@@ -283,7 +339,7 @@ def install_args(spec: Spec, flavor: str, system: str | None = None) -> list[str
     args: list[str] = []
     for index in sources(spec, flavor, system):
         args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", index.url]
-    return args
+    return args + index_strategy(spec, flavor, system)
 
 
 def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bool) -> str:
@@ -292,8 +348,7 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
 
     python = spec.environment.python
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
-        req = Path(tmp, "requirements.in")
-        req.write_text("\n".join(requirements(spec, target.flavor)) + "\n", encoding="utf-8")
+        req, unscoped = _resolver_input(spec, target.flavor, Path(tmp), target.system)
         bounds = Path(tmp, CONSTRAINTS_NAME)
         bound = constraints(spec, target.flavor)
         bounds.write_text("".join(f"{c}\n" for c in bound), encoding="utf-8")
@@ -317,18 +372,106 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
             target.platform,
             "--quiet",
             *(["--constraints", str(bounds)] if bound else []),
-            *source_args(spec, target.flavor, target.system),
+            *unscoped,
         ]
         if upgrade:
             args.append("--upgrade")
-        _run_uv(spec, target, args)
+        kept = [
+            f"{', '.join(i.packages)} only from {i.url}"
+            for i in sources(spec, target.flavor, target.system)
+            if i.packages
+        ]
+        scoped_note = (
+            [
+                f"{_PROJECT} is {spec.path.name}'s [dependencies], resolved through a "
+                f"generated pyproject.toml that keeps {'; '.join(kept)} (index.packages)"
+            ]
+            if req.name == "pyproject.toml"
+            else []
+        )
+        _run_uv(spec, target, args, notes=scoped_note)
         body = out.read_text(encoding="utf-8")
+    for via in (f"{_PROJECT} ({req})", f"{_PROJECT} (pyproject.toml)"):  # a pyproject input
+        body = body.replace(via, "-r environment.toml")  # worded as a requirements input's
     body = body.replace(str(req), "environment.toml").replace(str(bounds), CONSTRAINTS_NAME)
+    body = _without_local(body)
     _check_flavor(spec, target, body)
     conflicts = compat_conflicts(body)
     if conflicts:
         raise ToolError(f"{target.path}: " + "; ".join(conflicts))
     return body
+
+
+_PROJECT = "envparity-lock-input"  # the name of the generated pyproject.toml's project
+
+
+def _resolver_input(
+    spec: Spec, flavor: str, tmp: Path, system: str | None = None
+) -> tuple[Path, list[str]]:
+    """The file ``uv pip compile`` resolves, and the source arguments it is given.
+
+    A requirements file in general. When an index is kept to some packages, a generated
+    ``pyproject.toml`` instead, whose ``[tool.uv.sources]`` send those packages to it (an
+    explicit ``[[tool.uv.index]]``): uv has no command-line option for that. Local packages
+    are named by absolute path, so that their dependencies are resolved; ``_without_local``
+    takes them out of the lock."""
+    import json
+
+    located = _located(spec, flavor, system)
+    scoped = [(i, location) for i, location in located if i.packages]
+    unscoped = [
+        arg
+        for i, location in located
+        if not i.packages
+        for arg in ("--find-links" if i.kind == "find-links" else "--extra-index-url", location)
+    ]
+    local = local_packages(spec, flavor)
+    lines = requirements(spec, flavor)
+    if not scoped:
+        for p in local:
+            where = (spec.root / p.path).resolve()
+            extras = f"[{','.join(p.extras)}]" if p.extras else ""
+            lines.append(
+                f"-e {where}{extras}" if p.editable else f"{p.name}{extras} @ {where.as_uri()}"
+            )
+        req = tmp / "requirements.in"
+        req.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return req, unscoped
+    toml = json.dumps  # a JSON string is a valid TOML basic string
+    deps = lines + [p.name + (f"[{','.join(p.extras)}]" if p.extras else "") for p in local]
+    text = [
+        "[project]",
+        f"name = {toml(_PROJECT)}",
+        'version = "0"',
+        "dependencies = [" + ", ".join(toml(d) for d in deps) + "]",
+        "",
+    ]
+    routes: dict[str, str] = {}
+    for n, (index, location) in enumerate(scoped):
+        text += ["[[tool.uv.index]]", f'name = "envparity-{n}"', f"url = {toml(location)}"]
+        text += ["explicit = true", ""]
+        for package in index.packages:
+            routes.setdefault(package, f'{{ index = "envparity-{n}" }}')
+    for p in local:
+        folder = str((spec.root / p.path).resolve())
+        routes[p.name] = f"{{ path = {toml(folder)}, editable = {str(p.editable).lower()} }}"
+    text += ["[tool.uv.sources]", *(f"{toml(k)} = {v}" for k, v in routes.items())]
+    req = tmp / "pyproject.toml"
+    req.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return req, unscoped
+
+
+def _without_local(body: str) -> str:
+    """The lock body without the entries of local packages (``-e /path``, ``name @ file://``),
+    which are installed after the lock, not from it."""
+    out: list[str] = []
+    skipping = False
+    for line in body.splitlines(keepends=True):
+        if not line[:1].isspace():
+            skipping = line.startswith("-e ") or bool(re.match(r"^\S+ @ file://", line))
+        if not skipping:
+            out.append(line)
+    return "".join(out)
 
 
 # How a bound from the compatibility table is named in a lock's "# via -c ..." lines.
@@ -342,7 +485,12 @@ def compat_conflicts(body: str) -> list[str]:
     return compat.abi_conflicts(pinned(body))
 
 
-def _run_uv(spec: Spec, target: LockTarget, args: list[str]) -> None:
+def _run_uv(
+    spec: Spec, target: LockTarget, args: list[str], *, notes: list[str] | None = None
+) -> None:
+    """Run uv for ``target`` (macOS: with its deployment target); a failure is a ``ToolError``
+    with uv's message, then ``notes``, what to change for a macOS target without wheels, and
+    what each mirror is."""
     from orchestrator import process  # subprocess and logging: only when resolving
 
     env = {"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"}
@@ -351,13 +499,14 @@ def _run_uv(spec: Spec, target: LockTarget, args: list[str]) -> None:
     try:
         process.run(args, extra_env=env)
     except process.CommandFailed as exc:
-        notes = mirror_notes(spec, target.flavor, target.system)
-        hint = _no_wheels_hint(spec, target, str(exc))
-        if not notes and not hint:
+        more = [
+            *(notes or []),
+            *_no_wheels_hint(spec, target, str(exc)),
+            *mirror_notes(spec, target.flavor, target.system),
+        ]
+        if not more:
             raise
-        raise ToolError(
-            "\n".join([f"{target.path} ({target.system}): {exc}", *hint, *notes])
-        ) from None
+        raise ToolError(f"{exc}\n" + "\n".join(more)) from None
 
 
 def _no_wheels_hint(spec: Spec, target: LockTarget, error: str) -> list[str]:
@@ -467,6 +616,88 @@ def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
             f"torch {pins.get('torch', '?')} is PyPI's CUDA build. "
             + _index_advice(spec, "cpu", "the PyTorch CPU index")
         )
+    mixed = torch_family_mismatch(pins)
+    if mixed:
+        raise ToolError(f"{target.path}: {mixed}" + _family_advice(spec, target.flavor, pins))
+
+
+# Built against torch's C++ ABI and CUDA: each release pins one torch release exactly
+# (torchvision's and torchaudio's setup.py: torch==$PYTORCH_VERSION), and a build runs only
+# beside the torch build (cpu, cuXY) it was made with.
+TORCH_BUILT = ("torchvision", "torchaudio")
+
+
+def _build_label(version: str, torch: str) -> str:
+    """The build a pin is: ``"cpu"``, ``"cu128"``; an unlabelled version is PyPI's build, made
+    for PyPI's torch of the same release (its CUDA from the compatibility table)."""
+    from orchestrator import compat
+
+    local = version.partition("+")[2]
+    if re.fullmatch(r"cpu|cu[0-9]{2,3}", local):
+        return local
+    cuda = compat.pypi_default_cuda(torch)
+    return "pypi" if cuda is None else "cu" + cuda.replace(".", "")
+
+
+def torch_family_mismatch(pins: dict[str, str]) -> str:
+    """Why the lock's torchvision/torchaudio cannot run beside its torch ("" when they can).
+
+    uv takes each package from the first index that has it: an index (or a mirror of one)
+    holding torch but not torchvision gives the CPU torch beside PyPI's CUDA torchvision, a
+    resolution PEP 440 accepts (``torch==2.13.0`` admits ``2.13.0+cpu``) that fails at run
+    time (``operator torchvision::nms does not exist``)."""
+    torch = pins.get("torch")
+    if torch is None:
+        return ""
+    want = _build_label(torch, torch)
+    wrong = [n for n in TORCH_BUILT if n in pins and _build_label(pins[n], torch) != want]
+    if not wrong:
+        return ""
+    return (
+        f"torch {torch} is {_build_words(torch, torch)}, but "
+        + " and ".join(f"{n} {pins[n]} is {_build_words(pins[n], torch)}" for n in wrong)
+        + ": their compiled operators run only beside the torch build they were made for "
+        "(seen: operator torchvision::nms does not exist)"
+    )
+
+
+def _build_words(version: str, torch: str) -> str:
+    from orchestrator import compat
+
+    public, _, local = torch.partition("+")[0], "", version.partition("+")[2]
+    if local == "cpu":
+        return "the CPU build" if version == torch else f"built for torch {public}+cpu"
+    if local:
+        return f"the {local} build" if version == torch else f"built for torch {public}+{local}"
+    cuda = compat.pypi_default_cuda(public)
+    made = f" (CUDA {cuda})" if cuda else ""
+    if version == torch:
+        return f"PyPI's build{made}"
+    return f"PyPI's build, made for PyPI's torch {public}{made}"
+
+
+def _family_advice(spec: Spec, flavor: str, pins: dict[str, str]) -> str:
+    """Where the matching builds are: the PyTorch index of the flavor's build, and the
+    mirror standing in for it when one does."""
+    url = PYTORCH_INDEX + flavor
+    names = [n for n in TORCH_BUILT if n in pins]
+    label = "cpu" if flavor == "cpu" else flavor
+    public = pins["torch"].partition("+")[0]
+    wanted = ", ".join(f"{n} {pins[n].partition('+')[0]}+{label}" for n in names)
+    advice = (
+        f". Take {' and '.join(names)} from the index with the builds for torch "
+        f"{public}+{label}: {url} ({wanted})"
+    )
+    mirror = mirrors().get(url)
+    if mirror is not None:
+        advice += (
+            f"; ENVPARITY_MIRRORS has {mirror} stand in for it: put those wheels there, "
+            "or unset ENVPARITY_MIRRORS to use the index itself"
+        )
+    elif not any(i.url.rstrip("/") == url for i in sources(spec, flavor)):
+        scope = '["cpu"]' if flavor == "cpu" else '["cuda"]'
+        advice += f'; add it to {spec.path.name}: [[index]] url = "{url}" flavors = {scope}'
+    return advice
 
 
 def _index_advice(spec: Spec, flavor: str, what: str) -> str:
@@ -539,25 +770,90 @@ def lock(
 ) -> list[str]:
     """Resolve every flavor and system; write all locks or none. Returns the paths written.
     ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
-    refuse_incompatible(spec)
+    targets = lock_targets(spec, flavors)
     paths = lock_paths(spec, flavors)
     files.refuse_links(spec.root, *paths)  # before uv
     # nor run uv for locks that write_all would refuse to replace (a hand edit, a foreign file)
     files.refuse_overwrites(spec.root, paths, force=force)
     generated = []
     documents: dict[str, dict[str, dict[str, object]]] = {}
-    for target in lock_targets(spec, flavors):
+    failed: list[tuple[LockTarget, EnvparityError]] = []
+    incompatible = {f: _incompatible(spec, f) for f in dict.fromkeys(t.flavor for t in targets)}
+    for target in targets:
+        if incompatible[target.flavor] is not None:
+            failed.append((target, incompatible[target.flavor]))  # type: ignore[arg-type]
+            continue
         previous = read_lock_body(spec, target)
         progress(f"resolving {target.path} ({target.flavor}, {target.system}) with uv")
-        body = resolve(spec, target, previous=previous, upgrade=upgrade)
+        try:
+            body = resolve(spec, target, previous=previous, upgrade=upgrade)
+            document = resolve_pylock(spec, target, body)
+        except (ToolError, UsageError) as exc:
+            if len(targets) == 1:
+                raise
+            failed.append((target, exc))
+            continue
         generated.append(render_lock(spec, target, body))
-        documents.setdefault(target.flavor, {})[target.system] = resolve_pylock(spec, target, body)
+        documents.setdefault(target.flavor, {})[target.system] = document
     for flavor, by_system in documents.items():
+        if any(t.flavor == flavor for t, _ in failed):
+            continue  # a flavor's PEP 751 lock holds all its systems or is not written
         progress(f"writing {pylock_path(flavor)} ({', '.join(by_system)})")
         generated.append(render_pylock(spec, flavor, by_system))
-    removed = [] if flavors else orphans(spec)
+    if (
+        failed
+        and not generated
+        and (len(failed) == 1 or all(isinstance(e, SpecError) for _, e in failed))
+    ):
+        _raise_together([e for _, e in failed])
+    removed = [] if flavors or failed else orphans(spec)
     results = files.write_all(spec.root, generated, remove=removed, force=force)
-    return [f"{path} ({status})" for path, status in results]
+    written = [f"{path} ({status})" for path, status in results]
+    if failed:
+        raise LockIncomplete(written, [(t.path, e) for t, e in failed])
+    return written
+
+
+class LockIncomplete(CheckFailed):
+    """Some flavors locked, others not (exit 1): those that resolved are written, each
+    failing one is named on its own line with its reason, and its old lock is left alone."""
+
+    def __init__(self, written: list[str], failed: list[tuple[str, EnvparityError]]) -> None:
+        self.written = written
+        self.failed = failed
+        lines = [f"{path}: not written: {_one_paragraph(exc)}" for path, exc in failed]
+        if not written:
+            self.exit_code = 2 if all(e.exit_code == 2 for _, e in failed) else 1
+        super().__init__("\n".join(lines))
+
+
+def _one_paragraph(exc: EnvparityError) -> str:
+    return str(exc).replace("\n", "\n  ")
+
+
+def _raise_together(errors: list[EnvparityError]) -> None:
+    if all(isinstance(e, SpecError) for e in errors):
+        problems = [p for e in errors for p in e.problems]  # type: ignore[attr-defined]
+        raise SpecError(list(dict.fromkeys(problems)))  # a problem two flavors share, once
+    raise errors[0]
+
+
+def refuse_when_no_flavor_locks(spec: Spec, flavors: list[str] | None = None) -> None:
+    """Raise ``SpecError`` when every flavor asked for has a compatibility problem: nothing
+    could be locked. One flavor's problem beside flavors that lock is ``lock``'s to report."""
+    chosen = dict.fromkeys(t.flavor for t in lock_targets(spec, flavors))
+    found = [_incompatible(spec, f) for f in chosen]
+    if found and all(found):
+        _raise_together([e for e in found if e is not None])
+
+
+def _incompatible(spec: Spec, flavor: str) -> SpecError | None:
+    """The compatibility problems that stop ``flavor``'s lock (the cpu flavor's lock does
+    not need the CUDA build to exist); None when there are none."""
+    from orchestrator import compat
+
+    problems = compat.check(spec, flavor=flavor)
+    return SpecError(problems) if problems else None
 
 
 def lock_paths(spec: Spec, flavors: list[str] | None = None) -> list[str]:
@@ -608,12 +904,14 @@ def needs_force(reason: str) -> bool:
 def stale_locks(spec: Spec) -> list[str]:
     """Why each lock is stale (missing, made from other inputs, or edited by hand); [] if none."""
     out = []
-    expected = [(t.path, f"{t.flavor}, {t.system}", inputs(spec, t)) for t in lock_targets(spec)]
+    expected = [
+        (t.path, t.flavor, f"{t.flavor}, {t.system}", inputs(spec, t)) for t in lock_targets(spec)
+    ]
     expected += [
-        (pylock_path(f), f"{f}, {', '.join(spec.systems_of(f))}", pylock_inputs(spec, f))
+        (pylock_path(f), f, f"{f}, {', '.join(spec.systems_of(f))}", pylock_inputs(spec, f))
         for f in spec.flavors
     ]
-    for path, platform, wanted in expected:
+    for path, flavor, platform, wanted in expected:
         text = files.read(spec.root / path, path)
         if text is None:
             out.append(f"{path}: missing")
@@ -625,7 +923,10 @@ def stale_locks(spec: Spec) -> list[str]:
             out.append(f"{path}: {EDITED}")
         elif header.inputs != wanted:
             shown = f"{path} ({platform})" if len(spec.environment.systems) > 1 else path
-            out.append(f"{shown}: stale (environment.toml changed since it was locked)")
+            what = spec.path.name + (
+                " or a local package's build files" if local_packages(spec, flavor) else ""
+            )
+            out.append(f"{shown}: stale ({what} changed since it was locked)")
     out += [f"{p}: no longer produced by {spec.path.name}" for p in orphans(spec)]
     return out
 

@@ -58,6 +58,9 @@ _ENV_NAME_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _EXTENSION_RE = _ascii(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9.-]*")
 _USER_RE = _ascii(r"[a-z_][a-z0-9_-]{0,31}")
 _NIXPKGS_RE = _ascii(r"github:NixOS/nixpkgs/[0-9a-f]{40}")
+# A pin that loads and is one: nixos-unstable of 2026-10-01 (docs/targets.md, "Choosing a
+# nixpkgs pin"), this repository's own. Messages and init's templates offer it as the example.
+EXAMPLE_NIXPKGS = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
 _NIXPKGS_ANY_RE = _ascii(
     r"(github|gitlab|git\+https|https|path|tarball\+https):[A-Za-z0-9._~:/?#@!&'()*+,;=%-]+"
 )
@@ -139,10 +142,38 @@ class Dependency:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalPackage:
+    """The project's own code from a folder of the repository, a ``[dependencies]`` table
+    with ``path`` (``sd-scripts = { path = "sd-scripts", editable = true }``; ``-e .`` is
+    ``path = "."``). Its dependencies are resolved into the lock with the rest; the package
+    itself is not locked (it has no release to hash) but installed after the lock, without
+    dependencies (``uv pip install --no-deps [-e] PATH``), in every target that runs the
+    project's code."""
+
+    name: str
+    path: str  # relative to the spec's folder and inside it, "/"-separated; "." is the folder
+    editable: bool = False
+    extras: tuple[str, ...] = ()
+    flavors: tuple[str, ...] = ()  # empty: every flavor; "cuda" means the CUDA flavor
+
+    def applies_to(self, flavor: str) -> bool:
+        return _in_flavors(flavor, self.flavors)
+
+    @property
+    def target(self) -> str:
+        """What ``uv pip install`` is given, relative to the spec's folder: ``./sd-scripts[train]``."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return ("." if self.path == "." else f"./{self.path}") + extras
+
+
+@dataclass(frozen=True, kw_only=True)
 class Index:
     url: str
     kind: str = "index"  # "index" (PEP 503 simple index) or "find-links" (flat folder/page)
     flavors: tuple[str, ...] = ()  # empty: every flavor
+    # empty: the index serves every package; else only these (uv's explicit index, Poetry's
+    # explicit source): the other packages never look at it
+    packages: tuple[str, ...] = ()
     systems: tuple[str, ...] = ()  # empty: every system (macOS takes PyPI's torch: leave it out)
 
     def applies_to(self, flavor: str, system: str | None = None) -> bool:
@@ -239,6 +270,7 @@ class Spec:
     environment: Environment
     cuda: Cuda | None = None
     dependencies: tuple[Dependency, ...] = ()
+    local_packages: tuple[LocalPackage, ...] = ()  # [dependencies] tables with a path
     indexes: tuple[Index, ...] = ()
     system: System = field(default_factory=System)
     determinism: Determinism = field(default_factory=Determinism)
@@ -288,12 +320,16 @@ class Spec:
             # Added later, and never rendered: absent when unset, so the inputs hash of
             # every spec without it (and so every generated file) stays what it was.
             del data["cuda"]["compute_capabilities"]
-        # Added later too, and absent when unset for the same reason.
-        if data["environment"]["macos"] is None:
-            del data["environment"]["macos"]
+        if not data["local_packages"]:  # likewise for local packages and scoped indexes
+            del data["local_packages"]
+        for index in data["indexes"]:
+            if not index["packages"]:
+                del index["packages"]
         for index in data["indexes"]:
             if not index["systems"]:
                 del index["systems"]
+        if data["environment"]["macos"] is None:  # added later too, absent when unset
+            del data["environment"]["macos"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -548,8 +584,19 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     r.known_keys(data, "", _TOP)
     environment = _environment(r, data)
     cuda = _cuda(r, data)
-    dependencies = _dependencies(r, data, cuda)
+    local: list[LocalPackage] = []
+    dependencies = _dependencies(r, data, cuda, local)
     indexes = _indexes(r, data, cuda)
+    named = {_canonical(d.name) for d in dependencies} | {_canonical(p.name) for p in local}
+    for i, index in enumerate(indexes):
+        for j, package in enumerate(index.packages):
+            if _canonical(package) not in named:
+                r.problem(
+                    f"index[{i}].packages[{j}]",
+                    f"{quote(package)} is not in [dependencies]: an index kept to some packages "
+                    "serves only packages the spec names (uv sends only direct dependencies "
+                    "to such an index)",
+                )
     system = _system(r, data)
     determinism = _determinism(r, data)
     variables = _variables(r, data)
@@ -566,6 +613,7 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
         environment=environment,
         cuda=cuda,
         dependencies=dependencies,
+        local_packages=tuple(local),
         indexes=indexes,
         system=system,
         determinism=determinism,
@@ -690,7 +738,10 @@ def _flavor_check(cuda: Cuda | None) -> Callable[[str], str | None]:
     )
 
 
-def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Dependency, ...]:
+def _dependencies(
+    r: _Reader, data: dict[str, Any], cuda: Cuda | None, local: list[LocalPackage]
+) -> tuple[Dependency, ...]:
+    """The released packages; the tables with a ``path`` (local packages) go to ``local``."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     t = r.table(data, "dependencies", "")
@@ -710,6 +761,11 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
         extras: tuple[str, ...] = ()
         markers = ""
         flavors: tuple[str, ...] = ()
+        if isinstance(value, dict) and "path" in value:
+            package = _local_package(r, name, value, key, cuda)
+            if package is not None:
+                local.append(package)
+            continue
         if isinstance(value, dict):
             r.known_keys(value, key, ("version", "extras", "markers", "flavors"))
             flavors = r.strings(value, "flavors", key, check=_flavor_check(cuda))
@@ -753,6 +809,34 @@ def _dependencies(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[
     return tuple(sorted(out, key=lambda d: _canonical(d.name)))
 
 
+# A folder inside the spec's: "/"-separated names, none of them "." or ".." (nor hidden).
+_LOCAL_PATH_RE = _ascii(r"\.|[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+
+
+def _local_package(
+    r: _Reader, name: str, value: dict[str, Any], key: str, cuda: Cuda | None
+) -> LocalPackage | None:
+    r.known_keys(value, key, ("path", "editable", "extras", "flavors"))
+    path = r.get(value, "path", key, str, "")
+    editable = bool(r.get(value, "editable", key, bool, False))
+    extras = r.strings(value, "extras", key, check=_shape(_PKG_RE, "a valid extra name"))
+    flavors = r.strings(value, "flavors", key, check=_flavor_check(cuda))
+    if path is None:
+        return None
+    shown = path.rstrip("/")
+    shown = shown[2:] if shown.startswith("./") and shown != "./" else shown
+    shown = "." if shown in ("", "./") else shown
+    if not _LOCAL_PATH_RE.fullmatch(shown):
+        r.problem(
+            f"{key}.path",
+            f"{quote(path)} is not a folder inside the spec's folder (a relative path such as "
+            '"sd-scripts" or "."; no "..", no absolute path: the devcontainer and CI see only '
+            "the repository)",
+        )
+        return None
+    return LocalPackage(name=name, path=shown, editable=editable, extras=extras, flavors=flavors)
+
+
 def _reason(exc: Exception) -> str:
     """The first line of a library's error, short (packaging adds the value and a caret)."""
     return clip((str(exc).splitlines() or [""])[0])
@@ -768,7 +852,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
-        r.known_keys(t, path, ("url", "kind", "flavors", "systems"))
+        r.known_keys(t, path, ("url", "kind", "flavors", "packages", "systems"))
         url = r.get(
             t,
             "url",
@@ -790,9 +874,22 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
             ),
         )
         flavors = r.strings(t, "flavors", path, check=_flavor_check(cuda))
+        packages = r.strings(
+            t, "packages", path, check=_shape(_PKG_RE, "a package name such as 'torch'")
+        )
+        if "packages" in t and not packages and isinstance(t["packages"], list):
+            r.problem(f"{path}.packages", "must name at least one package (or leave it out)")
+        if packages and kind == "find-links":
+            r.problem(
+                f"{path}.packages",
+                'an index for some packages only must be kind = "index" (uv keeps packages to '
+                "an index, not to find-links)",
+            )
         systems = r.strings(t, "systems", path, check=_system_check)
         if url is not None and kind is not None:
-            out.append(Index(url=url, kind=kind, flavors=flavors, systems=systems))
+            out.append(
+                Index(url=url, kind=kind, flavors=flavors, packages=packages, systems=systems)
+            )
     return tuple(out)
 
 
@@ -1025,7 +1122,8 @@ def _targets(r: _Reader, data: dict[str, Any], flavors: tuple[str, ...]) -> dict
                 required=True,
                 check=_shape(
                     _NIXPKGS_ANY_RE,
-                    'a flake reference such as "github:NixOS/nixpkgs/<40-hex commit>"',
+                    f'a flake reference such as "{EXAMPLE_NIXPKGS}" (a commit a nixpkgs '
+                    "channel published: docs/targets.md)",
                 ),
             )
             if nixpkgs is not None:

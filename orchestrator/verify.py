@@ -100,10 +100,17 @@ class VerifyResult:
 
 
 DEFAULT_TARGETS = ("host", "venv")  # need no settings: run with their defaults without a table
-_REQUIRED_KEYS = {
-    "devcontainer": 'image = "<registry/name:tag>@sha256:<digest>"   # the base image',
-    "nix": 'nixpkgs = "github:NixOS/nixpkgs/<40-hex commit>"',
-}
+
+
+def _required_keys(spec: Spec, target: str) -> str:
+    """The settings a target needs, as lines that load (pin the image by digest after)."""
+    from orchestrator import compat
+    from orchestrator.spec import EXAMPLE_NIXPKGS
+
+    if target == "nix":
+        return f'nixpkgs = "{EXAMPLE_NIXPKGS}"'
+    image = compat.example_image(None if spec.cuda is None else spec.cuda.version)
+    return f'image = "{image}"   # the base image; pin it with @sha256:<digest>'
 
 
 def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
@@ -119,7 +126,7 @@ def choose_targets(spec: Spec, names: list[str] | None) -> list[str]:
         if n not in spec.targets and n not in DEFAULT_TARGETS:
             raise UsageError(
                 f"target {n!r} needs settings {spec.path.name} does not have; add:\n"
-                f"  [targets.{n}]\n  {_REQUIRED_KEYS[n]}\n"
+                f"  [targets.{n}]\n  {_required_keys(spec, n)}\n"
                 "then run 'envparity render'"
             )
     return list(dict.fromkeys(names))

@@ -68,7 +68,8 @@ class TestRenderSaysWhatItWrote:
         assert cli.main(["render"]) == 0
         assert capsys.readouterr().err == (
             "render: nothing to write: environment.toml has no [targets.nix], "
-            "[targets.devcontainer], [variables] or [ci] (locks are written by 'envparity lock')\n"
+            "[targets.devcontainer], [variables] or [ci] (locks are written by 'envparity lock'; "
+            "'envparity init' writes the two targets as comments, ready to uncomment)\n"
         )
 
     def test_written_then_current(

@@ -124,7 +124,7 @@ def make(
             "12.7",
             None,
             "environment.toml: cuda.version: CUDA 12.7 is not a toolkit release in the "
-            "compatibility table; it knows 11.7, 11.8, 12.0, 12.1, 12.2, 12.3, 12.4, 12.5, 12.6, "
+            "compatibility table; it knows 11.6, 11.7, 11.8, 12.0, 12.1, 12.2, 12.3, 12.4, 12.5, 12.6, "
             '12.8, 12.9, 13.0, 13.1, 13.2 and 13.3 (nearest: cuda.version = "12.8")',
             id="unknown-cuda",
         ),
@@ -170,7 +170,8 @@ def test_refusals(
         ("", "3.11", "11.7", None),  # unpinned: 2.0.x has a cu117 build
         ("==2.15.0", "3.12", "12.6", None),  # 2.15's build list is unverified: warning only
         ("==2.13.0", "3.15", "13.0", None),  # matrix: 3.15 on download.pytorch.org only
-        ("==1.13.1", "3.10", None, None),  # outside the table: nothing to refuse
+        ("==1.12.1", "3.10", None, None),  # outside the table: nothing to refuse
+        ("==1.13.1", "3.10", "11.6", None),
     ],
 )
 def test_existing_or_unprovable_combinations_pass(
@@ -224,12 +225,12 @@ def test_the_loader_already_refuses_a_malformed_cuda_version() -> None:
             id="beyond-the-table",
         ),
         pytest.param(
-            "==1.13.1",
+            "==1.12.1",
             "3.10",
             None,
             [
-                "environment.toml: dependencies.torch: '==1.13.1' admits no torch release in the "
-                "compatibility table (2.0.0 to 2.15.0): nothing was checked"
+                "environment.toml: dependencies.torch: '==1.12.1' admits no torch release in the "
+                "compatibility table (1.13.0 to 2.15.0): nothing was checked"
             ],
             id="before-the-table",
         ),
@@ -277,7 +278,7 @@ def test_unpinned_torch_warns() -> None:
     assert notes == [
         "environment.toml: dependencies.torch: torch is unpinned: the lock takes "
         "the newest release its index offers; the check covers every release in "
-        "the table (2.0.0 to 2.15.0)"
+        "the table (1.13.0 to 2.15.0)"
     ]
 
 
@@ -318,7 +319,8 @@ def test_cudnn_for(cuda: str, torch: str | None, cudnn: str | None) -> None:
         ("2.13.0", "13.0"),
         ("2.13.0+cpu", "13.0"),
         ("2.15.0", "13.2"),
-        ("1.13.1", None),
+        ("1.13.1", "11.7"),
+        ("1.12.1", None),
     ],
 )
 def test_pypi_default_cuda(torch: str, cuda: str | None) -> None:
@@ -328,12 +330,12 @@ def test_pypi_default_cuda(torch: str, cuda: str | None) -> None:
 # --------------------------------------------------------------------------- the table itself
 
 
-def test_table_covers_every_minor_release_from_2_0_to_the_newest() -> None:
+def test_table_covers_every_minor_release_from_1_13_to_the_newest() -> None:
     t = compat.table()
     newest = Version(t.newest_on_pypi)
     assert t.versions[-1] == t.newest_on_pypi
     minors = [r.minor for r in t.releases]
-    assert minors == [f"2.{m}" for m in range(newest.minor + 1)]
+    assert minors == ["1.13"] + [f"2.{m}" for m in range(newest.minor + 1)]
     for release in t.releases:
         patches = [Version(v).micro for v in release.versions]
         assert patches == list(range(len(patches))), release.minor
@@ -455,8 +457,8 @@ def test_an_unverified_release_does_not_excuse_verified_ones_that_lack_the_build
         path="environment.toml",
     )
     assert [str(p) for p in compat.check(s)] == [
-        "environment.toml: cuda.version: torch 2.0.0 to 2.15.0 (admitted by 'any version') have no "
-        "CUDA 12.5 build; they have 11.7, 11.8, 12.1, 12.4, 12.6, 12.8, 12.9, 13.0 and 13.2 "
+        "environment.toml: cuda.version: torch 1.13.0 to 2.15.0 (admitted by 'any version') have no "
+        "CUDA 12.5 build; they have 11.6, 11.7, 11.8, 12.1, 12.4, 12.6, 12.8, 12.9, 13.0 and 13.2 "
         '(use cuda.version = "12.6")'
     ]
 

@@ -104,8 +104,8 @@ def test_verify_without_targets_runs_host_and_venv(session: tuple[Path, list[str
 @pytest.mark.parametrize(
     ("target", "keys"),
     [
-        ("devcontainer", 'image = "<registry/name:tag>@sha256:<digest>"'),
-        ("nix", 'nixpkgs = "github:NixOS/nixpkgs/<40-hex commit>"'),
+        ("devcontainer", 'image = "ubuntu:24.04"   # the base image; pin it with @sha256:<digest>'),
+        ("nix", 'nixpkgs = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"'),
     ],
 )
 def test_a_target_that_needs_settings_is_refused_naming_them(
@@ -119,6 +119,14 @@ def test_a_target_that_needs_settings_is_refused_naming_them(
         f"add:\n  [targets.{target}]\n  {keys}"
     )
     assert "Traceback" not in done.stderr
+    from orchestrator import spec as specs
+
+    added = done.stderr.split("add:\n", 1)[1].split("then run", 1)[0]  # as the user pastes it
+    text = (project / "environment.toml").read_text().replace(f"[targets.{target}]\n", "")
+    assert (
+        target
+        in specs.loads(text + "\n" + "\n".join(line.strip() for line in added.splitlines())).targets
+    )
 
 
 def test_the_cache_folder_keeps_itself_out_of_git(session: tuple[Path, list[str]]) -> None:

@@ -37,16 +37,9 @@ if [ "$1" = venv ]; then mkdir -p .venv/bin && : > .venv/bin/activate; exit 0; f
 
 
 def hook_project(root: Path) -> tuple[str, Path]:
-    """(the hook of SPEC, its lock): SPEC, a recording stand-in for uv and a one-line lock."""
+    """(the hook of SPEC, its lock): SPEC in ``root``, then ``_with_fake_uv``."""
     (root / "environment.toml").write_text(SPEC)
-    hook = venv_hook(spec.load(root / "environment.toml"))
-    (root / "bin").mkdir()
-    (root / "bin" / "uv").write_text(FAKE_UV)
-    (root / "bin" / "uv").chmod(0o755)
-    lock = root / "locks" / "cpu.txt"
-    lock.parent.mkdir()
-    lock.write_text("numpy==2.4.6 --hash=sha256:aa\n")
-    return hook, lock
+    return _with_fake_uv(root), root / "locks" / "cpu.txt"
 
 
 def enter(root: Path, hook: str, *, fail: bool = False, wrapper: str = "") -> tuple[list[str], str]:
@@ -65,6 +58,16 @@ def enter(root: Path, hook: str, *, fail: bool = False, wrapper: str = "") -> tu
     )
     calls = log.read_text().splitlines() if log.exists() else []
     return calls, done.stderr
+
+
+def _with_fake_uv(root: Path) -> str:
+    """The hook of ``root``'s spec, with the recording uv on ``root/bin`` and a cpu lock."""
+    (root / "bin").mkdir()
+    (root / "bin" / "uv").write_text(FAKE_UV)
+    (root / "bin" / "uv").chmod(0o755)
+    (root / "locks").mkdir()
+    (root / "locks" / "cpu.txt").write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    return venv_hook(spec.load(root / "environment.toml"))
 
 
 def test_hook_builds_once_rebuilds_on_change_and_never_trusts_a_failed_build(
@@ -96,12 +99,7 @@ def test_hook_builds_once_rebuilds_on_change_and_never_trusts_a_failed_build(
 
 def test_hook_leaves_a_venv_it_did_not_make_alone(tmp_path: Path) -> None:
     (tmp_path / "environment.toml").write_text(SPEC)
-    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
-    (tmp_path / "bin" / "uv").chmod(0o755)
-    (tmp_path / "locks").mkdir()
-    (tmp_path / "locks" / "cpu.txt").write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    hook = _with_fake_uv(tmp_path)
     mine = tmp_path / ".venv" / "lib" / "my-editable-install"
     mine.mkdir(parents=True)
     calls, err = enter(tmp_path, hook)
@@ -276,3 +274,22 @@ def test_hook_points_the_venvs_interpreter_at_the_flakes_python_with_libraries(
     assert {n: os.readlink(bin_dir / n) for n in ("python", "python3", "python3.11")} == {
         n: str(wrapper) for n in ("python", "python3", "python3.11")
     }
+
+
+def test_hook_installs_the_local_packages_after_the_lock_without_their_dependencies(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "environment.toml").write_text(
+        SPEC.replace(
+            'numpy = "==2.4.6"\n',
+            'numpy = "==2.4.6"\nlibrary = { path = "sd-scripts", editable = true }\n'
+            'trainer = { path = ".", extras = ["train"] }\n',
+        )
+    )
+    hook = _with_fake_uv(tmp_path)
+    calls, _ = enter(tmp_path, hook)
+    assert calls[2:] == [
+        "uv pip install --python .venv/bin/python --no-deps --editable ./sd-scripts",
+        "uv pip install --python .venv/bin/python --no-deps .[train]",
+    ]
+    assert calls[1].startswith("uv pip sync")

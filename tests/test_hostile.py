@@ -599,7 +599,8 @@ class TestShapeChecksMatchTheWholeValueInAscii:
         "newline after the nixpkgs reference": (
             f'[targets.nix]\nnixpkgs = "{NIXPKGS}\\n"\n',
             f"targets.nix.nixpkgs: '{NIXPKGS}\\n' is not a flake reference such as "
-            '"github:NixOS/nixpkgs/<40-hex commit>"',
+            '"github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa" (a commit a nixpkgs '
+            "channel published: docs/targets.md)",
         ),
         "fullwidth digits in the CUDA version": (
             '[cuda]\nversion = "\uff11\uff12.8"\n',

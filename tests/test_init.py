@@ -174,9 +174,33 @@ def test_requirements_markers_extras_continuations_and_hashes() -> None:
         "zope.interface": "zope.interface==5.0",
     }
     assert s.environment.python == THIS_PYTHON
-    assert f"# python: requirements.txt does not say; set to this interpreter's {THIS_PYTHON}" in (
-        text
+    assert f"# python {THIS_PYTHON}: this interpreter's, as requirements.txt names none\n" in text
+    assert not_converted(text) == []
+
+
+def test_local_and_editable_packages_become_local_packages(in_tmp: Path) -> None:
+    """`-e ./sd-scripts`, `-e .[train]`, a folder and `name @ file://` are the project's own
+    code: kept as [dependencies] tables with a path, named as their folder declares."""
+    text, s = convert(
+        {
+            "requirements.txt": (
+                "-e ./sd-scripts\n-e .[train]\n./vendor/apex\n"
+                f"other @ {(in_tmp / 'vendor/other').as_uri()}\neinops==0.7.0\n"
+            ),
+            "sd-scripts/setup.py": 'from setuptools import setup\nsetup(name="library")\n',
+            "pyproject.toml": '[project]\nname = "trainer"\nversion = "0"\n',
+            "vendor/apex/setup.cfg": "[metadata]\nname = apex-lite\n",
+        },
+        "requirements.txt",
     )
+    assert [(p.name, p.path, p.editable, p.extras) for p in s.local_packages] == [
+        ("library", "sd-scripts", True, ()),
+        ("trainer", ".", True, ("train",)),
+        ("apex-lite", "vendor/apex", False, ()),
+        ("other", "vendor/other", False, ()),
+    ]
+    assert deps(s) == {"einops": "einops==0.7.0"}
+    assert 'library = {path = "sd-scripts", editable = true}\n' in text
     assert not_converted(text) == []
 
 
@@ -297,9 +321,11 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
     ("files", "message"),
     [
         pytest.param(
-            {"requirements.txt": "-e .\n"},
-            "requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
-            "(install the project itself in the target)",
+            {"requirements.txt": "-e git+https://github.com/org/fork.git#egg=fork\n"},
+            "requirements.txt: line 1: '-e git+https://github.com/org/fork.git#egg=fork': cannot "
+            "be locked with hashes; the spec lists released packages by name and version "
+            "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
+            "require it by name)",
             id="editable",
         ),
         pytest.param(
@@ -310,8 +336,8 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
             id="direct-url",
         ),
         pytest.param(
-            {"requirements.txt": "./vendor/pkg\n"},
-            "requirements.txt: line 1: './vendor/pkg': cannot be locked with hashes; the spec lists released packages by name and version "
+            {"requirements.txt": "./vendor/pkg-1.0-py3-none-any.whl\n"},
+            "requirements.txt: line 1: './vendor/pkg-1.0-py3-none-any.whl': cannot be locked with hashes; the spec lists released packages by name and version "
             "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
             "require it by name)",
             id="path",
@@ -345,9 +371,10 @@ def test_requirements_cases(lines: str, dependencies: dict[str, str], skipped: l
             id="unbalanced-quote",
         ),
         pytest.param(
-            {"requirements.txt": "-e .\n-c nope.txt\n"},
-            "requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
-            "(install the project itself in the target)\nrequirements.txt: line 2: nope.txt: no such file (nope.txt)",
+            {"requirements.txt": "-e ../elsewhere\n-c nope.txt\n"},
+            "requirements.txt: line 1: '-e ../elsewhere': a local package outside the folder of "
+            "the spec (../elsewhere); the devcontainer and CI see only the repository: move it "
+            "inside, or publish it\nrequirements.txt: line 2: nope.txt: no such file (nope.txt)",
             id="all-problems-together",
         ),
     ],
@@ -475,7 +502,7 @@ def test_conda_specs_map_to_the_spec() -> None:
         "env/environment.yaml",
     )
     assert s.environment.name == "my-env"
-    assert s.environment.python == "3.9"
+    assert s.environment.python == THIS_PYTHON  # inside >=3.9,<3.12, and torch 2.1 has wheels
     assert s.cuda == spec.Cuda(version="11.8", cudnn="8.9.2.26")
     assert deps(s) == {
         "torch": "torch==2.1.0",
@@ -633,9 +660,11 @@ def test_no_conda_package_disappears_without_a_trace() -> None:
             id="bad-item",
         ),
         pytest.param(
-            "dependencies:\n  - python=3.10\n  - pip:\n      - -e .\n",  # nothing else
-            "environment.yml: dependencies[1].pip[0]: '-e .': an editable install; the spec lists released packages "
-            "(install the project itself in the target)",
+            "dependencies:\n  - python=3.10\n  - pip:\n      - -e git+https://x.org/a.git#egg=a\n",
+            "environment.yml: dependencies[1].pip[0]: '-e git+https://x.org/a.git#egg=a': cannot "
+            "be locked with hashes; the spec lists released packages by name and version "
+            "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
+            "require it by name)",
             id="editable-in-pip",
         ),
         pytest.param(
@@ -678,7 +707,7 @@ priority = "supplemental"
 def test_poetry_from_the_article() -> None:
     text, s = convert({"pyproject.toml": ARTICLE_POETRY}, "pyproject.toml")
     assert s.environment.name == "ml-project"
-    assert s.environment.python == "3.10"
+    assert s.environment.python == THIS_PYTHON  # ^3.10 allows it
     assert s.cuda == spec.Cuda(version="11.8")
     assert deps(s) == {
         "torch": "torch<3.0.0,>=2.1.0",
@@ -744,35 +773,100 @@ def test_poetry_constraints_without_an_equivalent(constraint: str, message: str)
 
 
 @pytest.mark.parametrize(
-    ("python", "chosen"),
+    ("files", "running", "chosen", "why"),
     [
-        ("^3.10", "3.10"),
-        (">=3.8,<3.13", "3.8"),
-        ("~3.11", "3.11"),
-        ("3.11.*", "3.11"),
-        ("3.10.12", "3.10.12"),
-        (">3.9", "3.9"),
-        ("~2.7 || ^3.7", "3.7"),
+        pytest.param(
+            {"pyproject.toml": '[tool.poetry.dependencies]\npython = "^3.10"\nsix = "*"\n'},
+            "3.11",
+            "3.11",
+            "this interpreter's, which python '^3.10' (pyproject.toml "
+            "tool.poetry.dependencies.python) allows",
+            id="poetry-caret",
+        ),
+        pytest.param(
+            {
+                "pyproject.toml": '[project]\nrequires-python = ">=3.8"\ndependencies = ["torch==2.7.0"]\n'
+            },
+            "3.11",
+            "3.11",
+            "this interpreter's, which requires-python '>=3.8' (pyproject.toml "
+            "project.requires-python) allows; torch ==2.7.0 has wheels for 3.9 to 3.13",
+            id="open-range",
+        ),
+        pytest.param(
+            {
+                "pyproject.toml": '[project]\nrequires-python = ">=3.10,<3.13"\ndependencies = ["torch==2.7.0"]\n'
+            },
+            "3.9",
+            "3.12",
+            "the newest minor that requires-python '>=3.10,<3.13' (pyproject.toml "
+            "project.requires-python) allows and torch ==2.7.0 has wheels for 3.9 to 3.13 "
+            "(this interpreter is 3.9)",
+            id="interpreter-outside-the-range",
+        ),
+        pytest.param(
+            {
+                "pyproject.toml": '[project]\nrequires-python = ">=3.12"\ndependencies = ["torch>=2.2,<2.5"]\n'
+            },
+            "3.11",
+            "3.12",
+            "the newest minor that requires-python '>=3.12' (pyproject.toml "
+            "project.requires-python) allows and torch >=2.2,<2.5 (2.2.0 to 2.4.1) has wheels "
+            "for 3.8 to 3.12 (this interpreter is 3.11)",
+            id="torch-caps-the-range",
+        ),
+        pytest.param(
+            {
+                "pyproject.toml": '[project]\nrequires-python = ">=3.13"\ndependencies = ["torch==2.4.1"]\n'
+            },
+            "3.11",
+            "3.13",
+            "the minor nearest to torch's that requires-python '>=3.13' (pyproject.toml "
+            "project.requires-python) allows, though torch ==2.4.1 has wheels for 3.8 to 3.12 only",
+            id="no-torch-wheels-in-the-range",
+        ),
+        pytest.param(
+            {"requirements.txt": "torch==2.0.1\n"},
+            "3.12",
+            "3.11",
+            "the newest minor that envparity knows allows and torch ==2.0.1 has wheels for 3.8 "
+            "to 3.11 (this interpreter is 3.12)",
+            id="no-python-in-the-source",
+        ),
+        pytest.param(
+            {"pyproject.toml": '[tool.poetry.dependencies]\npython = "<3.12"\nsix = "*"\n'},
+            "3.11",
+            "3.11",
+            "this interpreter's, which python '<3.12' (pyproject.toml "
+            "tool.poetry.dependencies.python) allows",
+            id="no-lower-bound",
+        ),
     ],
 )
-def test_poetry_python_becomes_the_lowest_allowed_minor(python: str, chosen: str) -> None:
+def test_python_is_this_interpreter_or_the_newest_that_torch_has_wheels_for(
+    files: dict[str, str], running: str, chosen: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("orchestrator.init.python.running", lambda: running)
+    source = next(iter(files))
+    text, s = convert(files, source)
+    assert s.environment.python == chosen
+    assert f"# python {chosen}: {why}\n" in text
+    assert not_converted(text) == []
+
+
+@pytest.mark.parametrize(
+    ("python", "chosen"),
+    [("~3.11", "3.11"), ("3.11.*", "3.11"), ("3.10.12", "3.10.12"), ("~2.7 || ^3.7", "3.11")],
+)
+def test_poetry_python_pins_are_kept(
+    python: str, chosen: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("orchestrator.init.python.running", lambda: "3.11")
     _, s = convert(
         {"pyproject.toml": f'[tool.poetry.dependencies]\npython = "{python}"\nsix = "*"\n'},
         "pyproject.toml",
     )
     assert s.environment.python == chosen
-
-
-def test_poetry_python_without_a_lower_bound_is_noted() -> None:
-    text, s = convert(
-        {"pyproject.toml": '[tool.poetry.dependencies]\npython = "<3.12"\nsix = "*"\n'},
-        "pyproject.toml",
-    )
-    assert s.environment.python == THIS_PYTHON
-    assert not_converted(text) == [
-        "pyproject.toml tool.poetry.dependencies.python: python <3.12 (no lower bound to choose "
-        "a version from)"
-    ]
 
 
 def test_poetry_dependency_tables() -> None:
@@ -856,7 +950,8 @@ test = ["pytest>=8"]
     [
         pytest.param(
             "[tool.black]\nline-length = 100\n",
-            "pyproject.toml: no [tool.poetry.dependencies] or [project] dependencies to convert",
+            "pyproject.toml: no [tool.poetry.dependencies], [project] dependencies or [tool.pixi] to "
+            "convert",
             id="no-dependencies",
         ),
         pytest.param(
@@ -866,9 +961,10 @@ test = ["pytest>=8"]
             id="toml-syntax",
         ),
         pytest.param(
-            '[tool.poetry.dependencies]\nmine = {path = ".", develop = true}\n',
-            "pyproject.toml: tool.poetry.dependencies.mine: \"mine = { path = '.' }\": "
-            + UNLOCKABLE,
+            '[tool.poetry.dependencies]\nmine = {path = "../mine", develop = true}\n',
+            "pyproject.toml: tool.poetry.dependencies.mine: \"mine = { path = '../mine' }\": a "
+            "local package outside the folder of the spec (../mine); the devcontainer and CI "
+            "see only the repository: move it inside, or publish it",
             id="path-dependency",
         ),
         pytest.param(
@@ -910,7 +1006,8 @@ def test_bad_pyprojects_are_refused(toml: str, message: str) -> None:
         (
             "setup.cfg",
             "--from setup.cfg: cannot tell the format from the name; expected a requirements "
-            "file or a conda spec list (*.txt, *.in), a conda environment (*.yml, *.yaml) or a pyproject.toml",
+            "file or a conda spec list (*.txt, *.in), a conda environment (*.yml, *.yaml), a pyproject.toml, a pixi.toml "
+            "or a uv.lock",
         ),
         ("environment.toml", "--from environment.toml: this is already an envparity spec"),
         ("folder.txt", "--from folder.txt: not a file"),
@@ -1074,18 +1171,19 @@ def test_cli_init_says_the_lock_bounds_numpy_for_a_torch_built_against_numpy_1(
     ("files", "argv", "stderr"),
     [
         pytest.param(
-            {"requirements.txt": "-e .\n"},
+            {"requirements.txt": "-e git+https://x.org/a.git#egg=a\n"},
             ["init", "--from", "requirements.txt"],
-            "envparity: requirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
-            "(install the project itself in the target)\n",
+            "envparity: requirements.txt: line 1: '-e git+https://x.org/a.git#egg=a': "
+            + UNLOCKABLE
+            + "\n",
             id="editable",
         ),
         pytest.param(
-            {"requirements.txt": "-e .\n-r nope.txt\n"},
+            {"requirements.txt": "-e git+https://x.org/a.git#egg=a\n-r nope.txt\n"},
             ["init", "--from", "requirements.txt"],
-            "envparity: error\nrequirements.txt: line 1: '-e .': an editable install; the spec lists released packages "
-            "(install the project itself in the target)\nrequirements.txt: line 2: nope.txt: no such file "
-            "(nope.txt)\n",
+            "envparity: error\nrequirements.txt: line 1: '-e git+https://x.org/a.git#egg=a': "
+            + UNLOCKABLE
+            + "\nrequirements.txt: line 2: nope.txt: no such file (nope.txt)\n",
             id="two-problems",
         ),
         pytest.param(

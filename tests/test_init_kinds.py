@@ -454,8 +454,8 @@ class TestUnlockable:
             "git+https://github.com/openai/CLIP.git",
             "clip @ git+https://github.com/openai/CLIP.git@a1b2c3d",
             "https://example.com/x-1.0-py3-none-any.whl",
-            "./vendor/pkg",
-            "-e .",
+            "./vendor/pkg-1.0.tar.gz",
+            "-e git+https://github.com/openai/CLIP.git#egg=clip",
         ],
     )
     def test_the_rest_is_converted(self, line: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -463,12 +463,7 @@ class TestUnlockable:
         assert cli.main(["init", "--from", "requirements.txt"]) == 0
         out, err = capsys.readouterr()
         assert out == "wrote environment.toml\n"
-        why = (
-            "an editable install; the spec lists released packages (install the project itself "
-            "in the target)"
-            if line.startswith("-e")
-            else UNLOCKABLE
-        )
+        why = UNLOCKABLE
         assert err == f"envparity: not converted: requirements.txt: line 2: {line!r}: {why}\n"
         text = Path("environment.toml").read_text(encoding="utf-8")
         assert not_converted(text) == [f"requirements.txt line 2: {line} ({why})"]
@@ -477,15 +472,16 @@ class TestUnlockable:
     def test_nothing_convertible_is_refused_and_nothing_written(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        Path("requirements.txt").write_text("-e .\n./vendor/pkg\n", encoding="utf-8")
+        Path("requirements.txt").write_text("-e ../other\n./vendor/pkg.whl\n", encoding="utf-8")
         assert cli.main(["init", "--from", "requirements.txt"]) == 2
         out, err = capsys.readouterr()
         assert (out, err) == (
             "",
             "envparity: error\n"
-            "requirements.txt: line 1: '-e .': an editable install; the spec lists released "
-            "packages (install the project itself in the target)\n"
-            f"requirements.txt: line 2: './vendor/pkg': {UNLOCKABLE}\n",
+            "requirements.txt: line 1: '-e ../other': a local package outside the folder of the "
+            "spec (../other); the devcontainer and CI see only the repository: move it inside, "
+            "or publish it\n"
+            f"requirements.txt: line 2: './vendor/pkg.whl': {UNLOCKABLE}\n",
         )
         assert not Path("environment.toml").exists()
 
@@ -540,3 +536,67 @@ def test_init_patterns_are_ascii_and_anchored_at_the_very_end() -> None:
     assert draft._CUDA_TAG_RE.match("cu118")
     assert draft._CUDA_TAG_RE.match("cu\u0661\u0661\u0668") is None
     assert draft._CUDA_TAG_RE.match("cu118\n") is None
+
+
+class TestPdm:
+    """PDM's sources: a find_links one, one named pypi (which replaces PyPI in PDM), and
+    package patterns the spec cannot keep an index to."""
+
+    def test_sources(self) -> None:
+        converted, s = convert(
+            "pyproject.toml",
+            '[project]\nname = "x"\ndependencies = ["numpy>=2", "acme-core==1.0"]\n'
+            '[[tool.pdm.source]]\nname = "pypi"\nurl = "https://mirror.example.org/simple"\n'
+            '[[tool.pdm.source]]\nname = "links"\nurl = "https://wheels.example.org/"\n'
+            'type = "find_links"\n'
+            '[[tool.pdm.source]]\nname = "corp"\nurl = "https://pypi.example.org/simple"\n'
+            'include_packages = ["acme-core", "acme-*"]\n'
+            '[tool.pdm.scripts]\nstart = "python main.py"\n',
+        )
+        assert [(i.url, i.kind, i.packages) for i in s.indexes] == [
+            ("https://mirror.example.org/simple", "index", ()),
+            ("https://wheels.example.org/", "find-links", ()),
+            ("https://pypi.example.org/simple", "index", ("acme-core",)),
+        ]
+        assert (
+            "# from pdm source 'pypi', which replaces PyPI in PDM (envparity keeps PyPI beside it)"
+            in converted.text
+        )
+        assert not_converted(converted.text) == [
+            "pyproject.toml tool.pdm.source[2]: include_packages = ['acme-core', 'acme-*'], "
+            "exclude_packages = [] (package patterns have no spec equivalent; the spec keeps an "
+            "index to packages it names)",
+            "pyproject.toml tool.pdm.scripts: {'start': 'python main.py'} (no spec equivalent)",
+        ]
+
+
+class TestPixi:
+    def test_git_packages_and_other_platforms_are_named(self) -> None:
+        converted, s = convert(
+            "pixi.toml",
+            '[workspace]\nname = "x"\nchannels = ["conda-forge"]\nplatforms = ["linux-64", "osx-arm64"]\n'
+            '[dependencies]\npython = "3.11.*"\nnumpy = ">=2"\n'
+            '[pypi-dependencies]\nclip = { git = "https://github.com/openai/CLIP.git" }\n'
+            '[target.osx-arm64.dependencies]\nllvm-openmp = "*"\n',
+        )
+        assert deps(s) == {"numpy": ("numpy>=2", ())}
+        assert converted.unlockable == (
+            "pixi.toml: pypi-dependencies.clip: \"clip = { git = 'https://github.com/openai/CLIP.git' }\": "
+            + UNLOCKABLE,
+        )
+        assert (
+            "pixi.toml target.osx-arm64: {'dependencies': {'llvm-openmp': '*'}} (for another platform; envparity environments run on Linux)"
+            in not_converted(converted.text)
+        )
+
+
+class TestUvLock:
+    def test_a_lock_without_the_project_is_refused(self) -> None:
+        assert refused(
+            "uv.lock",
+            'version = 1\n[[package]]\nname = "six"\nversion = "1.16.0"\n'
+            'source = { registry = "https://pypi.org/simple" }\n',
+        ) == (
+            'uv.lock: package: no package with source = { virtual = "." } or { editable = "." }: '
+            "not the lock of a uv project"
+        )

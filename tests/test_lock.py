@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -379,6 +380,195 @@ def test_a_version_the_mirror_lacks_is_refused_as_the_index_would_and_says_what_
     )
     assert err.count("envparity:") == 1
     assert not (tmp_path / "locks").exists()
+
+
+# --------------------------------------------------------------------------- one flavor at a time
+
+
+def test_the_cpu_flavor_locks_when_the_cuda_flavor_has_a_compatibility_error(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torch 2.13.0 has no CUDA 11.7 build: that refuses the cu117 lock, not the cpu one."""
+    make_spec(
+        write_spec, deps='torch = "==2.13.0"', extra=CPU_INDEX + '\n[cuda]\nversion = "11.7"\n'
+    )
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
+    refusal = (
+        "environment.toml: cuda.version: torch 2.13.0 has no CUDA 11.7 build; it has 12.6, 13.0 "
+        "and 13.2"
+    )
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cpu") == 0
+    assert capsys.readouterr().out == "wrote locks/cpu.txt (created)\n"
+    assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu117") == 2
+    assert refusal in capsys.readouterr().err
+    (tmp_path / "locks/cpu.txt").unlink()
+    assert run(tmp_path, monkeypatch, "lock") == 1  # each flavor on its own line, exit 1
+    out, err = capsys.readouterr()
+    assert out == "wrote locks/cpu.txt (created)\n"
+    assert err.startswith(
+        "resolving locks/cpu.txt (cpu, x86_64-linux) with uv\n"
+        f"envparity: locks/cu117.txt: not written: {refusal}"
+    )
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["cpu.txt"]
+
+
+def test_a_flavor_that_cannot_resolve_leaves_the_others_written(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_spec(
+        write_spec,
+        deps='pytest = "==8.3.4"\nenvparity-no-such-package = { version = "==1.0", flavors = ["cuda"] }',
+        extra='\n[cuda]\nversion = "13.0"\n',
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 1
+    out, err = capsys.readouterr()
+    assert out == "wrote locks/cpu.txt (created)\n"
+    assert (
+        "envparity: error\nlocks/cu130.txt: not written: command failed with exit code 1: uv pip compile"
+        in err
+    )
+    assert "envparity-no-such-package was not found in the package registry" in err
+    assert lock.pinned((tmp_path / "locks/cpu.txt").read_text())["pytest"] == "8.3.4"
+
+
+# --------------------------------------------------------------------------- torch's companions
+
+
+@pytest.mark.parametrize(
+    ("pins", "refusal"),
+    [
+        pytest.param(
+            {"torch": "2.13.0+cpu", "torchvision": "0.28.0"},
+            "torch 2.13.0+cpu is the CPU build, but torchvision 0.28.0 is PyPI's build, made for "
+            "PyPI's torch 2.13.0 (CUDA 13.0): their compiled operators run only beside the torch "
+            "build they were made for (seen: operator torchvision::nms does not exist)",
+            id="cpu-torch-pypi-torchvision",
+        ),
+        pytest.param(
+            {"torch": "2.7.1+cu128", "torchvision": "0.22.1+cpu", "torchaudio": "2.7.1+cu128"},
+            "torch 2.7.1+cu128 is the cu128 build, but torchvision 0.22.1+cpu is built for torch "
+            "2.7.1+cpu: their compiled operators run only beside the torch build they were made "
+            "for (seen: operator torchvision::nms does not exist)",
+            id="cuda-torch-cpu-torchvision",
+        ),
+        pytest.param(
+            {"torch": "2.6.0+cu126", "torchaudio": "2.6.0"},
+            "torch 2.6.0+cu126 is the cu126 build, but torchaudio 2.6.0 is PyPI's build, made "
+            "for PyPI's torch 2.6.0 (CUDA 12.4): their compiled operators run only beside the "
+            "torch build they were made for (seen: operator torchvision::nms does not exist)",
+            id="another-cuda",
+        ),
+        pytest.param({"torch": "2.13.0+cpu", "torchvision": "0.28.0+cpu"}, "", id="both-cpu"),
+        pytest.param({"torch": "2.13.0", "torchvision": "0.28.0"}, "", id="both-pypi"),
+        pytest.param({"torch": "2.6.0+cu124", "torchvision": "0.21.0"}, "", id="pypi-is-cu124"),
+        pytest.param({"torchvision": "0.28.0"}, "", id="no-torch"),
+    ],
+)
+def test_torch_companions_must_be_builds_for_the_locked_torch(
+    pins: dict[str, str], refusal: str
+) -> None:
+    assert lock.torch_family_mismatch(pins) == refusal
+
+
+def test_a_cpu_torch_beside_pypis_torchvision_is_refused_naming_the_index_that_has_the_build(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mirror of the CPU index holds torch only: uv takes torchvision from PyPI (a build
+    for PyPI's CUDA torch), which PEP 440 accepts beside torch 2.13.0+cpu."""
+    make_spec(write_spec, deps='torch = "==2.13.0"\ntorchvision = "*"', extra=CPU_INDEX)
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert re.search(
+        r"locks/cpu.txt: torch 2\.13\.0\+cpu is the CPU build, but torchvision (\S+) is PyPI's "
+        r"build, made for PyPI's torch 2\.13\.0 \(CUDA 13\.0\): .*\. Take torchvision from the "
+        r"index with the builds for torch 2\.13\.0\+cpu: https://download\.pytorch\.org/whl/cpu "
+        rf"\(torchvision \1\+cpu\); ENVPARITY_MIRRORS has {re.escape(str(torch_wheel().parent))} "
+        "stand in for it: put those wheels there, or unset ENVPARITY_MIRRORS",
+        err,
+    ), err
+    assert not (tmp_path / "locks").exists()
+
+
+# --------------------------------------------------------------------------- scoped indexes
+
+
+def test_an_index_kept_to_some_packages_serves_only_those(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uv's explicit index (Poetry's explicit source): torch from the CPU index, nothing else.
+    The lock is the same file as with an index serving every package, and a package the
+    index does not have is not looked for elsewhere."""
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
+    deps = 'torch = "==2.13.0"\nnumpy = ">=2.2,<2.5"'
+    make_spec(write_spec, deps=deps, extra=CPU_INDEX)
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    unscoped = (tmp_path / "locks/cpu.txt").read_text().split("\n", 2)[2]
+    make_spec(write_spec, deps=deps, extra=CPU_INDEX + 'packages = ["torch"]\n')
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    scoped = (tmp_path / "locks/cpu.txt").read_text().split("\n", 2)[2]
+    assert scoped == unscoped and "# via -r environment.toml" in scoped
+    assert lock.install_args(spec.load(tmp_path / "environment.toml"), "cpu") == [
+        "--extra-index-url",
+        "https://download.pytorch.org/whl/cpu",
+        "--index-strategy",
+        "unsafe-best-match",
+    ]
+
+    make_spec(
+        write_spec,
+        deps=deps + '\ntorchvision = "*"',
+        extra=CPU_INDEX + 'packages = ["torch", "torchvision"]\n',
+    )
+    capsys.readouterr()
+    assert run(tmp_path, monkeypatch, "lock") == 2
+    err = capsys.readouterr().err
+    assert "torchvision was not found in the package registry" in err
+    assert (
+        "envparity-lock-input is environment.toml's [dependencies], resolved through a generated "
+        "pyproject.toml that keeps torch, torchvision only from https://download.pytorch.org/whl/cpu "
+        "(index.packages)" in err
+    )
+
+
+# --------------------------------------------------------------------------- local packages
+
+
+def test_a_local_packages_dependencies_are_locked_and_the_package_is_not(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    package = tmp_path / "sd-scripts"
+    (package / "library").mkdir(parents=True)
+    (package / "library/__init__.py").write_text("")
+    setup = 'from setuptools import setup\nsetup(name="library", install_requires=["iniconfig==2.0.0"])\n'
+    (package / "setup.py").write_text(setup)
+    make_spec(
+        write_spec, deps='pytest = "==8.3.4"\nlibrary = { path = "sd-scripts", editable = true }'
+    )
+    assert run(tmp_path, monkeypatch, "lock") == 0
+    body = (tmp_path / "locks/cpu.txt").read_text()
+    assert lock.pinned(body)["iniconfig"] == "2.0.0"
+    assert "library" not in lock.pinned(body) and str(tmp_path) not in body and "-e " not in body
+    s = spec.load(tmp_path / "environment.toml")
+    assert lock.local_install_commands(s, "cpu", "/opt/venv/bin/python") == [
+        [
+            "uv",
+            "pip",
+            "install",
+            "--python",
+            "/opt/venv/bin/python",
+            "--no-deps",
+            "--editable",
+            "./sd-scripts",
+        ]
+    ]
+    (package / "setup.py").write_text(setup.replace("2.0.0", "1.1.1"))
+    capsys.readouterr()
+    assert run(tmp_path, monkeypatch, "lock", "--check") == 1
+    assert capsys.readouterr().out == (
+        "locks/cpu.txt: stale (environment.toml or a local package's build files changed since "
+        "it was locked)\n"
+    )
 
 
 # --------------------------------------------------------------------------- torch x NumPy ABI

@@ -300,3 +300,51 @@ def test_the_documented_fleet_example_loads_and_locks_what_the_docs_say() -> Non
         "locks/pylock.cpu.toml",
     ]
     assert [i.url for i in lock.sources(s, "cpu", "aarch64-darwin")] == []  # PyPI's torch
+
+
+def test_a_dependency_with_a_path_is_a_local_package() -> None:
+    s = spec.loads(
+        MINIMAL
+        + 'library = { path = "./sd-scripts/", editable = true, extras = ["train"] }\n'
+        + 'me = { path = "." }\n'
+    )
+    assert [d.name for d in s.dependencies] == ["numpy"]
+    assert s.local_packages == (
+        spec.LocalPackage(name="library", path="sd-scripts", editable=True, extras=("train",)),
+        spec.LocalPackage(name="me", path="."),
+    )
+    assert [p.target for p in s.local_packages] == ["./sd-scripts[train]", "."]
+
+
+@pytest.mark.parametrize("path", ["../other", "/opt/src", "a/../../b", ".hidden", "x y"])
+def test_a_local_package_outside_the_spec_folder_is_refused(path: str) -> None:
+    assert problems(MINIMAL + f'mine = {{ path = "{path}" }}\n') == [
+        f"environment.toml: dependencies.mine.path: '{path}' is not a folder inside the spec's "
+        'folder (a relative path such as "sd-scripts" or "."; no "..", no absolute path: the '
+        "devcontainer and CI see only the repository)"
+    ]
+
+
+def test_an_index_kept_to_some_packages_names_dependencies_of_the_spec() -> None:
+    index = '\n[[index]]\nurl = "https://download.pytorch.org/whl/cpu"\npackages = {}\n'
+    s = spec.loads(MINIMAL + index.format('["numpy"]'))
+    assert s.indexes[0].packages == ("numpy",)
+    assert problems(MINIMAL + index.format('["torch"]')) == [
+        "environment.toml: index[0].packages[0]: 'torch' is not in [dependencies]: an index kept "
+        "to some packages serves only packages the spec names (uv sends only direct dependencies "
+        "to such an index)"
+    ]
+    assert problems(MINIMAL + index.format('["numpy"]\nkind = "find-links"')) == [
+        "environment.toml: index[0].packages: an index for some packages only must be kind = "
+        '"index" (uv keeps packages to an index, not to find-links)'
+    ]
+
+
+def test_new_keys_leave_the_digest_of_specs_without_them_alone() -> None:
+    """Local packages and index.packages are absent from to_dict when unused, so every file
+    generated from a spec without them keeps its inputs hash."""
+    s = spec.loads(MINIMAL + '\n[[index]]\nurl = "https://download.pytorch.org/whl/cpu"\n')
+    data = s.to_dict()
+    assert "local_packages" not in data and data["indexes"] == [
+        {"flavors": [], "kind": "index", "url": "https://download.pytorch.org/whl/cpu"}
+    ]

@@ -693,6 +693,21 @@ class TestDevcontainerSettings:
             ".",
         ]
 
+    def test_local_packages_are_installed_after_the_lock_by_post_create_command(
+        self, tmp_path: Path
+    ) -> None:
+        text = dc_spec().replace(
+            "[[index]]", 'library = { path = "sd-scripts", editable = true }\n\n[[index]]', 1
+        )
+        (tmp_path / "environment.toml").write_text(text + "install_project = true\n")
+        assert cli.main(["--spec", str(tmp_path / "environment.toml"), "render"]) == 0
+        data = real_tools.validate_devcontainer(tmp_path / ".devcontainer" / "devcontainer.json")
+        assert data["postCreateCommand"] == (
+            "uv pip install --python /opt/venv/bin/python --find-links "
+            f"{wheel_folder()} --no-deps --editable . && uv pip install --python "
+            "/opt/venv/bin/python --no-deps --editable ./sd-scripts"
+        )
+
     def test_without_install_project_there_is_no_post_create_command(self, tmp_path: Path) -> None:
         (tmp_path / "environment.toml").write_text(dc_spec(), encoding="utf-8")
         assert cli.main(["--spec", str(tmp_path / "environment.toml"), "render"]) == 0

@@ -20,8 +20,7 @@ passes ``orchestrator.spec.loads`` before it is returned. ``write_spec`` writes 
 from __future__ import annotations
 
 import re
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError, UsageError
-from orchestrator.init.draft import PYTORCH_INDEX, Draft, IndexDraft, Where
+from orchestrator.init import python
+from orchestrator.init.draft import PYTORCH_INDEX, TORCH_FAMILY, Draft, IndexDraft, Where, canonical
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
 from orchestrator.messages import quote
@@ -60,22 +60,21 @@ def spec_text(source: Path | None, *, name: str | None) -> str:
     return convert(source, name=name).text
 
 
-def convert(source: Path | None, *, name: str | None) -> Converted:
-    """A new spec: a starter, or ``source`` converted.
+def convert(source: Path | None, *, name: str | None, spec_dir: Path | None = None) -> Converted:
+    """A new spec: a starter, or ``source`` converted. Local packages' paths are written
+    relative to ``spec_dir``, the folder the spec goes to (default: the current one).
 
     Raises ``UsageError`` for an unusable argument and ``SpecError`` for malformed input, or
     for a source where nothing could be converted.
     """
-    draft = _starter() if source is None else _convert(source)
+    draft = _starter() if source is None else _convert(source, spec_dir or Path.cwd())
     draft.name = _choose_name(name, draft)
-    if draft.python is None:
-        draft.python = _running_python()
-        draft.notes.append(
-            f"python: {draft.origin} does not say; set to this interpreter's {draft.python}"
-        )
+    python.choose(draft)
     if draft.cuda is None:  # CUDA-only packages (nvidia-*-cuXY) with no CUDA flavor to hold them
         for key, dep in list(draft.deps.items()):
-            if dep.flavors == ("cuda",):
+            if dep.flavors == ("cpu",):
+                draft.deps[key] = replace(dep, flavors=())  # the only flavor there is
+            elif dep.flavors == ("cuda",):
                 del draft.deps[key]
                 draft.skip(
                     draft_where(draft),
@@ -83,6 +82,9 @@ def convert(source: Path | None, *, name: str | None) -> Converted:
                     "a CUDA-only package, and nothing says which CUDA toolkit; add [cuda] "
                     'and this package with flavors = ["cuda"]',
                 )
+    if note := draft.cuda_only_note():
+        draft.notes.append(note)
+    _scope_to_dependencies(draft)
     _add_pytorch_indexes(draft)
     text = render(draft)
     specs.loads(text)  # every text we hand out must load; a failure here is a bug in this package
@@ -107,10 +109,6 @@ def write_spec(path: Path, text: str, *, force: bool) -> None:
 
 def draft_where(draft: Draft) -> Where:
     return Where(draft.origin, "")
-
-
-def _running_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _choose_name(explicit: str | None, draft: Draft) -> str:
@@ -146,24 +144,26 @@ def _starter() -> Draft:
             draft.deps[name] = Dependency(name=name, specifier=fallback)
         else:
             draft.deps[name] = Dependency(name=name, specifier=f"=={installed}")
-    draft.python = _running_python()
-    draft.python_origin = "this interpreter"
     return draft
 
 
-def _convert(source: Path) -> Draft:
-    from orchestrator.init import conda, pyproject, requirements
+def _convert(source: Path, spec_dir: Path) -> Draft:
+    from orchestrator.init import conda, pixi, pyproject, requirements, uv_lock
 
     if not source.exists():
         raise UsageError(f"--from {source}: no such file")
     if not source.is_file():
         raise UsageError(f"--from {source}: not a file")
     lower = source.name.lower()
-    draft = Draft(origin=str(source))
+    draft = Draft(origin=str(source), spec_dir=spec_dir)
     if lower == specs.SPEC_FILE:
         raise UsageError(f"--from {source}: this is already an envparity spec")
     if lower.endswith((".yml", ".yaml")):
         conda.from_environment_yml(draft, source)
+    elif lower == "pixi.toml":
+        pixi.from_pixi_toml(draft, source)
+    elif lower == "uv.lock":
+        uv_lock.from_uv_lock(draft, source)
     elif lower.endswith(".toml"):
         pyproject.from_pyproject(draft, source)
     elif lower.endswith((".txt", ".in")):
@@ -175,14 +175,35 @@ def _convert(source: Path) -> Draft:
         raise UsageError(
             f"--from {source}: cannot tell the format from the name; expected a "
             "requirements file or a conda spec list (*.txt, *.in), a conda environment "
-            "(*.yml, *.yaml) or a pyproject.toml"
+            "(*.yml, *.yaml), a pyproject.toml, a pixi.toml or a uv.lock"
         )
-    if draft.problems or not draft.deps:
-        problems = draft.problems if draft.deps else [*draft.unlockables, *draft.problems]
+    if draft.problems or not (draft.deps or draft.local):
+        problems = (
+            draft.problems if draft.deps or draft.local else [*draft.unlockables, *draft.problems]
+        )
         if not problems:
             problems = [Problem(str(source), "", "no packages to convert")]
         raise SpecError(problems)
     return draft
+
+
+def _scope_to_dependencies(draft: Draft) -> None:
+    """An index kept to some packages serves those the spec names (a source's list may name
+    packages the project does not depend on directly: uv would not route them either)."""
+    named = set(draft.deps) | set(draft.local)
+    for index in list(draft.indexes):
+        if not index.packages:
+            continue
+        kept = tuple(p for p in index.packages if canonical(p) in named)
+        if not kept:
+            draft.indexes.remove(index)
+            draft.skip(
+                draft_where(draft),
+                f"the index {index.url} ({index.origin})",
+                f"it serves only {', '.join(index.packages)}, which the project does not "
+                "depend on directly",
+            )
+        index.packages = kept
 
 
 def _add_pytorch_indexes(draft: Draft) -> None:
@@ -194,9 +215,15 @@ def _add_pytorch_indexes(draft: Draft) -> None:
     wanted = [("cpu", f"{PYTORCH_INDEX}cpu")]
     if draft.cuda is not None:
         wanted.insert(0, ("cuda", f"{PYTORCH_INDEX}cu{draft.cuda.replace('.', '')}"))
+    # Where the source keeps its PyTorch index to some packages (uv explicit, Poetry explicit,
+    # PDM include_packages), the index added is kept to the torch packages, all of them: the
+    # builds of torchvision and torchaudio must match torch's ('envparity lock' checks).
+    scoped: tuple[str, ...] = ()
+    if any(i.packages and i.flavors for i in draft.indexes):
+        scoped = tuple(d.name for key, d in draft.deps.items() if key in TORCH_FAMILY)
     for flavor, url in wanted:
         if not any(flavor in i.flavors and i.kind == "index" for i in draft.indexes):
             origin = f"the torch build for the {flavor} flavor (added by envparity init)"
             draft.indexes.append(
-                IndexDraft(url=url, kind="index", flavors=(flavor,), origin=origin)
+                IndexDraft(url=url, kind="index", flavors=(flavor,), origin=origin, packages=scoped)
             )

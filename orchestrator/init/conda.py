@@ -88,7 +88,7 @@ def is_spec_list(text: str) -> bool:
     return False
 
 
-class _CondaReader:
+class CondaReader:
     """conda package specs into a draft; build strings and native packages summed up once."""
 
     def __init__(self, draft: Draft, file: str) -> None:
@@ -98,6 +98,7 @@ class _CondaReader:
         self.builds: list[str] = []
         self.native: list[str] = []
         self.gpu: Where | None = None  # where pytorch-gpu asked for a CUDA build of torch
+        self.gpu_major: str | None = None  # the CUDA major the machine has (pixi's __cuda)
         self.pypi_from: dict[str, str] = {}  # PyPI name -> the conda name that brought it
 
     def package(self, item: str, where: Where) -> None:
@@ -218,7 +219,10 @@ class _CondaReader:
         specifier = SpecifierSet(torch.specifier if torch else "")
         table = compat.table()
         admitted = [r for r in table.releases if any(v in specifier for v in r.versions)]
-        with_builds = [r for r in admitted if r.builds]
+        major = self.gpu_major
+        with_builds = [
+            r for r in admitted if any(major in (None, b.split(".")[0]) for b in r.builds)
+        ]
         if not with_builds:
             self.draft.skip(
                 self.gpu,
@@ -228,7 +232,10 @@ class _CondaReader:
             )
             return
         release = with_builds[-1]
-        cuda = max(release.builds, key=lambda v: tuple(int(p) for p in v.split(".")))
+        cuda = max(
+            (b for b in release.builds if major in (None, b.split(".")[0])),
+            key=lambda v: tuple(int(p) for p in v.split(".")),
+        )
         self.draft.set_cuda(
             cuda,
             f"pytorch-gpu ({self.gpu}), conda-forge's CUDA build of torch; no CUDA version "
@@ -337,7 +344,7 @@ def from_environment_yml(draft: Draft, path: Path) -> None:
                 )
             ]
         )
-    conda = _CondaReader(draft, display)
+    conda = CondaReader(draft, display)
     reader = RequirementsReader(draft)
     for key, value in data.items():
         where = Where(display, str(key))
@@ -358,7 +365,7 @@ def from_environment_yml(draft: Draft, path: Path) -> None:
 
 def _item(
     draft: Draft,
-    conda: _CondaReader,
+    conda: CondaReader,
     reader: RequirementsReader,
     item: object,
     where: Where,
@@ -398,7 +405,7 @@ def from_spec_list(draft: Draft, path: Path) -> None:
     (``@EXPLICIT`` and one package URL a line; name, version and build from the file name)."""
     display = str(path)
     text = read_text(path, display)
-    conda = _CondaReader(draft, display)
+    conda = CondaReader(draft, display)
     explicit = False
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

@@ -19,8 +19,10 @@ pytorch-geometric.readthedocs.io "Installation").
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
@@ -28,7 +30,7 @@ from packaging.utils import canonicalize_name
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem
-from orchestrator.spec import Dependency
+from orchestrator.spec import Dependency, LocalPackage
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _PYTORCH_INDEX_RE = re.compile(
@@ -46,8 +48,24 @@ _PYG_PAGE_RE = re.compile(
 _LOCAL_BUILD_RE = re.compile(r"^(?:pt[0-9]+)?(?P<build>cu[0-9]{2,3}|cpu)\Z")
 _CUDA_TAG_RE = re.compile(r"^cu(?P<major>[0-9]{1,2})(?P<minor>[0-9])\Z")
 # Packages that exist only for a CUDA build: the CUDA runtime wheels a CUDA torch pulls in
-# (nvidia-cublas-cu12, nvidia-cudnn-cu11, ...) and CuPy's per-toolkit builds.
-_CUDA_ONLY_RE = re.compile(r"^(?:nvidia-[a-z0-9-]+-cu[0-9]+|cupy-cuda[0-9]+x?)\Z")
+# (nvidia-cublas-cu12, nvidia-cudnn-cu11, ...; PyPI names), CuPy's per-toolkit builds, and
+# packages whose PyPI distributions are CUDA builds or compile CUDA code when installed
+# (xformers and flash-attn pin a CUDA torch or need nvcc; onnxruntime-gpu, tensorrt,
+# jax's CUDA plugins), and what only a CUDA torch pulls in (triton, which compiles GPU
+# kernels; cuda-toolkit and cuda-bindings, torch 2.13's CUDA runtime). nvidia-ml-py (NVML
+# bindings) and nvidia-dali are not: they install without CUDA. tensorflow[and-cuda] and
+# jax[cuda12] are the CUDA extras of CPU packages.
+_CUDA_ONLY_RE = re.compile(
+    r"^(?:nvidia-[a-z0-9-]+-cu[0-9]+|nvidia-cuda-[a-z0-9-]+|cupy-cuda[0-9]+x?|xformers"
+    r"|flash-attn|flash-attn-[0-9]+|onnxruntime-gpu|paddlepaddle-gpu|tensorrt(?:-cu[0-9]+)?"
+    r"|tensorrt-cu[0-9]+-[a-z-]+|torch-tensorrt|jax-cuda[0-9]+-(?:plugin|pjrt)|pycuda"
+    r"|mamba-ssm|causal-conv1d|triton|pytorch-triton|cuda-toolkit|cuda-bindings|cuda-python"
+    r"|cuda-pathfinder)\Z"
+)
+_CUDA_EXTRA_RE = re.compile(r"^(?:and-cuda|cuda[0-9]*(?:-local)?|cuda[0-9]+-(?:pip|local))\Z")
+_CUDA_EXTRA_PACKAGES = frozenset({"tensorflow", "jax"})
+# The CPU build of a CUDA-only package, published under another name: the cpu flavor gets it.
+CPU_COUNTERPART = {"onnxruntime-gpu": "onnxruntime", "paddlepaddle-gpu": "paddlepaddle"}
 TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio"})
 
 
@@ -84,9 +102,13 @@ def for_linux(markers: str) -> bool:
         return True
 
 
-def cuda_only(name: str) -> bool:
-    """True for packages that only a CUDA build uses (nvidia-*-cuXY runtime wheels, CuPy)."""
-    return bool(_CUDA_ONLY_RE.match(canonical(name)))
+def cuda_only(name: str, extras: tuple[str, ...] = ()) -> bool:
+    """True for packages that exist only for a CUDA build (nvidia-*-cuXY runtime wheels, CuPy,
+    xformers, flash-attn, onnxruntime-gpu, ...; ``tensorflow[and-cuda]``, ``jax[cuda12]``)."""
+    key = canonical(name)
+    if key in _CUDA_EXTRA_PACKAGES and any(_CUDA_EXTRA_RE.match(e) for e in extras):
+        return True
+    return bool(_CUDA_ONLY_RE.match(key))
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,7 @@ class IndexDraft:
     kind: str  # "index" or "find-links"
     flavors: tuple[str, ...]
     origin: str  # where it came from, written as a comment above it
+    packages: tuple[str, ...] = ()  # only these come from it (uv explicit, Poetry explicit)
 
 
 @dataclass
@@ -118,7 +141,10 @@ class Draft:
     origin: str  # the source file as the user named it, or "" for the starter spec
     name: str | None = None
     python: str | None = None
-    python_origin: str = ""
+    python_origin: str = ""  # why this Python: where it was pinned, or how it was chosen
+    python_range: str = ""  # the range the source allows (PEP 440; "||" between alternatives)
+    python_range_origin: str = ""
+    python_chosen: bool = False  # python_origin says how it was chosen, not where it was pinned
     cuda: str | None = None
     cuda_origin: str = ""
     cudnn: str | None = None
@@ -130,6 +156,9 @@ class Draft:
     skipped: list[str] = field(default_factory=list)
     unlockables: list[Problem] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    counterparts: dict[str, str] = field(default_factory=dict)  # cpu package -> CUDA-only one
+    local: dict[str, LocalPackage] = field(default_factory=dict)  # the project's own packages
+    spec_dir: Path = field(default_factory=Path.cwd)  # where the spec goes: paths relative to it
 
     def problem(self, where: Where, message: str) -> None:
         self.problems.append(Problem(where.file, where.key, message))
@@ -143,7 +172,8 @@ class Draft:
         self.skip(where, what, why)
 
     def add(self, dep: Dependency, where: Where) -> None:
-        """Add a dependency; a CUDA-only package (nvidia-*-cuXY) is kept to the CUDA flavor."""
+        """Add a dependency; a CUDA-only package (nvidia-*-cuXY, xformers, ...) is kept to the
+        CUDA flavor, and its CPU counterpart (onnxruntime for onnxruntime-gpu) goes to cpu."""
         key = canonical(dep.name)
         if dep.markers and not for_linux(dep.markers):
             self.skip(
@@ -152,12 +182,23 @@ class Draft:
                 "for another platform; envparity environments run on Linux",
             )
             return
-        if cuda_only(dep.name) and not dep.flavors:
+        if cuda_only(dep.name, dep.extras) and not dep.flavors:
             dep = replace(dep, flavors=("cuda",))
+            counterpart = CPU_COUNTERPART.get(key)
+            if counterpart is not None and counterpart not in self.deps:
+                self.deps[counterpart] = replace(dep, name=counterpart, flavors=("cpu",))
+                self.counterparts[counterpart] = dep.name
+            elif counterpart is not None:  # the project names both: the CPU build is cpu's
+                self.deps[counterpart] = replace(self.deps[counterpart], flavors=("cpu",))
             pinned = re.fullmatch(r"==([0-9]+)\.([0-9]+)(\.[0-9.]+)?", dep.specifier)
             if re.fullmatch(r"nvidia-cuda-runtime-cu[0-9]+", key) and pinned:
                 origin = f"{dep.requirement()} ({where})"
                 self.set_cuda(f"{pinned[1]}.{pinned[2]}", origin, where)
+        gpu = next((g for g, c in CPU_COUNTERPART.items() if c == key), None)
+        if gpu is not None and gpu in self.deps and not dep.flavors:
+            dep = replace(dep, flavors=("cpu",))  # the CPU build of a CUDA-only package
+            if self.counterparts.pop(key, None) is not None:
+                del self.deps[key]  # added for it: the project's own entry replaces it
         kept = self.deps.get(key)
         if kept is None:
             self.deps[key] = dep
@@ -169,25 +210,96 @@ class Draft:
                 f"kept {kept.requirement()}",
             )
 
-    def add_flavored(self, dep: Dependency, flavor: str, where: Where) -> None:
-        """Add a dependency that one flavor (``"cpu"`` or ``"cuda"``) asked for.
+    def cuda_only_note(self) -> str:
+        """The note naming the packages kept to the CUDA flavor ("" when there are none)."""
+        names = [
+            d.requirement().split(";")[0]
+            for d in self.deps.values()
+            if d.flavors == ("cuda",) and cuda_only(d.name, d.extras)
+        ]
+        if not names or self.cuda is None:
+            return ""
+        flavor = "cu" + self.cuda.replace(".", "")
+        note = (
+            f"CUDA-only packages, in the {flavor} flavor only (the cpu flavor has no build of "
+            f"them): {', '.join(names)}"
+        )
+        for cpu, gpu in self.counterparts.items():
+            note += f"; the cpu flavor gets {cpu}, the CPU build of {gpu}"
+        return note
 
-        The same package asked for by both flavors is shared by them, with both version
-        constraints; a package only one flavor asks for stays in that flavor.
+    def add_local(
+        self,
+        folder: Path,
+        where: Where,
+        what: str,
+        *,
+        name: str | None = None,
+        editable: bool,
+        extras: tuple[str, ...] = (),
+    ) -> None:
+        """A package of the project's own code in ``folder`` (``-e ./sd-scripts``, a Poetry or
+        uv ``path``): installed after the lock in every target. A folder outside the spec's
+        is not converted (the devcontainer and CI see only the repository)."""
+        where_to = folder.resolve()
+        relative = Path(os.path.relpath(where_to, self.spec_dir.resolve())).as_posix()
+        if relative.startswith("..") or not specs._LOCAL_PATH_RE.fullmatch(relative):
+            self.unlockable(
+                where,
+                what,
+                f"a local package outside the folder of the spec ({relative}); the "
+                "devcontainer and CI see only the repository: move it inside, or publish it",
+            )
+            return
+        found = package_name(where_to)
+        if name is None:
+            name = found or _sanitized(where_to.name)
+            if found is None:
+                self.notes.append(
+                    f"{where}: {what}: no package name found in {relative} (pyproject.toml, "
+                    f"setup.cfg, setup.py); named {name!r} after its folder"
+                )
+        package = LocalPackage(name=name, path=relative, editable=editable, extras=extras)
+        if self.local.get(canonical(name)) == package:
+            return  # named twice (the project itself, and a path source for it)
+        if canonical(name) in self.deps or canonical(name) in self.local:
+            self.skip(where, what, f"a second entry for {name}; the spec holds one per package")
+            return
+        self.local[canonical(name)] = package
+
+    def add_flavored(self, dep: Dependency, flavor: str, where: Where) -> None:
+        """Add a dependency that one flavor's build (``"cpu"`` or ``"cuda"``) asked for: a uv
+        extra choosing the torch build, a Poetry alternative with a CPU or CUDA source.
+
+        It is a package of the project all the same, so every flavor holds it (each takes it
+        from its own index): the same package asked for by both is one entry with both
+        version constraints. Only CUDA-only packages stay in the CUDA flavor (``add``), and
+        the CPU counterpart of one in the cpu flavor.
         """
         key = canonical(dep.name)
         kept = self.deps.get(key)
+        if cuda_only(dep.name, dep.extras):
+            self.add(dep, where)
+            return
         if kept is None:
-            self.deps[key] = replace(dep, flavors=(flavor,))
+            self.deps[key] = dep
             return
         if kept.extras != dep.extras or kept.markers != dep.markers:
             self.skip(
                 where, dep.requirement(), f"differs from {kept.requirement()} beyond its version"
             )
             return
+        a, b = pinned_version(kept.specifier), pinned_version(dep.specifier)
+        if a is not None and b is not None and a != b:
+            self.skip(
+                where,
+                dep.requirement(),
+                f"the {flavor} build asks for another version than {kept.requirement()}; the "
+                "spec holds one version per package for every flavor",
+            )
+            return
         both = SpecifierSet(kept.specifier) & SpecifierSet(dep.specifier)
-        flavors = () if not kept.flavors or flavor not in kept.flavors else kept.flavors
-        self.deps[key] = replace(kept, specifier=ordered(both), flavors=flavors)
+        self.deps[key] = replace(kept, specifier=ordered(both))
 
     def set_python(self, version: str, origin: str, where: Where) -> None:
         if not specs._PYTHON_RE.match(version):
@@ -205,7 +317,9 @@ class Draft:
                 where, f"CUDA {version} conflicts with CUDA {self.cuda} from {self.cuda_origin}"
             )
 
-    def add_index(self, raw_url: str, kind: str, origin: str, where: Where) -> None:
+    def add_index(
+        self, raw_url: str, kind: str, origin: str, where: Where, packages: tuple[str, ...] = ()
+    ) -> None:
         """An index or find-links source. PyTorch's and PyG's per-build sources get the flavor
         of their build (a CUDA one also sets ``[cuda]``); a PyG page for a CUDA build brings
         its CPU page for the cpu flavor, so both flavors find the same packages."""
@@ -241,7 +355,7 @@ class Draft:
         elif build is not None:
             flavors = ("cuda",)
             self.set_cuda(cuda_of_tag(build), f"the index {url}", where)
-        self._index(url, kind, flavors, f"{origin} ({where})")
+        self._index(url, kind, flavors, f"{origin} ({where})", packages)
         if build is not None and build != "cpu" and (pyg := _PYG_PAGE_RE.match(url)):
             self._index(
                 f"{pyg['base']}+cpu.html",
@@ -250,12 +364,61 @@ class Draft:
                 f"the CPU page of {url}, for the cpu flavor (added by envparity init)",
             )
 
-    def _index(self, url: str, kind: str, flavors: tuple[str, ...], origin: str) -> None:
-        if all(i.url != url for i in self.indexes):
-            self.indexes.append(IndexDraft(url=url, kind=kind, flavors=flavors, origin=origin))
+    def _index(
+        self,
+        url: str,
+        kind: str,
+        flavors: tuple[str, ...],
+        origin: str,
+        packages: tuple[str, ...] = (),
+    ) -> None:
+        """Add an index once; a second mention of it adds its packages (or unscopes it)."""
+        kept = next((i for i in self.indexes if i.url == url), None)
+        if kept is None:
+            self.indexes.append(IndexDraft(url, kind, flavors, origin, tuple(packages)))
+        elif kept.packages:
+            kept.packages = tuple(dict.fromkeys((*kept.packages, *packages))) if packages else ()
 
     def has_torch(self) -> bool:
         return any(key in TORCH_FAMILY for key in self.deps)
+
+
+def package_name(folder: Path) -> str | None:
+    """The distribution name a project folder declares: ``[project] name`` or Poetry's in
+    ``pyproject.toml``, ``[metadata] name`` in ``setup.cfg``, or a literal ``name="..."`` in
+    ``setup.py`` (read, never run). None when none is found."""
+    import configparser
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    try:
+        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = {}
+    for table in (data.get("project"), data.get("tool", {}).get("poetry")):
+        if isinstance(table, dict) and isinstance(table.get("name"), str):
+            return str(table["name"])
+    config = configparser.ConfigParser()
+    try:
+        config.read(folder / "setup.cfg", encoding="utf-8")
+        if config.has_option("metadata", "name"):
+            return config.get("metadata", "name")
+    except (configparser.Error, UnicodeDecodeError):
+        pass
+    try:
+        setup = (folder / "setup.py").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = re.search(r"""\bname\s*=\s*["']([A-Za-z0-9][A-Za-z0-9._-]*)["']""", setup)
+    return m[1] if m else None
+
+
+def _sanitized(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-") or "project"
 
 
 def _without_credentials(url: str) -> tuple[str, bool]:
@@ -295,25 +458,32 @@ def pinned_version(specifier: str) -> str | None:
 
 
 def python_from(draft: Draft, specifier: str, origin: str, where: Where) -> None:
-    """One pinned version is kept as given; a range becomes its lowest allowed 3.x minor.
+    """One pinned version is kept as given; a range is kept for ``init.python.choose``, which
+    picks a minor from it. ``specifier`` may hold alternatives joined by ``||`` (Poetry). A
+    second range narrows the first (both apply: Poetry 2's ``[project]`` and
+    ``[tool.poetry.dependencies]``)."""
+    from orchestrator.init.python import allows, known_minors
 
-    ``specifier`` may hold alternatives joined by ``||`` (Poetry): the lowest of them counts.
-    """
     pinned = pinned_version(specifier)
     if pinned is not None and specs._PYTHON_RE.match(pinned):
         draft.set_python(pinned, origin, where)
         return
-    alternatives = [SpecifierSet(a) for a in specifier.split("||")]
-    lower = (">", ">=", "==", "~=", "===")
-    if not all(any(s.operator in lower for s in a) for a in alternatives):
-        draft.skip(where, f"python {specifier}", "no lower bound to choose a version from")
+    if not any(allows(specifier, f"3.{minor}") for minor in range(100)):
+        draft.problem(where, f"python {specifier!r} allows no Python 3 version")
         return
-    for minor in range(100):
-        versions = [f"3.{minor}.{patch}" for patch in range(100)]
-        if any(a.contains(v) for a in alternatives for v in versions):
-            draft.set_python(f"3.{minor}", f"the lowest minor of {origin}", where)
+    if draft.python_range:
+        both = [
+            f"{a},{b}".strip(",")
+            for a in draft.python_range.split("||")
+            for b in specifier.split("||")
+        ]
+        if not any(allows("||".join(both), m) for m in known_minors()):
+            draft.skip(where, f"python {specifier}", f"python is already {draft.python_range}")
             return
-    draft.problem(where, f"python {specifier!r} allows no Python 3 version")
+        draft.python_range = "||".join(both)
+        draft.python_range_origin += f" and {origin}"
+        return
+    draft.python_range, draft.python_range_origin = specifier, origin
 
 
 def public_specifier(

@@ -18,7 +18,6 @@ Development groups (Poetry groups, PEP 735 ``[dependency-groups]``) are left out
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,14 @@ from orchestrator.init.draft import (
     python_from,
     sorted_specifiers,
 )
-from orchestrator.init.requirements import UNLOCKABLE, RequirementsReader, first_line, read_text
+from orchestrator.init.requirements import (
+    ARCHIVE_RE,
+    UNLOCKABLE,
+    RequirementsReader,
+    first_line,
+    read_toml,
+)
 from orchestrator.spec import Dependency
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 # [tool.poetry] keys that describe the package, not its environment: neither converted nor noted.
 _POETRY_METADATA = frozenset(
@@ -80,10 +80,7 @@ def _build_flavor(build: str | None) -> str | None:
 
 def from_pyproject(draft: Draft, path: Path) -> None:
     display = str(path)
-    try:
-        data = tomllib.loads(read_text(path, display))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
+    data = read_toml(path, display)
     tool = _table(data.get("tool"))
     poetry = tool.get("poetry")
     project = data.get("project")
@@ -91,20 +88,29 @@ def from_pyproject(draft: Draft, path: Path) -> None:
     has_project = isinstance(project, dict) and (
         "dependencies" in project or "optional-dependencies" in project
     )
-    if not (has_poetry or has_project):
+    pixi = tool.get("pixi")
+    if not (has_poetry or has_project or isinstance(pixi, dict)):
         raise SpecError(
             [
                 Problem(
                     display,
                     "",
-                    "no [tool.poetry.dependencies] or [project] dependencies to convert",
+                    "no [tool.poetry.dependencies], [project] dependencies or [tool.pixi] to "
+                    "convert",
                 )
             ]
         )
     if isinstance(project, dict):
         _Pep621(draft, display, path, _table(tool.get("uv"))).read(project)
     if isinstance(poetry, dict):
-        _Poetry(draft, display).read(poetry)
+        _Poetry(draft, display, path.parent).read(poetry)
+    if isinstance(tool.get("pdm"), dict):
+        _pdm(draft, display, tool["pdm"])
+    if isinstance(pixi, dict):
+        from orchestrator.init import pixi as pixi_format
+
+        pixi_format.read(draft, pixi, path, display, prefix="tool.pixi.")
+    _the_project_itself(draft, data, path, display)
     groups = data.get("dependency-groups")
     if isinstance(groups, dict):
         for group, items in groups.items():
@@ -113,6 +119,74 @@ def from_pyproject(draft: Draft, path: Path) -> None:
                 Where(display, f"dependency-groups.{group}"),
                 [_item_text(i) for i in items] if isinstance(items, list) else [str(items)],
             )
+
+
+_PDM_KNOWN = ("source", "dev-dependencies", "distribution", "version", "build")
+
+
+def _pdm(draft: Draft, display: str, pdm: dict[str, Any]) -> None:
+    """PDM's ``[[tool.pdm.source]]`` (pdm-project.org, "Configure the package indexes"): each
+    becomes an ``[[index]]`` (a PyTorch per-build URL gets that build's flavor), ``type =
+    "find_links"`` a find-links one; ``include_packages`` (with ``exclude_packages = ["*"]``:
+    that source serves those packages only) keeps it to them. A source named ``pypi``
+    replaces PyPI in PDM; envparity keeps PyPI beside it. Development groups are left out."""
+    sources = pdm.get("source", [])
+    for i, source in enumerate(sources if isinstance(sources, list) else [sources]):
+        where = Where(display, f"tool.pdm.source[{i}]")
+        if not (isinstance(source, dict) and isinstance(source.get("url"), str)):
+            draft.problem(where, "expected a table with a 'url' string")
+            continue
+        name = str(source.get("name", ""))
+        kind = "find-links" if source.get("type") == "find_links" else "index"
+        include = [p for p in source.get("include_packages", []) if isinstance(p, str)]
+        exclude = [p for p in source.get("exclude_packages", []) if isinstance(p, str)]
+        plain = [p for p in include if not re.search(r"[*?\[]", p)]
+        origin = f"pdm source {name!r}"
+        if name == "pypi":
+            origin += ", which replaces PyPI in PDM (envparity keeps PyPI beside it)"
+        packages: tuple[str, ...] = ()
+        if plain and kind == "index":
+            packages = tuple(plain)
+            origin += f", for {', '.join(plain)}"
+            if exclude != ["*"]:
+                origin += " (in PDM other packages may come from it too)"
+        if len(plain) < len(include) or (exclude and exclude != ["*"]):
+            draft.skip(
+                where,
+                f"include_packages = {include!r}, exclude_packages = {exclude!r}",
+                "package patterns have no spec equivalent; the spec keeps an index to packages "
+                "it names",
+            )
+        draft.add_index(source["url"], kind, origin, where, packages)
+    groups = pdm.get("dev-dependencies", {})
+    for group, items in (groups if isinstance(groups, dict) else {}).items():
+        _drop_group(
+            draft,
+            Where(display, f"tool.pdm.dev-dependencies.{group}"),
+            [str(i) for i in items] if isinstance(items, list) else [str(items)],
+        )
+    for key, value in pdm.items():
+        if key not in _PDM_KNOWN:
+            draft.skip(Where(display, f"tool.pdm.{key}"), repr(value), "no spec equivalent")
+
+
+def _the_project_itself(draft: Draft, data: dict[str, Any], path: Path, display: str) -> None:
+    """A project with a ``[build-system]`` is a package, which uv and Poetry install editable
+    beside its dependencies (unless ``tool.uv.package = false`` or Poetry's ``package-mode =
+    false``): so is it here, as a local package ``"."``."""
+    tool = _table(data.get("tool"))
+    project, poetry = _table(data.get("project")), _table(tool.get("poetry"))
+    name = project.get("name", poetry.get("name"))
+    if (
+        "build-system" not in data
+        or not isinstance(name, str)
+        or _table(tool.get("uv")).get("package") is False
+        or poetry.get("package-mode") is False
+    ):
+        return
+    draft.add_local(
+        path.parent, Where(display, "build-system"), f"the project {name}", name=name, editable=True
+    )
 
 
 def _table(value: object) -> dict[str, Any]:
@@ -141,9 +215,12 @@ class _Pep621:
         self.reader = RequirementsReader(draft)
         self.index_urls: dict[str, str] = {}
         self.not_index: dict[str, str] = {}  # canonical package -> why it cannot be locked
+        self.local_sources: dict[str, tuple[Path, bool]] = {}  # package -> (folder, editable)
         self.extra_flavor: dict[str, str] = {}  # accelerator extra -> "cpu" / "cuda"
         self.extra_build: dict[str, str] = {}  # accelerator extra -> its build (cu128 ...)
-        self.extra_indexes: list[tuple[str, str, str, Where]] = []  # extra, url, origin, where
+        # extra, url, origin, where, packages (those naming an explicit index)
+        self.extra_indexes: list[tuple[str, str, str, Where, tuple[str, ...]]] = []
+        self.explicit: set[str] = set()  # uv indexes with explicit = true
 
     def where(self, key: str) -> Where:
         return Where(self.display, key)
@@ -158,7 +235,7 @@ class _Pep621:
             if spec is None:
                 self.draft.problem(where, f"invalid specifier {requires!r}")
             else:
-                python_from(self.draft, spec, f"requires-python {requires!r}", where)
+                python_from(self.draft, spec, f"requires-python {requires!r} ({where})", where)
         self._uv_indexes()
         self._uv_sources()
         deps = project.get("dependencies", [])
@@ -170,7 +247,14 @@ class _Pep621:
         optional = project.get("optional-dependencies")
         self._extras(optional if isinstance(optional, dict) else {})
         for key, value in self.uv.items():
-            if key not in ("index", "sources", "conflicts", "package", "dev-dependencies"):
+            if key not in (
+                "index",
+                "sources",
+                "conflicts",
+                "package",
+                "dev-dependencies",
+                "workspace",
+            ):
                 self.draft.skip(self.where(f"tool.uv.{key}"), repr(value), "no spec equivalent")
         if "dev-dependencies" in self.uv:
             items = self.uv["dev-dependencies"]
@@ -192,6 +276,18 @@ class _Pep621:
         if name in self.not_index:
             self.draft.unlockable(where, text, self.not_index[name])
             return
+        if name in self.local_sources:
+            folder, editable = self.local_sources[name]
+            req = Requirement(text)
+            self.draft.add_local(
+                folder,
+                where,
+                text,
+                name=req.name,
+                editable=editable,
+                extras=tuple(sorted(req.extras)),
+            )
+            return
         dep = self.reader.dependency(text, where)
         if dep is None:
             return
@@ -212,7 +308,9 @@ class _Pep621:
                 continue
             name = str(index.get("name", ""))
             self.index_urls[name] = index["url"]
-            if not index.get("explicit"):
+            if index.get("explicit"):
+                self.explicit.add(name)
+            else:
                 origin = f"uv index {name!r}" + (
                     ", the default (envparity keeps PyPI beside it)" if index.get("default") else ""
                 )
@@ -235,6 +333,17 @@ class _Pep621:
 
     def _source(self, package: str, entry: dict[str, Any], where: Where) -> None:
         kind = next((k for k in ("git", "path", "url", "workspace") if k in entry), None)
+        folder = None
+        if kind == "path" and isinstance(entry["path"], str):
+            folder = self.path.parent / entry["path"]
+        elif kind == "workspace" and entry["workspace"] is True:
+            folder = self._member(package)
+        if folder is not None and not ARCHIVE_RE.search(folder.name):
+            self.local_sources[package] = (
+                folder,
+                entry.get("editable", kind == "workspace") is True,
+            )
+            return
         if kind is not None:
             self.not_index[package] = (
                 f"comes from its {kind} source {entry[kind]!r} ({where}), which {UNLOCKABLE}"
@@ -266,14 +375,35 @@ class _Pep621:
                 return
             self.extra_flavor[extra] = _build_flavor(build) or "cuda"
             self.extra_build[extra] = build
-        origin = f"uv index {label!r}, the source of {package}" + (
-            f" with the extra {extra!r}" if isinstance(extra, str) else ""
-        )
-        origin += "; here it serves every package"
-        if isinstance(extra, str):  # added once the extras are chosen: one CUDA flavor
-            self.extra_indexes.append((extra, url, origin, where))
+        # explicit: only the packages whose sources name it come from it, as in uv
+        packages = (package,) if label in self.explicit else ()
+        with_extra = f" with the extra {extra!r}" if isinstance(extra, str) else ""
+        if packages:
+            origin = (
+                f"uv index {label!r}, explicit: for the packages whose sources name it{with_extra}"
+            )
         else:
-            self.draft.add_index(url, "index", origin, where)
+            origin = f"uv index {label!r}, the source of {package}{with_extra}; here it serves every package"
+        if isinstance(extra, str):  # added once the extras are chosen: one CUDA flavor
+            self.extra_indexes.append((extra, url, origin, where, packages))
+        else:
+            self.draft.add_index(url, "index", origin, where, packages)
+
+    def _member(self, package: str) -> Path | None:
+        """The folder of the uv workspace member named ``package`` (``[tool.uv.workspace]
+        members`` globs, relative to this pyproject's folder), or None."""
+        from orchestrator.init.draft import package_name
+
+        workspace = _table(self.uv.get("workspace"))
+        members = workspace.get("members", [])
+        for pattern in members if isinstance(members, list) else []:
+            if not isinstance(pattern, str):
+                continue
+            for folder in sorted(self.path.parent.glob(pattern)):
+                found = package_name(folder) if folder.is_dir() else None
+                if found is not None and canonical(found) == package:
+                    return folder
+        return None
 
     def _extras(self, optional: dict[str, Any]) -> None:
         for extra in optional:
@@ -283,7 +413,7 @@ class _Pep621:
                 self.extra_build[extra] = named["build"]
         cuda_extras = [e for e, f in self.extra_flavor.items() if f == "cuda"]
         chosen_cuda = max(cuda_extras, key=self._cuda_rank, default=None)
-        for extra, url, origin, where in self.extra_indexes:
+        for extra, url, origin, where, packages in self.extra_indexes:
             if self.extra_flavor[extra] == "cuda" and extra != chosen_cuda:
                 self.draft.skip(
                     where,
@@ -292,7 +422,7 @@ class _Pep621:
                     f"{chosen_cuda!r}",
                 )
             else:
-                self.draft.add_index(url, "index", origin, where)
+                self.draft.add_index(url, "index", origin, where, packages)
         for extra, items in optional.items():
             where = self.where(f"project.optional-dependencies.{extra}")
             flavor = self.extra_flavor.get(extra)
@@ -332,9 +462,10 @@ _POETRY_TABLE = (
 
 
 class _Poetry:
-    def __init__(self, draft: Draft, display: str) -> None:
+    def __init__(self, draft: Draft, display: str, folder: Path) -> None:
         self.draft = draft
         self.display = display
+        self.folder = folder  # the pyproject's: path dependencies are relative to it
         self.used: dict[str, list[str]] = {}  # source label -> packages naming it
 
     def where(self, key: str) -> Where:
@@ -394,9 +525,13 @@ class _Poetry:
             origin = f"poetry source {label!r}"
             if priority:
                 origin += f", priority {priority}"
-            if users:
+            packages: tuple[str, ...] = ()
+            if users and priority == "explicit":  # as in Poetry: only for those packages
+                packages = tuple(users)
+                origin += f", named by {', '.join(users)}"
+            elif users:
                 origin += f", named by {', '.join(users)}; here it serves every package"
-            draft.add_index(source["url"], "index", origin, where)
+            draft.add_index(source["url"], "index", origin, where, packages)
         for label, users in self.used.items():
             draft.problem(
                 self.where(f"tool.poetry.dependencies.{users[0]}.source"),
@@ -488,6 +623,17 @@ class _Poetry:
                 "'||' (either constraint) has no PEP 440 equivalent; choose one",
             )
             return None
+        if isinstance(value.get("path"), str) and value.get("optional") is not True:
+            extras = value.get("extras", [])
+            draft.add_local(
+                self.folder / value["path"],
+                where,
+                f"{name} = {{ path = {value['path']!r} }}",
+                name=name,
+                editable=value.get("develop") is True,
+                extras=tuple(sorted(e for e in extras if isinstance(e, str))),
+            )
+            return None
         if refused := [k for k in _POETRY_REFUSED if k in value]:
             what = f"{name} = {{ {refused[0]} = {value[refused[0]]!r} }}"
             optional = " (optional)" if value.get("optional") is True else ""
@@ -542,7 +688,7 @@ def _poetry_python(draft: Draft, value: object, where: Where) -> None:
     except ValueError as exc:
         draft.problem(where, str(exc))
         return
-    python_from(draft, "||".join(alternatives), f"python {value!r}", where)
+    python_from(draft, "||".join(alternatives), f"python {value!r} ({where})", where)
 
 
 def _poetry_markers_or_none(value: Mapping[str, object]) -> str | None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -25,7 +27,12 @@ from orchestrator.spec import Dependency
 _URLISH_RE = re.compile(
     r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z]+\+[A-Za-z]+:|\.{1,2}(?:/|\Z)|/|~)"
 )
-_ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)\Z", re.IGNORECASE)
+# A local folder: ./pkg, ../pkg, ., /abs/pkg, ~/pkg, file:///abs/pkg, each with [extras].
+_LOCAL_RE = re.compile(
+    r"(?P<path>(?:\.{1,2}|\.{1,2}/[^\[\s]*|/[^\[\s]*|~/[^\[\s]*|file:/[^\[\s]*))"
+    r"(?P<extras>\[[^\]]*\])?"
+)
+ARCHIVE_RE = re.compile(r"\.(?:whl|zip|tar\.gz|tar\.bz2|tgz)\Z", re.IGNORECASE)
 _OPTIONS_SPLIT_RE = re.compile(r"\s+(?=--?[A-Za-z])")
 _COMMENT_RE = re.compile(r"(?:^|\s+)#.*\Z")
 _PYTHON_HINT_RE = re.compile(r"^#\s*python(?:[_ -]?version)?\s*[:=]\s*(\S+)\s*\Z", re.IGNORECASE)
@@ -50,10 +57,6 @@ UNLOCKABLE = (
     "(publish it to an index, or put its wheel in a find-links [[index]] folder and "
     "require it by name)"
 )
-EDITABLE = (
-    "an editable install; the spec lists released packages "
-    "(install the project itself in the target)"
-)
 
 
 def read_text(path: Path, display: str) -> str:
@@ -66,6 +69,20 @@ def read_text(path: Path, display: str) -> str:
         ) from None
     except OSError as exc:
         raise SpecError([Problem(display, "", f"cannot read: {exc.strerror or exc}")]) from None
+
+
+def read_toml(path: Path, display: str) -> dict[str, Any]:
+    """A TOML input file (pyproject.toml, pixi.toml, uv.lock) parsed; ``SpecError`` naming it
+    when it cannot be read or is not TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(read_text(path, display))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([Problem(display, "", f"TOML syntax error: {exc}")]) from None
 
 
 def first_line(exc: Exception) -> str:
@@ -137,7 +154,7 @@ class RequirementsReader:
             self._options(line, where, folder, constraint=constraint, stack=stack)
             return
         requirement, *options = _OPTIONS_SPLIT_RE.split(line, maxsplit=1)
-        dep = self.dependency(requirement, where)
+        dep = self.dependency(requirement, where, folder=None if constraint else folder)
         if options:
             self._requirement_options(options[0], where, folder, stack=stack)
         if dep is None:
@@ -147,9 +164,15 @@ class RequirementsReader:
         else:
             self.draft.add(dep, where)
 
-    def dependency(self, text: str, where: Where) -> Dependency | None:
-        """One PEP 508 requirement as a dependency; None (and noted) when it is not one."""
-        if _URLISH_RE.match(text) or _ARCHIVE_RE.search(text):
+    def dependency(
+        self, text: str, where: Where, *, folder: Path | None = None
+    ) -> Dependency | None:
+        """One PEP 508 requirement as a dependency; None (and noted) when it is not one. With
+        ``folder`` (the including file's), a local folder (``./pkg``, ``name @ file:///...``)
+        is taken as a local package of the project."""
+        if folder is not None and self.local(text, where, folder, editable=False):
+            return None
+        if _URLISH_RE.match(text) or ARCHIVE_RE.search(text):
             self.draft.unlockable(where, text, UNLOCKABLE)
             return None
         try:
@@ -167,6 +190,38 @@ class RequirementsReader:
             extras=tuple(sorted(req.extras)),
             markers=str(req.marker) if req.marker else "",
         )
+
+    def local(self, text: str, where: Where, folder: Path, *, editable: bool) -> bool:
+        """Take ``text`` as a local folder of the project if it is one: ``./pkg[extra]``,
+        ``.``, ``/abs/pkg``, ``file:///abs/pkg``, ``name @ file:///abs/pkg`` (not an archive:
+        a wheel or sdist file is a release, which the spec cannot name by path)."""
+        name = None
+        target = text.strip()
+        if m := re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*@\s*(file:\S+)", target
+        ):
+            name, target = m[1], m[3] + (m[2] or "")
+        m = _LOCAL_RE.fullmatch(target)
+        if m is None or ARCHIVE_RE.search(m["path"]):
+            return False
+        path = m["path"]
+        if path.startswith("file:"):
+            from urllib.parse import unquote, urlsplit
+
+            path = unquote(urlsplit(path).path)
+        extras = tuple(
+            sorted(e.strip() for e in (m["extras"] or "[]")[1:-1].split(",") if e.strip())
+        )
+        what = f"-e {text}" if editable else text
+        self.draft.add_local(
+            folder / Path(path).expanduser(),
+            where,
+            what,
+            name=name,
+            editable=editable,
+            extras=extras,
+        )
+        return True
 
     def _requirement_options(
         self, options: str, where: Where, folder: Path, *, stack: tuple[Path, ...]
@@ -226,7 +281,8 @@ class RequirementsReader:
                     return
                 value = tokens.pop(0)
             if name == "editable":
-                self.draft.unlockable(where, f"{option} {value}", EDITABLE)
+                if not self.local(value, where, folder, editable=True):
+                    self.draft.unlockable(where, f"{option} {value}", UNLOCKABLE)
             elif name in ("requirement", "constraint"):
                 self._include(
                     value, where, folder, constraint=constraint or name == "constraint", stack=stack

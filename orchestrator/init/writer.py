@@ -104,7 +104,8 @@ def render(d: Draft) -> str:
     environment = tomlkit.table()
     environment.add("name", toml_string(d.name))
     if d.python_origin:
-        w.comment(f"python from {d.python_origin}", environment)
+        why = d.python_origin if d.python_chosen else f"from {d.python_origin}"
+        w.comment(f"python {d.python}: {why}", environment)
     environment.add("python", toml_string(d.python))
     doc.add("environment", environment)
 
@@ -130,6 +131,20 @@ def render(d: Draft) -> str:
     dependencies.comment("PEP 440 specifiers; the lock pins these and all they pull in")
     for dep in d.deps.values():
         dependencies.add(dep.name, _dependency_value(dep))
+    if d.local:
+        dependencies.add(
+            tomlkit.comment(
+                "the project's own code: its dependencies are locked, and it is installed "
+                "after the lock (uv pip install --no-deps [-e] PATH)"
+            )
+        )
+    for package in d.local.values():
+        table = tomlkit.inline_table()
+        table.append("path", toml_string(package.path))
+        table.append("editable", package.editable)
+        if package.extras:
+            table.append("extras", _array(package.extras))
+        dependencies.add(package.name, table)
     doc.add("dependencies", dependencies)
 
     if d.indexes:
@@ -142,6 +157,8 @@ def render(d: Draft) -> str:
                 entry.add("kind", toml_string(index.kind))
             if index.flavors:
                 entry.add("flavors", _array(index.flavors))
+            if index.packages:
+                entry.add("packages", _array(index.packages))
             indexes.append(entry)
         doc.add("index", indexes)
 
@@ -226,9 +243,22 @@ def _targets(w: _Doc, d: Draft) -> None:
     targets.add("host", host)
     targets.add("venv", venv)
     w.doc.add("targets", targets)
+    from orchestrator import compat
+    from orchestrator.spec import EXAMPLE_NIXPKGS
+
     w.blank()
+    w.comment(
+        "A devcontainer and a Nix shell: uncomment to have 'envparity render' write them. Pin "
+        "the image by digest (@sha256:..., from 'docker buildx imagetools inspect IMAGE')."
+    )
     w.comment("[targets.devcontainer]")
-    w.comment('image = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:<digest>"')
+    w.comment(f'image = "{compat.example_image(d.cuda)}"')
+    toolkit = compat.table().toolkits.get(d.cuda or "")
+    if toolkit is not None and toolkit.nixpkgs == "removed":
+        w.comment(
+            f"nixpkgs removed {toolkit.nix_attr} on 2025-08-08: the nix target needs a commit "
+            "from before then (docs/compatibility.md)"
+        )
     w.comment("[targets.nix]")
-    w.comment('nixpkgs = "github:NixOS/nixpkgs/<40-hex commit>"')
+    w.comment(f'nixpkgs = "{EXAMPLE_NIXPKGS}"  # nixos-unstable of 2026-10-01')
     w.blank()

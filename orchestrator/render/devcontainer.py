@@ -111,20 +111,26 @@ def render_devcontainer_json(spec: Spec, *, arm64: bool = False) -> str:
         # true, not "optional": without a GPU the CLI still starts the container (on CPU) but
         # says that one was required, which is what a CUDA flavor means.
         data["hostRequirements"] = {"gpu": True}
-    if t.install_project:
-        # The workspace is mounted at run time, so the project is installed then, editable,
-        # into the image's venv; its dependencies come from the lock (--no-deps).
-        data["postCreateCommand"] = [
-            "uv",
-            "pip",
-            "install",
-            "--python",
-            f"{VENV}/bin/python",
-            *lock.install_args(spec, flavor),
-            "--no-deps",
-            "--editable",
-            ".",
-        ]
+    project = [
+        "uv",
+        "pip",
+        "install",
+        "--python",
+        f"{VENV}/bin/python",
+        *lock.install_args(spec, flavor),
+        "--no-deps",
+        "--editable",
+        ".",
+    ]
+    # The workspace is mounted at run time, so the project's own code is installed then into
+    # the image's venv (install_project: the workspace, editable; the spec's local packages);
+    # their dependencies come from the lock (--no-deps).
+    local = lock.local_install_commands(spec, flavor, f"{VENV}/bin/python")
+    if local:
+        commands = ([project] if t.install_project else []) + local
+        data["postCreateCommand"] = " && ".join(shell_line(c) for c in commands)
+    elif t.install_project:
+        data["postCreateCommand"] = project
     return json_text(data)
 
 

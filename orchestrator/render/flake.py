@@ -267,7 +267,12 @@ def venv_hook(spec: Spec, flavor: str | None = None, system: str | None = None) 
                 *lock.install_args(spec, flavor, system),
             ]
         )
-        + ' "$envparity_lock"; then',
+        + ' "$envparity_lock"'
+        + "".join(
+            " \\\n    && " + shell_line(c)
+            for c in lock.local_install_commands(spec, flavor, ".venv/bin/python")
+        )
+        + "; then",
         '    echo "$envparity_want" > .venv/.envparity-lock',
         "  else",
         '    echo "envparity: could not build .venv from $envparity_lock" >&2',

@@ -48,6 +48,11 @@ class VenvTarget(Target):
                 "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
                 "python": interpreter(spec.environment.python),
                 "sources": lock.install_args(spec, *self._lock_target),
+                **(
+                    {"local": [p.target for p in lock.local_packages(spec, self.flavor)]}
+                    if lock.local_packages(spec, self.flavor)
+                    else {}
+                ),
             }
         )[:16]
 
@@ -117,6 +122,11 @@ class VenvTarget(Target):
                     str(self.lock_file),
                 ]
             )
+            for install in lock.local_install_commands(
+                spec, self.flavor, str(tmp / "bin" / "python")
+            ):
+                self.ctx.progress(f"venv: installing {install[-1]} (no dependencies: locked)")
+                process.run(install, cwd=spec.root)
             (tmp / DONE).write_text(self.key() + "\n", encoding="utf-8")
             if self.location.exists():
                 # Aside first, in one rename: a delete killed half-way leaves a hidden

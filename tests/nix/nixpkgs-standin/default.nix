@@ -79,8 +79,8 @@ let
 
   named = names: lib.genAttrs names (name: package { inherit name; });
 
-  # Python interpreters for every Python minor the compatibility table knows (3.8 to 3.15).
-  pythons = lib.genAttrs (map (m: "python3${toString m}") (builtins.genList (i: i + 8) 8))
+  # Python interpreters for every Python minor the compatibility table knows (3.7 to 3.15).
+  pythons = lib.genAttrs (map (m: "python3${toString m}") (builtins.genList (i: i + 7) 9))
     (name: package { inherit name; });
 
   cudaPackageSet = v:
