@@ -29,7 +29,7 @@ from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
 from orchestrator.targets.nix import INSTALL_NIX, NixTarget
-from tests.helpers import REPO, mirror, wheel_spec
+from tests.helpers import REPO, mirror, torch_spec, wheel_spec
 from tests.real_tools import nix_on_path, require
 
 PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
@@ -429,25 +429,8 @@ def test_pure_environment_is_built_by_nix_from_the_pylock_with_wheels_nix_fetche
     )
 
 
-PROBE_SPEC = """\
-[environment]
-name = "probe-check"
-python = "3.11"
-
-[dependencies]
-torch = "==2.13.0"
-numpy = "==2.4.6"
-
-[[index]]
-url = "https://download.pytorch.org/whl/cpu"
-flavors = ["cpu"]
-
-[determinism]
-threads = 1
-
-[targets.nix]
-nixpkgs = "{nixpkgs}"
-"""
+# the demo spec that trains (torch from the CPU index, its mirror here), for the flake's checks
+PROBE_SPEC = torch_spec("probe-check", steps=5) + '\n[targets.nix]\nnixpkgs = "{nixpkgs}"\n'
 
 
 @pytest.mark.slow
