@@ -106,6 +106,15 @@ def _capture(np: Any, torch: Any) -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name: Linux's ``/proc/cpuinfo``; on macOS ``sysctl -n
+    machdep.cpu.brand_string`` ("Apple M2 Pro"), where ``platform.processor()`` says only
+    "arm"; else ``platform.processor()``."""
+    if sys.platform == "darwin":
+        from orchestrator import process
+
+        found = process.run(["sysctl", "-n", "machdep.cpu.brand_string"], check=False)
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
