@@ -504,7 +504,7 @@ class TestMalformedFingerprints:
             ),
             pytest.param(
                 _set("probe.device", "tpu"),
-                "probe.device: expected 'cpu' or 'cuda', got a string 'tpu'",
+                "probe.device: expected 'cpu', 'cuda' or 'mps', got a string 'tpu'",
                 id="device-unknown",
             ),
             pytest.param(

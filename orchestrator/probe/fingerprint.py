@@ -41,7 +41,7 @@ _HEX_FLOAT = re.compile(r"-?0x[0-9a-f]\.?[0-9a-f]*p[+-][0-9]{1,4}|-?inf|nan")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PROBE_NAME = re.compile(_DOTTED.pattern + ":" + r"[A-Za-z_][A-Za-z0-9_]*")
 _HASH_SEED = re.compile(r"fixed:[0-9]{1,10}|random")
-_DEVICES = ("cpu", "cuda")
+_DEVICES = ("cpu", "cuda", "mps")
 
 
 class FingerprintError(UsageError):
@@ -206,7 +206,7 @@ class Fingerprint:
     probe: str  # "orchestrator.probe.workload:train" or the user's "module:function"
     seed: int
     steps: int
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu", "cuda" or "mps" (Apple GPUs)
     environment: Environment
     stages: Stages
     audit: tuple[str, ...]
@@ -485,7 +485,10 @@ def _fingerprint(data: object, source: str) -> Fingerprint:
         seed=_int(_get(probe, "seed", w), w + "seed"),
         steps=steps,
         device=_str(
-            _get(probe, "device", w), w + "device", re.compile("cpu|cuda"), "'cpu' or 'cuda'"
+            _get(probe, "device", w),
+            w + "device",
+            re.compile("cpu|cuda|mps"),
+            "'cpu', 'cuda' or 'mps'",
         ),
         determinism=_identifier_map(probe.get("determinism", {}), w + "determinism", _scalar),
         environment=_environment(_get(d, "environment", ""), "environment"),
