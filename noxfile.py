@@ -23,6 +23,7 @@ ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import lock, spec  # noqa: E402
+from orchestrator.compat import PYTORCH_INDEX  # noqa: E402
 from orchestrator.nox_sessions import register  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
@@ -54,7 +55,7 @@ def _pip_find_links() -> str:
 # and cannot reach the PyTorch CPU index uses that folder as its mirror: the lock's hashes
 # decide what is accepted.
 if "ENVPARITY_MIRRORS" not in os.environ and (_links := _pip_find_links()):
-    os.environ["ENVPARITY_MIRRORS"] = "https://download.pytorch.org/whl/cpu=" + _links
+    os.environ["ENVPARITY_MIRRORS"] = f"{PYTORCH_INDEX}cpu=" + _links
 
 
 # The devcontainers CLI the tests and the devcontainer target run: npm package, pinned.

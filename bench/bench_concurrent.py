@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from project import CPU_INDEX, ROOT, environment, envparity
+from project import CPU_INDEX, PYTORCH_INDEX, ROOT, environment, envparity
 from timing import interleaved, report
 
 sys.path.insert(0, str(ROOT))
 
 STEPS = 10
-CU130_INDEX = "https://download.pytorch.org/whl/cu130"
+CU130_INDEX = f"{PYTORCH_INDEX}cu130"
 SPEC = f"""\
 [environment]
 name = "bench-concurrent"

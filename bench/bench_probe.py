@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator import process  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
-from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
+from orchestrator.verdict.compare import compare  # noqa: E402
 
 BASE_ENV = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 NUMPY_VENV = Path("/tmp/envparity-test-cache/torch2.13.0-numpy1.26.4/bin/python")

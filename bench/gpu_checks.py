@@ -65,13 +65,13 @@ from orchestrator.determinism import LAUNCH_VARIABLES  # noqa: E402
 from orchestrator.determinism_settings import DeterminismSettings  # noqa: E402
 from orchestrator.errors import ToolError  # noqa: E402
 from orchestrator.probe import fingerprint  # noqa: E402
-from orchestrator.probe.compare import compare  # noqa: E402
 from orchestrator.probe.fingerprint import Fingerprint  # noqa: E402
-from orchestrator.spec import Verify  # noqa: E402
+from orchestrator.tolerances import DEFAULTS, Tolerances  # noqa: E402
+from orchestrator.verdict.compare import compare  # noqa: E402
 
 SEED = 0
 Result = dict[str, Any]
-CROSS_DEVICE_RTOL = Verify().cross_device_rtol  # the spec's default ([verify])
+CROSS_DEVICE_RTOL = DEFAULTS.cross_device_rtol  # the spec's default ([verify])
 
 
 class Checks:
@@ -282,9 +282,9 @@ def outputs_apart(a: Fingerprint, b: Fingerprint) -> Result:
     return result
 
 
-def verdict(runs: list[Fingerprint], *, cross_device_rtol: float = 1e-4) -> Result:
+def verdict(runs: list[Fingerprint], *, cross_device_rtol: float = CROSS_DEVICE_RTOL) -> Result:
     """The worst pair's verdict: bitwise within a device, ``cross_device_rtol`` across."""
-    v = compare(runs, cross_device_rtol=cross_device_rtol).worst
+    v = compare(runs, Tolerances(cross_device_rtol=cross_device_rtol)).worst
     return {
         "kind": v.kind,
         "stage": v.stage,

@@ -11,7 +11,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.compat import PYTORCH_INDEX  # noqa: E402
+
+CPU_INDEX = f"{PYTORCH_INDEX}cpu"
 
 SPEC = f"""\
 [environment]

@@ -17,6 +17,7 @@ from orchestrator import references
 from orchestrator.probe.fingerprint import Fingerprint
 from orchestrator.render.ci import ARTIFACT_PREFIX
 from orchestrator.spec import Spec
+from orchestrator.verdict.references import ReferenceReport
 
 
 @dataclass
@@ -83,13 +84,13 @@ def record(spec: Spec, jobs: list[JobRuns], dest: Path, compared: Path) -> list[
     return written
 
 
-def render_report(spec: Spec, jobs: list[JobRuns], against: references.ReferenceReport) -> str:
+def render_report(spec: Spec, jobs: list[JobRuns], against: ReferenceReport) -> str:
     """verify's HTML report (``report.render_html``) over the jobs' runs: one row per job, its
     runs compared with each other, the first runs across jobs, the reference comparisons."""
     from orchestrator.errors import UsageError
-    from orchestrator.probe.compare import Verdict, compare
     from orchestrator.probe.run import BUILTIN
     from orchestrator.report import render_html
+    from orchestrator.verdict.compare import Verdict, compare
     from orchestrator.verify import Run, TargetResult, VerifyResult
 
     v = spec.verify
@@ -98,7 +99,7 @@ def render_report(spec: Spec, jobs: list[JobRuns], against: references.Reference
         if len(fps) < 2:
             return None, "one run: nothing to compare it with in this job"
         try:
-            return compare(fps, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol), ""
+            return compare(fps, v.tolerances), ""
         except UsageError as exc:  # another probe or step count
             return None, str(exc)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import determinism_settings
+from orchestrator import determinism_settings, tolerances
 from orchestrator.determinism_settings import DeterminismSettings
 from orchestrator.errors import EnvparityError, UsageError
 
@@ -236,70 +236,53 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from orchestrator.probe import compare, fingerprint
+    from orchestrator.probe import fingerprint
+    from orchestrator.verdict import compare, wording
 
     if args.references is None and (args.summary or args.report or args.record_to):
         raise UsageError("compare: --summary, --report and --record-to need --references DIR")
-    tolerances = {"rtol": args.rtol, "atol": args.atol, "cross_device_rtol": args.cross_device_rtol}
-    for name, value in tolerances.items():
-        if value is not None and not 0.0 <= value < 1.0:  # also refuses nan
+    given = {name: getattr(args, name) for name in tolerances.NAMES}
+    for name, value in given.items():
+        if value is not None and not tolerances.valid(value):  # also refuses nan
             option = "--" + name.replace("_", "-")
-            raise UsageError(f"compare {option} {value}: not a tolerance in [0, 1)")
-    if None in tolerances.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
-        verify = _spec(args).verify
+            raise UsageError(f"compare {option} {value}: not a tolerance in {tolerances.RANGE}")
+    base = tolerances.DEFAULTS
+    if None in given.values() and args.spec:  # only a spec named by --spec/ENVPARITY_SPEC
+        base = _spec(args).verify.tolerances
         print(f"tolerances from {args.spec} [verify] where not given", file=sys.stderr)
-        defaults = {
-            "rtol": verify.rtol,
-            "atol": verify.atol,
-            "cross_device_rtol": verify.cross_device_rtol,
-        }
-        tolerances = {k: defaults[k] if v is None else v for k, v in tolerances.items()}
     fps = [fingerprint.load(path) for path in args.fingerprints]
     if args.references is not None:
         if args.json:
             raise UsageError("compare: --json and --references cannot be combined")
-        return _compare_with_references(args, fps, tolerances)
-    verdict = compare.compare(fps, **{k: v for k, v in tolerances.items() if v is not None})
+        return _compare_with_references(args, fps, given)
+    verdict = compare.compare(fps, base.given(**given))
     if args.json:
         print(json.dumps(verdict.to_dict(), indent=1))
     else:
-        _print_lines(compare.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
+        _print_lines(wording.verdict_lines(verdict), style="green" if verdict.equivalent else "red")
     return 0 if verdict.equivalent else 1
 
 
-def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict[str, Any]) -> int:
+def _compare_with_references(
+    args: argparse.Namespace, fps: list[Any], given: dict[str, float | None]
+) -> int:
     """``compare --references DIR``: runs of several machines (CI artifacts), each with the
-    first of its hardware class and with the references (``orchestrator.references``)."""
+    first of its hardware class and with the references (``verdict.references``), tolerances
+    from the spec where not given; ``--record-to`` and ``--report`` write what the CI's compare
+    job hands over (``orchestrator.ci_runs``)."""
     import os
 
     from orchestrator import ci_runs, files, references
+    from orchestrator.verdict.references import compare_artifacts
 
     spec = _spec(args)
-    given = {k: v for k, v in tol.items() if v is not None}
-    v = spec.verify
-    tolerances = references.Tolerances(
-        **{"rtol": v.rtol, "atol": v.atol, "cross_device_rtol": v.cross_device_rtol, **given}
-    )
-    folder = Path(args.references)
-    # the spec's own fingerprints/ may not exist yet: no references, a note (as verify says)
-    if not folder.is_dir() and folder.resolve() != references.folder(spec).resolve():
-        raise UsageError(f"compare --references {folder}: no such folder")
-    for given in (args.report, args.summary):
-        if given:
-            files.check_output(Path(given))
+    for output in (args.report, args.summary):
+        if output:
+            files.check_output(Path(output))
     if args.record_to:
         files.check_output_folder(Path(args.record_to))
-    runs = [(references.target_of(Path(fp.source)), fp) for fp in fps]
-    among = references.compare_runs(runs, tolerances)
-    firsts: dict[tuple[str, str], Any] = {}  # each target's first run per class, against them
-    for name, fp in runs:
-        firsts.setdefault((name, references.hardware_class(fp)), (name, fp))
-    against = references.compare_with_references(
-        spec, list(firsts.values()), tolerances, root=folder
-    )
-    report = references.ReferenceReport(
-        among.comparisons + against.comparisons, among.notes + against.notes
-    )
+    folder = Path(args.references)
+    report = compare_artifacts(spec, fps, spec.verify.tolerances.given(**given), folder)
     jobs = ci_runs.by_job(fps)
     if args.record_to and not report.problems:
         written = ci_runs.record(spec, jobs, Path(args.record_to), folder)
@@ -318,12 +301,7 @@ def _compare_with_references(args: argparse.Namespace, fps: list[Any], tol: dict
         with open(args.summary, "a", encoding="utf-8") as summary:
             summary.write(report.markdown())
     lines = report.lines() + [f"FAIL {p}" for p in report.problems]
-    headline = (
-        f"DIVERGED ({len(fps)} fingerprints)"
-        if report.problems
-        else f"equivalent ({len(fps)} fingerprints, {len(against.comparisons)} reference comparisons)"
-    )
-    _print_lines([headline, *lines], style="red" if report.problems else "green")
+    _print_lines([report.headline(), *lines], style="red" if report.problems else "green")
     return 1 if report.problems else 0
 
 
@@ -340,7 +318,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from orchestrator.probe import capture, compare, fingerprint
+    from orchestrator.probe import capture, fingerprint
+    from orchestrator.verdict import compare
 
     differences = capture.diff(fingerprint.load_capture(args.a), fingerprint.load_capture(args.b))
     if not differences:

@@ -568,7 +568,9 @@ _CUDA_IMAGE_TAG_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.\d+)*(?:-|$)")
 # The build a PyTorch wheel index serves: https://download.pytorch.org/whl/cu128 (or whl/cpu;
 # also under whl/nightly/ and whl/test/).
 _TORCH_INDEX_RE = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,4}|cpu)/?$")
-PYTORCH_INDEX = "https://download.pytorch.org/whl"
+# PyTorch's wheel indexes: PYTORCH_INDEX + "cu128" (or "cpu"), pytorch.org/get-started/locally.
+# The one definition: lock's advice and init's drafts take it from here.
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
 def _cuda_sources(spec: Spec, only: str | None = None) -> list[Problem]:
@@ -600,13 +602,13 @@ def _cuda_sources(spec: Spec, only: str | None = None) -> list[Problem]:
                 continue
             what = "the CPU" if serves == "cpu" else f"the CUDA {_cuda_of(serves)}"
             if f.startswith("cu") and serves.startswith("cu"):
-                fix = f"use {PYTORCH_INDEX}/{f}"
+                fix = f"use {PYTORCH_INDEX}{f}"
             elif f.startswith("cu"):
                 fix = 'limit it with flavors = ["cpu"]'
             elif spec.cuda is not None:
                 fix = f'limit it with flavors = ["{spec.cuda.flavor}"]'
             else:
-                fix = f"use {PYTORCH_INDEX}/cpu"
+                fix = f"use {PYTORCH_INDEX}cpu"
             out.append(
                 Problem(
                     file,

@@ -10,8 +10,8 @@ Users import this in their own training scripts::
 
 What a running interpreter cannot fix for itself (``PYTHONHASHSEED``,
 ``CUBLAS_WORKSPACE_CONFIG`` before CUDA starts, thread-count variables) belongs to
-``orchestrator.launch.launch_environment``; ``audit()`` names what is still wrong in this
-process.
+``orchestrator.determinism_settings.launch_environment``; ``audit()`` names what is still
+wrong in this process.
 
 Imports only the stdlib at module level; torch and numpy inside the functions that need them,
 so this module works in bare target environments holding only the lock's packages.
@@ -26,8 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.determinism_settings import DeterminismSettings, DeterministicMode
-from orchestrator.launch import SET_AT_LAUNCH
+from orchestrator.determinism_settings import SET_AT_LAUNCH, DeterminismSettings, DeterministicMode
 
 # Variables that only take effect when set before the interpreter (or CUDA, or the OpenMP/BLAS
 # runtimes) starts. The fingerprint records their start-up values.
@@ -81,7 +80,7 @@ def seed_everything(
     keyword arguments given override it. ``deterministic_algorithms="warn"`` is torch's
     ``warn_only=True``: an op without a deterministic implementation warns instead of raising.
     Returns every setting made. ``PYTHONHASHSEED`` is deliberately not touched: setting it
-    here would change nothing for this interpreter (see ``orchestrator.launch``).
+    here would change nothing for this interpreter (see ``orchestrator.determinism_settings.launch_environment``).
     Raises ``ValueError`` for a value outside the spec's ranges.
     """
     import numpy as np

@@ -4,12 +4,23 @@
 TF32, cuDNN benchmark, thread count). It is the only place these five are spelled out:
 
 * the spec loader builds it (``orchestrator.spec``; ``Spec.determinism``);
-* ``launch_env()`` gives the variables to set before Python starts (``orchestrator.launch``);
+* ``launch_env()`` gives the variables to set before Python starts (``launch_environment``,
+  below);
 * ``probe_arguments()`` gives the ``envparity probe`` options that carry it into a target
   environment, and ``add_arguments``/``from_arguments`` read the same options back;
 * the probe's ``Recorder`` hands it to the training code as ``rec.determinism``, which
   applies it with ``orchestrator.determinism.seed_everything(rec.determinism)``;
 * ``flags()`` is what the fingerprint records under ``probe.determinism``.
+
+The launch environment (``launch_environment``, ``SET_AT_LAUNCH``) is here too: settings that
+only work when set before the interpreter starts. ``PYTHONHASHSEED`` is read once, when CPython
+starts: setting ``os.environ["PYTHONHASHSEED"]`` inside a running interpreter (as many
+seed-everything recipes do) changes nothing for that interpreter's ``hash()`` of strings; only
+child processes see it. ``CUBLAS_WORKSPACE_CONFIG`` is read when cuBLAS creates its handle, and
+the thread-count variables when the OpenMP/BLAS runtimes start. So these are set by whoever
+launches Python: ``envparity run``, the flake's shell, the devcontainer's ``containerEnv`` and
+Dockerfile ``ENV``, and the verify targets all use this one function. (It was
+``orchestrator.launch`` until 0.1; that name still works, with a ``DeprecationWarning``.)
 
 Stdlib only, and no import of torch: the probe imports this in bare target environments, and
 ``envparity check`` imports it through the spec.
@@ -29,6 +40,16 @@ MAX_SEED = 2**32 - 1
 MAX_THREADS = 1024
 # [verify] steps and `envparity probe --steps`: training steps per probe run.
 MAX_STEPS = 100_000
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Every variable launch_environment() may set.
+SET_AT_LAUNCH = (
+    "PYTHONHASHSEED",
+    "CUDA_DEVICE_ORDER",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
+    *THREAD_VARIABLES,
+)
 
 # torch.use_deterministic_algorithms(True), (True, warn_only=True) or (False).
 DeterministicMode = bool | Literal["warn"]
@@ -105,9 +126,7 @@ class DeterminismSettings:
         return out
 
     def launch_env(self) -> dict[str, str]:
-        """The variables to set before Python starts, sorted (``orchestrator.launch``)."""
-        from orchestrator.launch import launch_environment
-
+        """The variables to set before Python starts, sorted (``launch_environment``)."""
         return launch_environment(self)
 
     def flags(self) -> dict[str, object]:
@@ -164,6 +183,32 @@ class DeterminismSettings:
             message = message.removeprefix(f"{values[key]} is ")  # the option names the value
             raise ValueError(f"--{key.replace('_', '-')} {values[key]}: {message}")
         return cls(**values)
+
+
+def launch_environment(settings: DeterminismSettings) -> dict[str, str]:
+    """The variables to set before starting Python for ``settings``, sorted by name.
+
+    ``settings.launch_env()`` is the usual way to call this.
+    """
+    env = {"PYTHONHASHSEED": str(settings.seed)}
+    # CUDA numbers GPUs fastest first unless told otherwise, nvidia-smi (and NVML, and the
+    # container toolkit) by PCI bus ID: on a machine with two GPU models CUDA_VISIBLE_DEVICES=1
+    # is then another GPU for torch than for nvidia-smi. Read when the CUDA driver initialises.
+    # Source: CUDA C++ Programming Guide, "CUDA Environment Variables" (CUDA_DEVICE_ORDER:
+    # FASTEST_FIRST, the default, or PCI_BUS_ID).
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    if settings.deterministic:  # true or "warn"
+        # cuBLAS picks reduction strategies per stream unless its workspace is fixed; torch
+        # refuses deterministic mode on CUDA >= 10.2 without this (":16:8" also works, slower).
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    if not settings.tf32:
+        # Ampere+ GPUs may run float32 matmuls/convolutions in TF32; this turns that off in
+        # cuBLAS and cuDNN for every library in the process, not only torch.
+        env["NVIDIA_TF32_OVERRIDE"] = "0"
+    if settings.threads is not None:
+        for name in THREAD_VARIABLES:
+            env[name] = str(settings.threads)
+    return dict(sorted(env.items()))
 
 
 def check_values(values: Mapping[str, object]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import check, compat, cuda_host, files, freshness, gpus, lock
+from orchestrator.interpreter import user_interpreter
 from orchestrator.spec import Spec
 
 
@@ -54,9 +55,9 @@ def _generated(spec: Spec, r: Report) -> None:
 
 
 def _interpreter(spec: Spec, r: Report) -> None:
-    """The interpreter the user's code runs in (``freshness.user_interpreter``), as verify's
+    """The interpreter the user's code runs in (``interpreter.user_interpreter``), as verify's
     host target judges it."""
-    interpreter = freshness.user_interpreter()
+    interpreter = user_interpreter()
     r.section(f"The host interpreter ({interpreter.executable})")
     found = freshness.conformance(spec, interpreter)
     if found.python:

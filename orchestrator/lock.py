@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import files
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import CheckFailed, EnvparityError, SpecError, ToolError, UsageError
 from orchestrator.messages import quote
 from orchestrator.spec import Index, LocalPackage, Spec
@@ -576,9 +577,6 @@ def render_pylock(
         regenerate="envparity lock",
         spec_name=spec.path.name,
     )
-
-
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:

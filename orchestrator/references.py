@@ -16,29 +16,31 @@ not what the host guesses), by ``hardware_class``:
   ``torch.cuda.get_device_properties`` and collect_env's ``nvidia_driver_version``, e.g.
   ``gpu-nvidia-h200-sm90-driver570``.
 
-A later run is compared with the reference of its own class with the spec's ``rtol``/``atol``
-(bitwise by default) and with the reference of every other class with ``cross_device_rtol``.
-A reference recorded from other spec inputs (seed, determinism, steps, probe) or another lock
-is *stale*: it is listed (by ``check`` as a failure, by ``verify`` as a note) and never compared.
+A reference recorded from other spec inputs (seed, determinism, steps), another probe (what
+``orchestrator.probe.inputs.probe_source`` hashes: the probe's code and envparity's modules
+that decide the numbers) or another lock is *stale*: it is listed (by ``check`` as a failure,
+by ``verify`` as a note) and never compared.
+
+This module is the store: what a reference is, where it lives, how it is recorded and when it
+is stale; ``envparity check`` uses it without importing the verdict. Comparing runs with the
+references (the reference of a run's own class with the spec's ``rtol``/``atol``, bitwise by
+default, and of every other class with ``cross_device_rtol``) is the verdict's:
+``orchestrator.verdict.references``.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator import files
-from orchestrator.errors import UsageError
-from orchestrator.probe import fingerprint
-from orchestrator.probe.compare import PairVerdict, compare
+from orchestrator import files, lock
+from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
-
-if TYPE_CHECKING:
-    from orchestrator.spec import Spec
+from orchestrator.spec import DEFAULT_TARGETS, Spec
 
 FOLDER = "fingerprints"  # under the spec's folder; committed
 META = "reference.json"
@@ -105,36 +107,22 @@ class Reference:
 
 def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
     """What a target's fingerprints depend on besides hardware: (inputs hash, lock content
-    hash, lock path). The inputs are the seed and [determinism], the probe and its source (for
-    the built-in probe, envparity's ``probe/workload.py`` and ``probe/recorder.py``), the steps
-    and the target's flavor."""
-    from orchestrator import lock
-    from orchestrator.verify import probe_source
-
+    hash, lock path). The inputs are the seed and [determinism], the probe, what the probe is
+    (``inputs.probe_source``: its code and envparity's modules that decide the numbers, the
+    same hash verify's cache key takes), the steps and the target's flavor."""
     flavor = spec.flavor_of(target)
     data = spec.to_dict()
-    inputs = files.inputs_hash(
+    digest = files.inputs_hash(
         {
             "determinism": data["determinism"],
             "steps": spec.verify.steps,
             "probe": spec.verify.probe or "",
-            "probe_source": probe_source(spec) or _builtin_probe_source(),
+            "probe_source": inputs.probe_source(spec.verify.probe, spec.root),
             "flavor": flavor,
         }
     )
     lock_path = lock.LockTarget(flavor, spec.systems_of(flavor)[0]).path
-    return inputs, lock.lock_digest(spec, flavor), lock_path
-
-
-def _builtin_probe_source() -> str:
-    """A hash of the built-in probe's code: a change to it is a new probe, not a divergence."""
-    here = Path(__file__).resolve().parent / "probe"
-    return files.inputs_hash(
-        {name: files.sha256((here / name).read_text(encoding="utf-8")) for name in _BUILTIN}
-    )
-
-
-_BUILTIN = ("workload.py", "recorder.py")
+    return digest, lock.lock_digest(spec, flavor), lock_path
 
 
 def stale_reason(spec: Spec, ref: Reference) -> str | None:
@@ -146,12 +134,10 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
     recorded run did not have them, so they did not take part in its numbers). ``host``
     installs nothing from the lock: a changed host shows as a divergence, with its cause.
     """
-    from orchestrator.verify import DEFAULT_TARGETS  # host and venv run without a table
-
     if ref.target not in spec.targets and ref.target not in DEFAULT_TARGETS:
         return f"target {ref.target!r} is no longer in {spec.path.name}"
-    inputs, lock_digest, lock_path = reference_inputs(spec, ref.target)
-    if ref.inputs != inputs:
+    digest, lock_digest, lock_path = reference_inputs(spec, ref.target)
+    if ref.inputs != digest:
         return (
             f"recorded from other {spec.path.name} inputs (seed, determinism, steps or probe) "
             "or another version of the probe's code"
@@ -178,8 +164,6 @@ def _canonical(name: str) -> str:
 def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     """``"numpy 2.4.6 (the reference ran with 2.4.5)"`` for each package of the reference's
     run that the lock at ``lock_path`` now pins at another version; [] when none (or no lock)."""
-    from orchestrator import lock
-
     text = files.read(spec.root / lock_path, lock_path)
     if text is None:
         return [f"nothing ({lock_path} is missing)"]
@@ -281,12 +265,12 @@ def record(
         )
         meta.setdefault("targets", {})
         for target, path in items:
-            inputs, lock_digest, lock_path = reference_inputs(spec, target)
+            digest, lock_digest, lock_path = reference_inputs(spec, target)
             files.atomic_write(where / f"{target}.json", path.read_text(encoding="utf-8"))
             meta["targets"][target] = {
                 "recorded_at": now,
                 "machine": machine,
-                "inputs": inputs,
+                "inputs": digest,
                 "lock": lock_digest,
                 "lock_file": lock_path,
             }
@@ -303,174 +287,6 @@ def stale(spec: Spec) -> list[str]:
         for ref in load_all(folder(spec))
         if (reason := stale_reason(spec, ref))
     ]
-
-
-# --------------------------------------------------------------------------- comparing
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    rtol: float = 0.0
-    atol: float = 0.0
-    cross_device_rtol: float = 1e-4
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One run against one reference (or, ``reference`` None, against another run)."""
-
-    target: str
-    hw_class: str
-    against: str  # the reference's describe(), or the other run's file
-    same_class: bool
-    pair: PairVerdict
-
-    @property
-    def diverged(self) -> bool:
-        return self.pair.kind == "diverged"
-
-    def verdict(self, *, first_difference: bool = True) -> str:
-        """``bitwise identical (same hardware class)``, ``DIVERGED at losses step 3: ...``
-        (without ``first_difference``: ``DIVERGED (same hardware class)``)."""
-        text = {"bitwise": "bitwise identical", "tolerance": "within tolerance"}.get(
-            self.pair.kind, "DIVERGED"
-        )
-        if self.diverged and first_difference:
-            text += f" at {self.first_difference()}"
-        how = (
-            "same hardware class"
-            if self.same_class
-            else f"other hardware class, cross_device_rtol={self.pair.tolerance.get('rtol', 0):g}"
-        )
-        return f"{text} ({how})"
-
-    def first_difference(self) -> str:
-        """``losses step 3: loss differs ...``; "" when nothing diverged."""
-        if not self.diverged:
-            return ""
-        step = f" step {self.pair.step}" if self.pair.step is not None else ""
-        return f"{self.pair.stage}{step}: {self.pair.reason}"
-
-    def line(self) -> str:
-        return f"{self.target} vs {self.against}: {self.verdict()}"
-
-
-@dataclass
-class ReferenceReport:
-    comparisons: list[Comparison] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # stale or missing references
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{c.target}: diverged from {c.against}" for c in self.comparisons if c.diverged]
-
-    def lines(self) -> list[str]:
-        return [c.line() for c in self.comparisons] + self.notes
-
-    def markdown(self, title: str = "envparity: fingerprints vs references") -> str:
-        """The verdict as a Markdown table (for ``$GITHUB_STEP_SUMMARY``)."""
-        verdict = "DIVERGED" if self.problems else "equivalent"
-        out = [f"## {title}: {verdict}", ""]
-        out += [
-            "| target | class | compared with | verdict | first difference | likely cause |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c in self.comparisons:
-            cause = c.pair.causes[0] if c.diverged and c.pair.causes else "-"
-            out.append(
-                f"| {c.target} | {c.hw_class} | {_md(c.against)} | "
-                f"{_md(c.verdict(first_difference=False))} | "
-                f"{_md(c.first_difference() or '-')} | {_md(cause)} |"
-            )
-        out += [""] + [f"- {_md(n)}" for n in self.notes]
-        return "\n".join(out) + "\n"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _pair(a: Fingerprint, b: Fingerprint, tol: Tolerances, same: bool) -> PairVerdict:
-    rtol = tol.rtol if same else tol.cross_device_rtol
-    verdict = compare([a, b], rtol=rtol, atol=tol.atol, cross_device_rtol=tol.cross_device_rtol)
-    return verdict.pairs[0]
-
-
-def _pick(refs: Iterable[Reference], target: str) -> Reference | None:
-    """The class's reference of ``target``, else the class's first (all targets of one class
-    agreed when they were recorded)."""
-    refs = list(refs)
-    return next((r for r in refs if r.target == target), refs[0] if refs else None)
-
-
-def compare_with_references(
-    spec: Spec,
-    runs: Sequence[tuple[str, Fingerprint]],
-    tol: Tolerances,
-    *,
-    root: Path | None = None,
-) -> ReferenceReport:
-    """Each ``(target, first-run fingerprint)`` against the reference of its class (spec
-    tolerance) and of every other class (cross-device tolerance), the references read from
-    ``root`` (default: the spec's ``fingerprints/``). Stale references are noted, never
-    compared."""
-    report = ReferenceReport()
-    usable: dict[str, list[Reference]] = {}
-    for ref in load_all(root or folder(spec)):
-        reason = stale_reason(spec, ref)
-        if reason:
-            report.notes.append(f"reference {ref.describe()} is stale, not compared: {reason}")
-        else:
-            usable.setdefault(ref.hw_class, []).append(ref)
-    missing: set[str] = set()
-    for target, fp in runs:
-        own = hardware_class(fp)
-        if own not in usable:
-            missing.add(own)
-        for hw_class, refs in sorted(usable.items()):
-            chosen = _pick(refs, target)
-            assert chosen is not None
-            same = hw_class == own
-            try:
-                pair = _pair(fp, chosen.fingerprint, tol, same)  # names and values: target first
-            except UsageError as exc:  # another probe or step count: not comparable
-                report.notes.append(f"{target}: not compared with {chosen.describe()}: {exc}")
-                continue
-            against = f"reference {chosen.describe()}"
-            report.comparisons.append(Comparison(target, own, against, same, pair))
-    report.notes += [
-        f"no reference for hardware class {c} in {FOLDER}/ yet (run 'envparity verify --record' "
-        "on this machine and commit it)"
-        for c in sorted(missing)
-    ]
-    return report
-
-
-def compare_runs(runs: Sequence[tuple[str, Fingerprint]], tol: Tolerances) -> ReferenceReport:
-    """Runs of several machines (CI artifacts) with each other: each against the first run of
-    its class (spec tolerance) and the first run of each class against the very first run
-    (cross-device tolerance)."""
-    report = ReferenceReport()
-    firsts: dict[str, tuple[str, Fingerprint]] = {}
-    for target, fp in runs:
-        hw_class = hardware_class(fp)
-        if hw_class not in firsts:
-            firsts[hw_class] = (target, fp)
-            if len(firsts) == 1:
-                continue
-            base_target, base = next(iter(firsts.values()))
-            same = False
-        else:
-            base_target, base = firsts[hw_class]
-            same = True
-        try:
-            pair = _pair(fp, base, tol, same)  # names and values: target first
-        except UsageError as exc:
-            report.notes.append(f"{target} ({fp.source}) not compared: {exc}")
-            continue
-        against = f"{base_target} ({base.source})"
-        report.comparisons.append(Comparison(target, hw_class, against, same, pair))
-    return report
 
 
 # --------------------------------------------------------------------------- run files (CI)

@@ -9,8 +9,9 @@ import math
 from typing import TYPE_CHECKING
 
 from orchestrator.messages import redact
-from orchestrator.probe.compare import PairVerdict, Verdict, differences_between
 from orchestrator.probe.fingerprint import printable
+from orchestrator.verdict import wording
+from orchestrator.verdict.compare import Verdict, differences_between
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,20 +46,11 @@ def probe_line(result: VerifyResult) -> str:
     return f"probe {result.probe}, {spec.verify.steps} steps, seed {spec.determinism.seed}"
 
 
-def _pair_text(p: PairVerdict) -> str:
-    if p.kind == "bitwise":
-        return "bitwise identical" + (" (with warnings)" if p.warnings else "")
-    if p.kind == "tolerance":
-        return f"within tolerance ({p.reason})" if p.reason else "within tolerance"
-    where = f"{p.stage}" + (f" step {p.step}" if p.step is not None else "")
-    return f"diverged at {where}"
-
-
 def _verdict_text(t: TargetResult) -> str:
     if t.status != "ok":
         return f"{t.status}: {printable(t.reason)}"
     assert t.verdict is not None
-    parts = sorted({_pair_text(p) for p in t.verdict.pairs})
+    parts = sorted({wording.result(p) for p in t.verdict.pairs})
     if t.drift:
         parts.append("differs from the spec" + (" (accepted)" if t.drift_accepted else ""))
     return "; ".join(parts)
@@ -115,7 +107,9 @@ def print_table(result: VerifyResult, console: Console) -> None:
     if result.across is not None:
         names = [t.name for t in result.targets if t.status == "ok"]
         for name, p in zip(names[1:], result.across.pairs, strict=True):
-            lines.append(f"{names[0]} vs {name}: {_pair_text(p)}")
+            lines.append(wording.pair_line(names[0], name, p))
+            if p.kind == "tolerance":
+                lines.append(f"  {p.reason}")
             if p.kind == "diverged" and p.values:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
             lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]

@@ -18,10 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.determinism_settings import MAX_STEPS, DeterminismSettings, check_values
+from orchestrator.determinism_settings import (
+    MAX_STEPS,
+    SET_AT_LAUNCH,
+    DeterminismSettings,
+    check_values,
+)
 from orchestrator.errors import Problem, SpecError
-from orchestrator.launch import SET_AT_LAUNCH
 from orchestrator.messages import clip, quote, redact
+from orchestrator.tolerances import DEFAULTS, RANGE, Tolerances, valid
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +42,7 @@ LINUX_SYSTEMS = ("x86_64-linux", "aarch64-linux")
 # macOS wheels are macosx_14_0_arm64 (PyPI), which uv's own default target (13.0) refuses.
 DEFAULT_MACOS = "14.0"
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
+DEFAULT_TARGETS = ("host", "venv")  # need no settings: verify runs them without a table
 
 
 # Shapes of values that reach generated files. Anything outside them is refused at load.
@@ -73,7 +79,7 @@ _IMAGE_RE = _ascii(
 )
 _SHM_RE = _ascii(r"[1-9][0-9]{0,6}[kmg]")
 _URL_RE = _ascii(r"(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+")
-# Variables the launch environment sets (orchestrator.launch) or the system owns.
+# Variables the launch environment sets (determinism_settings.SET_AT_LAUNCH) or the system owns.
 _RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
 _PROBE_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 # TOML keys shown bare in key paths; any other key is shown quoted (and shortened).
@@ -244,9 +250,15 @@ class Verify:
     steps: int = 30
     runs: int = 2
     probe: str | None = None  # "package.module:function"; None: the built-in probe
-    rtol: float = 0.0  # between runs on the same hardware and packages: bitwise by default
-    atol: float = 0.0
-    cross_device_rtol: float = 1e-4  # between different devices (CPU vs CUDA, GPU models)
+    # The comparison tolerances, defaults from orchestrator.tolerances (bitwise; 1e-4 across
+    # device models); ``tolerances`` is the typed value the verdict takes.
+    rtol: float = DEFAULTS.rtol
+    atol: float = DEFAULTS.atol
+    cross_device_rtol: float = DEFAULTS.cross_device_rtol
+
+    @property
+    def tolerances(self) -> Tolerances:
+        return Tolerances(rtol=self.rtol, atol=self.atol, cross_device_rtol=self.cross_device_rtol)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1168,7 +1180,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     positive = _between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
-        return None if 0.0 <= x < 1.0 else f"{quote(x)} is not a tolerance in [0, 1)"
+        return None if valid(x) else f"{quote(x)} is not a tolerance in {RANGE}"
 
     return Verify(
         steps=r.get(t, "steps", p, int, d.steps, check=positive) or d.steps,

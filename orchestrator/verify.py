@@ -28,11 +28,13 @@ from orchestrator import files, gpus, lock, process, references
 from orchestrator.errors import CheckFailed, EnvparityError, UsageError
 from orchestrator.messages import quote
 from orchestrator.probe import fingerprint, inputs
-from orchestrator.probe.compare import Verdict, compare
 from orchestrator.probe.run import BUILTIN, check_reference
-from orchestrator.spec import TARGET_NAMES, Spec
+from orchestrator.spec import DEFAULT_TARGETS, TARGET_NAMES, Spec
 from orchestrator.targets import TARGETS
 from orchestrator.targets.base import RUNTIME_DIR, Context, Target
+from orchestrator.verdict import wording
+from orchestrator.verdict.compare import Verdict, compare
+from orchestrator.verdict.references import ReferenceReport, compare_with_references
 
 
 @dataclass
@@ -67,7 +69,7 @@ class VerifyResult:
     across: Verdict | None  # the first run of each target against the first target's
     strict: bool
     probe: str = BUILTIN  # the probe that ran ("module:function")
-    references: references.ReferenceReport | None = None  # against fingerprints/
+    references: ReferenceReport | None = None  # against fingerprints/
     recorded: list[Path] = field(default_factory=list)  # written by --record
 
     @property
@@ -80,14 +82,19 @@ class VerifyResult:
                 why = "required by the spec" if t.required else "--strict"
                 out.append(f"{t.name}: skipped ({t.reason}), but {why}")
             elif t.verdict is not None and not t.verdict.equivalent:
-                out.append(f"{t.name}: runs in the same environment differ")
+                out.append(wording.runs_diverged(t.name, t.verdict.worst))
             if t.drift and not t.drift_accepted:
                 out.append(
                     f"{t.name}: does not match the spec ({'; '.join(t.drift)}); "
                     "fix it (envparity doctor says how) or pass --accept-host-drift"
                 )
-        if self.across is not None and not self.across.equivalent:
-            out.append("targets compute different results")
+        if self.across is not None:  # each pair named by its targets (first runs' files)
+            name = {t.runs[0].fingerprint.source: t.name for t in self.targets if t.runs}
+            out += [
+                wording.pair_line(name.get(p.reference, p.reference), name.get(p.other, p.other), p)
+                for p in self.across.pairs
+                if p.kind == "diverged"
+            ]
         if not any(t.status == "ok" for t in self.targets):
             out.append("no target could run")
         if self.references is not None:
@@ -97,9 +104,6 @@ class VerifyResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.problems else 0
-
-
-DEFAULT_TARGETS = ("host", "venv")  # need no settings: run with their defaults without a table
 
 
 def _required_keys(spec: Spec, target: str) -> str:
@@ -214,27 +218,6 @@ def hardware() -> str:
     return f"{cpu} {os.cpu_count()} cpus; {listed}"
 
 
-def probe_source(spec: Spec) -> str:
-    """A hash of the user probe's source: every .py file of its top-level package (or its one
-    module), found where verify puts it on the path; editing any of them invalidates cached
-    fingerprints. A probe found nowhere there (installed in the target) is keyed by name.
-    Other project files the probe read are checked by ``reusable`` from the fingerprint."""
-    ref = spec.verify.probe
-    if not ref:
-        return ""
-    import importlib.machinery
-
-    top = ref.split(":")[0].split(".")[0]
-    found = importlib.machinery.PathFinder.find_spec(top, [str(spec.root)])
-    if found is None:
-        return ref
-    if found.submodule_search_locations:
-        sources = sorted(p for d in found.submodule_search_locations for p in Path(d).rglob("*.py"))
-    else:
-        sources = [Path(found.origin)] if found.origin else []
-    return files.inputs_hash({str(p): files.sha256(p.read_text(encoding="utf-8")) for p in sources})
-
-
 def effective_launch(ctx: Context) -> dict[str, str | None]:
     """Every variable the probe's numbers depend on, as the probe will see it: the spec's
     launch environment over whatever this shell has set (OMP_NUM_THREADS, MKL_CBWR, ...)."""
@@ -251,7 +234,7 @@ def run_key(target: Target, ctx: Context, hw: str) -> str:
             "environment": target.key(),
             "runtime": ctx.runtime.name,
             "probe": v.probe or "",
-            "probe_source": probe_source(ctx.spec),
+            "probe_source": inputs.probe_source(v.probe, ctx.spec.root),  # what the probe is
             "steps": v.steps,
             "determinism": ctx.spec.to_dict()["determinism"],
             "launch": effective_launch(ctx),
@@ -379,10 +362,7 @@ def probe_target(target: Target, ctx: Context, hw: str, result: TargetResult) ->
     except EnvparityError as exc:
         result.status, result.reason = "failed", str(exc)
         return result
-    v = spec.verify
-    result.verdict = compare(
-        result.fingerprints, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol
-    )
+    result.verdict = compare(result.fingerprints, spec.verify.tolerances)
     return result
 
 
@@ -391,6 +371,7 @@ def preflight(spec: Spec, chosen: list[str]) -> list[str]:
     those), by the same answer check and doctor give (``freshness.freshness``). Returns how
     the host differs from the spec when it is chosen ([] when it conforms, or is not chosen)."""
     from orchestrator import freshness
+    from orchestrator.interpreter import user_interpreter
 
     lock.refuse_incompatible(spec)
     state = freshness.freshness(spec)
@@ -405,7 +386,7 @@ def preflight(spec: Spec, chosen: list[str]) -> list[str]:
         )
     if "host" not in chosen:
         return []
-    return freshness.conformance(spec, freshness.user_interpreter()).problems
+    return freshness.conformance(spec, user_interpreter()).problems
 
 
 def verify(
@@ -444,12 +425,7 @@ def verify(
         if t.name == "host" and t.status == "ok":  # a host that did not run proves nothing
             t.drift, t.drift_accepted = host_drift, accept_host_drift
     firsts = [t.runs[0].fingerprint for t in results if t.status == "ok" and t.runs]
-    v = spec.verify
-    across = (
-        compare(firsts, rtol=v.rtol, atol=v.atol, cross_device_rtol=v.cross_device_rtol)
-        if len(firsts) > 1
-        else None
-    )
+    across = compare(firsts, spec.verify.tolerances) if len(firsts) > 1 else None
     result = VerifyResult(spec, results, across, strict, probe=spec.verify.probe or BUILTIN)
     if out is not None:
         export_runs(results, out)
@@ -458,9 +434,8 @@ def verify(
         result.recorded = references.record(
             spec, [(name, run.path) for name, run in ok], machine=hw
         )
-    tol = references.Tolerances(v.rtol, v.atol, v.cross_device_rtol)
-    result.references = references.compare_with_references(
-        spec, [(name, run.fingerprint) for name, run in ok], tol
+    result.references = compare_with_references(
+        spec, [(name, run.fingerprint) for name, run in ok], spec.verify.tolerances
     )
     if record and result.problems and not result.recorded:
         result.references.notes.append("nothing recorded: verify found the problems below")

@@ -214,13 +214,23 @@ def test_check_refuses_an_impossible_combination_with_exit_2(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.toml"]
 
 
-def test_check_does_not_import_torch_numpy_or_rich() -> None:
+def test_check_imports_only_what_checking_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check (the pre-commit hook) imports neither torch, numpy, rich, PyYAML nor the verdict
+    package; PyYAML only to render a [ci] workflow it compares, as this repository's spec has
+    (the time it takes: bench/bench_check.py)."""
     code = (
         "import sys; from orchestrator import cli; rc = cli.main(['check']);"
-        "print(rc, [m for m in ('torch', 'numpy', 'rich') if m in sys.modules])"
+        "heavy = ('torch', 'numpy', 'rich', 'yaml', 'orchestrator.verdict');"
+        "print(rc, [m for m in heavy if m in sys.modules])"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
+    project(tmp_path, monkeypatch)
+    for folder, seen in ((tmp_path, "0 []"), (REPO, "0 ['yaml']")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=folder, capture_output=True, text=True
+        )
+        assert done.stdout.strip().splitlines()[-1] == seen, done.stdout + done.stderr
 
 
 def test_the_repository_itself_has_no_drift() -> None:
@@ -500,10 +510,11 @@ class TestHostConformance:
         from importlib.metadata import version
 
         from orchestrator import freshness
+        from orchestrator.interpreter import Interpreter
 
         pinned = version("packaging")
         s = self._spec(tmp_path, monkeypatch)
-        interpreter = freshness.Interpreter(
+        interpreter = Interpreter(
             "/x/python", python, {k: v.replace("PINNED", pinned) for k, v in packages.items()}
         )
         assert freshness.conformance(s, interpreter).problems == [
@@ -538,7 +549,7 @@ class TestHostConformance:
         from rich.console import Console
 
         from orchestrator import report, verify
-        from orchestrator.probe.compare import Verdict
+        from orchestrator.verdict.compare import Verdict
 
         s = self._spec(tmp_path, monkeypatch)
         host = verify.TargetResult(

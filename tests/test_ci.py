@@ -539,7 +539,7 @@ class TestCompareJob:
         (hw,) = [p.name for p in (REPO / "fingerprints").iterdir() if p.is_dir()]
         summary = (artifacts / "summary.md").read_text()
         assert summary == (
-            "## envparity: fingerprints vs references: equivalent\n\n"
+            "## envparity: fingerprints vs references: bitwise identical\n\n"
             "| target | class | compared with | verdict | first difference | likely cause |\n"
             "|---|---|---|---|---|---|\n"
             f"| venv | {hw} | venv (.envparity/ci/fingerprints-venv/venv-run1.json) | bitwise "
@@ -582,7 +582,8 @@ class TestCompareJob:
         step = len(data["stages"]["losses"]) - 1
         assert re.search(
             rf"\| venv \| cpu-[\w-]+ \| venv \(\.envparity/ci/fingerprints-venv/venv-run1\.json\) "
-            rf"\| DIVERGED \(same hardware class\) \| losses step {step}: [^|]+ \| [^|]+ \|",
+            rf"\| DIVERGED at losses step {step} \(same hardware class\) \| loss at step {step} "
+            rf"differs: [^|]+ \| [^|]+ \|",
             summary,
         ), summary
         assert "- nothing written to .envparity/compare/references: the runs diverged\n" in summary
@@ -847,7 +848,9 @@ class TestPipelineRuns:
         }, "\n".join(harness.lines) + results["venv"].log + results["compare"].log
         assert "nox > Session probe(venv) was successful" in results["venv"].log
         summary = results["compare"].summary
-        assert summary.startswith("## envparity: fingerprints vs references: equivalent\n"), summary
+        assert summary.startswith(
+            "## envparity: fingerprints vs references: bitwise identical\n"
+        ), summary
         assert re.search(
             r"- no reference for hardware class cpu-[\w-]+ in fingerprints/ yet", summary
         )
@@ -878,8 +881,8 @@ class TestPipelineRuns:
         summary = results["compare"].summary
         assert summary.startswith("## envparity: fingerprints vs references: DIVERGED\n"), summary
         assert re.search(
-            r"\| venv \| cpu-[\w-]+ \| reference cpu-[\w-]+/venv \(recorded [^|]+\) \| DIVERGED "
-            r"\(same hardware class\) \| \w+ step \d+: [^|]+ \| threads: [^|]*OMP_NUM_THREADS[^|]* \|",
+            r"\| venv \| cpu-[\w-]+ \| reference cpu-[\w-]+/venv \(recorded [^|]+\) \| DIVERGED at "
+            r"\w+ step \d+ \(same hardware class\) \| [^|]+ \| threads: [^|]*OMP_NUM_THREADS[^|]* \|",
             summary,
         ), summary
         assert "To make these runs the references" not in summary  # nothing recorded
@@ -897,7 +900,7 @@ class TestPipelineRuns:
         ), log
         kept = harness.artifacts / "compare"
         summary = (kept / ".envparity/compare/summary.md").read_text()
-        assert summary.startswith("## envparity: fingerprints vs references: equivalent\n")
+        assert summary.startswith("## envparity: fingerprints vs references: bitwise identical\n")
         assert "bitwise identical (same hardware class)" in summary
         # the archive's fingerprints/ is the committed one with this run recorded again
         committed = sorted(

@@ -16,13 +16,14 @@ from orchestrator.cli import main
 from orchestrator.errors import UsageError
 from orchestrator.probe import fingerprint
 from orchestrator.probe.capture import Difference, diff
-from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import (
     Environment,
     Fingerprint,
     FingerprintError,
     capture_from_dict,
 )
+from orchestrator.tolerances import Tolerances
+from orchestrator.verdict.compare import compare, likely_causes
 
 D = "sha256:" + "0" * 64
 DEFAULT_DETERMINISM = {
@@ -131,7 +132,7 @@ def test_the_first_differing_stage_wins() -> None:
 def test_same_device_tolerance_is_used_only_when_given() -> None:
     near = fp("b", losses=(1.5, 1.25 * (1 + 1e-6), 1.0), final_params=digest(55))
     assert compare([fp("a"), near]).kind == "diverged"
-    verdict = compare([fp("a"), near], rtol=1e-5)
+    verdict = compare([fp("a"), near], Tolerances(rtol=1e-5))
     assert verdict.kind == "tolerance"
     assert verdict.worst.reason == "same device model; tolerance rtol=1e-05, atol=0 from the caller"
 
@@ -156,7 +157,7 @@ def test_cpu_against_a_hand_made_cuda_fingerprint_uses_the_cross_device_toleranc
         "different devices (cpu vs cuda NVIDIA H100 80GB HBM3): kernels differ, so bitwise "
         "equality is not expected; losses compared with rtol=0.0001"
     )
-    assert compare([fp("a"), cuda], cross_device_rtol=1e-6).kind == "diverged"
+    assert compare([fp("a"), cuda], Tolerances(cross_device_rtol=1e-6)).kind == "diverged"
 
 
 def test_causes_are_ranked_by_stage() -> None:
@@ -256,9 +257,8 @@ def test_cli_compare_prints_the_stage_and_causes(
     # Names and values in the same order: a's first on every "X vs Y" line.
     assert out == [
         "DIVERGED (2 fingerprints)",
-        f"{a} vs {b}: DIVERGED",
-        "  first difference: losses (step 2): loss at step 2 differs: 1.0 vs 1.0000001 "
-        "(relative difference 1e-07)",
+        f"{a} vs {b}: DIVERGED at losses step 2",
+        "  first difference: loss at step 2 differs: 1.0 vs 1.0000001 (relative difference 1e-07)",
         f"    {a}: 1.0",
         f"    {b}: 1.0000001",
         "  likely causes, most likely first:",
@@ -375,7 +375,7 @@ def test_loading_and_writing_fingerprints_imports_only_the_stdlib() -> None:
     ``-S``: no site-packages, so nothing a .pth file starts (setuptools, certifi) is counted.
     """
     code = (
-        "import sys, orchestrator.probe.fingerprint, orchestrator.probe.compare\n"
+        "import sys, orchestrator.probe.fingerprint, orchestrator.verdict.compare, orchestrator.verdict.wording\n"
         "names = {m.split('.')[0] for m in sys.modules} - {'__main__'}\n"
         "print(sorted(names - set(sys.stdlib_module_names)))"
     )

@@ -12,8 +12,7 @@ import pytest
 
 from orchestrator import process
 from orchestrator.determinism import dataloader_kwargs, flag_findings, seed_everything, torch_flags
-from orchestrator.determinism_settings import DeterminismSettings, add_arguments
-from orchestrator.launch import launch_environment
+from orchestrator.determinism_settings import DeterminismSettings, add_arguments, launch_environment
 from tests.helpers import REPO
 
 torch = pytest.importorskip("torch")
@@ -291,7 +290,7 @@ def test_run_returns_the_commands_exit_code_and_rejects_no_command(spec: Path) -
 
 
 def test_set_at_launch_names_every_variable_the_launcher_can_set() -> None:
-    from orchestrator.launch import SET_AT_LAUNCH, launch_environment
+    from orchestrator.determinism_settings import SET_AT_LAUNCH, launch_environment
 
     every = launch_environment(DeterminismSettings(seed=1, threads=2))
     assert set(every) == set(SET_AT_LAUNCH)

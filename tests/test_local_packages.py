@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from orchestrator import freshness, lock, spec
+from orchestrator.interpreter import Interpreter
 from orchestrator.targets.base import Context
 from orchestrator.targets.venv import VenvTarget
 
@@ -59,7 +60,7 @@ def test_the_host_names_a_missing_local_package_and_the_command_that_installs_it
 ) -> None:
     s = _project(tmp_path)
     lock.lock(s)
-    host = freshness.Interpreter("/usr/bin/python3", "3.11.7", {"iniconfig": "2.0.0"})
+    host = Interpreter("/usr/bin/python3", "3.11.7", {"iniconfig": "2.0.0"})
     found = freshness.conformance(s, host)
     assert found.packages == (
         "1 package(s) differ from locks/cpu.txt: library is not installed (local: ./sd-scripts)"
@@ -71,9 +72,7 @@ def test_the_host_names_a_missing_local_package_and_the_command_that_installs_it
     assert (
         freshness.conformance(
             s,
-            freshness.Interpreter(
-                "/usr/bin/python3", "3.11.7", {"iniconfig": "2.0.0", "library": "0.1"}
-            ),
+            Interpreter("/usr/bin/python3", "3.11.7", {"iniconfig": "2.0.0", "library": "0.1"}),
         ).packages
         == ""
     )

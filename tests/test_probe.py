@@ -18,8 +18,9 @@ import pytest
 
 from orchestrator import process
 from orchestrator.probe import fingerprint
-from orchestrator.probe.compare import compare, likely_causes
 from orchestrator.probe.fingerprint import Fingerprint
+from orchestrator.tolerances import Tolerances
+from orchestrator.verdict.compare import compare, likely_causes
 from tests.helpers import REPO, USER_MODEL, VOCAB, user_project, wheel_folder
 
 pytest.importorskip("torch")
@@ -768,7 +769,7 @@ def test_world_size_1_vs_2_sees_the_same_batches_and_differs_by_the_reduction(
     assert worst.values is not None
     a, b = (float(v) for v in worst.values)
     assert 0 < abs(a - b) / abs(a) < 1e-6
-    assert compare([one, two], rtol=1e-4).kind == "tolerance"
+    assert compare([one, two], Tolerances(rtol=1e-4)).kind == "tolerance"
 
 
 def test_world_size_out_of_range_is_refused_before_training(

@@ -19,6 +19,7 @@ import pytest
 from packaging.pylock import Pylock
 
 from orchestrator import cli, files, lock, process, pylock, spec
+from orchestrator.interpreter import user_interpreter
 from tests.helpers import REPO, mirror, torch_wheel
 
 FLEET = """\
@@ -269,7 +270,7 @@ def test_on_a_mac_doctor_and_host_judge_the_interpreter_against_the_mac_lock(
     assert lock.this_system() == "aarch64-darwin"
     assert freshness.host_lock(loaded).path == "locks/cpu-aarch64-darwin.txt"
     # This interpreter has the Linux build of torch: against the Mac lock it differs.
-    found = freshness.conformance(loaded, freshness.user_interpreter())
+    found = freshness.conformance(loaded, user_interpreter())
     assert found.lock == "locks/cpu-aarch64-darwin.txt"
     assert "torch 2.13.0+cpu installed, lock pins 2.13.0" in found.packages
     monkeypatch.chdir(tmp_path)

@@ -207,7 +207,8 @@ class TestCompareWithReferences:
             done = envparity(project, "verify", "--targets", "host")
         assert done.returncode == 1, done.stdout + done.stderr
         assert re.search(
-            rf"FAIL host: diverged from reference {hw}/host \(recorded {STAMP.pattern} on ",
+            rf"FAIL host: DIVERGED at losses step 2 from reference {hw}/host \(recorded "
+            rf"{STAMP.pattern} on ",
             done.stdout,
         ), done.stdout
         assert f"host vs reference {hw}/host" in done.stdout and "DIVERGED at losses step 2" in (

@@ -27,9 +27,10 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from orchestrator import spec as specs
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import Problem, SpecError, UsageError
 from orchestrator.init import python
-from orchestrator.init.draft import PYTORCH_INDEX, TORCH_FAMILY, Draft, IndexDraft, Where, canonical
+from orchestrator.init.draft import TORCH_FAMILY, Draft, IndexDraft, Where, canonical
 from orchestrator.init.pyproject import poetry_constraint
 from orchestrator.init.writer import comment_text, render, toml_string
 from orchestrator.messages import quote

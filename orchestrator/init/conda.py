@@ -27,7 +27,8 @@ from packaging.version import Version
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem, SpecError
-from orchestrator.init.draft import Draft, Where, canonical, ordered, pinned_version, python_from
+from orchestrator.init.draft import Draft, Where, canonical, ordered, pinned_version
+from orchestrator.init.python import python_from
 from orchestrator.init.requirements import RequirementsReader, read_text
 from orchestrator.spec import Dependency
 

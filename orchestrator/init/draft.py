@@ -32,7 +32,6 @@ from orchestrator import spec as specs
 from orchestrator.errors import Problem
 from orchestrator.spec import Dependency, LocalPackage
 
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _PYTORCH_INDEX_RE = re.compile(
     r"^https://download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<build>cu[0-9]{2,3}|cpu)"
     r"(?P<page>/torch_stable\.html|/torch/?)?/?\Z"
@@ -455,35 +454,6 @@ def pinned_version(specifier: str) -> str | None:
     """``==11.8.*`` and ``==11.8`` -> ``11.8``; None for anything but one pin."""
     m = re.fullmatch(r"==([0-9]+(?:\.[0-9]+)*)(?:\.\*)?", specifier)
     return m[1] if m else None
-
-
-def python_from(draft: Draft, specifier: str, origin: str, where: Where) -> None:
-    """One pinned version is kept as given; a range is kept for ``init.python.choose``, which
-    picks a minor from it. ``specifier`` may hold alternatives joined by ``||`` (Poetry). A
-    second range narrows the first (both apply: Poetry 2's ``[project]`` and
-    ``[tool.poetry.dependencies]``)."""
-    from orchestrator.init.python import allows, known_minors
-
-    pinned = pinned_version(specifier)
-    if pinned is not None and specs._PYTHON_RE.match(pinned):
-        draft.set_python(pinned, origin, where)
-        return
-    if not any(allows(specifier, f"3.{minor}") for minor in range(100)):
-        draft.problem(where, f"python {specifier!r} allows no Python 3 version")
-        return
-    if draft.python_range:
-        both = [
-            f"{a},{b}".strip(",")
-            for a in draft.python_range.split("||")
-            for b in specifier.split("||")
-        ]
-        if not any(allows("||".join(both), m) for m in known_minors()):
-            draft.skip(where, f"python {specifier}", f"python is already {draft.python_range}")
-            return
-        draft.python_range = "||".join(both)
-        draft.python_range_origin += f" and {origin}"
-        return
-    draft.python_range, draft.python_range_origin = specifier, origin
 
 
 def public_specifier(

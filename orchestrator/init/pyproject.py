@@ -39,9 +39,9 @@ from orchestrator.init.draft import (
     ordered,
     pep440,
     public_specifier,
-    python_from,
     sorted_specifiers,
 )
+from orchestrator.init.python import python_from
 from orchestrator.init.requirements import (
     ARCHIVE_RE,
     UNLOCKABLE,

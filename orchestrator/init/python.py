@@ -24,7 +24,8 @@ import sys
 
 from packaging.specifiers import SpecifierSet
 
-from orchestrator.init.draft import Draft
+from orchestrator import spec as specs
+from orchestrator.init.draft import Draft, Where, pinned_version
 
 
 def _key(minor: str) -> tuple[int, ...]:
@@ -121,3 +122,30 @@ def choose(draft: Draft) -> None:
     if torch is None and "torch" in draft.deps:
         why += "; the compatibility table has no torch release the spec admits"
     draft.python, draft.python_origin, draft.python_chosen = chosen, why, True
+
+
+def python_from(draft: Draft, specifier: str, origin: str, where: Where) -> None:
+    """One pinned version is kept as given; a range is kept for ``init.python.choose``, which
+    picks a minor from it (below). ``specifier`` may hold alternatives joined by ``||`` (Poetry). A
+    second range narrows the first (both apply: Poetry 2's ``[project]`` and
+    ``[tool.poetry.dependencies]``)."""
+    pinned = pinned_version(specifier)
+    if pinned is not None and specs._PYTHON_RE.match(pinned):
+        draft.set_python(pinned, origin, where)
+        return
+    if not any(allows(specifier, f"3.{minor}") for minor in range(100)):
+        draft.problem(where, f"python {specifier!r} allows no Python 3 version")
+        return
+    if draft.python_range:
+        both = [
+            f"{a},{b}".strip(",")
+            for a in draft.python_range.split("||")
+            for b in specifier.split("||")
+        ]
+        if not any(allows("||".join(both), m) for m in known_minors()):
+            draft.skip(where, f"python {specifier}", f"python is already {draft.python_range}")
+            return
+        draft.python_range = "||".join(both)
+        draft.python_range_origin += f" and {origin}"
+        return
+    draft.python_range, draft.python_range_origin = specifier, origin

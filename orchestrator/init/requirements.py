@@ -137,7 +137,7 @@ class RequirementsReader:
 
     def _hint(self, comment: str, where: Where) -> None:
         """``# python_version: 3.10`` and ``# platform: linux``; other comments are prose."""
-        from orchestrator.init.draft import python_from
+        from orchestrator.init.python import python_from
 
         if m := _PYTHON_HINT_RE.match(comment):
             if re.fullmatch(r"[0-9]+(\.[0-9]+)*", m[1]):

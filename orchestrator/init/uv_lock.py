@@ -106,12 +106,12 @@ class _Lock:
 
     def _intent(self, root: dict[str, Any]) -> None:
         """No pyproject.toml beside the lock: the project's requirements as uv recorded them."""
-        from orchestrator.init.draft import pep440, python_from
+        from orchestrator.init.draft import pep440
 
         self.draft.name = self.draft.name or str(root.get("name"))
         requires = self.data.get("requires-python")
         if isinstance(requires, str) and (spec := pep440(requires)) is not None:
-            python_from(
+            python_choice.python_from(
                 self.draft,
                 spec,
                 f"requires-python {requires!r} ({self.display})",

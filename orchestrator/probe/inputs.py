@@ -1,4 +1,10 @@
-"""What a probe run read besides its environment: project code and data files, with digests.
+"""What the probe is, and what a probe run read besides its environment.
+
+* The probe itself (``probe_source``): envparity's modules that decide the numbers
+  (``NUMERIC_MODULES``) and, for a user probe, its package's sources. This is the one
+  definition: verify's fingerprint cache key and each committed reference's inputs
+  (``orchestrator.references``) hash it, so an edit to any of these modules re-runs cached
+  probes and makes references stale ("re-record"), never "diverged".
 
 * Code: every module in ``sys.modules`` whose file lies under the project folder (the current
   folder), plus the probe's own module wherever it is, outside the interpreter's prefix and
@@ -13,7 +19,8 @@
   entries that changed. Forked DataLoader workers inherit the hook and report what they open
   through a spill file; workers started by ``spawn``/``forkserver`` are not seen.
 
-``stale`` re-hashes what a fingerprint recorded, for verify's cache. Stdlib only.
+``stale`` re-hashes what a fingerprint recorded, for verify's cache. Stdlib only (this runs
+inside bare targets).
 """
 
 from __future__ import annotations
@@ -26,12 +33,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator import files
 from orchestrator.probe.fingerprint import CodeFile, Inputs
 
 DATA_PATHS = "ENVPARITY_DATA_PATHS"  # more folders whose files are recorded, absolute paths
+# envparity's modules that decide a probe's numbers: the built-in training (workload), the
+# recorder that digests what every probe reports, seeding (determinism) and the settings with
+# the launch environment (determinism_settings). Not the CLI, the capture or the runner: a
+# new message is not a new probe.
 NUMERIC_MODULES = frozenset(
-    {"orchestrator.determinism", "orchestrator.probe.recorder", "orchestrator.probe.workload"}
+    {
+        "orchestrator.determinism",
+        "orchestrator.determinism_settings",
+        "orchestrator.probe.recorder",
+        "orchestrator.probe.workload",
+    }
 )
+_PACKAGE = Path(__file__).resolve().parent.parent  # the orchestrator package folder
 _SKIP_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd", ".pth")
 _SKIP_PARTS = frozenset({"__pycache__", ".git", ".envparity", ".nox", ".venv", ".tox"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -44,6 +62,48 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(2**20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def module_file(name: str) -> Path:
+    """The source file of envparity module ``name`` (``"orchestrator.probe.workload"``)."""
+    return _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+
+
+def probe_source(probe: str | None, root: Path) -> str:
+    """What the probe is, as one hash: the code of ``NUMERIC_MODULES`` (their
+    ``sha256_file`` digests, the ones a fingerprint's ``inputs.code`` records) and, for a user
+    probe ``package.module:function`` (``probe``; None for the built-in one), every ``.py``
+    file of its top-level package (or its one module) found under ``root``, where verify puts
+    it on the path. A user probe found nowhere under ``root`` (installed in the target) is
+    keyed by its name. Other project files a run read are checked from the fingerprint
+    (``stale``).
+
+    verify's cache key and each reference's inputs both hash this; editing any of these files
+    re-runs cached probes and makes references stale. Raises ``OSError`` when a file cannot
+    be read.
+    """
+    parts: dict[str, object] = {
+        "envparity": {name: sha256_file(module_file(name)) for name in sorted(NUMERIC_MODULES)}
+    }
+    if probe:
+        import importlib.machinery
+
+        top = probe.split(":")[0].split(".")[0]
+        found = importlib.machinery.PathFinder.find_spec(top, [str(root)])
+        if found is None:
+            parts["probe"] = probe
+        else:
+            if found.submodule_search_locations:
+                sources = sorted(
+                    p for d in found.submodule_search_locations for p in Path(d).rglob("*.py")
+                )
+            else:
+                sources = [Path(found.origin)] if found.origin else []
+            base = root.resolve()
+            parts["probe"] = {
+                _relative(p.resolve(), base) or str(p): sha256_file(p) for p in sources
+            }
+    return files.inputs_hash(parts)
 
 
 def _excluded_roots() -> list[Path]:

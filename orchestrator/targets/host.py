@@ -1,10 +1,10 @@
-"""``host``: the interpreter the user's code runs in (``freshness.user_interpreter``: the one
+"""``host``: the interpreter the user's code runs in (``interpreter.user_interpreter``: the one
 running envparity, or the ``python3`` on PATH when envparity is an isolated tool); nothing is
 provisioned (a GPU box, an existing env). verify reports how it differs from the spec."""
 
 from __future__ import annotations
 
-from orchestrator import freshness
+from orchestrator.interpreter import user_interpreter
 from orchestrator.targets.base import Target
 
 
@@ -12,7 +12,7 @@ class HostTarget(Target):
     name = "host"
 
     def unavailable(self) -> str | None:
-        interpreter = freshness.user_interpreter()
+        interpreter = user_interpreter()
         if not interpreter.has("torch"):
             return f"host: torch is not installed in {interpreter.executable}"
         return None  # a CUDA flavor without a GPU runs on the CPU (verify.probe_device)
@@ -21,14 +21,14 @@ class HostTarget(Target):
         return None
 
     def command(self, argv: list[str], *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        python = freshness.user_interpreter().executable
+        python = user_interpreter().executable
         return [python if argv[0] == "python" else argv[0], *argv[1:]], env
 
     def key(self) -> str:
         """This interpreter and every distribution installed in it, with versions."""
         from orchestrator import files
 
-        interpreter = freshness.user_interpreter()
+        interpreter = user_interpreter()
         return files.inputs_hash(
             {
                 "python": interpreter.version,
