@@ -123,7 +123,7 @@ def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
             "flavor": flavor,
         }
     )
-    lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
+    lock_path = lock.LockTarget(flavor, spec.systems_of(flavor)[0]).path
     return digest, lock.lock_digest(spec, flavor), lock_path
 
 

@@ -39,7 +39,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SPEC_FILE = "environment.toml"
 
-SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# Nix's system names. CUDA flavors are locked for the Linux ones only (no CUDA on macOS).
+SYSTEMS = ("x86_64-linux", "aarch64-linux", "aarch64-darwin", "x86_64-darwin")
+LINUX_SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# The oldest macOS a darwin lock installs on, when [environment] macos is not set: torch 2.13's
+# macOS wheels are macosx_14_0_arm64 (PyPI), which uv's own default target (13.0) refuses.
+DEFAULT_MACOS = "14.0"
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 DEFAULT_TARGETS = ("host", "venv")  # need no settings: verify runs them without a table
 
@@ -93,6 +98,12 @@ class Environment:
     name: str
     python: str
     systems: tuple[str, ...] = ("x86_64-linux",)
+    macos: str | None = None  # the oldest macOS the darwin locks install on; None: DEFAULT_MACOS
+
+    @property
+    def macos_target(self) -> str:
+        """The macOS deployment target of the darwin locks (``MACOSX_DEPLOYMENT_TARGET``)."""
+        return self.macos or DEFAULT_MACOS
 
     @property
     def python_minor(self) -> str:
@@ -171,9 +182,13 @@ class Index:
     # empty: the index serves every package; else only these (uv's explicit index, Poetry's
     # explicit source): the other packages never look at it
     packages: tuple[str, ...] = ()
+    systems: tuple[str, ...] = ()  # empty: every system (macOS takes PyPI's torch: leave it out)
 
-    def applies_to(self, flavor: str) -> bool:
-        return _in_flavors(flavor, self.flavors)
+    def applies_to(self, flavor: str, system: str | None = None) -> bool:
+        """Whether the lock of ``flavor`` (for ``system``, when given) reads this source."""
+        return _in_flavors(flavor, self.flavors) and (
+            system is None or not self.systems or system in self.systems
+        )
 
 
 def _in_flavors(flavor: str, flavors: tuple[str, ...]) -> bool:
@@ -288,13 +303,24 @@ class Spec:
         """Lock flavors: always ``cpu``; plus ``cuXY`` when a CUDA toolkit is given."""
         return ("cpu",) if self.cuda is None else (self.cuda.flavor, "cpu")
 
+    def systems_of(self, flavor: str) -> tuple[str, ...]:
+        """The systems ``flavor`` is locked for: every system for ``cpu``, the Linux ones for a
+        CUDA flavor (NVIDIA's CUDA does not run on macOS)."""
+        systems = self.environment.systems
+        return systems if flavor == "cpu" else tuple(s for s in systems if s in LINUX_SYSTEMS)
+
     @property
     def default_flavor(self) -> str:
         return self.flavors[0]
 
     def flavor_of(self, target: str) -> str:
+        """The flavor a target installs: its ``flavor``, else the CUDA flavor if any; for
+        ``nix`` else ``cpu`` (the flake's default devShell: a contributor without a GPU gets
+        CPU torch; ``nix develop .#cuXY`` is one command away)."""
         t = self.targets.get(target)
-        return t.flavor if t is not None and t.flavor else self.default_flavor
+        if t is not None and t.flavor:
+            return t.flavor
+        return "cpu" if target == "nix" else self.default_flavor
 
     def dependency(self, name: str) -> Dependency | None:
         key = _canonical(name)
@@ -313,6 +339,11 @@ class Spec:
         for index in data["indexes"]:
             if not index["packages"]:
                 del index["packages"]
+        for index in data["indexes"]:
+            if not index["systems"]:
+                del index["systems"]
+        if data["environment"]["macos"] is None:  # added later too, absent when unset
+            del data["environment"]["macos"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -342,6 +373,7 @@ def _canonical(name: str) -> str:
 
 
 _CAPABILITY_RE = _ascii(r"[1-9][0-9]?\.[0-9]")
+_MACOS_RE = _ascii(r"1[1-9]\.[0-9]|[2-9][0-9]\.[0-9]")
 
 
 def load(path: str | Path = SPEC_FILE) -> Spec:
@@ -438,6 +470,8 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     targets = _targets(r, data, flavors)
     verify = _verify(r, data)
     ci = _ci(r, data)
+    if environment is not None:
+        _check_systems(r, environment, cuda, indexes, targets)
     if environment is None or r.problems:
         return None
     return Spec(
@@ -460,7 +494,7 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
     t = r.table(data, "environment", "", required=True)
     if t is None:
         return None
-    r.known_keys(t, "environment", ("name", "python", "systems"))
+    r.known_keys(t, "environment", ("name", "python", "systems", "macos"))
     name = r.get(
         t,
         "name",
@@ -482,17 +516,54 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
         "systems",
         "environment",
         ("x86_64-linux",),
-        check=lambda s: (
-            None
-            if s in SYSTEMS
-            else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
-        ),
+        check=_system_check,
     )
     if "systems" in t and not systems and not r.problems:
         r.problem("environment.systems", "must list at least one system")
+    macos = r.get(
+        t, "macos", "environment", str, check=_shape(_MACOS_RE, 'a macOS version such as "14.0"')
+    )
     if name is None or python is None:
         return None
-    return Environment(name=name, python=python, systems=systems)
+    return Environment(name=name, python=python, systems=systems, macos=macos)
+
+
+def _check_systems(
+    r: _Reader,
+    environment: Environment,
+    cuda: Cuda | None,
+    indexes: tuple[Index, ...],
+    targets: Mapping[str, Target],
+) -> None:
+    """What needs a Linux system has one; an index names only systems the spec has."""
+    linux = [s for s in environment.systems if s in LINUX_SYSTEMS]
+    if cuda is not None and not linux:
+        r.problem(
+            "environment.systems",
+            "[cuda] needs a Linux system (x86_64-linux or aarch64-linux): CUDA flavors are "
+            "locked for Linux only, macOS has no CUDA",
+        )
+    if "devcontainer" in targets and not linux:
+        r.problem(
+            "targets.devcontainer",
+            "needs a Linux system in environment.systems: a container runs Linux (on Apple "
+            "Silicon add aarch64-linux, for linux/arm64 images)",
+        )
+    for i, index in enumerate(indexes):
+        for j, system in enumerate(index.systems):
+            if system not in environment.systems:
+                r.problem(
+                    f"index[{i}].systems[{j}]",
+                    f"{quote(system)} is not in environment.systems ({', '.join(environment.systems)})",
+                )
+
+
+def _system_check(s: str) -> str | None:
+    return (
+        None
+        if s in SYSTEMS
+        else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
+    )
 
 
 def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
@@ -647,7 +718,7 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
-        r.known_keys(t, path, ("url", "kind", "flavors", "packages"))
+        r.known_keys(t, path, ("url", "kind", "flavors", "packages", "systems"))
         url = r.get(
             t,
             "url",
@@ -680,8 +751,11 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
                 'an index for some packages only must be kind = "index" (uv keeps packages to '
                 "an index, not to find-links)",
             )
+        systems = r.strings(t, "systems", path, check=_system_check)
         if url is not None and kind is not None:
-            out.append(Index(url=url, kind=kind, flavors=flavors, packages=packages))
+            out.append(
+                Index(url=url, kind=kind, flavors=flavors, packages=packages, systems=systems)
+            )
     return tuple(out)
 
 

@@ -507,7 +507,7 @@ class TestMalformedFingerprints:
             ),
             pytest.param(
                 _set("probe.device", "tpu"),
-                "probe.device: 'tpu' is not 'cpu' or 'cuda'",
+                "probe.device: 'tpu' is not 'cpu', 'cuda' or 'mps'",
                 id="device-unknown",
             ),
             pytest.param(

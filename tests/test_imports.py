@@ -47,7 +47,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "facts about packages and CUDA",
-        ("orchestrator.compat", "orchestrator.lock", "orchestrator.cuda_host"),
+        (
+            "orchestrator.compat",
+            "orchestrator.lock",
+            "orchestrator.pylock",
+            "orchestrator.cuda_host",
+        ),
     ),
     ("the probe (runs in bare targets)", ("orchestrator.probe.*",)),
     ("init", ("orchestrator.init", "orchestrator.init.*")),

@@ -54,7 +54,7 @@ _HEX_FLOAT = re.compile(r"-?0x[0-9a-f]\.?[0-9a-f]*p[+-][0-9]{1,4}|-?inf|nan")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PROBE_NAME = re.compile(_DOTTED.pattern + ":" + r"[A-Za-z_][A-Za-z0-9_]*")
 _HASH_SEED = re.compile(r"fixed:[0-9]{1,10}|random")
-_DEVICES = ("cpu", "cuda")
+_DEVICES = ("cpu", "cuda", "mps")
 
 
 class FingerprintError(UsageError):
@@ -219,7 +219,7 @@ class Fingerprint:
     probe: str  # "orchestrator.probe.workload:train" or the user's "module:function"
     seed: int
     steps: int
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu", "cuda" or "mps" (Apple GPUs)
     environment: Environment
     stages: Stages
     audit: tuple[str, ...]
@@ -450,7 +450,7 @@ def _probe(r: Reader, p: dict[str, Any]) -> dict[str, Any]:
             "device",
             "",
             str,
-            check=lambda d: None if d in _DEVICES else f"{quote(d)} is not 'cpu' or 'cuda'",
+            check=lambda d: None if d in _DEVICES else f"{quote(d)} is not 'cpu', 'cuda' or 'mps'",
         ),
         "determinism": r.entries(p, "determinism", "", _SCALARS, key_check=_identifier),
         "world_size": r.get(p, "world_size", "", int, check=at_least(1)),
