@@ -13,6 +13,10 @@ Nix flake can fetch exactly one file per package and system without evaluating m
 
 The URLs are where uv found each file when it locked: the index's own, or, through a mirror
 (``ENVPARITY_MIRRORS``), the mirror's, with ``index`` naming the spec's index it stands in for.
+A file that came through a mirror of a PyTorch index gets that index's own URL back
+(``https://download.pytorch.org/whl/cpu/<file name, percent-encoded>``, the layout of the
+index's pages), so the committed pylock is the same on a machine with the mirror as without
+it; for any other mirrored index the mirror's URL stays (its layout is not known).
 The ``.txt`` locks carry no URLs at all (sources are passed at install time).
 
 Spec: https://packaging.python.org/en/latest/specifications/pylock-toml/ (PEP 751); the
@@ -24,8 +28,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
+from orchestrator.compat import PYTORCH_INDEX
 from orchestrator.errors import ToolError
 
 if sys.version_info >= (3, 11):
@@ -148,6 +153,10 @@ def merge(
             urls.append(entry.get("sdist", {}).get("url", ""))
             if any(u.startswith(prefix) for u in urls if u):
                 entry["index"] = index
+                if index.startswith(PYTORCH_INDEX):
+                    entry["wheels"] = [
+                        _unmirrored(w, prefix, index) for w in entry.get("wheels", [])
+                    ]
         packages.append(_ordered(entry))
     data: dict[str, Any] = {
         "lock-version": "1.0",
@@ -175,6 +184,14 @@ def merge(
         packages[i]["tool"] = {"envparity": tool}
     Pylock.from_dict(data)  # still valid with the tool tables
     return data
+
+
+def _unmirrored(wheel: Mapping[str, Any], prefix: str, index: str) -> dict[str, Any]:
+    """``wheel`` with a mirror's URL replaced by the PyTorch index's own URL of the file."""
+    url = wheel.get("url", "")
+    if not url.startswith(prefix):
+        return dict(wheel)
+    return {**wheel, "url": f"{index.rstrip('/')}/{quote(_file_name(wheel))}"}
 
 
 _ORDER = ("name", "version", "marker", "requires-python", "index", "sdist", "wheels", "tool")

@@ -125,8 +125,9 @@ def test_pylock_is_valid_pep_751_and_selects_each_systems_files(fleet: Path) -> 
         tool = package["tool"]["envparity"]["wheels"]
         for system, filename in tool.items():
             assert chosen[system][package["name"]] == (package["version"], filename)
-    # URLs: PyPI's files by their URL; the mirrored torch by the mirror's, with the index
-    # it stands in for.
+    # URLs: PyPI's files by their URL; the torch that came through the mirror of the PyTorch
+    # CPU index by that index's own URL (the same file, the same hash), so the committed
+    # pylock does not name this machine's wheel folder.
     torches = [p for p in data["packages"] if p["name"] == "torch"]
     assert [p.get("marker") for p in torches] == [
         "(sys_platform == 'darwin' and platform_machine == 'arm64')",
@@ -134,8 +135,9 @@ def test_pylock_is_valid_pep_751_and_selects_each_systems_files(fleet: Path) -> 
     ]
     assert torches[0]["wheels"][0]["url"].startswith("https://files.pythonhosted.org/")
     assert torches[1]["wheels"][0]["url"] == (
-        torch_wheel().parent.as_uri() + "/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+        "https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"
     )
+    assert torch_wheel().parent.as_uri() not in (fleet / "locks" / "pylock.cpu.toml").read_text()
     assert torches[1]["index"] == "https://download.pytorch.org/whl/cpu"
     assert all(w["hashes"]["sha256"] for p in data["packages"] for w in p["wheels"])
 
@@ -146,9 +148,18 @@ def test_uv_installs_the_pylock_on_this_machine_hash_checked(fleet: Path, tmp_pa
     assert uv is not None
     venv = tmp_path / "venv"
     process.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)])
+    # The pylock names the PyTorch index's own URL for torch, which is not reachable here: the
+    # mirror stands in for it as a mirror does, by the same file at the mirror's URL.
+    index_file = "https://download.pytorch.org/whl/cpu/"
+    mirrored = tmp_path / "pylock.mirrored.toml"
+    text = (fleet / "locks" / "pylock.cpu.toml").read_text(encoding="utf-8")
+    assert index_file in text
+    mirrored.write_text(
+        text.replace(index_file, torch_wheel().parent.as_uri() + "/"), encoding="utf-8"
+    )
     process.run(
         [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-         "-r", str(fleet / "locks" / "pylock.cpu.toml")],
+         "-r", str(mirrored)],
         timeout=600,
     )  # fmt: skip
     shown = process.run(
@@ -162,7 +173,7 @@ def test_uv_installs_the_pylock_on_this_machine_hash_checked(fleet: Path, tmp_pa
 
     # A wrong hash in the pylock is refused by uv.
     tampered = tmp_path / "pylock.cpu.toml"
-    text = (fleet / "locks" / "pylock.cpu.toml").read_text(encoding="utf-8")
+    text = mirrored.read_text(encoding="utf-8")
     six_free = text.replace(
         pylock.loads(text)["packages"][-1]["wheels"][0]["hashes"]["sha256"], "0" * 64
     )

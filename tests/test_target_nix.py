@@ -29,7 +29,7 @@ from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
 from orchestrator.targets.nix import INSTALL_NIX, NixTarget
-from tests.helpers import REPO, mirror, torch_spec, wheel_spec
+from tests.helpers import REPO, mirror, torch_spec, torch_wheel, wheel_spec
 from tests.real_tools import nix_on_path, require
 
 PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
@@ -438,12 +438,17 @@ def test_the_flakes_probe_check_trains_in_the_pure_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """checks.<system>.probe where it can run: a project vendoring envparity's orchestrator/,
-    torch 2.13.0+cpu from the CPU index's mirror (the local wheel, fetched by Nix through its
-    file:// URL in the pylock), numpy from PyPI. Nix builds the pure environment and runs the
-    probe in its sandbox; the fingerprint is the check's output. About 2 minutes cold here
-    (copying torch into the store), seconds when Nix has it."""
+    torch 2.13.0+cpu locked through the CPU index's mirror (the local wheel; the pylock names
+    the index's own URL, which is not reachable here), numpy from PyPI. The mirror for Nix is
+    its store: the wheel is added as the fixed-output path the flake's fetchurl names (same
+    name, same sha256), so Nix takes it from there instead of downloading. Nix builds the pure
+    environment and runs the probe in its sandbox; the fingerprint is the check's output.
+    About 2 minutes cold here (copying torch into the store), seconds when Nix has it."""
     monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
     nix, root = _locked_flake(tmp_path, monkeypatch, PROBE_SPEC, vendor=True)
+    pylock_text = (root / "locks" / "pylock.cpu.toml").read_text(encoding="utf-8")
+    assert "https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-" in pylock_text
+    process.run([str(nix / "nix-store"), "--add-fixed", "sha256", str(torch_wheel())])
     built = process.run(
         [str(nix / "nix"), "build", "--extra-experimental-features", "nix-command flakes",
          "--no-write-lock-file", "--no-link", "--print-out-paths",
