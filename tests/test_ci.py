@@ -411,6 +411,7 @@ class TestInstallSource:
 # --------------------------------------------------------------------------- the sessions
 
 
+IMPORT_REGISTER = "from orchestrator.nox_sessions import register\n\n"
 OWN_NOXFILE = """\
 import nox
 
@@ -455,6 +456,28 @@ class TestSessionsExist:
         )
         done = envparity(project, "check")
         assert done.returncode == 0, done.stdout + done.stderr
+
+    def test_a_noxfile_that_registers_at_run_time_is_loaded_by_nox(
+        self, small: Path, tmp_path: Path
+    ) -> None:
+        """The static reading (noxfile_reader) cannot see a register() in a loop, nor a session
+        missing from one: nox lists them, and check names what is missing."""
+        project = copy_of(small, tmp_path)
+        dynamic = (
+            OWN_NOXFILE.replace("compare", "lint")
+            + IMPORT_REGISTER
+            + "for spec in ['environment.toml']:\n    register(spec)\n"
+        )
+        (project / "noxfile.py").write_text(dynamic)
+        done = envparity(project, "check")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (project / "noxfile.py").write_text(dynamic.replace("register(spec)", "pass"))
+        done = envparity(project, "check")
+        assert done.returncode == 1
+        assert done.stdout.startswith(
+            "noxfile.py: does not register the nox session(s) probe(venv), compare that "
+            ".github/workflows/envparity.yml calls;"
+        ), done.stdout
 
     def test_a_noxfile_nox_cannot_load_fails_check_with_its_error(
         self, small: Path, tmp_path: Path

@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "orchestrator.files",
             "orchestrator.tolerances",
             "orchestrator.determinism_settings",
+            "orchestrator.noxfile_reader",
         ),
     ),
     (

@@ -188,8 +188,9 @@ def compare_command(source: str, summary: str, references: str = REFERENCES) -> 
 def session_problems(spec: Spec, written: list[str]) -> list[str]:
     """``check``'s view: a nox session a CI file on disk (``written``, paths under the spec's
     folder) calls but the project's noxfile does not register. [] without such a file, or when
-    render writes the noxfile (it registers them all); loading the project's own noxfile runs
-    ``nox -l --json`` (``nox_sessions.registered``), so only then."""
+    render writes the noxfile (it registers them all). The project's own noxfile is read with
+    ``ast`` (``nox_sessions.registered``), and loaded with ``nox -l --json`` only when that
+    reading does not show every session."""
     from orchestrator import nox_sessions
     from orchestrator.render.noxfile import NOXFILE, generated_noxfile
 
@@ -206,7 +207,7 @@ def session_problems(spec: Spec, written: list[str]) -> list[str]:
             "set [ci] noxfile = true"
         ]
     try:
-        found = nox_sessions.registered(path, called)
+        found = nox_sessions.registered(path, called, spec)
     except ToolError as exc:
         return [f"{NOXFILE}: {exc}"]
     missing = [s for s in called if s not in found]
