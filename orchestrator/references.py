@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import files, lock
+from orchestrator.names import canonical_name
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
 from orchestrator.spec import DEFAULT_TARGETS, Spec
@@ -155,12 +156,6 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
     return None
 
 
-def _canonical(name: str) -> str:
-    from packaging.utils import canonicalize_name
-
-    return str(canonicalize_name(name))
-
-
 def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     """``"numpy 2.4.6 (the reference ran with 2.4.5)"`` for each package of the reference's
     run that the lock at ``lock_path`` now pins at another version; [] when none (or no lock)."""
@@ -170,7 +165,7 @@ def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     header = files.read_header(text)
     pins = lock.pinned(header.body if header else text)
     had = {
-        _canonical(name): str(version)
+        canonical_name(name): str(version)
         for name, version in ref.fingerprint.environment.packages.items()
     }
     return [

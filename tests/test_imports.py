@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "orchestrator.tolerances",
             "orchestrator.determinism_settings",
             "orchestrator.noxfile_reader",
+            "orchestrator.names",
         ),
     ),
     (
