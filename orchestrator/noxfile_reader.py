@@ -48,10 +48,11 @@ def read(noxfile: Path) -> Reading | None:
     """The sessions ``noxfile`` visibly registers (see the module docstring); None when it does
     not parse or imports a module that cannot be found from here."""
     try:
-        tree = ast.parse(noxfile.read_bytes(), str(noxfile))
+        source = noxfile.read_bytes()
+        tree = ast.parse(source, str(noxfile))
     except (OSError, SyntaxError, ValueError):
         return None
-    scope = _Scope(tree, noxfile)
+    scope = _Scope(tree, noxfile, source)
     if not scope.imports_resolve():
         return None
     specs: list[Path] = []
@@ -73,16 +74,18 @@ class _Scope:
     """The noxfile's top-level names: each bound once (an import or an assignment), or not
     trusted."""
 
-    def __init__(self, tree: ast.Module, noxfile: Path) -> None:
+    def __init__(self, tree: ast.Module, noxfile: Path, source: bytes) -> None:
         self.tree = tree
         self.noxfile = noxfile
         self.bound: dict[str, list[ast.AST]] = {}
         self.starred = False
-        for node, binder in _bindings(tree):
+        # the source text spares walking what cannot bind a name: expressions hold no binding
+        # without ':=', function bodies none at the top level without 'global'
+        for node, binder in _bindings(tree, walrus=b":=" in source):
             if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
                 self.starred = True
             self.bound.setdefault(binder, []).append(node)
-        for node in ast.walk(tree):
+        for node in ast.walk(tree) if b"global" in source else ():
             if isinstance(node, ast.Global):
                 for name in node.names:
                     self.bound.setdefault(name, []).append(node)
@@ -224,10 +227,12 @@ class _Scope:
         return name
 
 
-def _bindings(tree: ast.Module) -> Iterator[tuple[ast.AST, str]]:
+def _bindings(tree: ast.Module, walrus: bool) -> Iterator[tuple[ast.AST, str]]:
     """(statement or node, name) for every name bound in the module's own scope: assignments,
     imports, definitions, loop and ``with`` targets, walrus targets, ``except ... as``, match
-    captures; not inside functions or classes (their own scopes), but in their decorators."""
+    captures; not inside functions or classes (their own scopes), but in their decorators.
+    ``walrus``: whether the source has ``:=``; without it, only assignment targets among the
+    expressions are walked."""
     stack: list[tuple[ast.AST, ast.AST]] = [(s, s) for s in tree.body]
     while stack:
         node, stmt = stack.pop()
@@ -256,4 +261,7 @@ def _bindings(tree: ast.Module) -> Iterator[tuple[ast.AST, str]]:
         stack += [
             (child, child if isinstance(child, ast.stmt) else stmt)
             for child in ast.iter_child_nodes(node)
+            if walrus
+            or not isinstance(child, ast.expr)
+            or isinstance(getattr(child, "ctx", None), (ast.Store, ast.Del))
         ]

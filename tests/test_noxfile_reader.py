@@ -71,6 +71,7 @@ def test_a_spec_in_another_folder_is_resolved_from_the_noxfiles(tmp_path: Path) 
         IMPORT + "def later():\n    register('environment.toml')\n",
         # the name means something else by the time it is called, or may
         IMPORT + "register = print\nregister('environment.toml')\n",
+        IMPORT + "if (register := print):\n    pass\nregister('environment.toml')\n",
         IMPORT
         + "def f():\n    global register\n    register = print\nregister('environment.toml')\n",
         "register = print\n" + IMPORT + "register('environment.toml')\n",
