@@ -36,7 +36,7 @@ from typing import Any
 
 from orchestrator import references
 from orchestrator.errors import ToolError
-from orchestrator.spec import TARGET_NAMES, Spec, load
+from orchestrator.spec import SPEC_FILE, TARGET_NAMES, Spec, load
 
 PROBE = "probe"
 VERIFY = "verify"
@@ -109,7 +109,7 @@ def _read_statically(noxfile: Path, spec: Spec | None) -> set[str]:
     from orchestrator import noxfile_reader
     from orchestrator.errors import EnvparityError
 
-    reading = noxfile_reader.read(noxfile)
+    reading = noxfile_reader.read(noxfile, SPEC_FILE)
     if reading is None:
         return set()
     found = set(reading.sessions)
@@ -125,7 +125,7 @@ def _read_statically(noxfile: Path, spec: Spec | None) -> set[str]:
 
 
 def register(
-    spec_file: str | Path = "environment.toml",
+    spec_file: str | Path = SPEC_FILE,
     *,
     setup: Callable[[Any], None] | None = None,
     python: str | None = None,

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REGISTER = "orchestrator.nox_sessions.register"
-DEFAULT_SPEC = "environment.toml"  # register()'s default: its spec_file parameter
 _SESSION = ("nox.session", "nox.registry.session_decorator")
 _PATH_TYPES = ("pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath")
 _SAME_PATH = ("builtins.str", "os.fspath", "os.path.abspath", "os.path.realpath")
@@ -44,15 +43,16 @@ class Reading:
     sessions: frozenset[str] = frozenset()
 
 
-def read(noxfile: Path) -> Reading | None:
+def read(noxfile: Path, default_spec: str) -> Reading | None:
     """The sessions ``noxfile`` visibly registers (see the module docstring); None when it does
-    not parse or imports a module that cannot be found from here."""
+    not parse or imports a module that cannot be found from here. ``default_spec``: the spec
+    file ``register()`` reads when called without one."""
     try:
         source = noxfile.read_bytes()
         tree = ast.parse(source, str(noxfile))
     except (OSError, SyntaxError, ValueError):
         return None
-    scope = _Scope(tree, noxfile, source)
+    scope = _Scope(tree, noxfile, source, default_spec)
     if not scope.imports_resolve():
         return None
     specs: list[Path] = []
@@ -74,9 +74,10 @@ class _Scope:
     """The noxfile's top-level names: each bound once (an import or an assignment), or not
     trusted."""
 
-    def __init__(self, tree: ast.Module, noxfile: Path, source: bytes) -> None:
+    def __init__(self, tree: ast.Module, noxfile: Path, source: bytes, default_spec: str) -> None:
         self.tree = tree
         self.noxfile = noxfile
+        self.default_spec = default_spec
         self.bound: dict[str, list[ast.AST]] = {}
         self.starred = False
         # the source text spares walking what cannot bind a name: expressions hold no binding
@@ -149,7 +150,7 @@ class _Scope:
         ):
             return None
         args = call.args[:1] + given
-        text = self.path(args[0], 0) if args else DEFAULT_SPEC
+        text = self.path(args[0], 0) if args else self.default_spec
         if text is None:
             return None
         # nox runs the noxfile in its folder: a relative path is relative to it

@@ -19,7 +19,7 @@ IMPORT = "from orchestrator.nox_sessions import register\n"
 
 def read(tmp_path: Path, text: str) -> Reading | None:
     (tmp_path / "noxfile.py").write_text(text)
-    return noxfile_reader.read(tmp_path / "noxfile.py")
+    return noxfile_reader.read(tmp_path / "noxfile.py", "environment.toml")
 
 
 def specs(tmp_path: Path, *names: str) -> Reading:
@@ -29,14 +29,15 @@ def specs(tmp_path: Path, *names: str) -> Reading:
 def test_this_repositorys_noxfile_registers_its_own_spec() -> None:
     """``register(ROOT / "environment.toml", setup=..., verify_targets=...)`` with
     ``ROOT = Path(__file__).parent``; its own sessions take ``python=PYTHON``: not vouched for."""
-    assert noxfile_reader.read(REPO / "noxfile.py") == Reading((REPO / "environment.toml",))
+    reading = noxfile_reader.read(REPO / "noxfile.py", "environment.toml")
+    assert reading == Reading((REPO / "environment.toml",))
 
 
 @pytest.mark.parametrize(
     "text",
     [
         IMPORT + "register('environment.toml')\n",
-        IMPORT + "register()\n",  # register's default spec_file
+        IMPORT + "register()\n",  # register's default spec_file (SPEC_FILE)
         IMPORT + "register(spec_file='environment.toml', verify_targets=('host',))\n",
         IMPORT + "names = register('./environment.toml')\n",
         "import orchestrator.nox_sessions\norchestrator.nox_sessions.register('environment.toml')\n",
