@@ -16,16 +16,8 @@ T = TypeVar("T")
 def run_time(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
 ) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        list(argv),
-        env=None if env is None else {**os.environ, **env},
-        cwd=cwd,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - start
+    """The wall seconds of one run of ``argv`` (``run_wall_cpu``)."""
+    return run_wall_cpu(argv, env=env, cwd=cwd)[0]
 
 
 def interleaved(cases: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
