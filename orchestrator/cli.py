@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("probe", cmd_probe, "one seeded training run in this process; fingerprint to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument(
         "--steps",
         type=int,

@@ -19,7 +19,8 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from orchestrator.errors import Problem
+from orchestrator.errors import EnvparityError, Problem
+from orchestrator.schema import Reader, of, shape, tables
 from orchestrator.spec import DevcontainerTarget, Spec
 
 if sys.version_info >= (3, 11):
@@ -139,69 +140,147 @@ class Table:
         return tuple(v for r in self.releases for v in r.versions)
 
 
+class TableError(EnvparityError):
+    """The compatibility table file is malformed (a bad edit of ``orchestrator/data``, or a
+    broken installation): every problem, one line each, naming the key path (exit 2)."""
+
+
 @functools.cache
 def table() -> Table:
     """The compatibility table, parsed on first use and kept for the process."""
-    data = tomllib.loads((Path(__file__).parent / "data" / TABLE_FILE).read_text("utf-8"))
-    releases = [_parse_release(minor, entry) for minor, entry in data["torch"].items()]
-    releases.sort(key=lambda r: _key(r.minor))
-    toolkits = {v: _parse_toolkit(v, entry) for v, entry in data["cuda"].items()}
-    return Table(
-        newest_on_pypi=data["newest_on_pypi"],
-        checked=data["checked"],
-        sources=data["sources"],
-        releases=tuple(releases),
-        toolkits=toolkits,
-        abi=tuple(AbiBound(package=name, **entry) for name, entry in data.get("abi", {}).items()),
-        images={
-            cuda: ImageRequirement(
-                cuda=cuda,
-                brands=tuple(e["brands"]),
-                branches=tuple(e["branches"]),
-                source=e["source"],
+    return load_table(Path(__file__).parent / "data" / TABLE_FILE)
+
+
+def load_table(path: Path) -> Table:
+    """The table in ``path`` (the layout of ``orchestrator/data/compat.toml``, described at its
+    top); ``TableError`` naming every key that is missing, unknown or of the wrong type."""
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TableError(f"{file}: cannot read the compatibility table: {exc}") from None
+    r = Reader(file)
+    r.known_keys(
+        data,
+        "",
+        (
+            "schema",
+            "newest_on_pypi",
+            "checked",
+            "sources",
+            "torch",
+            "cuda",
+            "abi",
+            "nvidia_require_cuda",
+        ),
+    )
+    minor = shape(_VERSION_KEY_RE, 'a version such as "2.13"')
+    releases = r.entries(data, "torch", "", tables(_read_release), required=True, key_check=minor)
+    toolkits = r.entries(data, "cuda", "", tables(_read_toolkit), required=True, key_check=minor)
+    abi = r.entries(data, "abi", "", tables(_read_abi))
+    images = r.entries(data, "nvidia_require_cuda", "", tables(_read_image), key_check=minor)
+    found = Table(
+        newest_on_pypi=r.require(data, "newest_on_pypi", "", str),
+        checked=r.require(data, "checked", "", str),
+        sources=r.entries(data, "sources", "", of(str), required=True),
+        releases=tuple(
+            sorted(
+                (replace(rel, minor=m) for m, rel in releases.items()),
+                key=lambda rel: _key(rel.minor),
             )
-            for cuda, e in data.get("nvidia_require_cuda", {}).items()
-        },
+        ),
+        toolkits={v: replace(k, version=v) for v, k in toolkits.items()},
+        abi=tuple(replace(b, package=name) for name, b in abi.items()),
+        images={v: replace(i, cuda=v) for v, i in images.items()},
     )
+    if r.problems:
+        raise TableError("\n".join(str(p) for p in r.problems))
+    return found
 
 
-def _parse_release(minor: str, entry: dict[str, Any]) -> Release:
-    builds = {
-        cuda: Build(
-            cuda=cuda,
-            cudnn=b.get("cudnn"),
-            source=b["source"],
-            unverified=b.get("unverified", False),
-            archs=tuple(b.get("archs", ())),
-            archs_source=b.get("archs_source", ""),
-            archs_unverified=b.get("archs_unverified", False),
-        )
-        for cuda, b in entry.get("cuda", {}).items()
-    }
+_STRINGS = of(str)
+_VERSION_KEY_RE = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}", re.ASCII)  # what _key sorts by
+
+
+def _read_release(r: Reader, entry: dict[str, Any]) -> Release:
+    """A ``[torch."X.Y"]`` table; its ``minor`` is its key, set by ``load_table``."""
+    r.known_keys(
+        entry,
+        "",
+        (
+            "versions",
+            "python",
+            "python_index_only",
+            "pypi_cuda",
+            "cuda",
+            "unverified",
+            "note",
+            "python_source",
+            "pypi_source",
+        ),
+    )
+    builds = r.entries(
+        entry, "cuda", "", tables(_read_build), key_check=shape(_VERSION_KEY_RE, "a CUDA version")
+    )
     return Release(
-        minor=minor,
-        versions=tuple(entry["versions"]),
-        python=tuple(entry["python"]),
-        python_index_only=tuple(entry.get("python_index_only", ())),
-        pypi_cuda=entry["pypi_cuda"],
-        builds=dict(sorted(builds.items(), key=lambda kv: _key(kv[0]))),
-        unverified=entry.get("unverified", False),
-        note=entry.get("note", ""),
-        python_source=entry["python_source"],
-        pypi_source=entry["pypi_source"],
+        minor="",
+        versions=r.array(entry, "versions", "", _STRINGS, required=True),
+        python=r.array(entry, "python", "", _STRINGS, required=True),
+        python_index_only=r.array(entry, "python_index_only", "", _STRINGS),
+        pypi_cuda=r.require(entry, "pypi_cuda", "", str),
+        builds={
+            cuda: replace(b, cuda=cuda)
+            for cuda, b in sorted(builds.items(), key=lambda kv: _key(kv[0]))
+        },
+        unverified=bool(r.get(entry, "unverified", "", bool, False)),
+        note=r.get(entry, "note", "", str, "") or "",
+        python_source=r.require(entry, "python_source", "", str),
+        pypi_source=r.require(entry, "pypi_source", "", str),
     )
 
 
-def _parse_toolkit(version: str, entry: dict[str, Any]) -> Toolkit:
+def _read_build(r: Reader, b: dict[str, Any]) -> Build:
+    """A ``[torch."X.Y".cuda."A.B"]`` table; its ``cuda`` is its key, set by ``_read_release``."""
+    r.known_keys(
+        b, "", ("cudnn", "source", "unverified", "archs", "archs_source", "archs_unverified")
+    )
+    return Build(
+        cuda="",
+        cudnn=r.get(b, "cudnn", "", str),
+        source=r.require(b, "source", "", str),
+        unverified=bool(r.get(b, "unverified", "", bool, False)),
+        archs=r.array(b, "archs", "", _STRINGS),
+        archs_source=r.get(b, "archs_source", "", str, "") or "",
+        archs_unverified=bool(r.get(b, "archs_unverified", "", bool, False)),
+    )
+
+
+def _read_toolkit(r: Reader, entry: dict[str, Any]) -> Toolkit:
+    """A ``[cuda."A.B"]`` table; its ``version`` is its key, set by ``load_table``."""
+    keys = ("driver", "driver_latest", "latest_update", "minor_compat", "nixpkgs", "source")
+    r.known_keys(entry, "", (*keys, "unverified"))
     return Toolkit(
-        version=version,
-        driver=entry["driver"],
-        driver_latest=entry["driver_latest"],
-        latest_update=entry["latest_update"],
-        minor_compat=entry["minor_compat"],
-        nixpkgs=entry["nixpkgs"],
-        source=entry["source"],
-        unverified=entry.get("unverified", False),
+        version="",
+        **{key: r.require(entry, key, "", str) for key in keys},
+        unverified=bool(r.get(entry, "unverified", "", bool, False)),
+    )
+
+
+def _read_abi(r: Reader, entry: dict[str, Any]) -> AbiBound:
+    """An ``[abi.X]`` table; its ``package`` is its key, set by ``load_table``."""
+    keys = ("torch", "requires", "newest", "symptom", "source")
+    r.known_keys(entry, "", keys)
+    return AbiBound(package="", **{key: r.require(entry, key, "", str) for key in keys})
+
+
+def _read_image(r: Reader, entry: dict[str, Any]) -> ImageRequirement:
+    """A ``[nvidia_require_cuda."A.B"]`` table; its ``cuda`` is its key, set by ``load_table``."""
+    r.known_keys(entry, "", ("brands", "branches", "source"))
+    return ImageRequirement(
+        cuda="",
+        brands=r.array(entry, "brands", "", _STRINGS, required=True),
+        branches=r.array(entry, "branches", "", of(int), required=True),
+        source=r.require(entry, "source", "", str),
     )
 
 

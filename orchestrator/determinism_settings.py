@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.messages import quote
+from orchestrator.schema import between, expected
 
 # The spec's ranges. NumPy's legacy seeding (np.random.seed) takes no more than 2**32 - 1.
 MAX_SEED = 2**32 - 1
@@ -216,23 +216,21 @@ def check_values(values: Mapping[str, object]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        out.append(("seed", f"expected an integer, got {quote(seed)}"))
-    elif not 0 <= seed <= MAX_SEED:
-        out.append(("seed", f"{quote(seed)} is outside 0..{MAX_SEED}"))
+        out.append(("seed", expected("an integer", seed)))
+    elif problem := between(0, MAX_SEED)(seed):
+        out.append(("seed", problem))
     mode = values.get("deterministic_algorithms", True)
     if not (isinstance(mode, bool) or mode == "warn"):
-        out.append(
-            ("deterministic_algorithms", f'expected true, false or "warn", got {quote(mode)}')
-        )
+        out.append(("deterministic_algorithms", expected('a boolean or "warn"', mode)))
     for name in ("tf32", "cudnn_benchmark"):
         if not isinstance(values.get(name, False), bool):
-            out.append((name, f"expected true or false, got {quote(values[name])}"))
+            out.append((name, expected("a boolean", values[name])))
     threads = values.get("threads")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int):
-            out.append(("threads", f"expected an integer, got {quote(threads)}"))
-        elif not 1 <= threads <= MAX_THREADS:
-            out.append(("threads", f"{quote(threads)} is not between 1 and {MAX_THREADS}"))
+            out.append(("threads", expected("an integer", threads)))
+        elif problem := between(1, MAX_THREADS)(threads):
+            out.append(("threads", problem))
     return out
 
 

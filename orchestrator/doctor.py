@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import check, compat, cuda_host, files, freshness, gpus
+from orchestrator import check, compat, cuda_host, files, freshness, gpus, lock
 from orchestrator.interpreter import user_interpreter
 from orchestrator.spec import Spec
 
@@ -66,9 +66,15 @@ def _interpreter(spec: Spec, r: Report) -> None:
         r.ok(
             f"Python {interpreter.version} matches environment.python = {spec.environment.python!r}"
         )
+    here, judged = lock.this_system(), freshness.host_lock(spec)
+    if here not in spec.environment.systems:
+        r.warn(
+            f"this machine ({here}) is not in environment.systems: its packages are judged "
+            f"against {judged.path} ({judged.system})",
+            f"add {here!r} to environment.systems and run 'envparity lock'",
+        )
     if not found.lock:
-        lock_path = freshness.host_lock(spec).path
-        r.warn(f"{lock_path} is missing: installed packages not checked", "envparity lock")
+        r.warn(f"{judged.path} is missing: installed packages not checked", "envparity lock")
     elif found.packages:
         r.fail(found.packages, freshness.install_command(spec, interpreter))
     else:

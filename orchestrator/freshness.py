@@ -119,7 +119,7 @@ def freshness(spec: Spec) -> Freshness:
             f"{path}: no longer produced by {spec.path.name}"
             for path in render.orphans(spec, rendered)
         ),
-        generated=len(lock.lock_targets(spec)) + len(rendered),
+        generated=len(lock.lock_paths(spec)) + len(rendered),
         spec_name=spec.path.name,
     )
 
@@ -128,13 +128,9 @@ def freshness(spec: Spec) -> Freshness:
 
 
 def host_lock(spec: Spec) -> lock.LockTarget:
-    """The lock the host is judged against: its flavor's, for this machine's system when the
-    spec locks it, else the spec's first system's."""
-    import platform
-
-    systems = spec.environment.systems
-    here = f"{platform.machine()}-linux"
-    return lock.LockTarget(spec.flavor_of("host"), here if here in systems else systems[0])
+    """The lock the host is judged against: the host flavor's lock for this machine
+    (``lock.local_target``: on a Mac the cpu flavor's, CUDA flavors being Linux-only)."""
+    return lock.local_target(spec, spec.flavor_of("host"))
 
 
 def python_matches(want: str, running: str) -> bool:
@@ -206,7 +202,7 @@ def install_command(spec: Spec, interpreter: Interpreter) -> str:
     target = host_lock(spec)
     mirror = lock.mirrors()
     args = ["uv", "pip", "install", "--python", interpreter.executable, "--require-hashes"]
-    for index in lock.sources(spec, target.flavor):
+    for index in lock.sources(spec, target.flavor, target.system):
         location = mirror.get(index.url.rstrip("/"), index.url)
         local = lock.local_folder(location) is not None
         kind = "--find-links" if index.kind == "find-links" or local else "--extra-index-url"

@@ -1,9 +1,13 @@
 """Lock every Python package with hashes, one file per flavor, resolved by uv for the target
 platform (not the machine running the resolver).
 
-``locks/<flavor>.txt`` is for x86_64-linux; other systems get ``locks/<flavor>-<arch>.txt``.
-The lock holds pins and hashes only: the package sources (``[[index]]``) are passed by
-whoever installs it, so a mirror can stand in for an index without changing the lock.
+``locks/<flavor>.txt`` is for x86_64-linux; aarch64-linux gets ``locks/<flavor>-aarch64.txt``,
+macOS ``locks/<flavor>-aarch64-darwin.txt`` / ``-x86_64-darwin.txt`` (the cpu flavor only:
+CUDA flavors are locked for Linux alone). The lock holds pins and hashes only: the package
+sources (``[[index]]``) are passed by whoever installs it, so a mirror can stand in for an
+index without changing the lock. Each flavor's locks are also written as one PEP 751 file,
+``locks/pylock.<flavor>.toml``, with URLs, hashes and a marker per system
+(``orchestrator.pylock``).
 
 Mirrors: ``ENVPARITY_MIRRORS="URL=LOCATION ..."`` makes resolution and installs read
 ``LOCATION`` wherever the spec names ``URL`` (an air-gapped mirror, or a local wheel folder
@@ -30,7 +34,15 @@ from orchestrator.spec import Index, LocalPackage, Spec
 
 LOCK_DIR = "locks"
 LOCK_FORMAT = 1
-_PLATFORM = {"x86_64-linux": "x86_64-manylinux_2_28", "aarch64-linux": "aarch64-manylinux_2_28"}
+# uv's --python-platform per system; macOS also takes MACOSX_DEPLOYMENT_TARGET (the spec's
+# environment.macos), which uv reads for its darwin targets (uv pip compile --help).
+_PLATFORM = {
+    "x86_64-linux": "x86_64-manylinux_2_28",
+    "aarch64-linux": "aarch64-manylinux_2_28",
+    "aarch64-darwin": "aarch64-apple-darwin",
+    "x86_64-darwin": "x86_64-apple-darwin",
+}
+_SUFFIX = {"x86_64-linux": "", "aarch64-linux": "-aarch64"}  # as before macOS; others: -<system>
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -41,12 +53,21 @@ class LockTarget:
 
     @property
     def path(self) -> str:
-        suffix = "" if self.system == "x86_64-linux" else "-" + self.system.split("-")[0]
+        suffix = _SUFFIX.get(self.system, f"-{self.system}")
         return f"{LOCK_DIR}/{self.flavor}{suffix}.txt"
 
     @property
     def platform(self) -> str:
         return _PLATFORM[self.system]
+
+    @property
+    def darwin(self) -> bool:
+        return self.system.endswith("-darwin")
+
+
+def pylock_path(flavor: str) -> str:
+    """The PEP 751 lock of a flavor, every system in one file (PEP 751's ``pylock.<name>.toml``)."""
+    return f"{LOCK_DIR}/pylock.{flavor}.toml"
 
 
 def lock_targets(spec: Spec, flavors: list[str] | None = None) -> list[LockTarget]:
@@ -58,11 +79,35 @@ def lock_targets(spec: Spec, flavors: list[str] | None = None) -> list[LockTarge
                 f"unknown flavor {unknown[0]!r}; this spec's flavors are {', '.join(spec.flavors)}"
             )
         chosen = [f for f in chosen if f in flavors]
-    return [LockTarget(f, s) for f in chosen for s in spec.environment.systems]
+    return [LockTarget(f, s) for f in chosen for s in spec.systems_of(f)]
 
 
-def sources(spec: Spec, flavor: str) -> tuple[Index, ...]:
-    return tuple(i for i in spec.indexes if i.applies_to(flavor))
+def this_system() -> str:
+    """This machine as a Nix system name: ``x86_64-linux``, ``aarch64-linux``, ``aarch64-darwin``
+    (Apple Silicon, whose ``platform.machine()`` is ``arm64``) or ``x86_64-darwin``; another OS
+    gives ``<machine>-<sys.platform>``, which no spec locks."""
+    import platform
+    import sys
+
+    machine = platform.machine().lower()
+    machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+    return f"{machine}-{sys.platform}"
+
+
+def local_target(spec: Spec, flavor: str) -> LockTarget:
+    """The lock of ``flavor`` this machine installs: the one for its system when the spec locks
+    it; on a Mac the cpu flavor's (CUDA flavors are locked for Linux only); on a machine the
+    spec does not list, the flavor's first system's."""
+    here = this_system()
+    if here not in spec.systems_of(flavor) and here in spec.systems_of("cpu"):
+        flavor = "cpu"
+    systems = spec.systems_of(flavor)
+    return LockTarget(flavor, here if here in systems else systems[0])
+
+
+def sources(spec: Spec, flavor: str, system: str | None = None) -> tuple[Index, ...]:
+    """The ``[[index]]`` entries a flavor's lock (for ``system``, when given) reads."""
+    return tuple(i for i in spec.indexes if i.applies_to(flavor, system))
 
 
 def inputs(spec: Spec, target: LockTarget) -> str:
@@ -76,7 +121,7 @@ def inputs(spec: Spec, target: LockTarget) -> str:
         "requirements": requirements(spec, target.flavor),
         "sources": [
             (i.kind, i.url, *([list(i.packages)] if i.packages else []))
-            for i in sources(spec, target.flavor)
+            for i in sources(spec, target.flavor, target.system)
         ],
     }
     # only when there are any: the hash of every other lock stays what it was
@@ -86,7 +131,16 @@ def inputs(spec: Spec, target: LockTarget) -> str:
     local = local_packages(spec, target.flavor)
     if local:
         data["local"] = [(p.target, p.editable, _build_files(spec, p)) for p in local]
+    if target.darwin:  # the deployment target decides which macOS wheels fit
+        data["macos"] = spec.environment.macos_target
     return files.inputs_hash(data)
+
+
+def pylock_inputs(spec: Spec, flavor: str) -> str:
+    """Hash of what a flavor's PEP 751 lock is made from: the inputs of each system's lock."""
+    return files.inputs_hash(
+        {"pylock": 1, "locks": [inputs(spec, t) for t in lock_targets(spec, [flavor])]}
+    )
 
 
 def constraints(spec: Spec, flavor: str) -> list[str]:
@@ -151,7 +205,7 @@ def mirrors() -> dict[str, str]:
     return out
 
 
-def source_args(spec: Spec, flavor: str) -> list[str]:
+def source_args(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
     """uv arguments naming the package sources of a flavor, with mirrors applied.
 
     Each source keeps its kind whatever its location: an index mirrored by a local folder of
@@ -160,16 +214,16 @@ def source_args(spec: Spec, flavor: str) -> list[str]:
     does not exist.
     """
     args: list[str] = []
-    for index, location in _located(spec, flavor):
+    for index, location in _located(spec, flavor, system):
         args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", location]
-    return args + index_strategy(spec, flavor)
+    return args + index_strategy(spec, flavor, system)
 
 
-def _located(spec: Spec, flavor: str) -> list[tuple[Index, str]]:
+def _located(spec: Spec, flavor: str, system: str | None = None) -> list[tuple[Index, str]]:
     """Each source of ``flavor`` with the location uv reads, mirrors applied."""
     out = []
     mirror = mirrors()
-    for index in sources(spec, flavor):
+    for index in sources(spec, flavor, system):
         location = mirror.get(index.url.rstrip("/"), index.url)
         folder = None if index.kind == "find-links" else local_folder(location)
         if folder is not None:
@@ -178,20 +232,20 @@ def _located(spec: Spec, flavor: str) -> list[tuple[Index, str]]:
     return out
 
 
-def index_strategy(spec: Spec, flavor: str) -> list[str]:
+def index_strategy(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
     """Installing a lock whose packages come from an index kept to some packages: every
     index may serve any pinned file, since the lock's hashes decide which file is accepted
     (uv's default takes each package from the first index that has it, at any version)."""
-    if any(i.packages for i in sources(spec, flavor)):
+    if any(i.packages for i in sources(spec, flavor, system)):
         return ["--index-strategy", "unsafe-best-match"]
     return []
 
 
-def mirror_notes(spec: Spec, flavor: str) -> list[str]:
+def mirror_notes(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
     """One line per index a local folder stands in for, naming what uv's messages call it."""
     out = []
     mirror = mirrors()
-    for index in sources(spec, flavor):
+    for index in sources(spec, flavor, system):
         location = mirror.get(index.url.rstrip("/"))
         folder = None if location is None or index.kind == "find-links" else local_folder(location)
         if folder is not None:
@@ -281,23 +335,21 @@ def _page(body: str) -> str:
     return f"<!DOCTYPE html>\n<html><body>\n{body}</body></html>\n"
 
 
-def install_args(spec: Spec, flavor: str) -> list[str]:
+def install_args(spec: Spec, flavor: str, system: str | None = None) -> list[str]:
     """Sources as written in generated files (no mirrors: those are this machine's business)."""
     args: list[str] = []
-    for index in sources(spec, flavor):
+    for index in sources(spec, flavor, system):
         args += ["--find-links" if index.kind == "find-links" else "--extra-index-url", index.url]
-    return args + index_strategy(spec, flavor)
+    return args + index_strategy(spec, flavor, system)
 
 
 def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bool) -> str:
     """Run ``uv pip compile`` for one flavor and system; return the lock body."""
     import tempfile
 
-    from orchestrator import process  # subprocess and logging: only when resolving
-
     python = spec.environment.python
     with tempfile.TemporaryDirectory(prefix="envparity-lock-") as tmp:
-        req, unscoped = _resolver_input(spec, target.flavor, Path(tmp))
+        req, unscoped = _resolver_input(spec, target.flavor, Path(tmp), target.system)
         bounds = Path(tmp, CONSTRAINTS_NAME)
         bound = constraints(spec, target.flavor)
         bounds.write_text("".join(f"{c}\n" for c in bound), encoding="utf-8")
@@ -325,24 +377,20 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
         ]
         if upgrade:
             args.append("--upgrade")
-        try:
-            process.run(args, extra_env={"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"})
-        except process.CommandFailed as exc:
-            notes = mirror_notes(spec, target.flavor)
-            if req.name == "pyproject.toml":
-                kept = [
-                    f"{', '.join(i.packages)} only from {i.url}"
-                    for i in sources(spec, target.flavor)
-                    if i.packages
-                ]
-                notes.insert(
-                    0,
-                    f"{_PROJECT} is {spec.path.name}'s [dependencies], resolved through a "
-                    f"generated pyproject.toml that keeps {'; '.join(kept)} (index.packages)",
-                )
-            if not notes:
-                raise
-            raise ToolError(f"{exc}\n" + "\n".join(notes)) from None
+        kept = [
+            f"{', '.join(i.packages)} only from {i.url}"
+            for i in sources(spec, target.flavor, target.system)
+            if i.packages
+        ]
+        scoped_note = (
+            [
+                f"{_PROJECT} is {spec.path.name}'s [dependencies], resolved through a "
+                f"generated pyproject.toml that keeps {'; '.join(kept)} (index.packages)"
+            ]
+            if req.name == "pyproject.toml"
+            else []
+        )
+        _run_uv(spec, target, args, notes=scoped_note)
         body = out.read_text(encoding="utf-8")
     for via in (f"{_PROJECT} ({req})", f"{_PROJECT} (pyproject.toml)"):  # a pyproject input
         body = body.replace(via, "-r environment.toml")  # worded as a requirements input's
@@ -358,7 +406,9 @@ def resolve(spec: Spec, target: LockTarget, *, previous: str | None, upgrade: bo
 _PROJECT = "envparity-lock-input"  # the name of the generated pyproject.toml's project
 
 
-def _resolver_input(spec: Spec, flavor: str, tmp: Path) -> tuple[Path, list[str]]:
+def _resolver_input(
+    spec: Spec, flavor: str, tmp: Path, system: str | None = None
+) -> tuple[Path, list[str]]:
     """The file ``uv pip compile`` resolves, and the source arguments it is given.
 
     A requirements file in general. When an index is kept to some packages, a generated
@@ -368,7 +418,7 @@ def _resolver_input(spec: Spec, flavor: str, tmp: Path) -> tuple[Path, list[str]
     takes them out of the lock."""
     import json
 
-    located = _located(spec, flavor)
+    located = _located(spec, flavor, system)
     scoped = [(i, location) for i, location in located if i.packages]
     unscoped = [
         arg
@@ -434,6 +484,99 @@ def compat_conflicts(body: str) -> list[str]:
     from orchestrator import compat
 
     return compat.abi_conflicts(pinned(body))
+
+
+def _run_uv(
+    spec: Spec, target: LockTarget, args: list[str], *, notes: list[str] | None = None
+) -> None:
+    """Run uv for ``target`` (macOS: with its deployment target); a failure is a ``ToolError``
+    with uv's message, then ``notes``, what to change for a macOS target without wheels, and
+    what each mirror is."""
+    from orchestrator import process  # subprocess and logging: only when resolving
+
+    env = {"UV_CUSTOM_COMPILE_COMMAND": "envparity lock"}
+    if target.darwin:
+        env["MACOSX_DEPLOYMENT_TARGET"] = spec.environment.macos_target
+    try:
+        process.run(args, extra_env=env)
+    except process.CommandFailed as exc:
+        more = [
+            *(notes or []),
+            *_no_wheels_hint(spec, target, str(exc)),
+            *mirror_notes(spec, target.flavor, target.system),
+        ]
+        if not more:
+            raise
+        raise ToolError(f"{exc}\n" + "\n".join(more)) from None
+
+
+def _no_wheels_hint(spec: Spec, target: LockTarget, error: str) -> list[str]:
+    """What to change when uv found no wheel for a macOS target."""
+    if not target.darwin or "has no wheels with a matching platform tag" not in error:
+        return []
+    if target.system == "x86_64-darwin":
+        return [
+            "PyTorch publishes no Intel macOS (x86_64) wheels after torch 2.2.2 (seen with uv "
+            "against PyPI): drop x86_64-darwin from environment.systems, or pin torch<=2.2.2"
+        ]
+    return [
+        f"the darwin locks target macOS {spec.environment.macos_target} (environment.macos); "
+        "a wheel built for a newer macOS needs a higher one"
+    ]
+
+
+def resolve_pylock(spec: Spec, target: LockTarget, body: str) -> dict[str, object]:
+    """uv's PEP 751 document for one lock body: exactly its pins (``--no-deps``), resolved for
+    the target's platform, with the URL, size and hashes of each file uv found there."""
+    import tempfile
+
+    from orchestrator import pylock
+
+    with tempfile.TemporaryDirectory(prefix="envparity-pylock-") as tmp:
+        pins = Path(tmp, "pins.txt")
+        pins.write_text(body, encoding="utf-8")
+        out = Path(tmp, "pylock.toml")
+        _run_uv(
+            spec,
+            target,
+            [
+                "uv", "pip", "compile", str(pins), "--no-deps", "--format", "pylock.toml",
+                "--output-file", str(out), "--no-header", "--quiet",
+                "--python-version", spec.environment.python,
+                "--python-platform", target.platform,
+                *source_args(spec, target.flavor, target.system),
+            ],
+        )  # fmt: skip
+        return pylock.loads(out.read_text(encoding="utf-8"))
+
+
+def render_pylock(
+    spec: Spec, flavor: str, documents: dict[str, dict[str, object]]
+) -> files.Generated:
+    """The flavor's ``locks/pylock.<flavor>.toml`` from uv's documents, ``{system: document}``."""
+    from orchestrator import pylock
+
+    mirrored = {}
+    mirror = mirrors()
+    for index in sources(spec, flavor):
+        location = mirror.get(index.url.rstrip("/"))
+        if location is not None:
+            folder = local_folder(location)
+            prefix = folder.expanduser().resolve().as_uri() if folder is not None else location
+            mirrored[prefix.rstrip("/") + "/"] = index.url
+    data = pylock.merge(
+        documents,
+        python=spec.environment.python,
+        macos=spec.environment.macos_target,
+        mirrored=mirrored,
+    )
+    return files.Generated(
+        path=pylock_path(flavor),
+        body=pylock.dumps(data),
+        inputs=pylock_inputs(spec, flavor),
+        regenerate="envparity lock",
+        spec_name=spec.path.name,
+    )
 
 
 def _check_flavor(spec: Spec, target: LockTarget, body: str) -> None:
@@ -626,10 +769,12 @@ def lock(
     """Resolve every flavor and system; write all locks or none. Returns the paths written.
     ``progress`` is told before each resolution starts (uv takes seconds to minutes)."""
     targets = lock_targets(spec, flavors)
-    files.refuse_links(spec.root, *(t.path for t in targets))  # before uv
+    paths = lock_paths(spec, flavors)
+    files.refuse_links(spec.root, *paths)  # before uv
     # nor run uv for locks that write_all would refuse to replace (a hand edit, a foreign file)
-    files.refuse_overwrites(spec.root, [t.path for t in targets], force=force)
+    files.refuse_overwrites(spec.root, paths, force=force)
     generated = []
+    documents: dict[str, dict[str, dict[str, object]]] = {}
     failed: list[tuple[LockTarget, EnvparityError]] = []
     incompatible = {f: _incompatible(spec, f) for f in dict.fromkeys(t.flavor for t in targets)}
     for target in targets:
@@ -640,12 +785,19 @@ def lock(
         progress(f"resolving {target.path} ({target.flavor}, {target.system}) with uv")
         try:
             body = resolve(spec, target, previous=previous, upgrade=upgrade)
+            document = resolve_pylock(spec, target, body)
         except (ToolError, UsageError) as exc:
             if len(targets) == 1:
                 raise
             failed.append((target, exc))
             continue
         generated.append(render_lock(spec, target, body))
+        documents.setdefault(target.flavor, {})[target.system] = document
+    for flavor, by_system in documents.items():
+        if any(t.flavor == flavor for t, _ in failed):
+            continue  # a flavor's PEP 751 lock holds all its systems or is not written
+        progress(f"writing {pylock_path(flavor)} ({', '.join(by_system)})")
+        generated.append(render_pylock(spec, flavor, by_system))
     if (
         failed
         and not generated
@@ -702,10 +854,19 @@ def _incompatible(spec: Spec, flavor: str) -> SpecError | None:
     return SpecError(problems) if problems else None
 
 
+def lock_paths(spec: Spec, flavors: list[str] | None = None) -> list[str]:
+    """Every lock file ``lock`` writes: each system's ``.txt``, then each flavor's pylock."""
+    chosen = [f for f in spec.flavors if not flavors or f in flavors]
+    return [t.path for t in lock_targets(spec, flavors)] + [pylock_path(f) for f in chosen]
+
+
 def orphans(spec: Spec) -> list[str]:
     """Locks of flavors or systems the spec no longer has."""
-    existing = [f"{LOCK_DIR}/{p.name}" for p in (spec.root / LOCK_DIR).glob("*.txt")]
-    return files.orphans(spec.root, existing, [t.path for t in lock_targets(spec)])
+    folder = spec.root / LOCK_DIR
+    existing = [
+        f"{LOCK_DIR}/{p.name}" for p in (*folder.glob("*.txt"), *folder.glob("pylock.*.toml"))
+    ]
+    return files.orphans(spec.root, existing, lock_paths(spec))
 
 
 def refuse_incompatible(spec: Spec) -> None:
@@ -741,29 +902,48 @@ def needs_force(reason: str) -> bool:
 def stale_locks(spec: Spec) -> list[str]:
     """Why each lock is stale (missing, made from other inputs, or edited by hand); [] if none."""
     out = []
-    for target in lock_targets(spec):
-        text = files.read(spec.root / target.path, target.path)
+    expected = [
+        (t.path, t.flavor, f"{t.flavor}, {t.system}", inputs(spec, t)) for t in lock_targets(spec)
+    ]
+    expected += [
+        (pylock_path(f), f, f"{f}, {', '.join(spec.systems_of(f))}", pylock_inputs(spec, f))
+        for f in spec.flavors
+    ]
+    for path, flavor, platform, wanted in expected:
+        text = files.read(spec.root / path, path)
         if text is None:
-            out.append(f"{target.path}: missing")
+            out.append(f"{path}: missing")
             continue
         header = files.read_header(text)
         if header is None:
-            out.append(f"{target.path}: {NOT_WRITTEN}")
+            out.append(f"{path}: {NOT_WRITTEN}")
         elif header.hand_edited:
-            out.append(f"{target.path}: {EDITED}")
-        elif header.inputs != inputs(spec, target):
+            out.append(f"{path}: {EDITED}")
+        elif header.inputs != wanted:
+            shown = f"{path} ({platform})" if len(spec.environment.systems) > 1 else path
             what = spec.path.name + (
-                " or a local package's build files" if local_packages(spec, target.flavor) else ""
+                " or a local package's build files" if local_packages(spec, flavor) else ""
             )
-            out.append(f"{target.path}: stale ({what} changed since it was locked)")
+            out.append(f"{shown}: stale ({what} changed since it was locked)")
     out += [f"{p}: no longer produced by {spec.path.name}" for p in orphans(spec)]
     return out
 
 
 def lock_digest(spec: Spec, flavor: str) -> str:
     """The content hash recorded in a flavor's primary lock, for render inputs ("" if missing)."""
-    target = LockTarget(flavor, spec.environment.systems[0])
-    text = files.read(spec.root / target.path, target.path)
+    return content_digest(spec, LockTarget(flavor, spec.systems_of(flavor)[0]).path)
+
+
+def recorded_contents(spec: Spec) -> dict[str, str]:
+    """``{path: content_digest}`` of every lock the spec has (``lock_paths``), for the files
+    rendered from all of them (flake.nix)."""
+    return {path: content_digest(spec, path) for path in lock_paths(spec)}
+
+
+def content_digest(spec: Spec, path: str) -> str:
+    """The content hash recorded in the lock at ``path`` (its whole text's when it has no
+    envparity header; "" when it is missing)."""
+    text = files.read(spec.root / path, path)
     if text is None:
         return ""
     header = files.read_header(text)

@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import files, lock
+from orchestrator.messages import quote
 from orchestrator.names import canonical_name
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
+from orchestrator.schema import Reader, expected, tables
 from orchestrator.spec import DEFAULT_TARGETS, Spec
 
 FOLDER = "fingerprints"  # under the spec's folder; committed
@@ -122,7 +124,7 @@ def reference_inputs(spec: Spec, target: str) -> tuple[str, str, str]:
             "flavor": flavor,
         }
     )
-    lock_path = lock.LockTarget(flavor, spec.environment.systems[0]).path
+    lock_path = lock.LockTarget(flavor, spec.systems_of(flavor)[0]).path
     return digest, lock.lock_digest(spec, flavor), lock_path
 
 
@@ -191,38 +193,46 @@ def load_all(root: Path) -> list[Reference]:
         return []
     out: list[Reference] = []
     for meta_path in sorted(root.glob(f"*/{META}")):
-        meta = _meta(meta_path)
-        if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
-            raise FingerprintError(
-                f"{meta_path}: not an envparity reference (format {meta.get('format')!r} "
-                f"version {meta.get('version')!r}; expected {META_FORMAT!r} version {META_VERSION})"
-            )
-        targets = meta.get("targets")
-        if not isinstance(targets, dict):
-            raise FingerprintError(f"{meta_path}: targets: expected an object")
-        hw_class = meta_path.parent.name
-        for target, entry in sorted(targets.items()):
-            keys = ("recorded_at", "machine", "inputs", "lock", "lock_file")
-            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in keys):
-                raise FingerprintError(
-                    f"{meta_path}: targets.{target}: expected an object with string "
-                    + ", ".join(keys)
-                )
+        for target, entry in sorted(_entries(meta_path).items()):
             out.append(
                 Reference(
-                    hw_class=hw_class,
+                    hw_class=meta_path.parent.name,
                     target=target,
                     fingerprint=fingerprint.load(meta_path.parent / f"{target}.json"),
-                    **{k: entry[k] for k in keys},
+                    **entry,
                 )
             )
     return out
 
 
+_ENTRY_KEYS = ("recorded_at", "machine", "inputs", "lock", "lock_file")
+
+
+def _entries(meta_path: Path) -> dict[str, dict[str, str]]:
+    """A ``reference.json``'s ``targets``: target -> its ``_ENTRY_KEYS``, read through the one
+    reader (``FingerprintError`` naming the file and every bad key path)."""
+    meta = _meta(meta_path)
+    if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
+        raise FingerprintError(
+            f"{meta_path}: not an envparity reference (format {quote(meta.get('format'))} "
+            f"version {quote(meta.get('version'))}; expected {META_FORMAT!r} version "
+            f"{META_VERSION})"
+        )
+
+    def entry(r: Reader, t: dict[str, Any]) -> dict[str, str]:
+        return {key: r.require(t, key, "", str) for key in _ENTRY_KEYS}
+
+    r = Reader(str(meta_path))
+    found = r.entries(meta, "targets", "", tables(entry), required=True)
+    if r.problems:
+        raise FingerprintError("\n".join(str(p) for p in r.problems))
+    return found
+
+
 def _meta(path: Path) -> dict[str, Any]:
     data = fingerprint.read_json(path)
     if not isinstance(data, dict):
-        raise FingerprintError(f"{path}: not an envparity reference (not a JSON object)")
+        raise FingerprintError(f"{path}: not an envparity reference ({expected('a table', data)})")
     return data
 
 

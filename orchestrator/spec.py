@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrator.determinism_settings import (
     MAX_STEPS,
@@ -26,6 +26,10 @@ from orchestrator.determinism_settings import (
 )
 from orchestrator.errors import Problem, SpecError
 from orchestrator.messages import clip, quote, redact
+from orchestrator.schema import Reader as _Reader
+from orchestrator.schema import between, expected, of
+from orchestrator.schema import join as _join
+from orchestrator.schema import shape as _shape
 from orchestrator.tolerances import DEFAULTS, RANGE, Tolerances, valid
 
 if sys.version_info >= (3, 11):
@@ -35,7 +39,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SPEC_FILE = "environment.toml"
 
-SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# Nix's system names. CUDA flavors are locked for the Linux ones only (no CUDA on macOS).
+SYSTEMS = ("x86_64-linux", "aarch64-linux", "aarch64-darwin", "x86_64-darwin")
+LINUX_SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# The oldest macOS a darwin lock installs on, when [environment] macos is not set: torch 2.13's
+# macOS wheels are macosx_14_0_arm64 (PyPI), which uv's own default target (13.0) refuses.
+DEFAULT_MACOS = "14.0"
 TARGET_NAMES = ("host", "venv", "devcontainer", "nix")
 DEFAULT_TARGETS = ("host", "venv")  # need no settings: verify runs them without a table
 
@@ -77,8 +86,6 @@ _URL_RE = _ascii(r"(https?://|file://|/)[A-Za-z0-9._~:/?#@!&()*+,;=%-]+")
 # Variables the launch environment sets (determinism_settings.SET_AT_LAUNCH) or the system owns.
 _RESERVED_VARIABLES = frozenset({*SET_AT_LAUNCH, "PATH", "HOME", "VIRTUAL_ENV"})
 _PROBE_RE = _ascii(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
-# TOML keys shown bare in key paths; any other key is shown quoted (and shortened).
-_BARE_KEY_RE = _ascii(r"[A-Za-z0-9_-]{1,64}")
 # A spec is a page of settings; anything this large is a mistake (or an attack on the parser).
 MAX_SPEC_BYTES = 1_000_000
 
@@ -91,6 +98,12 @@ class Environment:
     name: str
     python: str
     systems: tuple[str, ...] = ("x86_64-linux",)
+    macos: str | None = None  # the oldest macOS the darwin locks install on; None: DEFAULT_MACOS
+
+    @property
+    def macos_target(self) -> str:
+        """The macOS deployment target of the darwin locks (``MACOSX_DEPLOYMENT_TARGET``)."""
+        return self.macos or DEFAULT_MACOS
 
     @property
     def python_minor(self) -> str:
@@ -169,9 +182,13 @@ class Index:
     # empty: the index serves every package; else only these (uv's explicit index, Poetry's
     # explicit source): the other packages never look at it
     packages: tuple[str, ...] = ()
+    systems: tuple[str, ...] = ()  # empty: every system (macOS takes PyPI's torch: leave it out)
 
-    def applies_to(self, flavor: str) -> bool:
-        return _in_flavors(flavor, self.flavors)
+    def applies_to(self, flavor: str, system: str | None = None) -> bool:
+        """Whether the lock of ``flavor`` (for ``system``, when given) reads this source."""
+        return _in_flavors(flavor, self.flavors) and (
+            system is None or not self.systems or system in self.systems
+        )
 
 
 def _in_flavors(flavor: str, flavors: tuple[str, ...]) -> bool:
@@ -286,13 +303,24 @@ class Spec:
         """Lock flavors: always ``cpu``; plus ``cuXY`` when a CUDA toolkit is given."""
         return ("cpu",) if self.cuda is None else (self.cuda.flavor, "cpu")
 
+    def systems_of(self, flavor: str) -> tuple[str, ...]:
+        """The systems ``flavor`` is locked for: every system for ``cpu``, the Linux ones for a
+        CUDA flavor (NVIDIA's CUDA does not run on macOS)."""
+        systems = self.environment.systems
+        return systems if flavor == "cpu" else tuple(s for s in systems if s in LINUX_SYSTEMS)
+
     @property
     def default_flavor(self) -> str:
         return self.flavors[0]
 
     def flavor_of(self, target: str) -> str:
+        """The flavor a target installs: its ``flavor``, else the CUDA flavor if any; for
+        ``nix`` else ``cpu`` (the flake's default devShell: a contributor without a GPU gets
+        CPU torch; ``nix develop .#cuXY`` is one command away)."""
         t = self.targets.get(target)
-        return t.flavor if t is not None and t.flavor else self.default_flavor
+        if t is not None and t.flavor:
+            return t.flavor
+        return "cpu" if target == "nix" else self.default_flavor
 
     def dependency(self, name: str) -> Dependency | None:
         key = _canonical(name)
@@ -311,6 +339,11 @@ class Spec:
         for index in data["indexes"]:
             if not index["packages"]:
                 del index["packages"]
+        for index in data["indexes"]:
+            if not index["systems"]:
+                del index["systems"]
+        if data["environment"]["macos"] is None:  # added later too, absent when unset
+            del data["environment"]["macos"]
         plain: dict[str, Any] = json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
         return plain
 
@@ -338,156 +371,9 @@ def _canonical(name: str) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-T = TypeVar("T")
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "a boolean",
-    float: "a number",
-    list: "an array",
-    dict: "a table",
-}
-
-
-def _type_name(value: object) -> str:
-    for typ, name in (
-        (bool, "boolean"),
-        (int, "integer"),
-        (float, "float"),
-        (str, "string"),
-        (list, "array"),
-        (dict, "table"),
-    ):
-        if isinstance(value, typ):
-            return name
-    return type(value).__name__
-
-
-class _Reader:
-    """Typed getters over the parsed TOML that record problems instead of raising."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(Problem(self.file, key, message))
-
-    def table(
-        self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> dict[str, Any] | None:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.problem(_join(path, key), "missing (a table is required)")
-            return None
-        if not isinstance(value, dict):
-            self.problem(
-                _join(path, key), f"expected a table, got {_type_name(value)} {quote(value)}"
-            )
-            return None
-        return value
-
-    def get(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        typ: type[T],
-        default: T | None = None,
-        *,
-        required: bool = False,
-        check: Callable[[T], str | None] | None = None,
-    ) -> T | None:
-        full = _join(path, key)
-        if key not in data:
-            if required:
-                self.problem(full, f"missing (expected {_TYPE_NAMES[typ]})")
-            return default
-        value = data[key]
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.problem(
-                full, f"expected {_TYPE_NAMES[typ]}, got {_type_name(value)} {quote(value)}"
-            )
-            return default
-        if check is not None:
-            message = check(value)
-            if message:
-                self.problem(full, message)
-                return default
-        return value  # type: ignore[no-any-return]
-
-    def strings(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: tuple[str, ...] = (),
-        *,
-        check: Callable[[str], str | None] | None = None,
-    ) -> tuple[str, ...]:
-        full = _join(path, key)
-        if key not in data:
-            return default
-        value = data[key]
-        if not isinstance(value, list):
-            self.problem(
-                full, f"expected an array of strings, got {_type_name(value)} {quote(value)}"
-            )
-            return default
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.problem(
-                    f"{full}[{i}]", f"expected a string, got {_type_name(item)} {quote(item)}"
-                )
-                continue
-            message = check(item) if check else None
-            if message:
-                self.problem(f"{full}[{i}]", message)
-                continue
-            out.append(item)
-        return tuple(out)
-
-    def known_keys(self, data: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-        for key in data:
-            if key not in allowed:
-                import difflib  # only on the error path
-
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = (
-                    f"; did you mean '{close[0]}'?"
-                    if close
-                    else f" (known keys: {', '.join(allowed)})"
-                )
-                self.problem(_join(path, key), f"unknown key{hint}")
-
-
-def _join(path: str, key: str) -> str:
-    """``path.key``; a key that is not a plain word is shown quoted (``variables."A\\n"``)."""
-    shown = key if _BARE_KEY_RE.fullmatch(key) else _quoted_key(key)
-    return f"{path}.{shown}" if path else shown
-
-
-def _quoted_key(key: str) -> str:
-    """A TOML-style quoted key, one line, shortened like ``quote`` shortens values."""
-    short = key if len(key) <= 60 else key[:60]  # keys are short: 60 characters shown
-    text = json.dumps(short, ensure_ascii=True)
-    return text if short == key else f"{text}... ({len(key)} characters)"
-
 
 _CAPABILITY_RE = _ascii(r"[1-9][0-9]?\.[0-9]")
-
-
-def _shape(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if regex.fullmatch(value) else f"{quote(value)} is not {what}"
-
-    return check
+_MACOS_RE = _ascii(r"1[1-9]\.[0-9]|[2-9][0-9]\.[0-9]")
 
 
 def load(path: str | Path = SPEC_FILE) -> Spec:
@@ -584,6 +470,8 @@ def _build(r: _Reader, data: dict[str, Any], path: Path) -> Spec | None:
     targets = _targets(r, data, flavors)
     verify = _verify(r, data)
     ci = _ci(r, data)
+    if environment is not None:
+        _check_systems(r, environment, cuda, indexes, targets)
     if environment is None or r.problems:
         return None
     return Spec(
@@ -606,7 +494,7 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
     t = r.table(data, "environment", "", required=True)
     if t is None:
         return None
-    r.known_keys(t, "environment", ("name", "python", "systems"))
+    r.known_keys(t, "environment", ("name", "python", "systems", "macos"))
     name = r.get(
         t,
         "name",
@@ -628,17 +516,54 @@ def _environment(r: _Reader, data: dict[str, Any]) -> Environment | None:
         "systems",
         "environment",
         ("x86_64-linux",),
-        check=lambda s: (
-            None
-            if s in SYSTEMS
-            else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
-        ),
+        check=_system_check,
     )
     if "systems" in t and not systems and not r.problems:
         r.problem("environment.systems", "must list at least one system")
+    macos = r.get(
+        t, "macos", "environment", str, check=_shape(_MACOS_RE, 'a macOS version such as "14.0"')
+    )
     if name is None or python is None:
         return None
-    return Environment(name=name, python=python, systems=systems)
+    return Environment(name=name, python=python, systems=systems, macos=macos)
+
+
+def _check_systems(
+    r: _Reader,
+    environment: Environment,
+    cuda: Cuda | None,
+    indexes: tuple[Index, ...],
+    targets: Mapping[str, Target],
+) -> None:
+    """What needs a Linux system has one; an index names only systems the spec has."""
+    linux = [s for s in environment.systems if s in LINUX_SYSTEMS]
+    if cuda is not None and not linux:
+        r.problem(
+            "environment.systems",
+            "[cuda] needs a Linux system (x86_64-linux or aarch64-linux): CUDA flavors are "
+            "locked for Linux only, macOS has no CUDA",
+        )
+    if "devcontainer" in targets and not linux:
+        r.problem(
+            "targets.devcontainer",
+            "needs a Linux system in environment.systems: a container runs Linux (on Apple "
+            "Silicon add aarch64-linux, for linux/arm64 images)",
+        )
+    for i, index in enumerate(indexes):
+        for j, system in enumerate(index.systems):
+            if system not in environment.systems:
+                r.problem(
+                    f"index[{i}].systems[{j}]",
+                    f"{quote(system)} is not in environment.systems ({', '.join(environment.systems)})",
+                )
+
+
+def _system_check(s: str) -> str | None:
+    return (
+        None
+        if s in SYSTEMS
+        else f"{quote(s)} is not a supported system (supported: {', '.join(SYSTEMS)})"
+    )
 
 
 def _cuda(r: _Reader, data: dict[str, Any]) -> Cuda | None:
@@ -719,7 +644,7 @@ def _dependencies(
         else:
             r.problem(
                 key,
-                f"expected a version specifier string or a table, got {_type_name(value)} {quote(value)}",
+                expected("a version specifier string or a table", value),
             )
             continue
         version = version.strip()
@@ -788,12 +713,12 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        r.problem("index", "expected an array of tables ([[index]] entries)")
+        r.problem("index", expected("an array of tables ([[index]] entries)", value))
         return ()
     out = []
     for i, t in enumerate(value):
         path = f"index[{i}]"
-        r.known_keys(t, path, ("url", "kind", "flavors", "packages"))
+        r.known_keys(t, path, ("url", "kind", "flavors", "packages", "systems"))
         url = r.get(
             t,
             "url",
@@ -826,8 +751,11 @@ def _indexes(r: _Reader, data: dict[str, Any], cuda: Cuda | None) -> tuple[Index
                 'an index for some packages only must be kind = "index" (uv keeps packages to '
                 "an index, not to find-links)",
             )
+        systems = r.strings(t, "systems", path, check=_system_check)
         if url is not None and kind is not None:
-            out.append(Index(url=url, kind=kind, flavors=flavors, packages=packages))
+            out.append(
+                Index(url=url, kind=kind, flavors=flavors, packages=packages, systems=systems)
+            )
     return tuple(out)
 
 
@@ -867,20 +795,17 @@ def _system(r: _Reader, data: dict[str, Any]) -> System:
         "system",
         check=_shape(_SYSPKG_RE, "a system package name (lower-case letters, digits, '.+_-')"),
     )
-    maps: dict[str, dict[str, str]] = {}
-    for key, regex, what in (
-        ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
-        ("apt", _SYSPKG_RE, "a Debian package name"),
-    ):
-        m = r.table(t, key, "system") or {}
-        maps[key] = {}
-        for pkg, attr in m.items():
-            if pkg not in packages:
-                r.problem(_join(f"system.{key}", pkg), f"{quote(pkg)} is not in system.packages")
-            elif not isinstance(attr, str) or not regex.fullmatch(attr):
-                r.problem(_join(f"system.{key}", pkg), f"{quote(attr)} is not {what}")
-            else:
-                maps[key][pkg] = attr
+
+    def listed(pkg: str) -> str | None:
+        return None if pkg in packages else f"{quote(pkg)} is not in system.packages"
+
+    maps = {
+        key: r.entries(t, key, "system", of(str, _shape(regex, what)), key_check=listed)
+        for key, regex, what in (
+            ("nix", _NIX_ATTR_RE, "a nixpkgs attribute path"),
+            ("apt", _SYSPKG_RE, "a Debian package name"),
+        )
+    }
     return System(packages=packages, nix=maps["nix"], apt=maps["apt"])
 
 
@@ -902,7 +827,7 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
     if not (isinstance(mode, bool) or mode == "warn"):
         r.problem(
             f"{p}.deterministic_algorithms",
-            f'expected a boolean or "warn", got {_type_name(mode)} {quote(mode)}',
+            expected('a boolean or "warn"', mode),
         )
         values["deterministic_algorithms"] = True
     found = check_values(values)  # the ranges, worded once by the settings' owner
@@ -910,13 +835,6 @@ def _determinism(r: _Reader, data: dict[str, Any]) -> Determinism:
         r.problem(f"{p}.{key}", message)
         values[key] = defaults[key]
     return Determinism(**values)
-
-
-def _between(lo: int, hi: int) -> Callable[[int], str | None]:
-    def check(n: int) -> str | None:
-        return None if lo <= n <= hi else f"{quote(n)} is not between {lo} and {hi}"
-
-    return check
 
 
 def _one_line(what: str) -> Callable[[str], str | None]:
@@ -954,7 +872,7 @@ def _variables(r: _Reader, data: dict[str, Any]) -> tuple[Variable, ...]:
         if not isinstance(value, dict):
             r.problem(
                 path,
-                f"expected a table or a default string, got {_type_name(value)} {quote(value)}",
+                expected("a table or a default string", value),
             )
             continue
         r.known_keys(value, path, ("default", "required", "secret", "description"))
@@ -1103,7 +1021,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
     p = "verify"
     d = Verify()
     r.known_keys(t, p, ("steps", "runs", "probe", "rtol", "atol", "cross_device_rtol"))
-    positive = _between(1, MAX_STEPS)
+    positive = between(1, MAX_STEPS)
 
     def tol(x: float) -> str | None:
         return None if valid(x) else f"{quote(x)} is not a tolerance in {RANGE}"
@@ -1116,7 +1034,7 @@ def _verify(r: _Reader, data: dict[str, Any]) -> Verify:
             p,
             int,
             d.runs,
-            check=_between(2, 100),
+            check=between(2, 100),
         )
         or d.runs,
         probe=r.get(

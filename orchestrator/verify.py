@@ -281,7 +281,8 @@ def reusable(path: Path, root: Path) -> tuple[fingerprint.Fingerprint | None, st
     try:
         fp = fingerprint.load(path)
     except fingerprint.FingerprintError as exc:
-        problem = str(exc).removeprefix(f"{fingerprint.printable(path)}: ")
+        first, *more = str(exc).removeprefix(f"{fingerprint.printable(path)}: ").splitlines()
+        problem = first + (f"; and {len(more)} more" if more else "")
         return None, f"cached fingerprint {path.name} is unreadable ({problem}); probing again"
     changed = inputs.stale(fp.inputs, root)
     if changed:

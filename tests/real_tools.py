@@ -127,24 +127,30 @@ def nix_parse(path: Path) -> None:
     _run([require("nix-instantiate"), "--parse", str(path)], f"nix-instantiate --parse {path}")
 
 
-def nix_flake_check(flake_dir: Path) -> None:
-    """``nix flake check``, offline, with nixpkgs overridden by the stand-in.
+def nix_flake_check(flake_dir: Path, *, all_systems: bool = True) -> str:
+    """``nix flake check --no-build``, offline, with nixpkgs overridden by the stand-in: every
+    output of every system (``--all-systems``) evaluates to what it should (derivations,
+    devShells, a formatter), nothing is built. Returns Nix's report (stderr).
 
-    The flake is copied into a fresh git repository and added (Nix only sees tracked files
-    of a git flake), as it would be in a user's repository.
+    The flake and its ``locks/`` are copied into a fresh git repository and added (Nix only
+    sees tracked files of a git flake), as they would be in a user's repository.
     """
     nix = require("nix")
     git = require("git")
     with tempfile.TemporaryDirectory(prefix="envparity-flake-") as tmp:
         shutil.copy2(flake_dir / "flake.nix", Path(tmp) / "flake.nix")
+        if (flake_dir / "locks").is_dir():
+            shutil.copytree(flake_dir / "locks", Path(tmp) / "locks")
         _run([git, "init", "--quiet", tmp], "git init")
-        _run([git, "-C", tmp, "add", "flake.nix"], "git add")
-        _run(
+        _run([git, "-C", tmp, "add", "."], "git add")
+        return _run(
             [
                 nix,
                 *NIX_FEATURES,
                 "flake",
                 "check",
+                "--no-build",
+                *(["--all-systems"] if all_systems else []),
                 "--offline",
                 "--no-write-lock-file",
                 "--override-input",
@@ -153,7 +159,7 @@ def nix_flake_check(flake_dir: Path) -> None:
                 tmp,
             ],
             f"nix flake check of {flake_dir / 'flake.nix'}",
-        )
+        ).stderr
 
 
 def nix_eval_json(expr: str, *, cwd: Path) -> Any:

@@ -47,6 +47,24 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, python: str = "3
     for target in lock.lock_targets(s):
         body = f"packaging=={version('packaging')} \\\n    --hash=sha256:{'0' * 64}\n"
         files.atomic_write(tmp_path / target.path, lock.render_lock(s, target, body).text)
+    # the PEP 751 lock, from what uv would say of that body (one wheel, its URL and hash)
+    wheel = f"packaging-{version('packaging')}-py3-none-any.whl"
+    uv_says = {
+        "packages": [
+            {
+                "name": "packaging",
+                "version": version("packaging"),
+                "wheels": [
+                    {
+                        "url": f"https://files.pythonhosted.org/{wheel}",
+                        "hashes": {"sha256": "0" * 64},
+                    }
+                ],
+            }
+        ]
+    }
+    pylock = lock.render_pylock(s, "cpu", {"x86_64-linux": uv_says})
+    files.atomic_write(tmp_path / pylock.path, pylock.text)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["render"]) == 0
     return path
@@ -66,7 +84,7 @@ def test_check_passes_when_fresh_and_warns_about_pins(
         "warning: targets.nix.nixpkgs 'github:NixOS/nixpkgs/nixos-unstable' is not pinned to a commit"
         in out
     )
-    assert out.rstrip().endswith("ok: 5 generated files match environment.toml")
+    assert out.rstrip().endswith("ok: 6 generated files match environment.toml")
 
 
 def test_check_shows_a_diff_and_fails_on_drift_and_stale_lock(
@@ -174,7 +192,8 @@ class TestAdviceForALockEnvparityWouldRefuse:
             verify.preflight(spec.load(path), ["venv"])
         assert str(refused.value) == (
             "verify would test stale files; run 'envparity lock':\n"
-            "  locks/cpu.txt: stale (environment.toml changed since it was locked)"
+            "  locks/cpu.txt: stale (environment.toml changed since it was locked)\n"
+            "  locks/pylock.cpu.toml: stale (environment.toml changed since it was locked)"
         )
 
 

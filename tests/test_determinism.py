@@ -84,14 +84,14 @@ def test_warn_mode_runs_an_op_without_a_deterministic_kernel_and_warns() -> None
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"seed": -1}, "seed: -1 is outside 0..4294967295"),
-        ({"seed": 2**32}, "seed: 4294967296 is outside 0..4294967295"),
+        ({"seed": -1}, "seed: -1 is not between 0 and 4294967295"),
+        ({"seed": 2**32}, "seed: 4294967296 is not between 0 and 4294967295"),
         ({"threads": 0}, "threads: 0 is not between 1 and 1024"),
         (
             {"deterministic_algorithms": "yes"},
-            "deterministic_algorithms: expected true, false or \"warn\", got 'yes'",
+            "deterministic_algorithms: expected a boolean or \"warn\", got a string 'yes'",
         ),
-        ({"tf32": 1}, "tf32: expected true or false, got 1"),
+        ({"tf32": 1}, "tf32: expected a boolean, got an integer 1"),
     ],
 )
 def test_settings_refuse_values_outside_the_specs_ranges(
@@ -322,16 +322,16 @@ def test_the_spec_builds_the_one_settings_value(table: str, expected: Determinis
         (
             'deterministic_algorithms = "maybe"',
             "environment.toml: determinism.deterministic_algorithms: expected a boolean or "
-            "\"warn\", got string 'maybe'",
+            "\"warn\", got a string 'maybe'",
         ),
         (
             "deterministic_algorithms = 1",
             'environment.toml: determinism.deterministic_algorithms: expected a boolean or "warn", '
-            "got integer 1",
+            "got an integer 1",
         ),
         (
             "seed = 4294967296",
-            "environment.toml: determinism.seed: 4294967296 is outside 0..4294967295",
+            "environment.toml: determinism.seed: 4294967296 is not between 0 and 4294967295",
         ),
     ],
 )

@@ -68,7 +68,7 @@ def test_the_readme_first_session_passes_as_written(session: tuple[Path, list[st
     assert "wrote locks/cpu.txt (created)" in lock_
     assert "torch==2.13.0+cpu" in (project / "locks/cpu.txt").read_text()
     assert "render: nothing to write: environment.toml has no [targets.nix]" in render
-    assert "ok: 1 generated files match environment.toml" in check
+    assert "ok: 2 generated files match environment.toml" in check  # cpu.txt, pylock.cpu.toml
     for target in ("host", "venv"):
         row = next(line for line in verify.splitlines() if line.split()[:1] == [target])
         assert "2.13.0+cpu" in row and "bitwise identical" in row, verify

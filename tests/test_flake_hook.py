@@ -36,7 +36,13 @@ if [ "$1" = venv ]; then mkdir -p .venv/bin && : > .venv/bin/activate; exit 0; f
 """
 
 
-def enter(root: Path, hook: str, *, fail: bool = False) -> tuple[list[str], str]:
+def hook_project(root: Path) -> tuple[str, Path]:
+    """(the hook of SPEC, its lock): SPEC in ``root``, then ``_with_fake_uv``."""
+    (root / "environment.toml").write_text(SPEC)
+    return _with_fake_uv(root), root / "locks" / "cpu.txt"
+
+
+def enter(root: Path, hook: str, *, fail: bool = False, wrapper: str = "") -> tuple[list[str], str]:
     log = root / "uv.log"
     log.unlink(missing_ok=True)
     env = {
@@ -44,6 +50,7 @@ def enter(root: Path, hook: str, *, fail: bool = False) -> tuple[list[str], str]
         "PATH": f"{root / 'bin'}:{os.environ['PATH']}",
         "HOOK_LOG": str(log),
         "ENVPARITY_PYTHON": "/usr/bin/python3",
+        "ENVPARITY_PYTHON_WRAPPER": wrapper,
         "FAKE_UV_FAIL": "1" if fail else "",
     }
     done = subprocess.run(
@@ -66,14 +73,7 @@ def _with_fake_uv(root: Path) -> str:
 def test_hook_builds_once_rebuilds_on_change_and_never_trusts_a_failed_build(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "environment.toml").write_text(SPEC)
-    hook = venv_hook(spec.load(tmp_path / "environment.toml"))
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "uv").write_text(FAKE_UV)
-    (tmp_path / "bin" / "uv").chmod(0o755)
-    lock = tmp_path / "locks" / "cpu.txt"
-    lock.parent.mkdir()
-    lock.write_text("numpy==2.4.6 --hash=sha256:aa\n")
+    hook, lock = hook_project(tmp_path)
     stamp = tmp_path / ".venv" / ".envparity-lock"
 
     calls, err = enter(tmp_path, hook)
@@ -198,6 +198,82 @@ def test_driver_hook_uses_the_nixos_driver_folder_when_there_is_one(tmp_path: Pa
     )
     assert (folder, err) == (str(nixos), "")
     assert not (tmp_path / ".envparity").exists()
+
+
+FAKE_LDCONFIG = """#!/bin/sh
+# A stand-in for WSL2's ldconfig -p (its /etc/ld.so.conf.d/ld.wsl.conf lists /usr/lib/wsl/lib)
+[ "$1" = -p ] || exit 1
+echo "7 libs found in cache \\`/etc/ld.so.cache'"
+for f in "$WSL"/*; do printf '\\t%s (libc6,x86-64) => %s\\n' "${f##*/}" "$f"; done
+printf '\\tlibc.so.6 (libc6,x86-64, OS ABI: Linux 3.2.0) => /lib/x86_64-linux-gnu/libc.so.6\\n'
+"""
+
+
+def test_driver_hook_finds_wsl2s_driver_through_ldconfig_before_the_usual_folders(
+    tmp_path: Path,
+) -> None:
+    # Stand-ins: a WSL2 driver folder (libcuda and libdxcore, files, not links, as WSL mounts
+    # them) reported by a fake ldconfig, and a Linux driver wrongly installed in the distro.
+    wsl = tmp_path / "usr" / "lib" / "wsl" / "lib"
+    wsl.mkdir(parents=True)
+    for name in ("libcuda.so", "libcuda.so.1", "libcuda.so.1.1", "libdxcore.so", "libnvwgf2umx.so"):
+        (wsl / name).write_text(f"wsl {name}")
+    linux, _ = fake_host(tmp_path)
+    ldconfig = tmp_path / "ldconfig"
+    ldconfig.write_text(FAKE_LDCONFIG)
+    ldconfig.chmod(0o755)
+    script = (
+        f"WSL={wsl} ENVPARITY_LDCONFIG={ldconfig} HOST_DIRS={linux}; "
+        + driver_hook().replace(
+            "in ${ENVPARITY_HOST_LIBS:-", "in ${ENVPARITY_HOST_LIBS:-$HOST_DIRS "
+        )
+        + 'printf %s "$envparity_driver"'
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "ENVPARITY_NIXOS_DRIVER": str(tmp_path / "none"),
+        "WSL": str(wsl),
+    }
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    driver = Path(done.stdout)
+    links = {p.name: os.readlink(p) for p in driver.iterdir()}
+    assert done.stderr == ""
+    assert links["libcuda.so.1"] == str(wsl / "libcuda.so.1")  # WSL's, not the distro's
+    assert links["libdxcore.so"] == str(wsl / "libdxcore.so")  # WSL's libcuda needs it
+    assert "libnvwgf2umx.so" not in links and "libc.so.6" not in links
+    assert links["libnvidia-ml.so.1"] == str(linux / "libnvidia-ml.so.1")  # then the folders
+
+
+def test_driver_hook_on_this_machine_asks_its_real_ldconfig_and_finds_no_driver(
+    tmp_path: Path,
+) -> None:
+    # This machine's /sbin/ldconfig (no NVIDIA driver here) and the usual folders: nothing found.
+    assert Path("/sbin/ldconfig").exists() or Path("/usr/sbin/ldconfig").exists()
+    done = subprocess.run(
+        ["bash", "-c", driver_hook() + 'printf %s "$envparity_driver"'],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "ENVPARITY_NIXOS_DRIVER": str(tmp_path / "none")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert list(Path(done.stdout).iterdir()) == []
+    assert "no NVIDIA driver (libcuda.so.1) found on this machine" in done.stderr
+
+
+def test_hook_points_the_venvs_interpreter_at_the_flakes_python_with_libraries(
+    tmp_path: Path,
+) -> None:
+    hook, _ = hook_project(tmp_path)
+    wrapper = tmp_path / "python-with-libs"
+    wrapper.write_text("#!/bin/sh\n")
+    enter(tmp_path, hook, wrapper=str(wrapper))
+    bin_dir = tmp_path / ".venv" / "bin"
+    assert {n: os.readlink(bin_dir / n) for n in ("python", "python3", "python3.11")} == {
+        n: str(wrapper) for n in ("python", "python3", "python3.11")
+    }
 
 
 def test_hook_installs_the_local_packages_after_the_lock_without_their_dependencies(

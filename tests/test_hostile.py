@@ -665,7 +665,7 @@ class TestBoundedInput:
         ),
         "a 4,000-digit integer": (
             lambda: SPEC_HEAD + "[determinism]\nseed = " + "9" * 4000 + "\n",
-            "determinism.seed: an integer of 4000 digits is outside 0..4294967295",
+            "determinism.seed: an integer of 4000 digits is not between 0 and 4294967295",
         ),
         "a 500,000-character name": (
             lambda: SPEC_HEAD.replace('"hostile"', '"' + "a" * 500_000 + '"'),
@@ -683,7 +683,7 @@ class TestBoundedInput:
         ),
         "a huge array as a string": (
             lambda: SPEC_HEAD.replace('"hostile"', "[" + "1, " * 100_000 + "1]"),
-            "environment.name: expected a string, got array [1, 1, 1, 1, ...]",
+            "environment.name: expected a string, got an array [1, 1, 1, 1, ...]",
         ),
     }
 

@@ -398,18 +398,21 @@ def test_the_cpu_flavor_locks_when_the_cuda_flavor_has_a_compatibility_error(
         "and 13.2"
     )
     assert run(tmp_path, monkeypatch, "lock", "--flavor", "cpu") == 0
-    assert capsys.readouterr().out == "wrote locks/cpu.txt (created)\n"
+    assert capsys.readouterr().out == (
+        "wrote locks/cpu.txt (created)\nwrote locks/pylock.cpu.toml (created)\n"
+    )
     assert run(tmp_path, monkeypatch, "lock", "--flavor", "cu117") == 2
     assert refusal in capsys.readouterr().err
     (tmp_path / "locks/cpu.txt").unlink()
     assert run(tmp_path, monkeypatch, "lock") == 1  # each flavor on its own line, exit 1
     out, err = capsys.readouterr()
-    assert out == "wrote locks/cpu.txt (created)\n"
+    assert out == "wrote locks/cpu.txt (created)\nwrote locks/pylock.cpu.toml (unchanged)\n"
     assert err.startswith(
         "resolving locks/cpu.txt (cpu, x86_64-linux) with uv\n"
+        "writing locks/pylock.cpu.toml (x86_64-linux)\n"
         f"envparity: locks/cu117.txt: not written: {refusal}"
     )
-    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["cpu.txt"]
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["cpu.txt", "pylock.cpu.toml"]
 
 
 def test_a_flavor_that_cannot_resolve_leaves_the_others_written(
@@ -422,7 +425,7 @@ def test_a_flavor_that_cannot_resolve_leaves_the_others_written(
     )
     assert run(tmp_path, monkeypatch, "lock") == 1
     out, err = capsys.readouterr()
-    assert out == "wrote locks/cpu.txt (created)\n"
+    assert out == "wrote locks/cpu.txt (created)\nwrote locks/pylock.cpu.toml (created)\n"
     assert (
         "envparity: error\nlocks/cu130.txt: not written: command failed with exit code 1: uv pip compile"
         in err
@@ -568,6 +571,8 @@ def test_a_local_packages_dependencies_are_locked_and_the_package_is_not(
     assert capsys.readouterr().out == (
         "locks/cpu.txt: stale (environment.toml or a local package's build files changed since "
         "it was locked)\n"
+        "locks/pylock.cpu.toml: stale (environment.toml or a local package's build files "
+        "changed since it was locked)\n"
     )
 
 
@@ -592,8 +597,8 @@ def test_torch_2_2_locks_numpy_1_and_says_why(
     assert header is not None
     assert lock.pinned(header.body)["numpy"] == "1.26.4"
     assert f"    #   -c {lock.CONSTRAINTS_NAME}\n" in header.body  # why numpy is held back
-    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only locks/cpu.txt: missing
-    assert capsys.readouterr().out == "locks/cpu.txt: missing\n"
+    assert run(tmp_path, monkeypatch, "lock", "--check") == 1  # only the cpu flavor: missing
+    assert capsys.readouterr().out == "locks/cpu.txt: missing\nlocks/pylock.cpu.toml: missing\n"
 
 
 def test_a_numpy_2_requirement_beside_torch_2_2_is_refused_before_uv_runs(

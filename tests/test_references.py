@@ -332,7 +332,10 @@ class TestStale:
         ):
             done = envparity(project, "check")
         assert done.returncode == 2
-        assert done.stderr == f"envparity: {meta}: targets: expected an object\n"
+        assert (
+            done.stderr
+            == f"envparity: {meta}: targets: expected a table of tables, got an array []\n"
+        )
 
 
 def test_the_repository_references_are_current() -> None:

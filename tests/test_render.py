@@ -156,6 +156,8 @@ def test_every_spec_renders_all_four_files(rendered: dict[str, Path], name: str)
         expected.add(".env.example")
     if name == "dogfood":  # its [ci] table: the CI workflow
         expected.add(".github/workflows/envparity.yml")
+    if name == "multi-system":  # aarch64-linux: the Apple Silicon configuration too
+        expected |= {".devcontainer/arm64/devcontainer.json", ".devcontainer/arm64/Dockerfile"}
     assert set(generated(rendered[name])) == expected
 
 
@@ -178,10 +180,10 @@ def test_multi_system_flake_has_a_dev_shell_for_each_system(rendered: dict[str, 
     assert shells == {"aarch64-linux": "multi.arch", "x86_64-linux": "multi.arch"}
 
 
-def _shell(folder: Path, attr: str) -> object:
+def _shell(folder: Path, attr: str, shell: str = "default") -> object:
     return real_tools.nix_eval_json(
         "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
-        f".devShells.x86_64-linux.default.{attr}",
+        f".devShells.x86_64-linux.{shell}.{attr}",
         cwd=folder,
     )
 
@@ -193,7 +195,7 @@ def test_cuda_flake_takes_the_split_cuda_packages_and_maps_apt_names(
     # build-essential, git, libgl1, ffmpeg, openssh-client, curl (overridden as itself)
     names = real_tools.nix_eval_json(
         "map (p: p.name) ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
-        ".devShells.x86_64-linux.default.nativeBuildInputs",
+        ".devShells.x86_64-linux.cu128.nativeBuildInputs",
         cwd=rendered["cuda-12.8"],
     )
     assert names == [
@@ -205,29 +207,37 @@ def test_cuda_flake_takes_the_split_cuda_packages_and_maps_apt_names(
 
 
 @pytest.mark.slow
-def test_library_packages_and_nothing_of_cuda_go_on_the_library_path(
+def test_the_shell_library_path_holds_the_driver_alone_and_python_gets_the_libraries(
     rendered: dict[str, Path],
 ) -> None:
-    hook = str(_shell(rendered["cuda-12.8"], "shellHook"))
-    first = hook.splitlines()[0]
-    assert first.startswith("envparity_libs=")
+    # The CUDA shell: only the driver folder on the shell's LD_LIBRARY_PATH; CPU shells: none.
+    hook = str(_shell(rendered["cuda-12.8"], "shellHook", "cu128"))
+    exports = [line.strip() for line in hook.splitlines() if "LD_LIBRARY_PATH=" in line]
+    assert exports == [
+        'export LD_LIBRARY_PATH="$envparity_driver${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"'
+    ]
+    for name in SPECS:
+        cpu_hook = str(_shell(rendered[name], "shellHook", "cpu"))
+        assert "LD_LIBRARY_PATH" not in cpu_hook and "envparity_driver" not in cpu_hook, name
+    # The wheels' libraries are set by the venv's interpreter for itself and its children:
+    # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd).
+    text = str(_shell(rendered["cuda-12.8"], "ENVPARITY_PYTHON_WRAPPER.text", "cpu"))
+    shebang, export, run = text.splitlines()
+    assert (
+        shebang == "#!/bin/bash"
+        and run.startswith('exec -a "$0" /')
+        and run.endswith('-python312/bin/python3.12 "$@"')
+    )
     folders = [  # /nix/store/<hash>-<name>/lib -> <name>/lib
         Path(p).parent.name.split("-", 1)[1] + "/lib"
-        for p in first.removeprefix("envparity_libs=").split(":")
+        for p in export.removeprefix('export LD_LIBRARY_PATH="').split("${")[0].split(":")
     ]
-    # stdenv.cc.cc.lib, zlib, then the apt library packages (ffmpeg, libgl1 -> libglvnd)
     assert folders == [
         "gcc-unwrapped-lib/lib",
         "zlib-lib/lib",
         "ffmpeg-lib/lib",
         "libglvnd-lib/lib",
     ]
-    assert 'export LD_LIBRARY_PATH="$envparity_libs:$envparity_driver${LD_LIBRARY_PATH' in hook
-    cpu_hook = str(_shell(rendered["cpu-minimal"], "shellHook"))
-    assert "envparity_driver" not in cpu_hook
-    assert (
-        'export LD_LIBRARY_PATH="$envparity_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' in cpu_hook
-    )
 
 
 @pytest.mark.slow
@@ -346,7 +356,7 @@ def test_standin_knows_exactly_the_cuda_package_sets_and_pythons_of_the_compat_t
 
 
 BROKEN_FLAKES = {
-    "a misspelt package": ("pkgs.uv", "pkgs.uvv", "attribute 'uvv' missing"),
+    "a misspelt package": ("pkgs.uv\n", "pkgs.uvv\n", "attribute 'uvv' missing"),
     "a CUDA set nixpkgs removed": (
         "cudaPackages_12_8",
         "cudaPackages_12_4",
@@ -423,7 +433,9 @@ def test_render_and_check_warn_about_an_unmapped_system_package(
     assert capsys.readouterr().err == UNMAPPED_WARNING + "render: wrote 3 of 3 generated file(s)\n"
     text = (tmp_path / "flake.nix").read_text(encoding="utf-8")
     assert 'pkgs."libfoo7"' in text and 'pkgs."libsm"' in text  # passed through; mapped
-    libs = 'makeLibraryPath [ pkgs.stdenv.cc.cc.lib pkgs.zlib pkgs."libfoo7" pkgs."libsm" ]'
+    libs = (
+        'pythonWithLibs pkgs python [ pkgs.stdenv.cc.cc.lib pkgs.zlib pkgs."libfoo7" pkgs."libsm" ]'
+    )
     assert libs in text  # lib* names count as libraries
     cli.main(["--spec", str(tmp_path / "environment.toml"), "check"])
     out = capsys.readouterr().out
@@ -543,6 +555,82 @@ def test_a_flake_lock_pointing_at_a_local_nixpkgs_is_reported_with_its_path(
             f"targets.nix.nixpkgs = '{PIN}'; "
         )
     )
+
+
+APPLE_SILICON = CUDA_12_8.replace(
+    'python = "3.12"\n',
+    'python = "3.12"\nsystems = ["x86_64-linux", "aarch64-linux", "aarch64-darwin"]\n',
+    1,
+)
+
+
+@pytest.mark.slow
+def test_apple_silicon_gets_a_linux_arm64_configuration_without_gpu_requests(
+    tmp_path: Path,
+) -> None:
+    folder = render_into(tmp_path, APPLE_SILICON)
+    main = real_tools.validate_devcontainer(folder / ".devcontainer" / "devcontainer.json")
+    arm = real_tools.validate_devcontainer(folder / ".devcontainer" / "arm64" / "devcontainer.json")
+    assert main["hostRequirements"] == {"gpu": True}  # the CUDA flavor, as before
+    assert "hostRequirements" not in arm and not any("gpu" in a for a in arm["runArgs"])
+    assert arm["name"] == "vision_train (arm64, cpu)"
+    assert arm["build"] == {
+        "context": "../../locks",
+        "dockerfile": "Dockerfile",
+        "options": ["--platform=linux/arm64"],
+    }
+    steps = real_tools.dockerfile_instructions(folder / ".devcontainer" / "arm64" / "Dockerfile")
+    copies = [c.value for c in steps if c.cmd.upper() == "COPY" and not c.flags]
+    assert copies == [("cpu-aarch64.txt", "/tmp/envparity-lock.txt")]  # the cpu flavor's arm64 lock
+    labels = real_tools.dockerfile_pairs(
+        folder / ".devcontainer" / "arm64" / "Dockerfile", "LABEL", ["dev.envparity.flavor"]
+    )
+    assert labels == {"dev.envparity.flavor": "cpu"}
+    # the main image takes the CUDA flavor's lock of its machine; no macOS lock goes in
+    main_copies = [
+        c.value
+        for c in real_tools.dockerfile_instructions(folder / ".devcontainer" / "Dockerfile")
+        if c.cmd.upper() == "COPY" and not c.flags
+    ]
+    assert main_copies == [("cu128.txt", "cu128-aarch64.txt", "/tmp/envparity-locks/")]
+    read = real_tools.devcontainer_read_configuration(folder)  # the CLI reads the main one
+    assert read["name"] == "vision_train"
+    real_tools.hadolint(folder / ".devcontainer" / "arm64" / "Dockerfile")
+
+
+@pytest.mark.slow
+def test_compute_capabilities_reach_nixpkgs_and_extension_builds(tmp_path: Path) -> None:
+    assert 'compute_capabilities = ["8.9", "12.0"]' in CUDA_12_8
+    folder = render_into(tmp_path, CUDA_12_8)
+    flake = (folder / "flake.nix").read_text(encoding="utf-8")
+    assert flake.count('cudaCapabilities = [ "8.9" "12.0" ];') == 1  # nixpkgs' config, Linux
+    assert _shell(folder, "TORCH_CUDA_ARCH_LIST", "cu128") == "8.9;12.0"
+    cpu = real_tools.nix_eval_json(
+        "((import ./flake.nix).outputs { self = { }; inherit nixpkgs; })"
+        ".devShells.x86_64-linux.cpu ? TORCH_CUDA_ARCH_LIST",
+        cwd=folder,
+    )
+    assert cpu is False  # the cpu shell builds no CUDA extension
+    real_tools.nix_flake_check(folder)
+
+
+@pytest.mark.slow
+def test_darwin_shells_have_no_cuda_and_no_driver(tmp_path: Path) -> None:
+    folder = render_into(tmp_path, APPLE_SILICON)
+    report = real_tools.nix_flake_check(folder)
+    assert "checking derivation devShells.aarch64-darwin.default" in report
+    shells = real_tools.nix_eval_json(
+        "builtins.mapAttrs (n: s: { inputs = map (p: p.name) s.nativeBuildInputs;"
+        ' hook = s.shellHook or ""; wrapper = s ? ENVPARITY_PYTHON_WRAPPER; })'
+        " ((import ./flake.nix).outputs { self = { }; inherit nixpkgs; }).devShells.aarch64-darwin",
+        cwd=folder,
+    )
+    assert sorted(shells) == ["cpu", "default"]  # no CUDA flavor on macOS; pure once locked
+    for shell in shells.values():
+        assert not any(name.startswith("cuda") for name in shell["inputs"])
+        assert "envparity_driver" not in shell["hook"] and "LD_LIBRARY_PATH" not in shell["hook"]
+        assert shell["wrapper"] is False  # macOS wheels need no library path
+        assert "locks/cpu-aarch64-darwin.txt" in shell["hook"]
 
 
 def test_torch_cuda_arch_list_only_for_a_cuda_devcontainer_with_compute_capabilities() -> None:

@@ -54,15 +54,15 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             MINIMAL + "\n[determinism]\nseed = 'a'\n",
-            "environment.toml: determinism.seed: expected an integer, got string 'a'",
+            "environment.toml: determinism.seed: expected an integer, got a string 'a'",
         ),
         (
             MINIMAL + "\n[determinism]\nseed = true\n",
-            "environment.toml: determinism.seed: expected an integer, got boolean True",
+            "environment.toml: determinism.seed: expected an integer, got a boolean True",
         ),
         (
             MINIMAL + "\n[determinism]\nseed = -1\n",
-            "environment.toml: determinism.seed: -1 is outside 0..4294967295",
+            "environment.toml: determinism.seed: -1 is not between 0 and 4294967295",
         ),
         (
             MINIMAL.replace('"3.11"', '"3"'),
@@ -70,7 +70,7 @@ def test_the_repository_spec_loads() -> None:
         ),
         (
             MINIMAL + "\n[cuda]\nversion = 12.8\n",
-            "environment.toml: cuda.version: expected a string, got float 12.8",
+            "environment.toml: cuda.version: expected a string, got a number 12.8",
         ),
         (
             MINIMAL + "\n[variables]\nPYTHONHASHSEED = '1'\n",
@@ -104,13 +104,34 @@ def test_the_repository_spec_loads() -> None:
             "or an absolute path (no spaces, quotes, '$' or backticks)",
         ),
         (
-            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['x86_64-darwin']\n",
-            "environment.toml: environment.systems[0]: 'x86_64-darwin' is not a supported system "
-            "(supported: x86_64-linux, aarch64-linux)",
+            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['arm64-darwin']\n",
+            "environment.toml: environment.systems[0]: 'arm64-darwin' is not a supported system "
+            "(supported: x86_64-linux, aarch64-linux, aarch64-darwin, x86_64-darwin)",
+        ),
+        (
+            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['aarch64-darwin']\nmacos = '14'\n",
+            "environment.toml: environment.macos: '14' is not a macOS version such as \"14.0\"",
+        ),
+        (
+            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['aarch64-darwin']\n"
+            "[cuda]\nversion = '12.8'\n",
+            "environment.toml: environment.systems: [cuda] needs a Linux system (x86_64-linux or "
+            "aarch64-linux): CUDA flavors are locked for Linux only, macOS has no CUDA",
+        ),
+        (
+            "[environment]\nname = 'x'\npython = '3.11'\nsystems = ['aarch64-darwin']\n"
+            "[targets.devcontainer]\nimage = 'python:3.11'\n",
+            "environment.toml: targets.devcontainer: needs a Linux system in environment.systems: "
+            "a container runs Linux (on Apple Silicon add aarch64-linux, for linux/arm64 images)",
+        ),
+        (
+            MINIMAL + "\n[[index]]\nurl = 'https://x.org/simple'\nsystems = ['aarch64-darwin']\n",
+            "environment.toml: index[0].systems[0]: 'aarch64-darwin' is not in environment.systems "
+            "(x86_64-linux)",
         ),
         (
             "[dependencies]\nnumpy = '>=2'\n",
-            "environment.toml: environment: missing (a table is required)",
+            "environment.toml: environment: missing (expected a table)",
         ),
     ],
 )
@@ -220,6 +241,65 @@ def test_every_shape_pattern_matches_whole_values_in_ascii() -> None:
     assert spec._PYTHON_RE.match("3.11\n") is None
     assert spec._PYTHON_RE.match("3.\u0661\u0661") is None
     assert spec._PYTHON_RE.match("3.11") is not None
+
+
+FLEET = """\
+[environment]
+name = "fleet"
+python = "3.11"
+systems = ["x86_64-linux", "aarch64-linux", "aarch64-darwin"]
+
+[cuda]
+version = "13.0"
+
+[dependencies]
+torch = "==2.13.0"
+
+[[index]]
+url = "https://download.pytorch.org/whl/cpu"
+flavors = ["cpu"]
+systems = ["x86_64-linux", "aarch64-linux"]
+"""
+
+
+def test_a_fleet_spec_locks_cuda_for_linux_only_and_macos_takes_pypi_torch() -> None:
+    s = spec.loads(FLEET)
+    assert s.systems_of("cpu") == ("x86_64-linux", "aarch64-linux", "aarch64-darwin")
+    assert s.systems_of("cu130") == ("x86_64-linux", "aarch64-linux")
+    assert s.environment.macos_target == "14.0"
+    index = s.indexes[0]
+    assert index.applies_to("cpu", "x86_64-linux") and not index.applies_to("cpu", "aarch64-darwin")
+    assert not index.applies_to("cu130", "x86_64-linux")
+
+
+def test_new_keys_left_unset_keep_every_inputs_hash() -> None:
+    # environment.macos and index.systems came later: unset, they are not in to_dict(), so
+    # the inputs hash of every existing lock and generated file stays what it was.
+    data = spec.load(REPO / "environment.toml").to_dict()
+    assert "macos" not in data["environment"]
+    assert all("systems" not in index for index in data["indexes"])
+    assert (
+        spec.loads(
+            FLEET.replace('"aarch64-darwin"]', '"aarch64-darwin"]\nmacos = "15.0"')
+        ).to_dict()["environment"]["macos"]
+        == "15.0"
+    )
+
+
+def test_the_documented_fleet_example_loads_and_locks_what_the_docs_say() -> None:
+    from orchestrator import lock
+
+    text = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
+    example = text.split("## Systems: Linux and macOS in one spec")[1].split("```toml\n")[1]
+    s = spec.loads(example.split("```")[0])
+    assert [t.path for t in lock.lock_targets(s)] + [lock.pylock_path(f) for f in s.flavors] == [
+        "locks/cu130.txt",
+        "locks/cpu.txt",
+        "locks/cpu-aarch64-darwin.txt",
+        "locks/pylock.cu130.toml",
+        "locks/pylock.cpu.toml",
+    ]
+    assert [i.url for i in lock.sources(s, "cpu", "aarch64-darwin")] == []  # PyPI's torch
 
 
 def test_a_dependency_with_a_path_is_a_local_package() -> None:

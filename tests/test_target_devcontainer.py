@@ -730,7 +730,7 @@ class TestDevcontainerSettings:
             ),
             (
                 'install_project = "yes"',
-                "targets.devcontainer.install_project: expected a boolean, got string 'yes'",
+                "targets.devcontainer.install_project: expected a boolean, got a string 'yes'",
             ),
         ],
     )

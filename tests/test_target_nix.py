@@ -15,6 +15,7 @@ that nixpkgs' own python311, uv and CUDA packages do.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,7 +29,7 @@ from orchestrator.render.escape import nix_string
 from orchestrator.spec import load
 from orchestrator.targets.base import Context
 from orchestrator.targets.nix import INSTALL_NIX, NixTarget
-from tests.helpers import REPO, wheel_spec
+from tests.helpers import REPO, mirror, torch_spec, torch_wheel, wheel_spec
 from tests.real_tools import nix_on_path, require
 
 PINNED = "github:NixOS/nixpkgs/c59305bab2065cfecc4944690d9eedbb56f3a9fa"
@@ -52,12 +53,8 @@ STANDIN_FLAKE = """\
 }
 """
 
-STANDIN_LIB = """\
-{
-  genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
-  makeLibraryPath = ps: builtins.concatStringsSep ":" (map (p: "${p.lib or p.out}/lib") ps);
-}
-"""
+# The live stand-in's lib is the structural stand-in's (tests/nix/nixpkgs-standin/lib.nix).
+STANDIN_LIB = (REPO / "tests" / "nix" / "nixpkgs-standin" / "lib.nix").read_text(encoding="utf-8")
 
 # `import nixpkgs { inherit system; }`: only the attributes a CPU-only generated flake uses.
 STANDIN = """\
@@ -85,11 +82,31 @@ in
   _cuda.lib.allowUnfreeCudaPredicate = pkg: true;
   cudaPackages_13_0 = lib.genAttrs [ "cuda_nvcc" "cuda_cudart" "cuda_cccl" "libcublas" "cudnn" ]
     (name: sh "cuda13.0-${{name}}" "mkdir -p $out");
+  # The trivial builders and fetchurl, built for real: runCommand runs its script with bash and
+  # its nativeBuildInputs' bin/ on PATH; fetchurl is Nix's own builtin fetcher (a fixed-output
+  # derivation checked against the sha256), as nixpkgs' fetchurl is a fixed-output one.
+  runtimeShell = "/bin/bash";
+  runCommand = name: env: script: derivation (builtins.removeAttrs env [ "nativeBuildInputs" ] // {{
+    inherit name system script;
+    PATH = builtins.concatStringsSep ":" (map (p: "${{p}}/bin") (env.nativeBuildInputs or [ ])) + ":${{PATH}}";
+    builder = "/bin/bash";
+    args = [ "-c" "eval \\"$script\\"" ];
+  }});
+  writeScript = name: text: derivation {{
+    inherit name system text PATH;
+    builder = "/bin/bash";
+    args = [ "-c" "printf %s \\"$text\\" > $out && chmod +x $out" ];
+  }};
+  writeShellScriptBin = name: text: sh name "mkdir -p $out/bin";
+  fetchurl = {{ url, sha256, name }}: import <nix/fetchurl.nix> {{ inherit url sha256 name; }};
+  nixfmt = sh "nixfmt" "mkdir -p $out/bin";
   # nix develop needs a derivation built by bash that declares its outputs, as nixpkgs' do.
   mkShell = {{ name, packages ? [ ], ... }}@args:
     derivation (builtins.removeAttrs args [ "packages" ] // {{
     inherit system;
     nativeBuildInputs = packages;
+    # as stdenv's setup does: the packages' bin/ first on the shell's PATH
+    PATH = builtins.concatStringsSep ":" (map (p: "${{p}}/bin") packages) + ":${{PATH}}";
     outputs = [ "out" ];
     builder = "/bin/bash";
     args = [ "-c" "echo > $out" ];
@@ -297,6 +314,7 @@ def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_pa
 
     show = 'printf "%s\\n" "$LD_LIBRARY_PATH"; ls .envparity/nix-driver'
     argv = NixTarget(ctx).develop(["sh", "-c", show])
+    argv[argv.index(str(root))] = f"{root}#cu130"  # the CUDA shell (the default one is cpu)
     result = process.run(
         argv,
         extra_env={
@@ -306,13 +324,141 @@ def test_cuda_flake_shell_puts_only_the_host_drivers_libraries_on_the_library_pa
         },
     )
     path, *links = result.stdout.splitlines()[-5:]  # the hook says what it builds on stderr
-    folders = path.split(":")
-    assert [Path(f).parent.name.split("-", 1)[1] for f in folders[:-1]] == [
-        "gcc-unwrapped-lib",
-        "zlib-lib",
-    ]
-    assert folders[-1] == str(root / ".envparity" / "nix-driver")
+    # the driver folder alone: the wheels' libraries are the venv's interpreter's business
+    assert path == str(root / ".envparity" / "nix-driver")
     assert links == [
         "libcuda.so.1", "libcuda.so.580.65.06", "libnvidia-ml.so.1", "libnvidia-ml.so.580.65.06",
     ]  # fmt: skip
     assert str(host) not in path
+
+
+def _locked_flake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec_text: str, *, vendor: bool = False
+) -> tuple[Path, Path]:
+    """(nix's bin folder, project): ``spec_text`` locked by uv and rendered against the live
+    stand-in, in a git repository with its files tracked (``vendor``: with a copy of
+    envparity's ``orchestrator/``, as a project that vendors it has)."""
+    nix = nix_on_path(monkeypatch)
+    monkeypatch.setenv("NIX_CONFIG", "substituters =")
+    standin = _standin(tmp_path / "standin")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "environment.toml").write_text(
+        spec_text.format(nixpkgs=f"path:{standin}"), encoding="utf-8"
+    )
+    spec = load(root / "environment.toml")
+    lock.lock(spec)
+    files.write_all(root, render.render_all(spec))
+    if vendor:
+        shutil.copytree(REPO / "orchestrator", root / "orchestrator",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    git = require("git")
+    process.run([git, "init", "--quiet", str(root)])
+    process.run([git, "-C", str(root), "add", "."])
+    return nix, root
+
+
+PURE_SPEC = """\
+[environment]
+name = "pure-env"
+python = "3.11"
+systems = ["x86_64-linux", "aarch64-darwin"]
+
+[dependencies]
+numpy = "==2.4.6"
+six = "==1.17.0"
+
+[determinism]
+seed = 5
+
+[targets.nix]
+nixpkgs = "{nixpkgs}"
+"""
+
+
+@pytest.mark.slow
+def test_pure_environment_is_built_by_nix_from_the_pylock_with_wheels_nix_fetches_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numpy and six locked by uv against PyPI (real metadata and hashes); Nix fetches each
+    wheel from files.pythonhosted.org itself (fixed-output, the pylock's sha256), the stand-in's
+    runCommand installs them offline with uv into the store, and the flake's checks build."""
+    nix, root = _locked_flake(tmp_path, monkeypatch, PURE_SPEC)
+    flake = ["--extra-experimental-features", "nix-command flakes", "--no-write-lock-file"]
+
+    built = process.run(
+        [str(nix / "nix"), "build", *flake, "--no-link", "--print-out-paths",
+         f"{root}#checks.x86_64-linux.python-cpu", f"{root}#checks.x86_64-linux.locks"],
+        timeout=600,
+    )  # fmt: skip
+    env_out = Path(built.stdout.split()[0])
+    assert (env_out / "pyvenv.cfg").is_file()
+    # The interpreter is the flake's python with the wheels' libraries (a wrapper, in the store)
+    assert os.readlink(env_out / "bin" / "python").endswith("-envparity-python3.11")
+    shown = process.run(
+        [str(env_out / "bin" / "python"), "-c",
+         "import numpy, six, sys; print(numpy.__version__, six.__version__, sys.prefix)"],
+    ).stdout.split()  # fmt: skip
+    assert shown == ["2.4.6", "1.17.0", str(env_out)]
+
+    # The wheels came through Nix's own fetcher, one store path per wheel, named by the pylock.
+    wheels = sorted(p.name.split("-", 1)[1] for p in Path(env_out).parent.glob("*.whl"))
+    assert "six-1.17.0-py2.py3-none-any.whl" in wheels
+    assert "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl" in wheels
+
+    # nix develop .#cpu-pure: the environment's python first on PATH, no network needed.
+    inside = process.run(
+        [str(nix / "nix"), "develop", *flake, f"{root}#cpu-pure", "--command",
+         "python", "-c", "import os, sys; print(sys.prefix, os.environ['PYTHONHASHSEED'])"],
+        timeout=300,
+    ).stdout.split()  # fmt: skip
+    assert inside == [str(env_out), "5"]
+
+    # A lock edited by hand: checks.locks fails, naming it and the fix.
+    pylock_file = root / "locks" / "pylock.cpu.toml"
+    pylock_file.write_text(pylock_file.read_text() + "\n", encoding="utf-8")
+    failed = process.run(
+        [str(nix / "nix"), "build", *flake, "--no-link", f"{root}#checks.x86_64-linux.locks"],
+        check=False,
+        timeout=300,
+    )
+    assert failed.returncode != 0
+    assert (
+        "locks/pylock.cpu.toml: edited by hand since envparity wrote it; run: envparity lock --force"
+        in failed.stderr
+    )
+
+
+# the demo spec that trains (torch from the CPU index, its mirror here), for the flake's checks
+PROBE_SPEC = torch_spec("probe-check", steps=5) + '\n[targets.nix]\nnixpkgs = "{nixpkgs}"\n'
+
+
+@pytest.mark.slow
+def test_the_flakes_probe_check_trains_in_the_pure_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checks.<system>.probe where it can run: a project vendoring envparity's orchestrator/,
+    torch 2.13.0+cpu locked through the CPU index's mirror (the local wheel; the pylock names
+    the index's own URL, which is not reachable here), numpy from PyPI. The mirror for Nix is
+    its store: the wheel is added as the fixed-output path the flake's fetchurl names (same
+    name, same sha256), so Nix takes it from there instead of downloading. Nix builds the pure
+    environment and runs the probe in its sandbox; the fingerprint is the check's output.
+    About 2 minutes cold here (copying torch into the store), seconds when Nix has it."""
+    monkeypatch.setenv("ENVPARITY_MIRRORS", mirror())
+    nix, root = _locked_flake(tmp_path, monkeypatch, PROBE_SPEC, vendor=True)
+    pylock_text = (root / "locks" / "pylock.cpu.toml").read_text(encoding="utf-8")
+    assert "https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-" in pylock_text
+    process.run([str(nix / "nix-store"), "--add-fixed", "sha256", str(torch_wheel())])
+    built = process.run(
+        [str(nix / "nix"), "build", "--extra-experimental-features", "nix-command flakes",
+         "--no-write-lock-file", "--no-link", "--print-out-paths",
+         f"{root}#checks.x86_64-linux.probe"],
+        timeout=900,
+    )  # fmt: skip
+    fingerprint = json.loads(
+        (Path(built.stdout.strip()) / "fingerprint.json").read_text(encoding="utf-8")
+    )
+    env = fingerprint["environment"]
+    assert env["python"]["executable"].endswith("-probe-check-cpu-python/bin/python")
+    assert env["python"]["hash_seed"] == "fixed:0"
+    assert fingerprint["stages"]

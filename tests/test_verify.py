@@ -339,7 +339,7 @@ class TestCachedFingerprints:
             ("", "not JSON: Expecting value"),
             (
                 '{"format": "envparity-fingerprint", "version": 2, "probe": []}',
-                "probe: expected an object",
+                "probe: expected a table, got an array []; and 4 more",
             ),
         ],
         ids=["truncated", "empty", "wrong-type"],

@@ -106,6 +106,13 @@ def _capture(np: Any, torch: Any) -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name: on macOS ``machdep.cpu.brand_string`` ("Apple M2 Pro"), where
+    ``platform.processor()`` says only "arm"; Linux's ``/proc/cpuinfo``; else
+    ``platform.processor()``."""
+    if sys.platform == "darwin":
+        found = sysctl_string("machdep.cpu.brand_string")
+        if found:
+            return found
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -114,6 +121,27 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def sysctl_string(name: str) -> str | None:
+    """A string from the BSD/macOS ``sysctlbyname(3)`` (what ``sysctl -n NAME`` prints), read
+    through ctypes: no subprocess, the standard library only (the probe runs in bare targets).
+    None where the C library has no ``sysctlbyname`` (Linux) or the name is unknown."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        call = libc.sysctlbyname
+    except (OSError, AttributeError):
+        return None
+    size = ctypes.c_size_t(0)
+    if call(name.encode(), None, ctypes.byref(size), None, 0) != 0 or not size.value:
+        return None
+    buffer = ctypes.create_string_buffer(size.value)
+    if call(name.encode(), buffer, ctypes.byref(size), None, 0) != 0:
+        return None
+    return buffer.value.decode("utf-8", "replace").strip() or None
 
 
 def _torch(torch: Any) -> dict[str, Any]:

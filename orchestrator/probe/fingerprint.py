@@ -19,10 +19,23 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, TypeAlias
 
 from orchestrator import files
 from orchestrator.errors import UsageError
+from orchestrator.messages import quote
+from orchestrator.schema import (
+    SCALAR,
+    Item,
+    Reader,
+    at_least,
+    expected,
+    index,
+    join,
+    of,
+    shape,
+    tables,
+)
 
 FORMAT = "envparity-fingerprint"
 VERSION = 2  # 2: `inputs` (code and data files the probe read); readers also take 1
@@ -41,7 +54,7 @@ _HEX_FLOAT = re.compile(r"-?0x[0-9a-f]\.?[0-9a-f]*p[+-][0-9]{1,4}|-?inf|nan")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PROBE_NAME = re.compile(_DOTTED.pattern + ":" + r"[A-Za-z_][A-Za-z0-9_]*")
 _HASH_SEED = re.compile(r"fixed:[0-9]{1,10}|random")
-_DEVICES = ("cpu", "cuda")
+_DEVICES = ("cpu", "cuda", "mps")
 
 
 class FingerprintError(UsageError):
@@ -206,7 +219,7 @@ class Fingerprint:
     probe: str  # "orchestrator.probe.workload:train" or the user's "module:function"
     seed: int
     steps: int
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu", "cuda" or "mps" (Apple GPUs)
     environment: Environment
     stages: Stages
     audit: tuple[str, ...]
@@ -249,266 +262,216 @@ class Fingerprint:
     @classmethod
     def from_dict(cls, data: object, source: str) -> Fingerprint:
         """Validate ``data`` (parsed JSON) against the format; ``FingerprintError`` naming
-        ``source`` and the field at the first problem."""
-        try:
-            return _fingerprint(data, source)
-        except _Bad as bad:
-            raise FingerprintError(f"{printable(source)}: {bad}") from None
+        ``source`` and the key path of every problem, one line each."""
+        return _fingerprint(data, source)
 
 
 # --------------------------------------------------------------------------- validation
 
-
-class _Bad(ValueError):
-    """A field that does not match the format: its dotted name and the problem."""
-
-
-def _fail(where: str, what: str, value: object) -> NoReturn:
-    raise _Bad(f"{where}: expected {what}, got {_brief(value)}")
+_digest = shape(_DIGEST, "a sha256 digest ('sha256:' and 64 hex digits)")
+_hex_float_shape = shape(_HEX_FLOAT, "a float.hex() string")
 
 
-def _brief(value: object) -> str:
-    kind = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-    if isinstance(value, (list, dict)):
-        return kind
-    text = repr(value)
-    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _get(obj: Mapping[str, object], key: str, where: str) -> object:
-    if key not in obj:
-        raise _Bad(f"{where}{key}: missing")
-    return obj[key]
-
-
-def _object(value: object, where: str) -> Mapping[str, object]:
-    if not isinstance(value, dict):
-        _fail(where, "an object", value)
-    return value
-
-
-def _str(value: object, where: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
-    if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
-        _fail(where, what or "a string", value)
-    return value
-
-
-def _int(value: object, where: str, low: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        _fail(where, f"an integer >= {low}", value)
-    return value
-
-
-def _scalar(value: object, where: str) -> Scalar:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    _fail(where, "a string, number, boolean or null", value)
-
-
-def _json(value: object, where: str, depth: int = 0) -> JsonValue:
-    if depth > MAX_DEPTH:
-        raise _Bad(f"{where}: nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, list):
-        return [_json(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _json(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
-    return _scalar(value, where)
-
-
-def _map(value: object, where: str, item: Any) -> dict[str, Any]:
-    """An object whose keys are any strings and whose values pass ``item(value, where)``."""
-    return {k: item(v, f"{where}.{k}") for k, v in _object(value, where).items()}
-
-
-def _digest(value: object, where: str) -> str:
-    return _str(value, where, _DIGEST, "'sha256:' and 64 hex digits")
-
-
-def _hex_float(value: object, where: str) -> str:
-    text = _str(value, where, _HEX_FLOAT, "a float.hex() string")
-    try:
-        float.fromhex(text)
-    except (ValueError, OverflowError):
-        _fail(where, "a float.hex() string", value)
-    return text
-
-
-def _identifier_map(value: object, where: str, item: Any) -> dict[str, Any]:
-    found = _map(value, where, item)
-    for key in found:
-        if not key.isidentifier():
-            raise _Bad(f"{where}: key {key!r} is not an identifier")
-    return found
-
-
-def _list(value: object, where: str, item: Any) -> tuple[Any, ...]:
-    if not isinstance(value, list):
-        _fail(where, "a list", value)
-    return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
-
-
-def _environment(value: object, where: str) -> Environment:
-    env = _object(value, where)
-    p = where + "."
-    py = _object(_get(env, "python", p), p + "python")
-    pp = p + "python."
-    torch = _map(_get(env, "torch", p), p + "torch", _scalar)
-    _str(_get(torch, "version", p + "torch."), p + "torch.version")
-
-    def gpu(value: object, where: str) -> Gpu:
-        g = _object(value, where)
-        return Gpu(
-            name=_str(_get(g, "name", where + "."), where + ".name"),
-            capability=_str(_get(g, "capability", where + "."), where + ".capability"),
-            sm_count=_int(_get(g, "sm_count", where + "."), where + ".sm_count"),
-            memory=_int(_get(g, "memory", where + "."), where + ".memory"),
-        )
-
-    def optional_str(value: object, where: str) -> str | None:
-        return None if value is None else _str(value, where)
-
-    return Environment(
-        python=PythonInfo(
-            version=_str(_get(py, "version", pp), pp + "version"),
-            implementation=_str(_get(py, "implementation", pp), pp + "implementation"),
-            executable=_str(_get(py, "executable", pp), pp + "executable"),
-            hash_seed=_str(
-                _get(py, "hash_seed", pp), pp + "hash_seed", _HASH_SEED, "'fixed:N' or 'random'"
-            ),
-        ),
-        platform=_map(_get(env, "platform", p), p + "platform", _scalar),
-        launch=_map(_get(env, "launch", p), p + "launch", optional_str),
-        numpy=_map(_get(env, "numpy", p), p + "numpy", _scalar),
-        torch=torch,
-        flags=_map(_get(env, "flags", p), p + "flags", _scalar),
-        gpus=_list(_get(env, "gpus", p), p + "gpus", gpu),
-        collect_env=_map(_get(env, "collect_env", p), p + "collect_env", _json),
-        packages=_map(_get(env, "packages", p), p + "packages", _str),
-    )
+def _identifier(key: str) -> str | None:
+    return None if key.isidentifier() else f"{quote(key)} is not an identifier"
 
 
 _OUTPUT_NAME = re.compile(r"[a-z0-9_]+")
 
 
-def _kernel_output(value: object, where: str) -> KernelOutput:
-    o = _object(value, where)
-    w = where + "."
+def _hex_float(text: str) -> str | None:
+    problem = _hex_float_shape(text)
+    if problem is None:
+        try:
+            float.fromhex(text)
+        except (ValueError, OverflowError):  # an exponent past a float's range
+            return f"{quote(text)} is not a float.hex() string"
+    return problem
+
+
+_DIGESTS = of(str, _digest)
+_HEX_FLOATS = of(str, _hex_float)
+_STRINGS = of(str)
+_SCALARS = of(SCALAR)
+
+
+def _json(r: Reader, value: object, path: str, depth: int = 0) -> JsonValue:
+    """A free-form JSON value (collect_env's report): scalars, arrays and tables, at most
+    ``MAX_DEPTH`` levels deep."""
+    if depth > MAX_DEPTH:
+        r.problem(path, f"nested deeper than {MAX_DEPTH} levels")
+        return None
+    if isinstance(value, list):
+        return [_json(r, v, index(path, i), depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _json(r, v, join(path, k), depth + 1) for k, v in value.items()}
+    found: Scalar = r.value(value, path, SCALAR)
+    return found
+
+
+def _gpu(r: Reader, g: dict[str, Any]) -> Gpu:
+    return Gpu(
+        name=r.require(g, "name", "", str),
+        capability=r.require(g, "capability", "", str),
+        sm_count=r.require(g, "sm_count", "", int, check=at_least(0)),
+        memory=r.require(g, "memory", "", int, check=at_least(0)),
+    )
+
+
+def _python(r: Reader, py: dict[str, Any]) -> PythonInfo:
+    return PythonInfo(
+        version=r.require(py, "version", "", str),
+        implementation=r.require(py, "implementation", "", str),
+        executable=r.require(py, "executable", "", str),
+        hash_seed=r.require(
+            py, "hash_seed", "", str, check=shape(_HASH_SEED, "'fixed:N' or 'random'")
+        ),
+    )
+
+
+def _environment(r: Reader, env: dict[str, Any]) -> Environment:
+    torch = r.entries(env, "torch", "", _SCALARS, required=True)
+    if "torch" in env and isinstance(env["torch"], dict):
+        r.get(env["torch"], "version", "torch", str, required=True)
+    python = r.section(env, "python", "", _python, required=True)
+    return Environment(
+        python=python or PythonInfo("", "", "", ""),  # with a problem: never returned
+        platform=r.entries(env, "platform", "", _SCALARS, required=True),
+        launch=r.entries(env, "launch", "", of((str, type(None))), required=True),
+        numpy=r.entries(env, "numpy", "", _SCALARS, required=True),
+        torch=torch,
+        flags=r.entries(env, "flags", "", _SCALARS, required=True),
+        gpus=r.array(env, "gpus", "", tables(_gpu), required=True),
+        collect_env=r.entries(env, "collect_env", "", Item(read=_json), required=True),
+        packages=r.entries(env, "packages", "", _STRINGS, required=True),
+    )
+
+
+def _kernel_output(r: Reader, o: dict[str, Any]) -> KernelOutput:
     return KernelOutput(
-        digest=_digest(_get(o, "digest", w), w + "digest"),
-        dtype=_str(_get(o, "dtype", w), w + "dtype", _DOTTED, "a dtype name"),
-        norm=_hex_float(_get(o, "norm", w), w + "norm"),
+        digest=r.require(o, "digest", "", str, check=_digest),
+        dtype=r.require(o, "dtype", "", str, check=shape(_DOTTED, "a dtype name")),
+        norm=r.require(o, "norm", "", str, check=_hex_float),
     )
 
 
-def _stages(value: object, steps: int) -> Stages:
-    s = _object(value, "stages")
-    w = "stages."
-    outputs = _map(s.get("outputs", {}), w + "outputs", _kernel_output)
-    for name in outputs:
-        if not _OUTPUT_NAME.fullmatch(name):
-            raise _Bad(f"stages.outputs: key {name!r} is not lower-case letters, digits and _")
-    losses = _list(_get(s, "losses", w), w + "losses", _hex_float)
-    data_order = _list(_get(s, "data_order", w), w + "data_order", _digest)
+def _stages(r: Reader, s: dict[str, Any], steps: int | None) -> Stages:
     # data_order is empty when the probe never calls rec.batch (optional), else one per step
-    for key, items in (("losses", losses), ("data_order", data_order)):
+    for key in ("losses", "data_order"):
+        items = s.get(key)
+        if steps is None or not isinstance(items, list):
+            continue  # with a problem of its own
         if len(items) != steps and (key == "losses" or items):
-            raise _Bad(f"stages.{key}: {len(items)} entries but probe.steps is {steps}")
+            r.problem(key, f"{len(items)} entries but probe.steps is {steps}")
+    output_name = shape(_OUTPUT_NAME, "a name of lower-case letters, digits and '_'")
     return Stages(
-        initial_params=_digest(_get(s, "initial_params", w), w + "initial_params"),
-        rng_initial=_identifier_map(_get(s, "rng_initial", w), w + "rng_initial", _digest),
-        data_order=data_order,
-        losses=losses,
-        final_params=_digest(_get(s, "final_params", w), w + "final_params"),
-        metrics=_identifier_map(_get(s, "metrics", w), w + "metrics", _hex_float),
-        rng_final=_identifier_map(_get(s, "rng_final", w), w + "rng_final", _digest),
-        outputs=outputs,
+        initial_params=r.require(s, "initial_params", "", str, check=_digest),
+        rng_initial=r.entries(s, "rng_initial", "", _DIGESTS, required=True, key_check=_identifier),
+        data_order=r.array(s, "data_order", "", _DIGESTS, required=True),
+        losses=r.array(s, "losses", "", _HEX_FLOATS, required=True),
+        final_params=r.require(s, "final_params", "", str, check=_digest),
+        metrics=r.entries(s, "metrics", "", _HEX_FLOATS, required=True, key_check=_identifier),
+        rng_final=r.entries(s, "rng_final", "", _DIGESTS, required=True, key_check=_identifier),
+        outputs=r.entries(s, "outputs", "", tables(_kernel_output), key_check=output_name),
     )
 
 
-def _inputs(value: object) -> Inputs:
-    i = _object(value, "inputs")
-
-    def code_file(value: object, where: str) -> CodeFile:
-        f = _object(value, where)
-        return CodeFile(
-            path=_str(_get(f, "path", where + "."), where + ".path"),
-            sha256=_digest(_get(f, "sha256", where + "."), where + ".sha256"),
-        )
-
-    code = _map(_get(i, "code", "inputs."), "inputs.code", code_file)
-    for name in code:
-        if not _DOTTED.fullmatch(name):
-            raise _Bad(f"inputs.code: key {name!r} is not a module name")
-    return Inputs(code=code, data=_map(_get(i, "data", "inputs."), "inputs.data", _digest))
+def _code_file(r: Reader, f: dict[str, Any]) -> CodeFile:
+    return CodeFile(
+        path=r.require(f, "path", "", str), sha256=r.require(f, "sha256", "", str, check=_digest)
+    )
 
 
-def _header(data: object, source: str) -> Mapping[str, object]:
+def _inputs(r: Reader, i: dict[str, Any]) -> Inputs:
+    module = shape(_DOTTED, "a module name")
+    return Inputs(
+        code=r.entries(i, "code", "", tables(_code_file), required=True, key_check=module),
+        data=r.entries(i, "data", "", _DIGESTS, required=True),
+    )
+
+
+def _header(data: object, source: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FingerprintError(
-            f"{printable(source)}: not an envparity fingerprint (top level is not an object)"
+            f"{printable(source)}: not an envparity {what} ({expected('a table', data)})"
         )
     return data
 
 
+def _done(r: Reader) -> None:
+    """Raise every problem ``r`` found, one line each."""
+    if r.problems:
+        raise FingerprintError("\n".join(str(p) for p in r.problems))
+
+
 def _fingerprint(data: object, source: str) -> Fingerprint:
-    d = _header(data, source)
+    d = _header(data, source, "fingerprint")
     if d.get("format") != FORMAT:
-        raise _Bad(
-            f"not an envparity fingerprint (format is {d.get('format')!r}, expected {FORMAT!r})"
+        raise FingerprintError(
+            f"{printable(source)}: not an envparity fingerprint (format is "
+            f"{quote(d.get('format'))}, expected {FORMAT!r})"
         )
     version = d.get("version")
     if version not in READABLE or isinstance(version, bool):
-        raise _Bad(
-            f"fingerprint version {version!r} is not supported (this envparity reads versions "
-            f"{', '.join(map(str, READABLE))})"
+        raise FingerprintError(
+            f"{printable(source)}: fingerprint version {quote(version)} is not supported (this "
+            f"envparity reads versions {', '.join(map(str, READABLE))})"
         )
-    probe = _object(_get(d, "probe", ""), "probe")
-    w = "probe."
-    steps = _int(_get(probe, "steps", w), w + "steps", low=1)
-    world_size = probe.get("world_size")
-    if world_size is not None:
-        world_size = _int(world_size, w + "world_size", low=1)
-    seconds = d.get("seconds")
-    if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)):
-        _fail("seconds", "a number", seconds)
+    r = Reader(printable(source))
+    probe = r.section(d, "probe", "", _probe, required=True)
+    steps = None if probe is None else probe["steps"]
+    environment = r.section(d, "environment", "", _environment, required=True)
+    stages = r.section(d, "stages", "", lambda r, s: _stages(r, s, steps), required=True)
+    audit = r.array(d, "audit", "", _STRINGS, required=True)
+    inputs = r.section(d, "inputs", "", _inputs, required=True) if version >= 2 else None
+    seconds = r.get(d, "seconds", "", float)
+    _done(r)
+    assert probe is not None and environment is not None and stages is not None
     return Fingerprint(
         source=source,
-        probe=_str(_get(probe, "name", w), w + "name", _PROBE_NAME, "'package.module:function'"),
-        seed=_int(_get(probe, "seed", w), w + "seed"),
-        steps=steps,
-        device=_str(
-            _get(probe, "device", w), w + "device", re.compile("cpu|cuda"), "'cpu' or 'cuda'"
-        ),
-        determinism=_identifier_map(probe.get("determinism", {}), w + "determinism", _scalar),
-        environment=_environment(_get(d, "environment", ""), "environment"),
-        stages=_stages(_get(d, "stages", ""), steps),
-        audit=_list(_get(d, "audit", ""), "audit", _str),
-        inputs=_inputs(_get(d, "inputs", "")) if version >= 2 else Inputs(),
-        seconds=None if seconds is None else float(seconds),
-        world_size=world_size,
+        **probe,
+        environment=environment,
+        stages=stages,
+        audit=audit,
+        inputs=inputs or Inputs(),
+        seconds=seconds,
     )
 
 
+def _probe(r: Reader, p: dict[str, Any]) -> dict[str, Any]:
+    """The ``probe`` table as ``Fingerprint`` fields."""
+    name = shape(_PROBE_NAME, "a probe reference 'package.module:function'")
+    return {
+        "probe": r.require(p, "name", "", str, check=name),
+        "seed": r.require(p, "seed", "", int, check=at_least(0)),
+        "steps": r.require(p, "steps", "", int, check=at_least(1)),
+        "device": r.require(
+            p,
+            "device",
+            "",
+            str,
+            check=lambda d: None if d in _DEVICES else f"{quote(d)} is not 'cpu', 'cuda' or 'mps'",
+        ),
+        "determinism": r.entries(p, "determinism", "", _SCALARS, key_check=_identifier),
+        "world_size": r.get(p, "world_size", "", int, check=at_least(1)),
+    }
+
+
 def capture_from_dict(data: object, source: str) -> Environment:
-    """Validate a capture file's data; ``FingerprintError`` naming ``source`` and the field."""
-    d = _header(data, source)
-    try:
-        if d.get("format") != CAPTURE_FORMAT or d.get("version") != CAPTURE_VERSION:
-            raise _Bad(
-                f"not an envparity capture (format {d.get('format')!r} version "
-                f"{d.get('version')!r}; expected {CAPTURE_FORMAT!r} version {CAPTURE_VERSION})"
-            )
-        return _environment(d, "capture")
-    except _Bad as bad:
-        raise FingerprintError(f"{printable(source)}: {bad}") from None
+    """Validate a capture file's data; ``FingerprintError`` naming ``source`` and every field
+    with a problem."""
+    d = _header(data, source, "capture")
+    if d.get("format") != CAPTURE_FORMAT or d.get("version") != CAPTURE_VERSION:
+        raise FingerprintError(
+            f"{printable(source)}: not an envparity capture (format {quote(d.get('format'))} "
+            f"version {quote(d.get('version'))}; expected {CAPTURE_FORMAT!r} version "
+            f"{CAPTURE_VERSION})"
+        )
+    r = Reader(printable(source))
+    environment = r.nested("capture", lambda inner: _environment(inner, d))
+    _done(r)
+    assert environment is not None
+    return environment
 
 
 # --------------------------------------------------------------------------- files

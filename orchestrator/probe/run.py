@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import platform
 import re
 import sys
 import time
@@ -67,7 +68,9 @@ def resolve(reference: str) -> Callable[[Recorder], None]:
 
 
 def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one: error."""
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one: error;
+    ``mps`` (Apple GPUs, macOS) only when ``torch.backends.mps.is_available()``, never chosen
+    by ``auto``: the fingerprint records the device the probe ran on."""
     import torch
 
     if device == "auto":
@@ -76,6 +79,12 @@ def pick_device(device: str) -> str:
         raise UsageError(
             "--device cuda: torch sees no CUDA device here "
             f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps is not None and mps.is_available()):
+        raise UsageError(
+            "--device mps: torch sees no MPS device here (Apple GPUs, macOS 12.3 or newer; "
+            f"torch {torch.__version__} on {sys.platform} {platform.machine()})"
         )
     return device
 

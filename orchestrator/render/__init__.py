@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from orchestrator import files, lock
 from orchestrator.render.ci import WORKFLOW, render_workflow
-from orchestrator.render.devcontainer import render_devcontainer_json, render_dockerfile
+from orchestrator.render.devcontainer import (
+    ARM64_DIR,
+    render_devcontainer_json,
+    render_dockerfile,
+)
 from orchestrator.render.dotenv import render_dotenv
 from orchestrator.render.flake import render_flake
 from orchestrator.render.gitlab import GITLAB_CI, render_gitlab_ci
@@ -24,6 +28,8 @@ GENERATED = (
     "flake.nix",
     ".devcontainer/devcontainer.json",
     ".devcontainer/Dockerfile",
+    ".devcontainer/arm64/devcontainer.json",
+    ".devcontainer/arm64/Dockerfile",
     ".env.example",
     WORKFLOW,
     GITLAB_CI,
@@ -60,7 +66,10 @@ def render_all(spec: Spec, *, reuse: bool = False) -> list[files.Generated]:
         )
 
     if "nix" in spec.targets:
-        flake_inputs = inputs(_FLAKE_PARTS, "nix")
+        # the flake reads every lock of every flavor and system (its shells and checks)
+        flake_inputs = files.inputs_hash(
+            {"flake": inputs(_FLAKE_PARTS, "nix"), "locks": lock.recorded_contents(spec)}
+        )
         out.append(files.Generated("flake.nix", render_flake(spec), flake_inputs, spec_name=name))
     if "devcontainer" in spec.targets:
         dc_inputs = inputs(_DEVCONTAINER_PARTS, "devcontainer")
@@ -81,6 +90,27 @@ def render_all(spec: Spec, *, reuse: bool = False) -> list[files.Generated]:
                 spec_name=name,
             )
         )
+        if "aarch64-linux" in spec.environment.systems:  # Apple Silicon: linux/arm64, cpu
+            arm_inputs = files.inputs_hash(
+                {"arm64": dc_inputs, "lock": lock.content_digest(spec, "locks/cpu-aarch64.txt")}
+            )
+            out.append(
+                files.Generated(
+                    f"{ARM64_DIR}/devcontainer.json",
+                    render_devcontainer_json(spec, arm64=True),
+                    arm_inputs,
+                    comment="//",
+                    spec_name=name,
+                )
+            )
+            out.append(
+                files.Generated(
+                    f"{ARM64_DIR}/Dockerfile",
+                    render_dockerfile(spec, arm_inputs, arm64=True),
+                    arm_inputs,
+                    spec_name=name,
+                )
+            )
     if spec.variables:
         out.append(
             files.Generated(

@@ -47,33 +47,55 @@ def _target(spec: Spec) -> DevcontainerTarget:
     return t
 
 
-def build_env(spec: Spec) -> dict[str, str]:
+def build_env(spec: Spec, flavor: str | None = None) -> dict[str, str]:
     """Variables for what is compiled inside the container: ``TORCH_CUDA_ARCH_LIST`` from
     ``[cuda] compute_capabilities`` (``"8.9;12.0"``) for a CUDA flavor, so that extensions
     built there (``pip install flash-attn``, ``torch.utils.cpp_extension``) get kernels for
     exactly the spec's GPUs rather than for the GPUs visible where they are built (none, in an
     image build). Empty when the spec lists none. Source: torch/utils/cpp_extension.py
     (``_get_cuda_arch_flags`` reads TORCH_CUDA_ARCH_LIST, entries split on ``;`` or spaces)."""
-    if spec.cuda is None or not spec.flavor_of("devcontainer").startswith("cu"):
+    if spec.cuda is None or not (flavor or spec.flavor_of("devcontainer")).startswith("cu"):
         return {}
     if not spec.cuda.compute_capabilities:
         return {}
     return {"TORCH_CUDA_ARCH_LIST": ";".join(spec.cuda.compute_capabilities)}
 
 
-def container_env(spec: Spec) -> dict[str, str]:
+def container_env(spec: Spec, flavor: str | None = None) -> dict[str, str]:
     """The launch environment and ``build_env``, sorted: the container's variables."""
-    return dict(sorted({**spec.determinism.launch_env(), **build_env(spec)}.items()))
+    return dict(sorted({**spec.determinism.launch_env(), **build_env(spec, flavor)}.items()))
 
 
-def render_devcontainer_json(spec: Spec) -> str:
+# Apple Silicon: a second configuration when the spec has aarch64-linux, for linux/arm64
+# images with the cpu flavor's aarch64 lock and no GPU request (Docker Desktop on a Mac runs
+# arm64 Linux without NVIDIA GPUs). VS Code offers both (.devcontainer/<name>/devcontainer.json).
+ARM64_DIR = ".devcontainer/arm64"
+
+
+def _variant(spec: Spec, arm64: bool) -> tuple[str, list[str]]:
+    """(flavor, Linux systems) a configuration installs: the devcontainer's flavor for every
+    Linux system, or for ``arm64`` the cpu flavor for aarch64-linux alone."""
+    if arm64:
+        return "cpu", ["aarch64-linux"]
+    flavor = spec.flavor_of("devcontainer")
+    return flavor, [s for s in spec.systems_of(flavor) if s.endswith("-linux")]
+
+
+def render_devcontainer_json(spec: Spec, *, arm64: bool = False) -> str:
     t = _target(spec)
+    flavor, _ = _variant(spec, arm64)
+    build: dict[str, object] = {
+        "dockerfile": "Dockerfile",
+        "context": "../../locks" if arm64 else "../locks",
+    }
+    if arm64:
+        build["options"] = ["--platform=linux/arm64"]
     data: dict[str, object] = {
-        "name": spec.environment.name,
+        "name": spec.environment.name + (" (arm64, cpu)" if arm64 else ""),
         # The build context is the locks folder alone: nothing else (caches, data, .env) is
         # sent to the builder, and the image depends on nothing but the lock.
-        "build": {"dockerfile": "Dockerfile", "context": "../locks"},
-        "containerEnv": container_env(spec),
+        "build": build,
+        "containerEnv": container_env(spec, flavor),
         "customizations": {
             "vscode": {
                 "extensions": list(t.extensions),
@@ -85,7 +107,6 @@ def render_devcontainer_json(spec: Spec) -> str:
         "runArgs": [f"--shm-size={t.shm_size}"],
         "updateRemoteUserUID": True,
     }
-    flavor = spec.flavor_of("devcontainer")
     if flavor.startswith("cu"):
         # true, not "optional": without a GPU the CLI still starts the container (on CPU) but
         # says that one was required, which is what a CUDA flavor means.
@@ -113,18 +134,14 @@ def render_devcontainer_json(spec: Spec) -> str:
     return json_text(data)
 
 
-def render_dockerfile(spec: Spec, inputs: str) -> str:
+def render_dockerfile(spec: Spec, inputs: str, *, arm64: bool = False) -> str:
     t = _target(spec)
-    flavor = spec.flavor_of("devcontainer")
-    names = [Path(lock.LockTarget(flavor, system).path).name for system in spec.environment.systems]
+    flavor, systems = _variant(spec, arm64)
+    names = [Path(lock.LockTarget(flavor, system).path).name for system in systems]
     if len(names) == 1:
         copy_lock = [f"COPY {names[0]} {LOCK_IN_IMAGE}"]
     else:  # one lock per system: the build picks its machine's
-        aarch64 = next(
-            n
-            for n, s in zip(names, spec.environment.systems, strict=True)
-            if s.startswith("aarch64")
-        )
+        aarch64 = next(n for n, s in zip(names, systems, strict=True) if s.startswith("aarch64"))
         other = next(n for n in names if n != aarch64)
         copy_lock = [
             f"COPY {' '.join(names)} /tmp/envparity-locks/",
@@ -137,7 +154,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         "ca-certificates",
         *sorted({spec.system.apt.get(p) or APT_NAMES.get(p, p) for p in spec.system.packages}),
     ]
-    env = container_env(spec)
+    env = container_env(spec, flavor)
     sync = [
         "uv",
         "pip",
@@ -145,7 +162,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         "--python",
         f"{VENV}/bin/python",
         "--require-hashes",
-        *lock.install_args(spec, flavor),
+        *lock.install_args(spec, flavor, systems[0]),
         LOCK_IN_IMAGE,
     ]
     user = shell_word(t.user)
@@ -183,7 +200,7 @@ def render_dockerfile(spec: Spec, inputs: str) -> str:
         f'ENV PATH="{VENV}/bin:$PATH"',
         "",
         "# The launch environment: read when Python (or CUDA) starts."
-        if not build_env(spec)
+        if not build_env(spec, flavor)
         else "# The launch environment (read when Python or CUDA starts), and the GPUs that"
         "\n# extensions built here get kernels for (TORCH_CUDA_ARCH_LIST).",
         "ENV " + " \\\n    ".join(f"{k}={dockerfile_string(v)}" for k, v in env.items()),

@@ -65,15 +65,10 @@ class Target(abc.ABC):
 
     @property
     def lock_file(self) -> Path:
-        """The lock this target installs on this machine: its flavor's, for this machine's
-        system when the spec locks it (the aarch64 lock on aarch64), else the first system's."""
-        import platform
-
+        """The lock this target installs on this machine (``lock.local_target``: its flavor's
+        for this machine's system; on a Mac the cpu flavor's)."""
         spec = self.spec
-        systems = spec.environment.systems
-        here = f"{platform.machine()}-linux"
-        target = lock.LockTarget(spec.flavor_of(self.name), here if here in systems else systems[0])
-        return spec.root / target.path
+        return spec.root / lock.local_target(spec, spec.flavor_of(self.name)).path
 
     @property
     def spec(self) -> Spec:

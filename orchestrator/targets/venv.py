@@ -30,6 +30,12 @@ class VenvTarget(Target):
     def flavor(self) -> str:
         return self.ctx.spec.flavor_of("venv")
 
+    @property
+    def _lock_target(self) -> tuple[str, str]:
+        """(flavor, system) of the lock this machine installs (``lock.local_target``)."""
+        target = lock.local_target(self.ctx.spec, self.flavor)
+        return target.flavor, target.system
+
     def key(self) -> str:
         return self._key
 
@@ -41,7 +47,7 @@ class VenvTarget(Target):
             {
                 "lock": files.sha256(self.lock_file.read_text(encoding="utf-8")),
                 "python": interpreter(spec.environment.python),
-                "sources": lock.install_args(spec, self.flavor),
+                "sources": lock.install_args(spec, *self._lock_target),
                 **(
                     {"local": [p.target for p in lock.local_packages(spec, self.flavor)]}
                     if lock.local_packages(spec, self.flavor)
@@ -112,7 +118,7 @@ class VenvTarget(Target):
                     "--python",
                     str(tmp / "bin" / "python"),
                     "--require-hashes",
-                    *lock.source_args(spec, self.flavor),
+                    *lock.source_args(spec, *self._lock_target),
                     str(self.lock_file),
                 ]
             )

@@ -108,8 +108,10 @@ _CATEGORIES = (
     ("launch.GOMP_", "threads"),
     ("launch.TORCH_ALLOW_TF32", "flags"),
     ("platform.cpu_model", "cpu_kernels"),
+    ("platform.machine", "cpu_kernels"),  # x86_64 and arm64 run other kernels
     ("collect_env.cpu_info", "cpu_kernels"),
     ("torch.mkl", "cpu_kernels"),
+    ("torch.blas", "cpu_kernels"),
     ("probe.device", "device"),
     ("gpus", "device"),
     ("torch.cuda", "device"),
@@ -232,7 +234,32 @@ def _device_model(fp: Fingerprint) -> str:
     if fp.device == "cuda":
         names = sorted({g.name for g in fp.environment.gpus})
         return "cuda " + (", ".join(names) or "(unknown GPU)")
+    if fp.device == "mps":  # Apple's GPU: named by its chip
+        return "mps " + str(fp.environment.platform.get("cpu_model") or "(unknown Apple GPU)")
     return "cpu"
+
+
+# torch's build configuration names its BLAS: BLAS_INFO is set by PyTorch's
+# cmake/Modules/FindBLAS.cmake ("mkl", "open" for OpenBLAS, "accelerate" for Apple's
+# Accelerate, "veclib", ...), and torch.__config__.show() prints it; the capture keeps that text.
+_BLAS_NAMES = {"mkl": "MKL", "open": "OpenBLAS", "accelerate": "Accelerate", "veclib": "vecLib"}
+
+
+def blas(fp: Fingerprint) -> str:
+    """The BLAS torch was built with, read from the capture (``torch.config``'s ``BLAS_INFO``):
+    ``MKL``, ``OpenBLAS``, ``Accelerate``, another name as torch gives it, or ``unknown``."""
+    config = str(fp.environment.torch.get("config") or "")
+    start = config.find("BLAS_INFO=")
+    if start < 0:
+        return "unknown"
+    name = config[start + len("BLAS_INFO=") :].split(",")[0].strip()
+    return _BLAS_NAMES.get(name, name or "unknown")
+
+
+def _platform(fp: Fingerprint) -> str:
+    """``Darwin arm64`` / ``Linux x86_64``: the OS and machine the run's capture recorded."""
+    p = fp.environment.platform
+    return f"{p.get('system') or 'unknown OS'} {p.get('machine') or ''}".strip()
 
 
 def _pair(ref: Fingerprint, fp: Fingerprint, tolerances: Tolerances) -> PairVerdict:
@@ -243,6 +270,15 @@ def _pair(ref: Fingerprint, fp: Fingerprint, tolerances: Tolerances) -> PairVerd
         reason = (
             f"different devices ({model_a} vs {model_b}): kernels differ, so bitwise "
             f"equality is not expected; losses compared with rtol={tolerances.cross_device_rtol:g}"
+        )
+    elif _platform(ref) != _platform(fp):  # a Mac and a Linux machine, say: other hardware
+        tol = {"rtol": tolerances.cross_device_rtol, "atol": atol}
+        model = [str(f.environment.platform.get("cpu_model") or "unknown CPU") for f in (ref, fp)]
+        reason = (
+            f"different platforms ({_platform(ref)}, {model[0]}, BLAS {blas(ref)} vs "
+            f"{_platform(fp)}, {model[1]}, BLAS {blas(fp)}): CPU kernels and BLAS differ, so "
+            f"bitwise equality is not expected; losses compared with "
+            f"rtol={tolerances.cross_device_rtol:g}"
         )
     else:
         tol = {"rtol": rtol, "atol": atol}
@@ -426,6 +462,8 @@ def differences_between(ref: Fingerprint, fp: Fingerprint) -> list[Difference]:
         a, b = getattr(ref, what), getattr(fp, what)
         if a != b:
             found.append(Difference(f"probe.{what}", a, b))
+    if blas(ref) != blas(fp):  # named on its own: torch.config's long text hides it
+        found.append(Difference("torch.blas", blas(ref), blas(fp)))
     for key in sorted(set(ref.determinism) | set(fp.determinism)):
         a, b = ref.determinism.get(key), fp.determinism.get(key)
         if a != b:

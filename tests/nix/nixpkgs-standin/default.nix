@@ -17,12 +17,17 @@
 #     "CUDA EULA", and compound licences { licenseType = "compound"; operator; licenses; };
 #   - config may be a function of { pkgs } (how the nixpkgs CUDA docs pass the predicate since
 #     NixOS/nixpkgs#437723);
-#   - pkgs/by-name: libsm, libxext, libxrender, libx11, libxcb, libglvnd, glib, openblas, cacert.
+#   - pkgs/by-name: libsm, libxext, libxrender, libx11, libxcb, libglvnd, glib, openblas, cacert,
+#     nixfmt (pkgs/by-name/ni/nixfmt/package.nix, the RFC-style formatter);
+#   - pkgs/build-support/trivial-builders/default.nix: runCommand name env script, writeScript,
+#     writeShellScriptBin; pkgs/build-support/fetchurl/default.nix: fetchurl { url; sha256; name; }
+#     (a fixed-output derivation); runtimeShell (a bash);
+#   - lib/systems/flake-systems.nix: aarch64-darwin and x86_64-darwin beside the Linux systems.
 { system, config ? { } }:
 let
   lib = import ./lib.nix;
   requiredNix = "2.18";
-  systems = [ "x86_64-linux" "aarch64-linux" ];
+  systems = [ "x86_64-linux" "aarch64-linux" "aarch64-darwin" "x86_64-darwin" ];
   cfg = if builtins.isFunction config then config { pkgs = self; } else config;
   knownConfig = [ "allowUnfree" "allowUnfreePredicate" "cudaSupport" "cudaCapabilities" ];
   unknownConfig = builtins.filter (k: !builtins.elem k knownConfig) (builtins.attrNames cfg);
@@ -120,16 +125,34 @@ let
       args = [ "-c" "echo stand-in > $out" ];
     });
 
+  # trivial builders and fetchurl: derivations never built here (a structural check)
+  runCommand = name: env: script: derivation (env // {
+    inherit name system;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+  });
+  writeScript = name: text: runCommand name { inherit text; } "echo \"$text\" > $out";
+  writeShellScriptBin = name: text: runCommand name { inherit text; } "mkdir -p $out/bin";
+  fetchurl = { url, sha256, name ? baseNameOf url }: derivation {
+    inherit name system url;
+    builder = "/bin/sh";
+    args = [ "-c" "exit 1" ];
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = sha256;
+  };
+
   self = pythons // cuda // named [
     # system packages: every nixpkgs attribute of orchestrator/data/system_packages.toml, and a
     # few more the tests' specs use
     "cacert" "cmake" "curl" "gcc" "git" "git-lfs" "gnumake" "htop" "jq" "ninja"
-    "openssh" "pkg-config" "ripgrep" "tmux" "unzip" "uv" "vim" "wget"
+    "openssh" "pkg-config" "ripgrep" "tmux" "unzip" "uv" "vim" "wget" "nixfmt"
   ] // lib.genAttrs [
     "ffmpeg" "glib" "libglvnd" "libsm" "libsndfile" "libx11" "libxcb" "libxext" "libxrender" "openblas"
     "openssl" "zlib"
   ] (name: package { inherit name; outputs = [ "out" "lib" ]; }) // {
-    inherit lib mkShell;
+    inherit lib mkShell runCommand writeScript writeShellScriptBin fetchurl;
+    runtimeShell = "/bin/bash";
     config = cfg;
     _cuda.lib = { inherit allowUnfreeCudaPredicate; };
     stdenv.cc.cc = package { name = "gcc-unwrapped"; outputs = [ "out" "lib" ]; };
@@ -148,4 +171,8 @@ if !(builtins ? nixVersion) || builtins.compareVersions requiredNix builtins.nix
 else if !builtins.elem system systems then throw "stand-in nixpkgs: unsupported system '${system}'"
 else if unknownConfig != [ ] then
   throw "stand-in nixpkgs: config option(s) ${builtins.concatStringsSep ", " unknownConfig} unknown here"
+# pkgs/top-level/config.nix: cudaCapabilities is a list of strings ("8.9"), as
+# pkgs/development/cuda-modules reads them
+else if cfg ? cudaCapabilities && !(builtins.isList cfg.cudaCapabilities && builtins.all builtins.isString cfg.cudaCapabilities) then
+  throw "stand-in nixpkgs: config.cudaCapabilities must be a list of strings"
 else self
