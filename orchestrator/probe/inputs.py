@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,6 +179,8 @@ _HOOKED = False
 def recording() -> Iterator[_OpenedFiles]:
     """Collect the files opened for reading inside the block, by this process and its forked
     children; ``.paths`` holds them all when the block ends."""
+    import tempfile  # the probe records; check only hashes the probe's code (probe_source)
+
     global _HOOKED
     if not _HOOKED:
         sys.addaudithook(_OPENED.hook)
