@@ -8,26 +8,21 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def run_time(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
 ) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        list(argv),
-        env=None if env is None else {**os.environ, **env},
-        cwd=cwd,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - start
+    """The wall seconds of one run of ``argv`` (``run_wall_cpu``)."""
+    return run_wall_cpu(argv, env=env, cwd=cwd)[0]
 
 
-def interleaved(cases: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+def interleaved(cases: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
     """Run every case once per round, in turn; return each case's timings."""
-    out: dict[str, list[float]] = {name: [] for name in cases}
+    out: dict[str, list[T]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, case in cases.items():
             out[name].append(case())
@@ -41,3 +36,26 @@ def report(title: str, timings: Mapping[str, list[float]], baseline: str) -> Non
     for name, values in timings.items():
         med = statistics.median(values)
         print(f"{name:<44} {med:>9.3f} {min(values):>8.3f} {med / base:>14.2f}")
+
+
+def run_wall_cpu(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``argv``: the CPU time (user + system of it and
+    the processes it waited for) is steadier than wall time on a machine other jobs load,
+    since waiting for a busy core does not count."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(
+        list(argv),
+        env=None if env is None else {**os.environ, **env},
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime

@@ -8,7 +8,6 @@ the project's noxfile does not register (``render.ci.session_problems``) are che
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator import compat, freshness, references
@@ -57,14 +56,11 @@ def check(spec: Spec) -> Report:
     report.lines += pinning_warnings(spec)
     report.lines += [f"warning: {w}" for w in flake_warnings(spec)]
     report.lines += [f"warning: {w}" for w in spec.determinism.warnings()]
-    # loading the project's noxfile (a nox process, when needed) runs beside the rest
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nox-sessions") as pool:
-        pending = pool.submit(_ci_sessions, spec)
-        state = freshness.freshness(spec)
-        # not part of freshness: verify must still run (--record is the fix); judged against
-        # the locks as they are now
-        stale_refs = references.stale(spec)
-        sessions = pending.result()
+    state = freshness.freshness(spec)
+    # not part of freshness: verify must still run (--record is the fix); judged against the
+    # locks as they are now
+    stale_refs = references.stale(spec)
+    sessions = _ci_sessions(spec)  # read from the noxfile; a nox process only when unsure
     report.lines += [d.diff.rstrip("\n") for d in state.drift]
     report.lines += list(state.orphans) + list(state.stale_locks)
     report.lines += stale_refs
@@ -83,7 +79,8 @@ def check(spec: Spec) -> Report:
 
 
 def _ci_sessions(spec: Spec) -> list[str]:
-    """Sessions the CI files on disk call that the noxfile lacks (runs nox only when needed)."""
+    """Sessions the CI files on disk call that the noxfile lacks (``render.ci.session_problems``:
+    the noxfile read with ``ast``, nox run only when that reading is not enough)."""
     if spec.ci is None:
         return []
     from orchestrator.render import CI_FILES

@@ -109,6 +109,24 @@ def read_header(text: str) -> Header | None:
     return None if m is None else Header(m["inputs"], m["content"], lines[2], lines[0])
 
 
+def kept(root: Path, path: str, inputs: str, **header: str) -> Generated | None:
+    """The generated file at ``path`` (under ``root``) as it is on disk, when its header shows
+    that envparity wrote it from ``inputs`` and nobody has edited it since; None when it is
+    missing, edited, written from other inputs or with another first line. ``header``: the
+    ``comment``, ``regenerate`` and ``spec_name`` that ``Generated`` takes.
+
+    It stands for rendering again only where the inputs hash covers everything the body is made
+    of, the renderer's format included (``render.ci``'s ``CI_FORMAT``): ``check`` then reads
+    the CI files instead of importing PyYAML to write them again.
+    """
+    current = read(root / path, path)
+    found = read_header(current) if current else None
+    if found is None or found.inputs != inputs:
+        return None
+    on_disk = Generated(path, found.body, inputs, **header)
+    return on_disk if on_disk.text == current else None
+
+
 class Unreadable(EnvparityError):
     """A file that exists but cannot be read as UTF-8 text (exit 2)."""
 

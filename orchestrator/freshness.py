@@ -1,7 +1,9 @@
 """Is everything current, and does the host conform? The one answer check, doctor and verify use.
 
 Freshness: every lock made from the spec as it is now (``lock.stale_locks``), every generated
-file equal to what ``render`` would write (``files.drift``), no generated file left over from
+file equal to what ``render`` would write (``files.drift``; a CI file whose header records the
+current inputs, ``CI_FORMAT`` among them, and that nobody edited is read back rather than
+rendered: ``render.ci.ci_file``), no generated file left over from
 an earlier spec (a lock of a removed flavor, ``.env.example`` after ``[variables]`` went), and
 a committed ``flake.lock`` locking the nixpkgs the spec pins (``render.flake.flake_lock_drift``).
 ``check`` prints it as diffs (exit 1), ``doctor`` as failures, ``verify`` refuses to start.
@@ -16,10 +18,13 @@ the drift is accepted (``--accept-host-drift``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator import files, lock
-from orchestrator.interpreter import Interpreter
 from orchestrator.spec import Spec
+
+if TYPE_CHECKING:  # check never judges an interpreter: it need not import process/subprocess
+    from orchestrator.interpreter import Interpreter
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def freshness(spec: Spec) -> Freshness:
     from orchestrator import render
     from orchestrator.render.flake import flake_lock_drift
 
-    rendered = render.render_all(spec)
+    rendered = render.render_all(spec, reuse=True)  # CI files made from these inputs: read back
     return Freshness(
         flake_lock=flake_lock_drift(spec) or "",
         stale_locks=tuple(lock.stale_locks(spec)),
@@ -172,10 +177,10 @@ def conformance(spec: Spec, interpreter: Interpreter) -> Conformance:
             mismatched.append(f"{name} is not installed (lock: {version})")
         elif installed != version:
             mismatched.append(f"{name} {installed} installed, lock pins {version}")
-    from packaging.utils import canonicalize_name
+    from orchestrator.names import canonical_name
 
     for package in lock.local_packages(spec, target.flavor):  # the project's own code
-        if str(canonicalize_name(package.name)) not in interpreter.packages:
+        if canonical_name(package.name) not in interpreter.packages:
             mismatched.append(f"{package.name} is not installed (local: {package.target})")
     packages = (
         f"{len(mismatched)} package(s) differ from {target.path}: "

@@ -45,11 +45,11 @@ print(json.dumps({"executable": sys.executable, "version": platform.python_versi
 def _canonical_packages(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """{canonical name: version}; the first of two distributions with one name wins, as
     Python's import system would find it first on ``sys.path``."""
-    from packaging.utils import canonicalize_name
+    from orchestrator.names import canonical_name
 
     out: dict[str, str] = {}
     for name, version in pairs:
-        out.setdefault(str(canonicalize_name(name)), version)
+        out.setdefault(canonical_name(name), version)
     return out
 
 

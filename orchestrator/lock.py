@@ -738,13 +738,13 @@ def _torch_requirement(spec: Spec) -> str:
 
 def pinned(body: str) -> dict[str, str]:
     """{canonical name (PEP 503): version} of every pin in a lock body."""
-    from packaging.utils import canonicalize_name
+    from orchestrator.names import canonical_name
 
     out = {}
     for line in body.splitlines():
         m = _PIN_RE.match(line)
         if m:
-            out[str(canonicalize_name(m[1]))] = m[2]
+            out[canonical_name(m[1])] = m[2]
     return out
 
 

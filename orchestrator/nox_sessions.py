@@ -21,8 +21,9 @@ The sessions run envparity in nox's own interpreter (``venv_backend="none"``: en
 installed beside nox, ``uvx --with 'envparity==0.1.0' nox``) unless ``setup`` is given, which
 then prepares a session virtualenv (this repository installs its lock there).
 
-``registered`` asks nox which of them a noxfile registers (``check`` uses it). nox itself is
-imported by ``register`` only, so that naming and listing sessions stays light.
+``registered`` says which of them a noxfile registers (``check`` uses it): read with ``ast``
+(``noxfile_reader``) when that shows them all, else as ``nox -l --json`` lists them. nox itself
+is imported by ``register`` only, so that naming and listing sessions stays light.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 
 from orchestrator import references
 from orchestrator.errors import ToolError
-from orchestrator.spec import TARGET_NAMES, load
+from orchestrator.spec import SPEC_FILE, TARGET_NAMES, Spec, load
 
 PROBE = "probe"
 VERIFY = "verify"
@@ -48,15 +49,34 @@ def probe_session(target: str) -> str:
     return f"{PROBE}({target})"
 
 
-def registered(noxfile: Path, wanted: Iterable[str]) -> set[str]:
-    """Which of the session names ``wanted`` the noxfile registers, as nox itself lists them
-    (``nox --noxfile NOXFILE -l --json -k ...``, in this interpreter, in the noxfile's folder).
+def probe_targets(spec: Spec) -> list[str]:
+    """The targets ``register`` makes a ``probe(<target>)`` session for, in ``TARGET_NAMES``
+    order."""
+    return [t for t in TARGET_NAMES if t in spec.targets]
+
+
+def session_names(spec: Spec) -> list[str]:
+    """Every session ``register`` registers for ``spec``: ``probe(<target>)``..., ``verify``,
+    ``compare``."""
+    return [*(probe_session(t) for t in probe_targets(spec)), VERIFY, COMPARE]
+
+
+def registered(noxfile: Path, wanted: Iterable[str], spec: Spec | None = None) -> set[str]:
+    """Which of the session names ``wanted`` the noxfile registers.
+
+    Read without running it (``noxfile_reader.read``: ``register(...)`` calls, whose sessions
+    come from the spec they name, reusing ``spec`` when it is that file, and ``@nox.session``
+    functions) when the reading shows every one of ``wanted``; else as nox itself lists them
+    (``nox --noxfile NOXFILE -l --json -k ...``, in this interpreter, in the noxfile's folder),
+    which is the answer whenever one seems missing.
 
     Raises ``ToolError`` (with nox's last line) when nox cannot load the noxfile.
     """
+    wanted = set(wanted)
+    if wanted <= _read_statically(noxfile, spec):
+        return wanted
     from orchestrator import process
 
-    wanted = set(wanted)
     words = sorted({name.split("(")[0] for name in wanted})
     done = process.run(
         [
@@ -84,8 +104,28 @@ def registered(noxfile: Path, wanted: Iterable[str]) -> set[str]:
     return {str(entry.get("session")) for entry in listed if isinstance(entry, dict)} & wanted
 
 
+def _read_statically(noxfile: Path, spec: Spec | None) -> set[str]:
+    """The sessions ``noxfile_reader`` vouches for (empty when it cannot read the file)."""
+    from orchestrator import noxfile_reader
+    from orchestrator.errors import EnvparityError
+
+    reading = noxfile_reader.read(noxfile, SPEC_FILE)
+    if reading is None:
+        return set()
+    found = set(reading.sessions)
+    for path in reading.specs:
+        if spec is not None and path == spec.path.resolve():
+            found.update(session_names(spec))
+            continue
+        try:
+            found.update(session_names(load(path)))
+        except EnvparityError:  # nox's load would fail as well: nox says how
+            continue
+    return found
+
+
 def register(
-    spec_file: str | Path = "environment.toml",
+    spec_file: str | Path = SPEC_FILE,
     *,
     setup: Callable[[Any], None] | None = None,
     python: str | None = None,
@@ -101,7 +141,7 @@ def register(
 
     spec = load(spec_file)
     spec_arg = str(spec_file)
-    targets = [t for t in TARGET_NAMES if t in spec.targets]
+    targets = probe_targets(spec)
     backend = None if setup else "none"
     py = (python or spec.environment.python_minor) if setup else None
 

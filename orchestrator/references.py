@@ -39,6 +39,7 @@ from typing import Any
 
 from orchestrator import files, lock
 from orchestrator.messages import quote
+from orchestrator.names import canonical_name
 from orchestrator.probe import fingerprint, inputs
 from orchestrator.probe.fingerprint import Fingerprint, FingerprintError
 from orchestrator.schema import Reader, expected, tables
@@ -157,12 +158,6 @@ def stale_reason(spec: Spec, ref: Reference) -> str | None:
     return None
 
 
-def _canonical(name: str) -> str:
-    from packaging.utils import canonicalize_name
-
-    return str(canonicalize_name(name))
-
-
 def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     """``"numpy 2.4.6 (the reference ran with 2.4.5)"`` for each package of the reference's
     run that the lock at ``lock_path`` now pins at another version; [] when none (or no lock)."""
@@ -172,7 +167,7 @@ def changed_pins(spec: Spec, ref: Reference, lock_path: str) -> list[str]:
     header = files.read_header(text)
     pins = lock.pinned(header.body if header else text)
     had = {
-        _canonical(name): str(version)
+        canonical_name(name): str(version)
         for name, version in ref.fingerprint.environment.packages.items()
     }
     return [

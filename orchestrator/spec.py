@@ -364,9 +364,9 @@ def _jsonable(value: object) -> object:
 
 
 def _canonical(name: str) -> str:
-    from packaging.utils import canonicalize_name  # imported when names are compared
+    from orchestrator.names import canonical_name  # not packaging.utils: see names.py
 
-    return str(canonicalize_name(name))
+    return canonical_name(name)
 
 
 # --------------------------------------------------------------------------- loading

@@ -217,16 +217,19 @@ def test_check_refuses_an_impossible_combination_with_exit_2(
 def test_check_imports_only_what_checking_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """check (the pre-commit hook) imports neither torch, numpy, rich, PyYAML nor the verdict
-    package; PyYAML only to render a [ci] workflow it compares, as this repository's spec has
-    (the time it takes: bench/bench_check.py)."""
+    """check (the pre-commit hook) imports neither torch, numpy, rich, PyYAML, nox nor the
+    verdict package, and starts no process, also on this repository, whose spec has [ci]: its
+    CI file is read back, not rendered (render.ci.ci_file), and its own noxfile is read, not
+    loaded by nox (noxfile_reader). The time it takes: bench/bench_check.py."""
     code = (
-        "import sys; from orchestrator import cli; rc = cli.main(['check']);"
-        "heavy = ('torch', 'numpy', 'rich', 'yaml', 'orchestrator.verdict');"
-        "print(rc, [m for m in heavy if m in sys.modules])"
+        "import sys; processes = [];"
+        "sys.addaudithook(lambda e, a: processes.append(a[1]) if e == 'subprocess.Popen' else 0);"
+        "from orchestrator import cli; rc = cli.main(['check']);"
+        "heavy = ('torch', 'numpy', 'rich', 'yaml', 'nox', 'orchestrator.verdict');"
+        "print(rc, [m for m in heavy if m in sys.modules], processes)"
     )
     project(tmp_path, monkeypatch)
-    for folder, seen in ((tmp_path, "0 []"), (REPO, "0 ['yaml']")):
+    for folder, seen in ((tmp_path, "0 [] []"), (REPO, "0 [] []")):
         done = subprocess.run(
             [sys.executable, "-c", code], cwd=folder, capture_output=True, text=True
         )

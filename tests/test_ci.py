@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from orchestrator import check as check_module
-from orchestrator import process
+from orchestrator import files, process
 from orchestrator.errors import UsageError
 from orchestrator.render import ci, gitlab
 from orchestrator.spec import UNPINNED_ADVICE, load, loads
@@ -76,6 +76,15 @@ gpu_runner_labels = ["self-hosted", "linux", "gpu"]
 providers = ["github", "gitlab"]
 """
 GPU = ["self-hosted", "linux", "gpu"]
+# The bodies render writes for SMALL and FULL, by CI_FORMAT (TestDrift explains why).
+CI_BODIES = {
+    2: {
+        "small github": "4f9bb87a0464de09c0b3fef695a32fe3a66fc3fa856f56646ad1f602989efcf5",
+        "small gitlab": "86d97071495465d7adbed609432ae058c123502c971039e4beaac2625e18e6f9",
+        "full github": "63e1f68ce41babb96b7c4c3696fc5704961a11555d8c6a23287693dac39e3af1",
+        "full gitlab": "6c83fed1db9280aa303c8b301267dbf5e5436f7dc6e4386b1705f4066f3bf497",
+    }
+}
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -396,7 +405,7 @@ class TestInstallSource:
         spec_path = project / "environment.toml"
         spec_path.write_text(SMALL.replace('envparity = "envparity==0.1.0"\n', ""))
         monkeypatch.setattr(ci, "running_source", lambda name: "envparity==0.1.0")
-        from orchestrator import files, render
+        from orchestrator import render
 
         files.write_all(project, render.render_all(load(spec_path)))
         assert check_module.check(load(spec_path)).exit_code == 0
@@ -412,6 +421,7 @@ class TestInstallSource:
 # --------------------------------------------------------------------------- the sessions
 
 
+IMPORT_REGISTER = "from orchestrator.nox_sessions import register\n\n"
 OWN_NOXFILE = """\
 import nox
 
@@ -459,6 +469,28 @@ class TestSessionsExist:
         )
         done = envparity(project, "check")
         assert done.returncode == 0, done.stdout + done.stderr
+
+    def test_a_noxfile_that_registers_at_run_time_is_loaded_by_nox(
+        self, small: Path, tmp_path: Path
+    ) -> None:
+        """The static reading (noxfile_reader) cannot see a register() in a loop, nor a session
+        missing from one: nox lists them, and check names what is missing."""
+        project = copy_of(small, tmp_path)
+        dynamic = (
+            OWN_NOXFILE.replace("compare", "lint")
+            + IMPORT_REGISTER
+            + "for spec in ['environment.toml']:\n    register(spec)\n"
+        )
+        (project / "noxfile.py").write_text(dynamic)
+        done = envparity(project, "check")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (project / "noxfile.py").write_text(dynamic.replace("register(spec)", "pass"))
+        done = envparity(project, "check")
+        assert done.returncode == 1
+        assert done.stdout.startswith(
+            "noxfile.py: does not register the nox session(s) probe(venv), compare that "
+            ".github/workflows/envparity.yml calls;"
+        ), done.stdout
 
     def test_a_noxfile_nox_cannot_load_fails_check_with_its_error(
         self, small: Path, tmp_path: Path
@@ -620,6 +652,41 @@ class TestDrift:
         again = envparity(project, "ci", "github")
         assert again.returncode == 2
         assert f"{ci.WORKFLOW}: edited by hand since envparity wrote it" in again.stderr
+
+    def test_check_reads_a_current_workflow_back_and_renders_an_edited_one(
+        self, small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A workflow whose header records the current inputs (CI_FORMAT among them) and that
+        nobody edited is what render would write again: check reads it (no PyYAML); an edited
+        one it renders, to show the diff."""
+        project = copy_of(small, tmp_path)
+        dumped: list[dict[str, Any]] = []
+        real_dump = ci.dump
+        monkeypatch.setattr(ci, "dump", lambda data: dumped.append(data) or real_dump(data))
+        assert check_module.check(load(project / "environment.toml")).exit_code == 0
+        assert dumped == []
+        workflow = project / ci.WORKFLOW
+        workflow.write_text(workflow.read_text().replace("fail-fast: false", "fail-fast: true"))
+        report = check_module.check(load(project / "environment.toml"))
+        assert report.exit_code == 1 and len(dumped) == 1
+        assert "-      fail-fast: true\n+      fail-fast: false" in "\n".join(report.lines)
+
+    def test_what_the_ci_files_hold_is_pinned_to_ci_format(self, tmp_path: Path) -> None:
+        """check takes a CI file made from the current inputs as current without rendering it
+        (files.kept), so a change to what the renderers write must bump CI_FORMAT, which is
+        part of those inputs; then record the new digests here."""
+        got = {}
+        for name, text in (("small", SMALL), ("full", FULL)):
+            spec = loads(text, path=tmp_path / "environment.toml")
+            for provider, render in (
+                ("github", ci.render_workflow),
+                ("gitlab", gitlab.render_gitlab_ci),
+            ):
+                got[f"{name} {provider}"] = files.sha256(render(spec).body)
+        assert got == CI_BODIES.get(ci.CI_FORMAT), (
+            "what the CI renderers write changed: bump CI_FORMAT in orchestrator/render/ci.py "
+            f"and record these digests under it in CI_BODIES: {got}"
+        )
 
     def test_a_spec_change_makes_it_stale_and_removing_ci_removes_it(
         self, small: Path, tmp_path: Path

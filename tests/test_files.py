@@ -376,3 +376,20 @@ class TestFilesFromEarlierVersions:
         f = files.Generated("flake.nix", "{ }\n", "a" * 64)
         header = files.read_header(self.legacy(f, "# my own flake"))
         assert header is not None and header.hand_edited
+
+
+def test_kept_reads_back_only_an_unedited_file_made_from_the_same_inputs(tmp_path: Path) -> None:
+    """``files.kept``: the file on disk stands for rendering again only when its header records
+    these inputs, its first line is the one envparity writes, and no line was edited."""
+    made = files.Generated("ci.yml", "jobs: {}\n", "a" * 64, regenerate="envparity ci github")
+    header = {"regenerate": "envparity ci github", "spec_name": "environment.toml"}
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, **header) is None  # missing
+    (tmp_path / "ci.yml").write_text(made.text)
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, **header) == made
+    assert files.kept(tmp_path, "ci.yml", "b" * 64, **header) is None  # other inputs
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, regenerate="envparity render") is None
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, **{**header, "spec_name": "x.toml"}) is None
+    (tmp_path / "ci.yml").write_text(made.text.replace("{}", "{ a: 1 }"))
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, **header) is None  # edited by hand
+    (tmp_path / "ci.yml").write_text("jobs: {}\n")
+    assert files.kept(tmp_path, "ci.yml", "a" * 64, **header) is None  # no header

@@ -34,6 +34,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "orchestrator.files",
             "orchestrator.tolerances",
             "orchestrator.determinism_settings",
+            "orchestrator.noxfile_reader",
+            "orchestrator.names",
         ),
     ),
     (

@@ -26,10 +26,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
-from packaging.utils import canonicalize_name
 
 from orchestrator import spec as specs
 from orchestrator.errors import Problem
+from orchestrator.names import canonical_name
 from orchestrator.spec import Dependency, LocalPackage
 
 _PYTORCH_INDEX_RE = re.compile(
@@ -69,8 +69,8 @@ TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio"})
 
 
 def canonical(name: str) -> str:
-    """The one normalised form of a package name (PEP 503, via packaging)."""
-    return str(canonicalize_name(name))
+    """The one normalised form of a package name (PEP 503: ``names.canonical_name``)."""
+    return canonical_name(name)
 
 
 def cuda_of_tag(tag: str) -> str:

@@ -36,7 +36,6 @@ import functools
 import hashlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -243,6 +242,8 @@ def _wrapping_starts(spill: str | None) -> Iterator[None]:
 def recording() -> Iterator[_OpenedFiles]:
     """Collect the files opened for reading inside the block, by this process and its
     children (forked, spawned, forkserver); ``.paths`` holds them all when the block ends."""
+    import tempfile  # the probe records; check only hashes the probe's code (probe_source)
+
     _hook()
     try:
         fd, spill = tempfile.mkstemp(prefix="envparity-opened-", suffix=".txt")

@@ -1,7 +1,10 @@
 """Rendering is pure: ``render_all(spec) -> [Generated]``; ``orchestrator.files`` writes them.
 
 Each file's recorded inputs hash covers the spec parts it is made from and the content of the
-lock it installs, so editing an unrelated part of the spec leaves it untouched.
+lock it installs, so editing an unrelated part of the spec leaves it untouched. Freshness
+(check, doctor, verify) asks for ``reuse=True``: a CI file whose header records the current
+inputs and that nobody edited is read back instead of rendered (``render.ci.ci_file``), which
+keeps PyYAML out of ``check``.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ _DEVCONTAINER_PARTS = ("environment", "cuda", "indexes", "system", "determinism"
 _DOTENV_PARTS = ("variables",)
 
 
-def render_all(spec: Spec) -> list[files.Generated]:
-    """Every generated file of the spec (locks excluded: ``envparity lock`` writes those)."""
+def render_all(spec: Spec, *, reuse: bool = False) -> list[files.Generated]:
+    """Every generated file of the spec (locks excluded: ``envparity lock`` writes those);
+    ``reuse``: CI files made from the current inputs are read from disk (see above)."""
     name = spec.path.name
     out: list[files.Generated] = []
     data = spec.to_dict()
@@ -113,17 +117,19 @@ def render_all(spec: Spec) -> list[files.Generated]:
                 ".env.example", render_dotenv(spec), inputs(_DOTENV_PARTS), spec_name=name
             )
         )
-    out += render_ci(spec)
+    out += render_ci(spec, reuse=reuse)
     if generated_noxfile(spec):  # the sessions the CI jobs call, unless the project has its own
         out.append(render_noxfile(spec))
     return out
 
 
-def render_ci(spec: Spec, providers: tuple[str, ...] | None = None) -> list[files.Generated]:
+def render_ci(
+    spec: Spec, providers: tuple[str, ...] | None = None, *, reuse: bool = False
+) -> list[files.Generated]:
     """The CI files of ``providers`` (default: ``[ci] providers``; none without ``[ci]``)."""
     if spec.ci is None:
         return []
-    return [_CI_RENDERERS[p](spec) for p in (providers or spec.ci.providers)]
+    return [_CI_RENDERERS[p](spec, reuse=reuse) for p in (providers or spec.ci.providers)]
 
 
 def orphans(spec: Spec, rendered: list[files.Generated]) -> list[str]:

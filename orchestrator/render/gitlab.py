@@ -118,6 +118,6 @@ def gitlab_ci(spec: Spec, source: str | None = None) -> dict[str, Any]:
     return out
 
 
-def render_gitlab_ci(spec: Spec) -> files.Generated:
-    """``.gitlab-ci.yml`` with envparity's header."""
-    return ci_file(spec, GITLAB_CI, gitlab_ci, "gitlab")
+def render_gitlab_ci(spec: Spec, *, reuse: bool = False) -> files.Generated:
+    """``.gitlab-ci.yml`` with envparity's header (``reuse``: ``render.ci.ci_file``)."""
+    return ci_file(spec, GITLAB_CI, gitlab_ci, "gitlab", reuse=reuse)
