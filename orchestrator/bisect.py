@@ -441,18 +441,9 @@ class LocalRunner:
         process.run(["uv", "venv", "--quiet", "--python", self.python, str(folder)])
         python = str(folder / "bin" / "python")
         pins = [f"{n}=={v}" for n, v in sorted(packages.items()) if n not in _NOT_HYBRID]
+        install = ["uv", "pip", "install", "--quiet", "--no-deps", "--python", python]
         process.run(
-            [
-                "uv",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--python",
-                python,
-                *self.sources,
-                *pins,
-            ],
+            [*install, *self.sources, *pins],
             timeout=self.timeout,
         )
         return python

@@ -644,10 +644,10 @@ def test_the_recorders_defaults_are_the_specs() -> None:
             ["--out", "{tmp}/a/b.json"],
             "{tmp}/a/b.json: cannot write: folder {tmp}/a does not exist",
         ),
-        (["--out", "{tmp}/x.json", "--seed", "-1"], "--seed -1: outside 0..4294967295"),
+        (["--out", "{tmp}/x.json", "--seed", "-1"], "--seed -1: not between 0 and 4294967295"),
         (
             ["--out", "{tmp}/x.json", "--seed", "4294967296"],
-            "--seed 4294967296: outside 0..4294967295",
+            "--seed 4294967296: not between 0 and 4294967295",
         ),
         (["--out", "{tmp}/x.json", "--steps", "0"], "--steps 0: not between 1 and 100000"),
         (
