@@ -99,7 +99,7 @@ def render_report(spec: Spec, jobs: list[JobRuns], against: ReferenceReport) -> 
         if len(fps) < 2:
             return None, "one run: nothing to compare it with in this job"
         try:
-            return compare(fps, v.tolerances), ""
+            return compare(fps, v.tolerances, repeats=True), ""  # one job's runs: repeats
         except UsageError as exc:  # another probe or step count
             return None, str(exc)
 

@@ -226,6 +226,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     fingerprint.write(out, fp.to_dict())
     for finding in fp.audit:
         _err(f"audit: {finding}")
+    if fp.inputs.outside:
+        from orchestrator.probe.inputs import outside_note
+
+        _err(f"note: {fingerprint.printable(outside_note(fp.inputs.outside))}")
     print(
         f"wrote {out}: {fp.probe} seed {fp.seed}, {fp.steps} steps on {fp.device}, "
         f"last loss {fp.losses[-1]!r}, {fp.seconds or 0.0:.2f} s"
@@ -305,6 +309,31 @@ def _compare_with_references(
     return 1 if report.problems else 0
 
 
+def _check_budget(verb: str, budget: float | None) -> None:
+    if budget is not None and not budget > 0:  # also refuses nan
+        raise UsageError(f"{verb} --budget {budget}: not a number of seconds above 0")
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator import bisect, spec
+
+    _check_budget("bisect", args.budget)
+    path = Path(args.spec or spec.SPEC_FILE)
+    loaded = spec.load(path) if args.spec or path.is_file() else None
+
+    def step(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = bisect.bisect(args.a, args.b, spec=loaded, budget=args.budget, progress=step)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        _print_lines(report.lines(), style="red" if report.exit_code else "green")
+    return report.exit_code
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from orchestrator import files
     from orchestrator.probe import capture, fingerprint
@@ -367,6 +396,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from orchestrator import files, report, verify
 
+    _check_budget("verify", args.budget)
+    if args.budget is not None and not args.bisect:
+        raise UsageError("verify --budget: applies to --bisect, which was not given")
     if args.report:
         files.check_output(Path(args.report))  # no link, device or folder: before the work
     if args.out:
@@ -409,7 +441,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         if started:
             progress.stop()
-    report.print_table(result, _console())
+    bisections = {}
+    if args.bisect:  # each diverged pair, by experiment (orchestrator.bisect)
+        from orchestrator import bisect
+
+        bisections = bisect.after_verify(result, budget=args.budget, progress=step)
+    report.print_table(result, _console(), bisections)
     for path in result.recorded:
         print(f"recorded {path.relative_to(spec.root)}")
     if result.references is not None:
@@ -418,7 +455,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     html_path = Path(args.report) if args.report else spec.root / ".envparity" / "report.html"
     if not args.report:
         verify.make_cache(html_path.parent)
-    files.atomic_write(html_path, report.render_html(result))
+    files.atomic_write(html_path, report.render_html(result, bisections))
     print(f"report: {html_path}")
     return result.exit_code
 
@@ -532,6 +569,19 @@ def build_parser() -> argparse.ArgumentParser:
         "as references to DIR/fingerprints/<class>/ (to commit)",
     )
 
+    p = verb(
+        "bisect",
+        cmd_bisect,
+        "experiments that prove which captured differences make A's results B's: "
+        "0 concluded, 1 unresolved",
+    )
+    p.add_argument("a", metavar="A", help="a fingerprint file, or a target of the spec")
+    p.add_argument("b", metavar="B", help="a fingerprint file, or a target of the spec")
+    p.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="start no experiment after"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     p = verb("capture", cmd_capture, "capture this environment to FILE")
     p.add_argument("--out", required=True, metavar="FILE")
 
@@ -566,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="also copy each run's fingerprint to DIR")
     p.add_argument("--sequential", action="store_true", help="provision one target after another")
+    p.add_argument(
+        "--bisect",
+        action="store_true",
+        help="run envparity bisect on each diverged pair: causes marked proven or likely",
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="with --bisect: per pair"
+    )
 
     p = verb("ci", cmd_ci, "write a CI workflow from the spec's [ci] table")
     p.add_argument("provider", choices=("github", "gitlab"))

@@ -106,7 +106,7 @@ def seed_everything(
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(s.seed)
         settings["torch.cuda.manual_seed_all"] = s.seed
-    torch.use_deterministic_algorithms(s.deterministic, warn_only=s.warn_only)
+    use_deterministic_algorithms(torch, s.deterministic, warn_only=s.warn_only)
     settings["torch.use_deterministic_algorithms"] = s.deterministic_algorithms
     torch.backends.cudnn.deterministic = s.deterministic
     settings["torch.backends.cudnn.deterministic"] = s.deterministic
@@ -117,6 +117,55 @@ def seed_everything(
         torch.set_num_threads(s.threads)
         settings["torch.set_num_threads"] = s.threads
     return SeedReport(seed=s.seed, settings=settings, numpy_generator=generator)
+
+
+_INDUCTOR_CONFIG = "torch._inductor.config"
+
+
+def use_deterministic_algorithms(torch: Any, mode: bool, *, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)``, without its import cost.
+
+    torch's function (torch >= 2.5, ``torch/__init__.py``) also sets Inductor's
+    ``torch._inductor.config.deterministic = mode``, importing ``torch._inductor`` (and
+    ``torch._dynamo``, sympy, ...) to do it: 1.3-2.4 s here, more than training the probe. When
+    Inductor is not imported yet, this sets the global flag alone
+    (``torch._C._set_deterministic_algorithms``) and hands Inductor the same value when it
+    is first imported (``_InductorDeterminism``), so a later ``torch.compile`` sees what
+    torch's own function would have set. Where Inductor is already imported, or this torch
+    lacks the private setter, torch's function runs as it is.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if _INDUCTOR_CONFIG in sys.modules or setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    setter(mode, warn_only=warn_only)
+    if not any(isinstance(f, _InductorDeterminism) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InductorDeterminism())
+
+
+class _InductorDeterminism:
+    """An import hook (``sys.meta_path``, PEP 451) that, when ``torch._inductor.config`` is
+    first imported, sets its ``deterministic`` to torch's global flag at that moment, as
+    ``torch.use_deterministic_algorithms`` would have; then it removes itself."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != _INDUCTOR_CONFIG:
+            return None
+        import importlib.machinery
+
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            torch = sys.modules["torch"]
+            module.deterministic = bool(torch.are_deterministic_algorithms_enabled())
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def _set_tf32(torch: Any, tf32: bool) -> dict[str, object]:

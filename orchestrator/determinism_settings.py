@@ -29,7 +29,8 @@ Stdlib only, and no import of torch: the probe imports this in bare target envir
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,9 +62,24 @@ def mode_word(mode: DeterministicMode) -> str:
     return mode if isinstance(mode, str) else str(mode).lower()
 
 
+# How rec.determinism was used before it became DeterminismSettings (a dict of these flags):
+# ``seed_everything(rec.seed, **rec.determinism)``, documented until 2026-11-30.
+_OLD_FORM = (
+    "rec.determinism as a mapping (seed_everything(rec.seed, **rec.determinism), "
+    "rec.determinism['threads']) is deprecated: pass the value itself, "
+    "seed_everything(rec.determinism), and read its attributes (rec.determinism.threads)"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
-class DeterminismSettings:
+class DeterminismSettings(Mapping[str, object]):
     """The spec's ``[determinism]`` table; the defaults are the spec's.
+
+    Deprecated, kept working for a release: the value is also a read-only mapping of
+    ``flags()`` (``deterministic_algorithms``, ``tf32``, ``cudnn_benchmark``, ``threads``;
+    not ``seed``), the dict ``rec.determinism`` used to be, so the formerly documented
+    ``seed_everything(rec.seed, **rec.determinism)`` still runs; reading a key warns
+    (``DeprecationWarning``).
 
     ``deterministic_algorithms``: ``True`` (torch raises on an op without a deterministic
     implementation), ``"warn"`` (torch's ``warn_only=True``: it warns and runs the
@@ -88,6 +104,21 @@ class DeterminismSettings:
     def problems(self) -> list[tuple[str, str]]:
         """``(setting, message)`` for every value out of range (empty when all are valid)."""
         return check_values(self.to_dict())
+
+    # ------------------------------------------------------------------ the old dict form
+
+    def __getitem__(self, key: str) -> object:
+        warnings.warn(_OLD_FORM, DeprecationWarning, stacklevel=2)
+        flags = self.flags()
+        if key not in flags:
+            raise KeyError(key)
+        return flags[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.flags())
+
+    def __len__(self) -> int:
+        return len(self.flags())
 
     # ------------------------------------------------------------------ derived views
 

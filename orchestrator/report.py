@@ -11,12 +11,19 @@ from typing import TYPE_CHECKING
 from orchestrator.messages import redact
 from orchestrator.probe.fingerprint import printable
 from orchestrator.verdict import wording
-from orchestrator.verdict.compare import Verdict, differences_between
+from orchestrator.verdict.compare import PairVerdict, Verdict, category, differences_between
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rich.console import Console
 
+    from orchestrator.bisect import Report as Bisected
     from orchestrator.verify import TargetResult, VerifyResult
+
+# Verdicts of bisect under which a ranked cause is still only likely: not tested by it (a
+# consequence follows from another difference, which is what is shown).
+_UNTESTED = ("not applicable here", "unresolved")
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -56,11 +63,37 @@ def _verdict_text(t: TargetResult) -> str:
     return "; ".join(parts)
 
 
-def print_table(result: VerifyResult, console: Console) -> None:
+def cause_lines(pair: PairVerdict, bisected: Bisected | None, shown: int = 5) -> list[str]:
+    """A diverged pair's causes, each marked (``wording.cause_line``): with ``bisected`` (its
+    ``verify --bisect`` experiments) the one-line outcome, then what bisect proved, then the
+    ranked causes it did not test; without, the first ``shown`` ranked causes, all likely."""
+    if bisected is None:
+        return [wording.cause_line(c, False) for c in pair.causes[:shown]]
+    judged = {j.difference.key: j.verdict for j in bisected.judged}
+    lines = [bisected.brief()]
+    lines += [
+        wording.cause_line(f"{category(j.difference.key)}: {j.difference}", True)
+        for j in bisected.proven
+    ]
+    untested = [
+        c
+        for c in pair.causes
+        if not c.startswith("... ")  # the count of the rest: bisect judged them all
+        and judged.get(wording.cause_key(c), "not applicable here") in _UNTESTED
+    ]
+    return lines + [wording.cause_line(c, False) for c in untested[:shown]]
+
+
+def print_table(
+    result: VerifyResult,
+    console: Console,
+    bisections: Mapping[tuple[str, str], Bisected] | None = None,
+) -> None:
     """The table, then each reason and cause once, then the outcome. Every cell is plain text
     (never markup). The table fits 80 columns (CI's width) with the verdict wrapped, not cut:
     no outer border, one space between columns, the digest (of the final parameters) in 8
-    hex digits; the HTML report has 12."""
+    hex digits; the HTML report has 12. ``bisections`` (``verify --bisect``, by the pair's
+    names) mark each diverged pair's causes proven or likely (``cause_lines``)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -105,15 +138,20 @@ def print_table(result: VerifyResult, console: Console) -> None:
     ]
     lines += [f"{t.name}: note: {printable(n)}" for t in result.targets for n in t.notes]
     if result.across is not None:
-        names = [t.name for t in result.targets if t.status == "ok"]
-        for name, p in zip(names[1:], result.across.pairs, strict=True):
-            lines.append(wording.pair_line(names[0], name, p))
+        for p in result.across.pairs:
+            a, b = result.pair_names(p)
+            lines.append(wording.pair_line(a, b, p))
             if p.kind == "tolerance":
                 lines.append(f"  {p.reason}")
             if p.kind == "diverged" and p.values:
                 lines.append(f"  values: {p.values[0]} vs {p.values[1]}")
-            lines += [f"  likely cause: {cause}" for cause in p.causes[:5]]
+            lines += [f"  {c}" for c in cause_lines(p, (bisections or {}).get((a, b)))]
             lines += [f"  warning: {w}" for w in p.warnings]
+    for comparison in result.references.comparisons if result.references else []:
+        bisected = (bisections or {}).get((comparison.target, comparison.against))
+        if bisected is not None:
+            lines.append(comparison.line())
+            lines += [f"  {c}" for c in cause_lines(comparison.pair, bisected)]
     for line in lines:  # plain text: reasons and causes may hold "[...]", which is not markup
         console.print(Text(redact(line)))
     for problem in problems:
@@ -219,7 +257,9 @@ def _cell(value: object) -> str:
     return "(absent)" if value is None else str(value)
 
 
-def render_html(result: VerifyResult) -> str:
+def render_html(
+    result: VerifyResult, bisections: Mapping[tuple[str, str], Bisected] | None = None
+) -> str:
     rows = []
     for t in result.targets:
         rows.append(
@@ -244,12 +284,18 @@ def render_html(result: VerifyResult) -> str:
         if step is not None
         else ""
     )
-    causes = ""
-    if result.across is not None:
-        items = "".join(
-            f"<li>{html.escape(c)}</li>" for p in result.across.pairs for c in p.causes[:5]
-        )
-        causes = f"<h2>Likely causes</h2><ul>{items}</ul>" if items else ""
+    marked: list[str] = []
+    for p in result.across.pairs if result.across is not None else ():
+        if p.kind == "diverged":
+            a, b = result.pair_names(p)
+            marked += [f"{a} vs {b}: {c}" for c in cause_lines(p, (bisections or {}).get((a, b)))]
+    for comparison in result.references.comparisons if result.references else []:
+        bisected = (bisections or {}).get((comparison.target, comparison.against))
+        if bisected is not None:
+            label = f"{comparison.target} vs {comparison.against}"
+            marked += [f"{label}: {c}" for c in cause_lines(comparison.pair, bisected)]
+    items = "".join(f"<li>{html.escape(printable(c))}</li>" for c in marked)
+    causes = f"<h2>Causes</h2><ul id='causes'>{items}</ul>" if items else ""
     verdicts = [t.verdict for t in result.targets if t.verdict] + (
         [result.across] if result.across else []
     )

@@ -33,7 +33,7 @@ from orchestrator.spec import DEFAULT_TARGETS, TARGET_NAMES, Spec
 from orchestrator.targets import TARGETS
 from orchestrator.targets.base import RUNTIME_DIR, Context, Target
 from orchestrator.verdict import wording
-from orchestrator.verdict.compare import Verdict, compare
+from orchestrator.verdict.compare import PairVerdict, Verdict, compare
 from orchestrator.verdict.references import ReferenceReport, compare_with_references
 
 
@@ -89,9 +89,8 @@ class VerifyResult:
                     "fix it (envparity doctor says how) or pass --accept-host-drift"
                 )
         if self.across is not None:  # each pair named by its targets (first runs' files)
-            name = {t.runs[0].fingerprint.source: t.name for t in self.targets if t.runs}
             out += [
-                wording.pair_line(name.get(p.reference, p.reference), name.get(p.other, p.other), p)
+                wording.pair_line(*self.pair_names(p), p)
                 for p in self.across.pairs
                 if p.kind == "diverged"
             ]
@@ -104,6 +103,14 @@ class VerifyResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.problems else 0
+
+    def pair_names(self, pair: PairVerdict) -> tuple[str, str]:
+        """The targets an across-targets pair compares, found by their first runs' files."""
+        name = {t.runs[0].fingerprint.source: t.name for t in self.targets if t.runs}
+        return name.get(pair.reference, pair.reference), name.get(pair.other, pair.other)
+
+    def target(self, name: str) -> TargetResult:
+        return next(t for t in self.targets if t.name == name)
 
 
 def _required_keys(spec: Spec, target: str) -> str:
@@ -363,7 +370,8 @@ def probe_target(target: Target, ctx: Context, hw: str, result: TargetResult) ->
     except EnvparityError as exc:
         result.status, result.reason = "failed", str(exc)
         return result
-    result.verdict = compare(result.fingerprints, spec.verify.tolerances)
+    # the target's runs repeat one environment: only they can show the probe unrepeatable
+    result.verdict = compare(result.fingerprints, spec.verify.tolerances, repeats=True)
     return result
 
 

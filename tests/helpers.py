@@ -117,6 +117,52 @@ def freeze(*roots: str) -> list[str]:
     return [f"{n}=={v}" for n, v in sorted(seen.items())]
 
 
+def lower_isa() -> str:
+    """The CPU capability one below this machine's: ``avx2`` on AVX-512, else ``default``."""
+    import torch
+
+    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
+
+
+def eleven_variables() -> dict[str, str]:
+    """The launch variables of issue 19's eleven-variable pair: three change the built-in
+    probe's numbers (``ATEN_CPU_CAPABILITY`` one below this CPU's, ``MKL_CBWR``,
+    ``MKL_NUM_THREADS`` against a run with 2), ``DNNL_MAX_CPU_ISA`` changes them alone but not
+    beside ``ONEDNN_MAX_CPU_ISA=ALL`` (oneDNN reads its newer name first), seven change
+    nothing (measured, tests/test_bisect.py)."""
+    return {
+        "ATEN_CPU_CAPABILITY": lower_isa(),
+        "MKL_CBWR": "COMPATIBLE",
+        "MKL_NUM_THREADS": "1",
+        "DNNL_MAX_CPU_ISA": "SSE41",
+        "ONEDNN_MAX_CPU_ISA": "ALL",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "OPENBLAS_NUM_THREADS": "1",
+        "KMP_AFFINITY": "disabled",
+        "KMP_DETERMINISTIC_REDUCTION": "1",
+        "MKL_DYNAMIC": "FALSE",
+        "CUDA_LAUNCH_BLOCKING": "1",
+    }
+
+
+def torch_venv(numpy: str) -> Path:
+    """The interpreter of a uv venv holding the local torch wheel, torch's requirements at the
+    versions installed here (``freeze``) and NumPy ``numpy``: two of them differ in NumPy
+    alone. Cached between test runs under ``ENVPARITY_TEST_CACHE`` (default
+    ``/tmp/envparity-test-cache``)."""
+    root = Path(os.environ.get("ENVPARITY_TEST_CACHE", "/tmp/envparity-test-cache"))
+    venv = root / f"torch2.13.0-numpy{numpy}-pinned"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        pins = ["torch==2.13.0", f"numpy=={numpy}"]
+        pins += [p for p in freeze("torch") if not p.startswith("torch==")]
+        process.run(["uv", "venv", "-q", "--python", sys.executable, str(venv)])
+        install = ["uv", "pip", "install", "-q", "--python", str(python)]
+        process.run([*install, "--find-links", str(wheel_folder()), *pins], timeout=600)
+        (venv / ".complete").write_text("")
+    return python
+
+
 def pin_torch_closure(spec: str) -> str:
     """``spec`` with what torch requires pinned, in ``[dependencies]``, to the versions installed
     here: a test spec that verifies the ``host`` target (this interpreter) then locks exactly

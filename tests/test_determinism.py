@@ -81,6 +81,29 @@ def test_warn_mode_runs_an_op_without_a_deterministic_kernel_and_warns() -> None
         seed_everything(0)
 
 
+INDUCTOR = """
+import sys
+import torch
+from orchestrator.determinism import seed_everything
+seed_everything(0, deterministic_algorithms=sys.argv[1] == "true")
+imported = "torch._inductor" in sys.modules
+import torch._inductor.config as config
+print(imported, torch.are_deterministic_algorithms_enabled(), config.deterministic)
+"""
+
+
+@pytest.mark.parametrize("mode", ["true", "false"])
+def test_seed_everything_skips_inductors_import_and_hands_it_the_mode(mode: str) -> None:
+    """torch.use_deterministic_algorithms imports torch._inductor (1.3-2.4 s) to set its
+    deterministic mode; seed_everything sets the flag alone and gives Inductor the same value
+    when it is imported later, as torch's function would have."""
+    result = process.run(
+        [sys.executable, "-c", INDUCTOR, mode], extra_env={"PYTHONPATH": str(REPO)}, cwd=REPO
+    )
+    on = str(mode == "true")
+    assert result.stdout.split() == ["False", on, on]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

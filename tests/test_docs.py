@@ -83,6 +83,7 @@ CONTRACT = _section(REPO / "docs" / "probe.md", "The probe contract")
 CALLS = [
     "seed_everything(rec.seed)",
     "seed_everything(rec.determinism, threads=1)",
+    "seed_everything(rec.seed, **rec.determinism)",  # deprecated, warns: still documented
     "rec.initial(model)",
     "rec.output(name, tensor)",
     "rec.batch(*tensors)",

@@ -64,7 +64,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("the verdict", ("orchestrator.verdict.*",)),
     ("targets and freshness", ("orchestrator.targets.*", "orchestrator.freshness")),
-    ("verify and check", ("orchestrator.verify", "orchestrator.check")),
+    # bisect runs experiments with verify's targets and runtime: beside it, never below
+    ("verify and check", ("orchestrator.verify", "orchestrator.check", "orchestrator.bisect")),
     (
         "reports and sessions",
         ("orchestrator.doctor", "orchestrator.report", "orchestrator.ci_runs"),

@@ -195,15 +195,22 @@ class Inputs:
     ``code``: module name -> file, for every module imported from the project folder and the
     probe's own module. ``data``: project-relative path -> sha256 of every other file the
     probe opened for reading under the project folder (datasets, vocabularies, configs).
+    ``outside``: absolute paths of files it read outside the project folder and
+    ``ENVPARITY_DATA_PATHS``, not hashed. ``imported``: the installed distributions (normalised
+    names) whose modules the run had imported by its end. Both absent in older files: empty.
     """
 
     code: Mapping[str, CodeFile] = field(default_factory=dict)
     data: Mapping[str, str] = field(default_factory=dict)
+    outside: tuple[str, ...] = ()
+    imported: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": {name: vars(f).copy() for name, f in sorted(self.code.items())},
             "data": dict(sorted(self.data.items())),
+            "outside": sorted(self.outside),
+            "imported": sorted(self.imported),
         }
 
     def files(self) -> dict[str, str]:
@@ -387,6 +394,8 @@ def _inputs(r: Reader, i: dict[str, Any]) -> Inputs:
     return Inputs(
         code=r.entries(i, "code", "", tables(_code_file), required=True, key_check=module),
         data=r.entries(i, "data", "", _DIGESTS, required=True),
+        outside=r.array(i, "outside", "", _STRINGS),
+        imported=r.array(i, "imported", "", _STRINGS),
     )
 
 

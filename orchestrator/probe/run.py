@@ -115,12 +115,13 @@ def run_probe(
     (``orchestrator.probe.inputs``). Raises ``UsageError`` for bad arguments, before anything
     is trained.
     """
-    from orchestrator.probe.capture import capture
+    from orchestrator.probe.capture import capture, watch_compile
 
     settings = DeterminismSettings() if determinism is None else determinism
     seed = settings.seed
     check_arguments(steps, world_size)
     reference = probe or BUILTIN
+    compiled = watch_compile()  # before the probe's module runs its module-level code
     train = resolve(reference)
     rec = Recorder(
         seed=seed,
@@ -149,7 +150,7 @@ def run_probe(
         },
         "stages": stages,
         "audit": [str(f) for f in [*audit(), *flag_findings(rec.flag_history())]],
-        "environment": capture(),
+        "environment": capture(compiled),
         "inputs": read.to_dict(),
         "seconds": round(seconds, 3),
     }

@@ -29,6 +29,7 @@ from typing import Any
 from orchestrator.errors import UsageError
 from orchestrator.probe.capture import Difference, diff
 from orchestrator.probe.fingerprint import Fingerprint, printable
+from orchestrator.probe.inputs import outside_note
 from orchestrator.tolerances import DEFAULTS, Tolerances
 
 KINDS = ("bitwise", "tolerance", "diverged")
@@ -67,6 +68,7 @@ _WEIGHTS: dict[str, dict[str, int]] = {
     "packages": {"init": 20, "data": 30, "numerics": 40},
     "platform": {"init": 15, "data": 15, "numerics": 30},
     "probe_itself": {"init": 50, "data": 60, "numerics": 50},
+    "not_captured": {"init": 50, "data": 60, "numerics": 50},
     "parallel": {"init": 10, "data": 60, "numerics": 95},
 }
 
@@ -208,13 +210,18 @@ class Verdict:
         }
 
 
-def compare(fingerprints: list[Fingerprint], tolerances: Tolerances = DEFAULTS) -> Verdict:
+def compare(
+    fingerprints: list[Fingerprint], tolerances: Tolerances = DEFAULTS, *, repeats: bool = False
+) -> Verdict:
     """Compare every fingerprint with the first.
 
     ``tolerances.rtol``/``atol`` apply between runs on the same device model (default:
     bitwise); ``cross_device_rtol`` between different devices (CPU vs CUDA, different GPU
-    models). Raises ``UsageError`` for fewer than two fingerprints, or two of different
-    probes or step counts.
+    models). ``repeats``: the fingerprints are runs of one environment launched alike (verify's
+    runs of a target), so a divergence with nothing captured differing shows that the probe
+    is not repeatable; otherwise no verdict says so, since no repeat has shown it
+    (``likely_causes``). Raises ``UsageError`` for fewer than two fingerprints, or two of
+    different probes or step counts.
     """
     if len(fingerprints) < 2:
         raise UsageError("compare needs at least two fingerprints")
@@ -226,7 +233,7 @@ def compare(fingerprints: list[Fingerprint], tolerances: Tolerances = DEFAULTS) 
                     f"{ref.source} and {fp.source} are not comparable: "
                     f"different {what} ({a} vs {b})"
                 )
-    pairs = tuple(_pair(ref, fp, tolerances) for fp in fingerprints[1:])
+    pairs = tuple(_pair(ref, fp, tolerances, repeats) for fp in fingerprints[1:])
     return Verdict(kind=max((p.kind for p in pairs), key=KINDS.index), pairs=pairs)
 
 
@@ -262,7 +269,9 @@ def _platform(fp: Fingerprint) -> str:
     return f"{p.get('system') or 'unknown OS'} {p.get('machine') or ''}".strip()
 
 
-def _pair(ref: Fingerprint, fp: Fingerprint, tolerances: Tolerances) -> PairVerdict:
+def _pair(
+    ref: Fingerprint, fp: Fingerprint, tolerances: Tolerances, repeats: bool = False
+) -> PairVerdict:
     model_a, model_b = _device_model(ref), _device_model(fp)
     rtol, atol = tolerances.rtol, tolerances.atol
     if model_a != model_b:
@@ -325,7 +334,7 @@ def _pair(ref: Fingerprint, fp: Fingerprint, tolerances: Tolerances) -> PairVerd
         values=values,
         tolerance=tol,
         reason=what,
-        causes=tuple(likely_causes(ref, fp, stage)),
+        causes=tuple(likely_causes(ref, fp, stage, repeats=repeats)),
         outputs=outputs,
     )
 
@@ -482,9 +491,14 @@ def _score(d: Difference, phase: str, on_cpu: bool) -> tuple[int, int, int, str]
     return (-weight, tie, 0 if d.key.startswith(("launch.", "probe.")) else 1, d.key)
 
 
-def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
+def likely_causes(
+    ref: Fingerprint, fp: Fingerprint, stage: str, *, repeats: bool = False
+) -> list[str]:
     """Differences between the runs ranked by how well they explain a first difference at
-    ``stage`` (module doc)."""
+    ``stage`` (module doc). When nothing captured differs: with ``repeats`` (two runs of one
+    environment, ``compare``), the probe is not repeatable; without, no captured difference
+    explains it, bisect can find out, and what the capture does not record is named
+    (``not_captured``)."""
     phase = _PHASE[stage]
     differences = differences_between(ref, fp)
     on_cpu = ref.device == fp.device == "cpu"
@@ -526,10 +540,31 @@ def likely_causes(ref: Fingerprint, fp: Fingerprint, stage: str) -> list[str]:
             f"... {len(shown) - _MAX_CAUSES} more environment differences "
             f"('envparity diff {printable(ref.source)} {printable(fp.source)}')"
         )
-    if not differences:
+    if not differences and repeats:
         causes.append(
-            "probe_itself: no difference in code, data or environment: the probe is not "
-            "repeatable in one environment (an unseeded RNG, a DataLoader without a seeded "
-            "generator, a nondeterministic kernel)"
+            "probe_itself: two runs of one environment differ and nothing captured differs "
+            "between them: the probe is not repeatable (an unseeded RNG, a DataLoader without "
+            "a seeded generator, a nondeterministic kernel)"
         )
+    elif not differences:
+        causes.append(not_captured(ref, fp))
     return causes
+
+
+def not_captured(ref: Fingerprint, fp: Fingerprint) -> str:
+    """The cause of a divergence between runs whose captures, code and data agree, when no
+    repeat has shown the probe unrepeatable: what bisect would try, and what no capture
+    records (the files either run read outside the project first)."""
+    a, b = printable(ref.source), printable(fp.source)
+    outside = tuple(sorted(set(ref.inputs.outside) | set(fp.inputs.outside)))
+    unrecorded = [outside_note(outside)] if outside else []
+    unrecorded += [
+        "variables the probe reads that are not launch variables",
+        "files opened before the probe function ran, or by C code",
+        "state its code sets beyond the recorded flags (a seed from the clock or os.urandom)",
+    ]
+    return (
+        f"not_captured: no captured difference explains it; run 'envparity bisect {a} {b}' "
+        f"(its repeat of {a} shows whether the probe repeats at all); not captured: "
+        + "; ".join(unrecorded)
+    )

@@ -132,3 +132,17 @@ def runs_diverged(name: str, pair: PairVerdict) -> str:
 def pair_line(a: str, b: str, pair: PairVerdict) -> str:
     """Two named runs (targets) and their result: ``host vs venv: bitwise identical``."""
     return f"{a} vs {b}: {result(pair)}"
+
+
+def cause_key(cause: str) -> str:
+    """The difference a cause names (``launch.MKL_CBWR`` of ``cpu_kernels: launch.MKL_CBWR:
+    (absent) vs COMPATIBLE``); "" for a cause that names none (``unseeded_rng: ...``)."""
+    parts = cause.split(": ", 2)
+    return parts[1] if len(parts) == 3 and " " not in parts[1] else ""
+
+
+def cause_line(cause: str, proven: bool) -> str:
+    """A cause as verify's table and report show it: ``proven cause: ...`` when an experiment
+    (``envparity bisect``, ``verify --bisect``) turned A's results into B's with it, else
+    ``likely cause: ...`` (ranked by how well it explains the stage, not tested)."""
+    return f"{'proven' if proven else 'likely'} cause: {cause}"
